@@ -1,0 +1,68 @@
+//! keelson's consensus layer: openraft over RocksDB.
+//!
+//! Invariant: this crate knows nothing about pods, services or any API object. It replicates
+//! opaque values under string keys through a closed [`Command`] enum, applies them
+//! deterministically (preconditions are checked in apply, so every replica reaches the same
+//! verdict) and stamps every write with its *resource version*: the Raft log index of the entry
+//! that wrote it — one global, monotonic clock, as etcd's revision is.
+//!
+//! Map:
+//! - [`command`]: the replicated commands and their deterministic application to a key space.
+//! - [`store`]: one RocksDB per master — the Raft log ([`store::LogStore`]) and the state machine
+//!   ([`store::StateMachine`]) in column families of the same database.
+//! - [`feed`]: the change feed published by apply, with a bounded replay window for watches.
+//! - [`network`]: Raft RPCs between masters over HTTP with bincode bodies.
+//! - [`node`]: [`node::RaftNode`], the facade the master uses: writes with forwarding to the
+//!   leader, linearizable and local reads, membership changes.
+
+pub mod codec;
+pub mod command;
+pub mod error;
+pub mod feed;
+pub mod metrics;
+pub mod network;
+pub mod node;
+pub mod server;
+pub mod store;
+
+use std::fmt;
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+pub use command::{Command, CommandResponse, OpResult};
+pub use error::ClusterError;
+pub use node::RaftNode;
+
+/// A master's address book entry, replicated inside the Raft membership.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterNode {
+    /// `HOST:PORT` of the Raft RPC listener.
+    pub raft: String,
+    /// `http://HOST:PORT` of the API server.
+    pub api: String,
+}
+
+impl fmt::Display for MasterNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "raft={} api={}", self.raft, self.api)
+    }
+}
+
+/// A master's id inside the cluster.
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// keelson's openraft type configuration.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResponse,
+        NodeId = NodeId,
+        Node = MasterNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// The openraft handle specialised to keelson.
+pub type Raft = openraft::Raft<TypeConfig>;

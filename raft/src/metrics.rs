@@ -1,0 +1,151 @@
+//! Prometheus metrics of the consensus layer, fed from openraft's metrics channel and from the
+//! write path.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry};
+
+/// The Raft metrics of one master (names in docs/metrics.md).
+#[derive(Clone)]
+pub struct RaftMetrics {
+    pub is_leader: IntGauge,
+    pub term: IntGauge,
+    pub leader_id: IntGauge,
+    pub last_log_index: IntGauge,
+    pub committed_index: IntGauge,
+    pub applied_index: IntGauge,
+    pub apply_lag: IntGauge,
+    pub snapshot_index: IntGauge,
+    pub purged_index: IntGauge,
+    pub membership_size: IntGauge,
+    pub leader_changes: IntCounter,
+    pub proposals: IntCounter,
+    pub proposals_failed: IntCounter,
+    pub proposals_forwarded: IntCounter,
+    pub proposal_seconds: Histogram,
+    pub snapshot_builds: IntGauge,
+    pub snapshot_installs: IntGauge,
+    pub disk_bytes: IntGauge,
+    pub objects: IntGauge,
+}
+
+fn gauge(reg: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::with_opts(Opts::new(name, help)).expect("valid gauge");
+    reg.register(Box::new(g.clone())).expect("register gauge");
+    g
+}
+
+fn counter(reg: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::with_opts(Opts::new(name, help)).expect("valid counter");
+    reg.register(Box::new(c.clone())).expect("register counter");
+    c
+}
+
+impl RaftMetrics {
+    /// Creates the metrics and registers them in `reg`.
+    pub fn register(reg: &Registry) -> Self {
+        let proposal_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "keelson_raft_proposal_duration_seconds",
+                "Time from proposing a command to its application on the leader.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+        )
+        .expect("valid histogram");
+        reg.register(Box::new(proposal_seconds.clone()))
+            .expect("register histogram");
+        RaftMetrics {
+            is_leader: gauge(
+                reg,
+                "keelson_raft_is_leader",
+                "1 if this master is the Raft leader, else 0.",
+            ),
+            term: gauge(
+                reg,
+                "keelson_raft_term",
+                "Current Raft term of this master.",
+            ),
+            leader_id: gauge(
+                reg,
+                "keelson_raft_leader_id",
+                "Id of the leader this master knows, 0 if none.",
+            ),
+            last_log_index: gauge(
+                reg,
+                "keelson_raft_last_log_index",
+                "Index of the last entry in this master's log.",
+            ),
+            committed_index: gauge(
+                reg,
+                "keelson_raft_committed_index",
+                "Highest log index this master knows committed.",
+            ),
+            applied_index: gauge(
+                reg,
+                "keelson_raft_applied_index",
+                "Highest log index applied to the state machine.",
+            ),
+            apply_lag: gauge(
+                reg,
+                "keelson_raft_apply_lag_entries",
+                "Log entries written but not yet applied.",
+            ),
+            snapshot_index: gauge(
+                reg,
+                "keelson_raft_snapshot_index",
+                "Last log index covered by the current snapshot.",
+            ),
+            purged_index: gauge(
+                reg,
+                "keelson_raft_purged_index",
+                "Last log index purged from the log.",
+            ),
+            membership_size: gauge(
+                reg,
+                "keelson_raft_membership_voters",
+                "Number of voting masters in the membership.",
+            ),
+            leader_changes: counter(
+                reg,
+                "keelson_raft_leader_changes_total",
+                "Times this master saw the leader change.",
+            ),
+            proposals: counter(
+                reg,
+                "keelson_raft_proposals_total",
+                "Commands proposed on this master as leader.",
+            ),
+            proposals_failed: counter(
+                reg,
+                "keelson_raft_proposals_failed_total",
+                "Proposals that failed or timed out.",
+            ),
+            proposals_forwarded: counter(
+                reg,
+                "keelson_raft_proposals_forwarded_total",
+                "Writes this master forwarded to the leader.",
+            ),
+            proposal_seconds,
+            snapshot_builds: gauge(
+                reg,
+                "keelson_raft_snapshot_builds",
+                "Snapshots built by this master since start.",
+            ),
+            snapshot_installs: gauge(
+                reg,
+                "keelson_raft_snapshot_installs",
+                "Snapshots received and installed by this master since start.",
+            ),
+            disk_bytes: gauge(
+                reg,
+                "keelson_raft_disk_bytes",
+                "Bytes used by this master's data directory.",
+            ),
+            objects: gauge(
+                reg,
+                "keelson_store_objects",
+                "Records held by the state machine.",
+            ),
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Raft RPCs between masters: HTTP POSTs with bincode bodies over pooled connections.
+//!
+//! Every request carries the cluster id, so that a master of another cluster refuses it.
+//! Errors are mapped so that openraft backs off from a peer that is down or paused
+//! ([`Unreachable`]) instead of spinning on it. Outgoing connections are bound to the master's
+//! own address, so that packet filters between master addresses cut Raft traffic for real.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::AnyError;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec;
+use crate::{MasterNode, NodeId, TypeConfig};
+
+/// Header carrying the cluster id on every internal request.
+pub const CLUSTER_HEADER: &str = "x-keelson-cluster";
+
+/// Builds the HTTP client used between masters.
+pub fn http_client(local: Option<IpAddr>) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(8)
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_millis(500));
+    if let Some(ip) = local {
+        b = b.local_address(ip);
+    }
+    b.build().expect("build http client")
+}
+
+/// Creates one [`Connection`] per peer.
+#[derive(Clone)]
+pub struct Network {
+    pub client: reqwest::Client,
+    pub cluster_id: std::sync::Arc<std::sync::RwLock<Option<String>>>,
+}
+
+/// The connection to one peer.
+pub struct Connection {
+    target: NodeId,
+    base: String,
+    client: reqwest::Client,
+    cluster_id: Option<String>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: NodeId, node: &MasterNode) -> Connection {
+        Connection {
+            target,
+            base: format!("http://{}/raft", node.raft),
+            client: self.client.clone(),
+            cluster_id: self.cluster_id.read().expect("cluster id lock").clone(),
+        }
+    }
+}
+
+/// Why an internal call failed, before the remote answered.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The connection could not be made: the request certainly had no effect.
+    #[error("cannot connect to {0}: {1}")]
+    Connect(String, String),
+    /// The request may have been delivered, but no usable answer came back.
+    #[error("no answer from {0}: {1}")]
+    Lost(String, String),
+    /// The peer refused the request (wrong cluster, malformed, too large).
+    #[error("refused by {0}: {1}")]
+    Refused(String, String),
+}
+
+/// POSTs a bincode-encoded `req` to `url` and decodes the bincode answer.
+pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+    client: &reqwest::Client,
+    url: &str,
+    cluster_id: Option<&str>,
+    req: &Req,
+    timeout: Duration,
+) -> Result<Resp, CallError> {
+    let body = codec::encode(req).map_err(|e| CallError::Refused(url.into(), e.to_string()))?;
+    let mut builder = client.post(url).timeout(timeout).body(body);
+    if let Some(id) = cluster_id {
+        builder = builder.header(CLUSTER_HEADER, id);
+    }
+    let resp = builder.send().await.map_err(|e| {
+        if e.is_connect() {
+            CallError::Connect(url.into(), e.to_string())
+        } else {
+            CallError::Lost(url.into(), e.to_string())
+        }
+    })?;
+    let status = resp.status();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| CallError::Lost(url.into(), e.to_string()))?;
+    if !status.is_success() {
+        return Err(CallError::Refused(
+            url.into(),
+            format!("{status}: {}", String::from_utf8_lossy(&bytes)),
+        ));
+    }
+    codec::decode(&bytes)
+        .map_err(|e| CallError::Lost(url.into(), format!("undecodable answer: {e}")))
+}
+
+impl Connection {
+    async fn rpc<Req, Resp, E>(
+        &self,
+        path: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, MasterNode, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let url = format!("{}/{}", self.base, path);
+        let answer: Result<Resp, RaftError<NodeId, E>> = call(
+            &self.client,
+            &url,
+            self.cluster_id.as_deref(),
+            req,
+            option.hard_ttl(),
+        )
+        .await
+        .map_err(|e| match e {
+            // Down, paused or refusing: let openraft back off rather than spin.
+            CallError::Connect(..) | CallError::Refused(..) => {
+                RPCError::Unreachable(Unreachable::new(&e))
+            }
+            CallError::Lost(..) => RPCError::Network(NetworkError::new(&AnyError::new(&e))),
+        })?;
+        answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, MasterNode, RaftError<NodeId>>>
+    {
+        self.rpc("append", &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, MasterNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.rpc("snapshot", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, MasterNode, RaftError<NodeId>>> {
+        self.rpc("vote", &rpc, &option).await
+    }
+
+    fn backoff(&self) -> Backoff {
+        // Short enough that a restarted master is found again quickly.
+        Backoff::new(std::iter::repeat(Duration::from_millis(200)))
+    }
+}

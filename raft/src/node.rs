@@ -1,0 +1,560 @@
+//! [`RaftNode`]: one master's consensus facade.
+//!
+//! Any master takes any request: a write on a follower is forwarded to the leader over the Raft
+//! port and its answer returned as if local; a linearizable read asks the leader for its read
+//! index (openraft's `get_read_log_id`, which confirms leadership with a quorum) and waits until
+//! the local replica has applied that far.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Command, CommandResponse, Record};
+use crate::error::ClusterError;
+use crate::feed::{Expired, Subscription};
+use crate::metrics::RaftMetrics;
+use crate::network::{call, http_client, CallError, Network};
+use crate::store::{self, LogStore, OpenError, Shared, StateMachine};
+use crate::{codec, MasterNode, NodeId, Raft};
+
+/// How one master runs its Raft member.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub data_dir: PathBuf,
+    pub raft_addr: SocketAddr,
+    /// `http://HOST:PORT` of this master's API.
+    pub api_url: String,
+    /// The cluster this master belongs to; `None` for a joining master, which learns it from
+    /// the leader's first request.
+    pub cluster_id: Option<String>,
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    /// Build a snapshot after this many applied entries.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot (for followers slightly behind).
+    pub keep_logs: u64,
+    /// How long a write or linearizable read may wait for a leader and a quorum.
+    pub request_timeout: Duration,
+    /// Events kept for watches to resume from.
+    pub feed_window: usize,
+}
+
+impl NodeConfig {
+    /// Defaults for everything but identity and addresses.
+    pub fn new(id: NodeId, data_dir: PathBuf, raft_addr: SocketAddr, api_url: String) -> Self {
+        NodeConfig {
+            id,
+            data_dir,
+            raft_addr,
+            api_url,
+            cluster_id: None,
+            heartbeat_ms: 50,
+            election_min_ms: 250,
+            election_max_ms: 500,
+            snapshot_every: 10_000,
+            keep_logs: 1_000,
+            request_timeout: Duration::from_secs(10),
+            feed_window: 10_000,
+        }
+    }
+}
+
+/// What a master reports about itself and the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    pub cluster_id: Option<String>,
+    pub state: String,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    pub snapshot_index: u64,
+    pub purged_index: u64,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    pub members: BTreeMap<NodeId, MasterNode>,
+}
+
+/// Membership requests, forwarded to the leader like writes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum AdminRequest {
+    AddMaster { id: NodeId, node: MasterNode },
+    RemoveMaster { id: NodeId },
+}
+
+/// Why a master could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("invalid raft configuration: {0}")]
+    Config(String),
+    #[error("raft failed to start: {0}")]
+    Raft(String),
+}
+
+/// One master's Raft member and its store.
+pub struct RaftNode {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub store: Arc<Shared>,
+    pub metrics: RaftMetrics,
+    pub cluster_id: Arc<RwLock<Option<String>>>,
+    db: Arc<rocksdb::DB>,
+    client: reqwest::Client,
+    request_timeout: Duration,
+    data_dir: PathBuf,
+}
+
+impl RaftNode {
+    /// Opens the data directory (checking that it belongs to this master and cluster) and
+    /// starts the Raft member. Does not initialize a cluster: see [`RaftNode::initialize`].
+    pub async fn start(
+        cfg: NodeConfig,
+        registry: &prometheus::Registry,
+    ) -> Result<Arc<Self>, StartError> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+            StartError::Config(format!("cannot create {}: {e}", cfg.data_dir.display()))
+        })?;
+        let db = store::open_db(&cfg.data_dir)?;
+        let cluster_id =
+            store::check_identity(&db, &cfg.data_dir, cfg.id, cfg.cluster_id.as_deref())?;
+        let sm = StateMachine::open(db.clone(), &cfg.data_dir, cfg.feed_window)?;
+        let log = LogStore::new(db.clone());
+        let shared = sm.shared.clone();
+
+        let config = Config {
+            cluster_name: "keelson".into(),
+            heartbeat_interval: cfg.heartbeat_ms,
+            election_timeout_min: cfg.election_min_ms,
+            election_timeout_max: cfg.election_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
+            max_in_snapshot_log_to_keep: cfg.keep_logs,
+            // Small AppendEntries so that a slow fsync never turns a heartbeat into a timeout.
+            max_payload_entries: 256,
+            snapshot_max_chunk_size: 1024 * 1024,
+            install_snapshot_timeout: 2_000,
+            ..Default::default()
+        };
+        let config = Arc::new(
+            config
+                .validate()
+                .map_err(|e| StartError::Config(e.to_string()))?,
+        );
+        let cluster_id = Arc::new(RwLock::new(cluster_id));
+        let client = http_client(Some(cfg.raft_addr.ip()));
+        let network = Network {
+            client: client.clone(),
+            cluster_id: cluster_id.clone(),
+        };
+        let raft = Raft::new(cfg.id, config, network, log, sm)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let metrics = RaftMetrics::register(registry);
+        let node = Arc::new(RaftNode {
+            id: cfg.id,
+            raft,
+            store: shared,
+            metrics,
+            cluster_id,
+            db,
+            client,
+            request_timeout: cfg.request_timeout,
+            data_dir: cfg.data_dir,
+        });
+        tokio::spawn(export_metrics(node.clone()));
+        Ok(node)
+    }
+
+    /// Initializes a new cluster with `members` unless this master already holds Raft state.
+    /// Returns true when it initialized. Every initial master may call this with the same set.
+    pub async fn initialize(
+        &self,
+        members: BTreeMap<NodeId, MasterNode>,
+    ) -> Result<bool, ClusterError> {
+        if self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| ClusterError::Fatal(e.to_string()))?
+        {
+            return Ok(false);
+        }
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(true),
+            // Another initial master's leader already reached us: nothing to do.
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(false),
+            Err(e) => Err(ClusterError::Fatal(e.to_string())),
+        }
+    }
+
+    /// The cluster id this master belongs to, once known.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.cluster_id.read().expect("cluster id lock").clone()
+    }
+
+    /// Adopts the cluster id of the leader that first contacts a joining master.
+    pub fn adopt_cluster_id(&self, id: &str) -> Result<(), String> {
+        let mut slot = self.cluster_id.write().expect("cluster id lock");
+        match slot.as_deref() {
+            Some(mine) if mine == id => Ok(()),
+            Some(mine) => Err(format!("this master belongs to cluster {mine}, not {id}")),
+            None => {
+                store::record_cluster_id(&self.db, id).map_err(|e| e.to_string())?;
+                *slot = Some(id.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    /// The leader this master knows of.
+    pub fn leader(&self) -> Option<(NodeId, MasterNode)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id).cloned()?;
+        Some((id, node))
+    }
+
+    /// True while this master is a member (voter or learner) of the cluster, or not yet
+    /// initialized.
+    pub fn is_member(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        membership.nodes().next().is_none() || membership.get_node(&self.id).is_some()
+    }
+
+    /// Proposes `cmd` through Raft, forwarding it to the leader when this master is not the
+    /// leader, and returns once it is committed and applied.
+    pub async fn write(&self, cmd: Command) -> Result<CommandResponse, ClusterError> {
+        let size = codec::encode(&cmd)
+            .map_err(|e| ClusterError::Invalid(e.to_string()))?
+            .len() as u64;
+        if size > codec::MAX_MESSAGE / 4 {
+            return Err(ClusterError::Invalid(format!(
+                "command of {size} bytes is too large"
+            )));
+        }
+        let deadline = Instant::now() + self.request_timeout;
+        self.until_leader(deadline, |leader| {
+            let cmd = cmd.clone();
+            async move {
+                match leader {
+                    None => self.write_local(cmd, deadline).await,
+                    Some(node) => {
+                        self.metrics.proposals_forwarded.inc();
+                        self.forward(&node, "write", &cmd, deadline).await
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// Proposes `cmd` on this master, which must be the leader.
+    pub async fn write_local(
+        &self,
+        cmd: Command,
+        deadline: Instant,
+    ) -> Result<CommandResponse, ClusterError> {
+        if !self.is_member() {
+            return Err(ClusterError::Removed);
+        }
+        self.metrics.proposals.inc();
+        let start = Instant::now();
+        let remaining = deadline.saturating_duration_since(start);
+        let result = match tokio::time::timeout(remaining, self.raft.client_write(cmd)).await {
+            Err(_) => Err(ClusterError::Indeterminate(
+                "the write was proposed but not committed in time".into(),
+            )),
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(ClusterError::NotLeader {
+                    leader: f.leader_id.zip(f.leader_node),
+                })
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                Err(ClusterError::Invalid(e.to_string()))
+            }
+            Ok(Err(RaftError::Fatal(e))) => Err(ClusterError::Fatal(e.to_string())),
+        };
+        match &result {
+            Ok(_) => self
+                .metrics
+                .proposal_seconds
+                .observe(start.elapsed().as_secs_f64()),
+            Err(ClusterError::NotLeader { .. }) => {}
+            Err(_) => self.metrics.proposals_failed.inc(),
+        }
+        result
+    }
+
+    /// Makes the next reads linearizable: returns once this replica has applied everything
+    /// committed before the call. Forwarded to the leader for its read index when needed.
+    pub async fn read_barrier(&self) -> Result<u64, ClusterError> {
+        let deadline = Instant::now() + self.request_timeout;
+        let index: u64 = self
+            .until_leader(deadline, |leader| async move {
+                match leader {
+                    None => self.read_index_local().await,
+                    Some(node) => self.forward(&node, "read_index", &(), deadline).await,
+                }
+            })
+            .await?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        self.raft
+            .wait(Some(remaining))
+            .applied_index_at_least(Some(index), "read barrier")
+            .await
+            .map_err(|e| ClusterError::Indeterminate(format!("replica did not catch up: {e}")))?;
+        Ok(index)
+    }
+
+    /// The leader's read index, confirmed by a quorum. Fails with `NotLeader` on a follower.
+    pub async fn read_index_local(&self) -> Result<u64, ClusterError> {
+        if !self.is_member() {
+            return Err(ClusterError::Removed);
+        }
+        match self.raft.get_read_log_id().await {
+            Ok((read, _applied)) => Ok(read.map_or(0, |l| l.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(ClusterError::NotLeader {
+                    leader: f.leader_id.zip(f.leader_node),
+                })
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
+                Err(ClusterError::NoQuorum)
+            }
+            Err(RaftError::Fatal(e)) => Err(ClusterError::Fatal(e.to_string())),
+        }
+    }
+
+    /// Adds (`AddMaster`) or removes (`RemoveMaster`) a master, on the leader.
+    pub async fn admin(&self, req: AdminRequest) -> Result<NodeStatus, ClusterError> {
+        let deadline = Instant::now() + self.request_timeout.max(Duration::from_secs(60));
+        self.until_leader(deadline, |leader| {
+            let req = req.clone();
+            async move {
+                match leader {
+                    None => self.admin_local(req).await,
+                    Some(node) => self.forward(&node, "admin", &req, deadline).await,
+                }
+            }
+        })
+        .await
+    }
+
+    /// Runs a membership change on this master, which must be the leader.
+    pub async fn admin_local(&self, req: AdminRequest) -> Result<NodeStatus, ClusterError> {
+        let map = |e: RaftError<NodeId, ClientWriteError<NodeId, MasterNode>>| match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ClusterError::NotLeader {
+                leader: f.leader_id.zip(f.leader_node),
+            },
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                ClusterError::Invalid(e.to_string())
+            }
+            RaftError::Fatal(e) => ClusterError::Fatal(e.to_string()),
+        };
+        match req {
+            AdminRequest::AddMaster { id, node } => {
+                // As a learner first (blocking until it has caught up), then as a voter.
+                self.raft.add_learner(id, node, true).await.map_err(map)?;
+                self.raft
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                    .await
+                    .map_err(map)?;
+            }
+            AdminRequest::RemoveMaster { id } => {
+                self.raft
+                    .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                    .await
+                    .map_err(map)?;
+            }
+        }
+        Ok(self.status())
+    }
+
+    /// Runs `op` on the leader: locally (`None`) when this master leads, else with the leader's
+    /// address; retries while the leader is unknown or moves, until `deadline`.
+    async fn until_leader<T, F, Fut>(&self, deadline: Instant, op: F) -> Result<T, ClusterError>
+    where
+        F: Fn(Option<MasterNode>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClusterError>>,
+    {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if !self.is_member() {
+                return Err(ClusterError::Removed);
+            }
+            let target = match self.leader() {
+                Some((id, _)) if id == self.id => Some(None),
+                Some((_, node)) => Some(Some(node)),
+                None => None,
+            };
+            if let Some(target) = target {
+                match op(target).await {
+                    Err(e) if e.is_retryable() => {}
+                    other => return other,
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ClusterError::NoQuorum);
+            }
+            // Wait for news about the leader, but poll at least every 50 ms.
+            let pause = (deadline - now).min(Duration::from_millis(50));
+            let _ = tokio::time::timeout(pause, metrics.changed()).await;
+        }
+    }
+
+    async fn forward<Req: Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        leader: &MasterNode,
+        path: &str,
+        req: &Req,
+        deadline: Instant,
+    ) -> Result<Resp, ClusterError> {
+        let url = format!("http://{}/raft/{}", leader.raft, path);
+        let timeout = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        let cluster = self.cluster_id();
+        match call::<Req, Result<Resp, ClusterError>>(
+            &self.client,
+            &url,
+            cluster.as_deref(),
+            req,
+            timeout,
+        )
+        .await
+        {
+            Ok(answer) => answer,
+            // Never reached the leader: nothing happened, try again with the next leader.
+            Err(CallError::Connect(..)) => Err(ClusterError::NoQuorum),
+            Err(e) => Err(ClusterError::Indeterminate(e.to_string())),
+        }
+    }
+
+    /// Reads one record from this replica (call [`RaftNode::read_barrier`] first for a
+    /// linearizable read).
+    pub fn get(&self, key: &str) -> (Option<Record>, u64) {
+        self.store.get(key)
+    }
+
+    /// Lists records under `prefix` from this replica.
+    pub fn list(&self, prefix: &str) -> (Vec<(String, Record)>, u64) {
+        self.store.list(prefix)
+    }
+
+    /// Subscribes to changes after resource version `from`.
+    pub fn watch(&self, from: u64) -> Result<Subscription, Expired> {
+        self.store.feed.subscribe(from)
+    }
+
+    /// This master's view of itself and the cluster.
+    pub fn status(&self) -> NodeStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let learners: Vec<NodeId> = membership.learner_ids().collect();
+        let members = membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
+        NodeStatus {
+            id: self.id,
+            cluster_id: self.cluster_id(),
+            state: format!("{:?}", m.state),
+            term: m.current_term,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            snapshot_index: m.snapshot.map_or(0, |l| l.index),
+            purged_index: m.purged.map_or(0, |l| l.index),
+            voters,
+            learners,
+            members,
+        }
+    }
+
+    /// True when this master knows a leader and has applied what it has in its log: the
+    /// readiness check.
+    pub fn is_ready(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        m.current_leader.is_some()
+            && m.last_log_index.unwrap_or(0) <= applied + 1000
+            && self.is_member()
+    }
+
+    /// Stops Raft; the store is closed when the last handle is dropped.
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+}
+
+/// Keeps the Prometheus gauges in step with openraft's metrics.
+async fn export_metrics(node: Arc<RaftNode>) {
+    let mut rx = node.raft.metrics();
+    let mut last_leader = None;
+    let mut disk_tick = Instant::now() - Duration::from_secs(60);
+    loop {
+        let m = rx.borrow_and_update().clone();
+        let g = &node.metrics;
+        g.is_leader.set((m.state == ServerState::Leader) as i64);
+        g.term.set(m.current_term as i64);
+        g.leader_id.set(m.current_leader.unwrap_or(0) as i64);
+        if m.current_leader.is_some() && m.current_leader != last_leader {
+            g.leader_changes.inc();
+        }
+        last_leader = m.current_leader;
+        let last_log = m.last_log_index.unwrap_or(0);
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        g.last_log_index.set(last_log as i64);
+        g.applied_index.set(applied as i64);
+        g.committed_index.set(applied as i64);
+        g.apply_lag.set(last_log.saturating_sub(applied) as i64);
+        g.snapshot_index
+            .set(m.snapshot.map_or(0, |l| l.index) as i64);
+        g.purged_index.set(m.purged.map_or(0, |l| l.index) as i64);
+        g.membership_size
+            .set(m.membership_config.membership().voter_ids().count() as i64);
+        g.snapshot_builds
+            .set(node.store.snapshots_built.load(Ordering::Relaxed) as i64);
+        g.snapshot_installs
+            .set(node.store.snapshots_installed.load(Ordering::Relaxed) as i64);
+        g.objects.set(node.store.len() as i64);
+        if disk_tick.elapsed() > Duration::from_secs(5) {
+            disk_tick = Instant::now();
+            let dir = node.data_dir.clone();
+            if let Ok(bytes) = tokio::task::spawn_blocking(move || dir_size(&dir)).await {
+                g.disk_bytes.set(bytes as i64);
+            }
+        }
+        // Wake on change, and at least every few seconds for the disk gauge.
+        match tokio::time::timeout(Duration::from_secs(5), rx.changed()).await {
+            Ok(Err(_)) => return,
+            _ => {}
+        }
+    }
+}
+
+fn dir_size(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(md) if md.is_dir() => dir_size(&e.path()),
+            Ok(md) => md.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}

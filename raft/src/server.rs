@@ -1,0 +1,122 @@
+//! The Raft port: openraft's RPCs and the internal requests followers forward to the leader.
+//!
+//! Everything here is bincode over HTTP POST. Input is untrusted: a body that does not decode
+//! is a 400 with the reason, a body over [`codec::MAX_MESSAGE`] a 413, a request from another
+//! cluster a 403 — never a panic.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec;
+use crate::command::Command;
+use crate::network::CLUSTER_HEADER;
+use crate::node::{AdminRequest, RaftNode};
+use crate::TypeConfig;
+
+/// The router of the Raft port.
+pub fn router(node: Arc<RaftNode>) -> Router {
+    Router::new()
+        .route("/raft/append", post(append))
+        .route("/raft/vote", post(vote))
+        .route("/raft/snapshot", post(snapshot))
+        .route("/raft/write", post(write))
+        .route("/raft/read_index", post(read_index))
+        .route("/raft/admin", post(admin))
+        .layer(middleware::from_fn_with_state(node.clone(), check_cluster))
+        .layer(DefaultBodyLimit::max(codec::MAX_MESSAGE as usize))
+        .with_state(node)
+}
+
+async fn check_cluster(State(node): State<Arc<RaftNode>>, req: Request, next: Next) -> Response {
+    let Some(theirs) = req
+        .headers()
+        .get(CLUSTER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+    else {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("missing {CLUSTER_HEADER} header"),
+        )
+            .into_response();
+    };
+    if let Err(e) = node.adopt_cluster_id(&theirs) {
+        return (StatusCode::FORBIDDEN, e).into_response();
+    }
+    next.run(req).await
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+    codec::decode(body)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("undecodable request: {e}")).into_response())
+}
+
+fn answer<T: Serialize>(value: &T) -> Response {
+    match codec::encode(value) {
+        Ok(bytes) => (StatusCode::OK, bytes).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn append(State(node): State<Arc<RaftNode>>, body: Bytes) -> Response {
+    let req: AppendEntriesRequest<TypeConfig> = match decode(&body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    answer(&node.raft.append_entries(req).await)
+}
+
+async fn vote(State(node): State<Arc<RaftNode>>, body: Bytes) -> Response {
+    let req: VoteRequest<u64> = match decode(&body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    answer(&node.raft.vote(req).await)
+}
+
+async fn snapshot(State(node): State<Arc<RaftNode>>, body: Bytes) -> Response {
+    let req: InstallSnapshotRequest<TypeConfig> = match decode(&body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    answer(&node.raft.install_snapshot(req).await)
+}
+
+async fn write(State(node): State<Arc<RaftNode>>, body: Bytes) -> Response {
+    let cmd: Command = match decode(&body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    // The forwarding master applies its own deadline; ours only bounds the wait here.
+    answer(
+        &node
+            .write_local(cmd, Instant::now() + Duration::from_secs(10))
+            .await,
+    )
+}
+
+async fn read_index(State(node): State<Arc<RaftNode>>, body: Bytes) -> Response {
+    if let Err(resp) = decode::<()>(&body) {
+        return resp;
+    }
+    answer(&node.read_index_local().await)
+}
+
+async fn admin(State(node): State<Arc<RaftNode>>, body: Bytes) -> Response {
+    let req: AdminRequest = match decode(&body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    answer(&node.admin_local(req).await)
+}

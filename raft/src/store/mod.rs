@@ -1,0 +1,195 @@
+//! One RocksDB per master: the Raft log and the state machine in column families of the same
+//! database, so that both share one write-ahead log.
+//!
+//! Durability: log appends, votes, truncations and purges are synced before openraft is told
+//! they are durable. State-machine writes are not synced on their own; they need not be, because
+//! they are re-derivable from the log, and every later synced write (the next append, or the
+//! purge that drops their log entries) flushes the shared WAL that holds them first.
+//!
+//! Column families:
+//! - `logs`: entries by big-endian index;
+//! - `meta`: vote, committed, last purged, the state machine's applied log id and membership,
+//!   and the master's identity (node id, cluster id);
+//! - `state`: the state machine's records by key.
+
+mod log;
+mod state;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, Options, DB};
+
+pub use log::LogStore;
+pub use state::{Shared, SmState, StateMachine};
+
+use crate::codec;
+
+pub(crate) const CF_LOGS: &str = "logs";
+pub(crate) const CF_META: &str = "meta";
+pub(crate) const CF_STATE: &str = "state";
+
+const KEY_NODE_ID: &[u8] = b"node_id";
+const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
+
+/// Why a data directory cannot be used by this master.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open the database in {path}: {source}")]
+    Db {
+        path: String,
+        source: rocksdb::Error,
+    },
+    #[error("the data directory {path} belongs to master {stored}, not to master {requested}: pass --id {stored} or use another --data-dir")]
+    WrongNode {
+        path: String,
+        stored: u64,
+        requested: u64,
+    },
+    #[error("the data directory {path} belongs to cluster {stored}, not to cluster {requested}: use another --data-dir")]
+    WrongCluster {
+        path: String,
+        stored: String,
+        requested: String,
+    },
+    #[error("cannot read the state in {path}: {reason}")]
+    Corrupt { path: String, reason: String },
+}
+
+/// Opens (or creates) the database of a master.
+pub fn open_db(dir: &Path) -> Result<Arc<DB>, OpenError> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    // Bound memory: keelson's values are small JSON documents.
+    opts.set_write_buffer_size(16 * 1024 * 1024);
+    opts.set_max_background_jobs(2);
+    let cfs = [CF_LOGS, CF_META, CF_STATE]
+        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+    let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|source| OpenError::Db {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    Ok(Arc::new(db))
+}
+
+/// Checks (and on first use records) which master and which cluster this database belongs
+/// to. Returns the cluster id in force: the stored one, else `cluster_id`.
+pub fn check_identity(
+    db: &DB,
+    dir: &Path,
+    node_id: u64,
+    cluster_id: Option<&str>,
+) -> Result<Option<String>, OpenError> {
+    let path = dir.display().to_string();
+    let meta = db.cf_handle(CF_META).expect("meta column family");
+    let corrupt = |reason: String| OpenError::Corrupt {
+        path: path.clone(),
+        reason,
+    };
+    match db
+        .get_cf(&meta, KEY_NODE_ID)
+        .map_err(|e| corrupt(e.to_string()))?
+    {
+        Some(bytes) => {
+            let stored: u64 = codec::decode(&bytes).map_err(|e| corrupt(e.to_string()))?;
+            if stored != node_id {
+                return Err(OpenError::WrongNode {
+                    path,
+                    stored,
+                    requested: node_id,
+                });
+            }
+        }
+        None => {
+            let bytes = codec::encode(&node_id).expect("encode u64");
+            db.put_cf(&meta, KEY_NODE_ID, bytes)
+                .map_err(|e| corrupt(e.to_string()))?;
+        }
+    }
+    let stored = db
+        .get_cf(&meta, KEY_CLUSTER_ID)
+        .map_err(|e| corrupt(e.to_string()))?
+        .map(|b| String::from_utf8_lossy(&b).into_owned());
+    match (stored, cluster_id) {
+        (Some(stored), Some(requested)) if stored != requested => Err(OpenError::WrongCluster {
+            path,
+            stored,
+            requested: requested.to_string(),
+        }),
+        (Some(stored), _) => Ok(Some(stored)),
+        (None, Some(requested)) => {
+            record_cluster_id(db, requested).map_err(|e| corrupt(e.to_string()))?;
+            Ok(Some(requested.to_string()))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// Records the cluster id (synced): a joining master learns it from its first leader.
+pub fn record_cluster_id(db: &DB, cluster_id: &str) -> Result<(), rocksdb::Error> {
+    let meta = db.cf_handle(CF_META).expect("meta column family");
+    db.put_cf_opt(&meta, KEY_CLUSTER_ID, cluster_id.as_bytes(), &synced())
+}
+
+pub(crate) fn synced() -> rocksdb::WriteOptions {
+    let mut w = rocksdb::WriteOptions::default();
+    w.set_sync(true);
+    w
+}
+
+/// Opens a master's storage: the log store and the state machine over one database.
+pub fn open(dir: &Path, feed_window: usize) -> Result<(LogStore, StateMachine), OpenError> {
+    let db = open_db(dir)?;
+    let sm = StateMachine::open(db.clone(), dir, feed_window)?;
+    Ok((LogStore::new(db), sm))
+}
+
+#[cfg(test)]
+mod conformance {
+    //! openraft's storage conformance suite against the RocksDB store.
+    use openraft::testing::{StoreBuilder, Suite};
+    use openraft::StorageError;
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::TypeConfig;
+
+    struct Builder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
+        async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<u64>> {
+            let dir = TempDir::new().expect("tempdir");
+            let (log, sm) = open(dir.path(), 1000).expect("open store");
+            Ok((dir, log, sm))
+        }
+    }
+
+    #[test]
+    fn openraft_storage_suite() {
+        Suite::test_all(Builder).expect("storage suite");
+    }
+
+    #[test]
+    fn identity_is_checked() {
+        let dir = TempDir::new().unwrap();
+        let db = open_db(dir.path()).unwrap();
+        assert_eq!(
+            check_identity(&db, dir.path(), 1, Some("c1")).unwrap(),
+            Some("c1".into())
+        );
+        assert!(matches!(
+            check_identity(&db, dir.path(), 2, Some("c1")),
+            Err(OpenError::WrongNode { stored: 1, .. })
+        ));
+        assert!(matches!(
+            check_identity(&db, dir.path(), 1, Some("c2")),
+            Err(OpenError::WrongCluster { .. })
+        ));
+        assert_eq!(
+            check_identity(&db, dir.path(), 1, None).unwrap(),
+            Some("c1".into())
+        );
+    }
+}

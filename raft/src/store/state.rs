@@ -1,0 +1,423 @@
+//! The replicated state machine: records by key, in memory for reads and in RocksDB for
+//! restarts, with snapshots and the change feed.
+//!
+//! Invariants:
+//! - `SmState` in memory and the `state` column family hold the same records and the same
+//!   last-applied log id once a batch of entries is applied (one RocksDB write batch).
+//! - Apply publishes its events to the feed while it still holds the state lock, so a reader
+//!   that lists and subscribes under that lock sees a consistent cut (list at N, events > N).
+//! - A snapshot install replaces memory and disk in one synced write batch, then resets the feed.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership,
+};
+use rocksdb::{IteratorMode, WriteBatch, DB};
+use serde::{Deserialize, Serialize};
+
+use super::{synced, OpenError, CF_META, CF_STATE};
+use crate::codec;
+use crate::command::{apply_command, Change, CommandResponse, KeySpace, Record};
+use crate::error::storage_err;
+use crate::feed::{Event, EventKind, Feed, Subscription};
+use crate::{MasterNode, NodeId, TypeConfig};
+
+const KEY_APPLIED: &[u8] = b"sm_applied";
+const KEY_MEMBERSHIP: &[u8] = b"sm_membership";
+const SNAPSHOT_FILE: &str = "snapshot.bin";
+
+/// What the state machine holds.
+#[derive(Debug, Default)]
+pub struct SmState {
+    pub space: KeySpace,
+    pub last_applied: Option<LogId<NodeId>>,
+    pub membership: StoredMembership<NodeId, MasterNode>,
+}
+
+/// The state shared between openraft's state machine and the readers (API, watches).
+pub struct Shared {
+    db: Arc<DB>,
+    snapshot_path: PathBuf,
+    state: RwLock<SmState>,
+    /// The change feed published by apply.
+    pub feed: Feed,
+    snapshot_seq: AtomicU64,
+    current_snapshot: Mutex<Option<StoredSnapshot>>,
+    /// Counts snapshot builds and installs, for metrics.
+    pub snapshots_built: AtomicU64,
+    pub snapshots_installed: AtomicU64,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, MasterNode>,
+    data: Vec<u8>,
+}
+
+impl Shared {
+    /// The record under `key`, from this replica (possibly stale: call a read barrier first
+    /// for a linearizable read).
+    pub fn get(&self, key: &str) -> (Option<Record>, u64) {
+        let st = self.state.read().expect("state lock");
+        (st.space.get(key).cloned(), applied_index(&st))
+    }
+
+    /// Records whose key starts with `prefix`, in key order, with the applied index they were
+    /// read at.
+    pub fn list(&self, prefix: &str) -> (Vec<(String, Record)>, u64) {
+        let st = self.state.read().expect("state lock");
+        (scan(&st.space, prefix), applied_index(&st))
+    }
+
+    /// A consistent list and a subscription to every change after it.
+    pub fn list_and_subscribe(&self, prefix: &str) -> (Vec<(String, Record)>, u64, Subscription) {
+        let st = self.state.read().expect("state lock");
+        let applied = applied_index(&st);
+        let sub = self
+            .feed
+            .subscribe(applied)
+            .expect("the feed always covers the applied index");
+        (scan(&st.space, prefix), applied, sub)
+    }
+
+    /// Number of records stored.
+    pub fn len(&self) -> usize {
+        self.state.read().expect("state lock").space.len()
+    }
+
+    /// True when no record is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The applied log index.
+    pub fn applied(&self) -> u64 {
+        applied_index(&self.state.read().expect("state lock"))
+    }
+}
+
+fn applied_index(st: &SmState) -> u64 {
+    st.last_applied.map_or(0, |l| l.index)
+}
+
+fn scan(space: &KeySpace, prefix: &str) -> Vec<(String, Record)> {
+    space
+        .range(prefix.to_string()..)
+        .take_while(|(k, _)| k.starts_with(prefix))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// openraft's view of the state machine.
+#[derive(Clone)]
+pub struct StateMachine {
+    pub shared: Arc<Shared>,
+}
+
+fn meta_get<T: serde::de::DeserializeOwned>(db: &DB, key: &[u8]) -> Result<Option<T>, String> {
+    let cf = db.cf_handle(CF_META).expect("meta cf");
+    match db.get_cf(&cf, key).map_err(|e| e.to_string())? {
+        None => Ok(None),
+        Some(b) => codec::decode(&b).map(Some).map_err(|e| e.to_string()),
+    }
+}
+
+impl StateMachine {
+    pub(crate) fn open(db: Arc<DB>, dir: &Path, feed_window: usize) -> Result<Self, OpenError> {
+        let corrupt = |reason: String| OpenError::Corrupt {
+            path: dir.display().to_string(),
+            reason,
+        };
+        let last_applied: Option<LogId<NodeId>> = meta_get(&db, KEY_APPLIED).map_err(corrupt)?;
+        let membership: StoredMembership<NodeId, MasterNode> = meta_get(&db, KEY_MEMBERSHIP)
+            .map_err(corrupt)?
+            .unwrap_or_default();
+        let mut space = KeySpace::new();
+        {
+            let cf = db.cf_handle(CF_STATE).expect("state cf");
+            for item in db.iterator_cf(&cf, IteratorMode::Start) {
+                let (k, v) = item.map_err(|e| corrupt(e.to_string()))?;
+                let key = String::from_utf8(k.to_vec()).map_err(|e| corrupt(e.to_string()))?;
+                let record: Record = codec::decode(&v).map_err(|e| corrupt(e.to_string()))?;
+                space.insert(key, record);
+            }
+        }
+        let snapshot_path = dir.join(SNAPSHOT_FILE);
+        let current_snapshot = match std::fs::read(&snapshot_path) {
+            Ok(bytes) => Some(
+                codec::decode_trusted::<StoredSnapshot>(&bytes)
+                    .map_err(|e| corrupt(e.to_string()))?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(corrupt(e.to_string())),
+        };
+        let applied = last_applied.map_or(0, |l| l.index);
+        Ok(StateMachine {
+            shared: Arc::new(Shared {
+                db,
+                snapshot_path,
+                state: RwLock::new(SmState {
+                    space,
+                    last_applied,
+                    membership,
+                }),
+                feed: Feed::new(feed_window, applied),
+                snapshot_seq: AtomicU64::new(0),
+                current_snapshot: Mutex::new(current_snapshot),
+                snapshots_built: AtomicU64::new(0),
+                snapshots_installed: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    fn save_snapshot(&self, snap: &StoredSnapshot) -> Result<(), StorageError<NodeId>> {
+        let err = |e: std::io::Error| {
+            storage_err(
+                |ae| StorageIOError::write_snapshot(Some(snap.meta.signature()), ae),
+                e,
+            )
+        };
+        let bytes = codec::encode(snap)
+            .map_err(|e| storage_err(|ae| StorageIOError::write_snapshot(None, ae), e))?;
+        let tmp = self.shared.snapshot_path.with_extension("tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(err)?;
+            f.write_all(&bytes).map_err(err)?;
+            f.sync_all().map_err(err)?;
+        }
+        std::fs::rename(&tmp, &self.shared.snapshot_path).map_err(err)?;
+        if let Some(dir) = self.shared.snapshot_path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(err)?;
+        }
+        *self.shared.current_snapshot.lock().expect("snapshot lock") = Some(snap.clone());
+        Ok(())
+    }
+}
+
+fn record_changes(
+    db: &DB,
+    batch: &mut WriteBatch,
+    changes: Vec<Change>,
+    events: &mut Vec<Event>,
+    index: u64,
+) -> Result<(), StorageError<NodeId>> {
+    let cf = db.cf_handle(CF_STATE).expect("state cf");
+    for change in changes {
+        match change {
+            Change::Put { key, record, prev } => {
+                let bytes = codec::encode(&record)
+                    .map_err(|e| storage_err(StorageIOError::write_state_machine, e))?;
+                batch.put_cf(&cf, key.as_bytes(), bytes);
+                let kind = if prev.is_some() {
+                    EventKind::Updated
+                } else {
+                    EventKind::Created
+                };
+                events.push(Event {
+                    rv: index,
+                    kind,
+                    key,
+                    value: record.value,
+                    prev: prev.map(|p| p.value),
+                });
+            }
+            Change::Delete { key, prev } => {
+                batch.delete_cf(&cf, key.as_bytes());
+                events.push(Event {
+                    rv: index,
+                    kind: EventKind::Deleted,
+                    key,
+                    value: prev.value.clone(),
+                    prev: Some(prev.value),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_applied(
+    db: &DB,
+    batch: &mut WriteBatch,
+    st: &SmState,
+) -> Result<(), StorageError<NodeId>> {
+    let meta = db.cf_handle(CF_META).expect("meta cf");
+    let enc = |e| storage_err(StorageIOError::write_state_machine, e);
+    batch.put_cf(
+        &meta,
+        KEY_APPLIED,
+        codec::encode(&st.last_applied).map_err(enc)?,
+    );
+    batch.put_cf(
+        &meta,
+        KEY_MEMBERSHIP,
+        codec::encode(&st.membership).map_err(enc)?,
+    );
+    Ok(())
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let (records, last_applied, membership) = {
+            let st = self.shared.state.read().expect("state lock");
+            let records: Vec<(String, Record)> = st
+                .space
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            (records, st.last_applied, st.membership.clone())
+        };
+        let data = codec::encode(&records)
+            .map_err(|e| storage_err(StorageIOError::read_state_machine, e))?;
+        let seq = self.shared.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+        let snapshot_id = match last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, seq),
+            None => format!("none-{seq}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        self.save_snapshot(&stored)?;
+        self.shared.snapshots_built.fetch_add(1, Ordering::Relaxed);
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, MasterNode>), StorageError<NodeId>>
+    {
+        let st = self.shared.state.read().expect("state lock");
+        Ok((st.last_applied, st.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResponse>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let db = &self.shared.db;
+        let mut st = self.shared.state.write().expect("state lock");
+        let mut batch = WriteBatch::default();
+        let mut events = Vec::new();
+        let mut responses = Vec::new();
+        for entry in entries {
+            let index = entry.log_id.index;
+            st.last_applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => responses.push(CommandResponse {
+                    index,
+                    results: vec![],
+                }),
+                EntryPayload::Normal(cmd) => {
+                    let mut changes = Vec::new();
+                    let resp = apply_command(&mut st.space, index, &cmd, &mut changes);
+                    record_changes(db, &mut batch, changes, &mut events, index)?;
+                    responses.push(resp);
+                }
+                EntryPayload::Membership(m) => {
+                    st.membership = StoredMembership::new(Some(entry.log_id), m);
+                    responses.push(CommandResponse {
+                        index,
+                        results: vec![],
+                    });
+                }
+            }
+        }
+        write_applied(db, &mut batch, &st)?;
+        db.write(batch)
+            .map_err(|e| storage_err(StorageIOError::write_state_machine, e))?;
+        self.shared.feed.publish(events);
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, MasterNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let data = snapshot.into_inner();
+        let records: Vec<(String, Record)> = codec::decode_trusted(&data).map_err(|e| {
+            storage_err(
+                |ae| StorageIOError::read_snapshot(Some(meta.signature()), ae),
+                e,
+            )
+        })?;
+        let db = &self.shared.db;
+        {
+            let mut st = self.shared.state.write().expect("state lock");
+            let state_cf = db.cf_handle(CF_STATE).expect("state cf");
+            let mut batch = WriteBatch::default();
+            // Keys are UTF-8, which never contains the byte 0xFF: this range covers them all.
+            batch.delete_range_cf(&state_cf, b"".as_slice(), [0xFFu8; 8].as_slice());
+            let mut space = KeySpace::new();
+            for (key, record) in records {
+                let bytes = codec::encode(&record)
+                    .map_err(|e| storage_err(StorageIOError::write_state_machine, e))?;
+                batch.put_cf(&state_cf, key.as_bytes(), bytes);
+                space.insert(key, record);
+            }
+            st.space = space;
+            st.last_applied = meta.last_log_id;
+            st.membership = meta.last_membership.clone();
+            write_applied(db, &mut batch, &st)?;
+            db.write_opt(batch, &synced())
+                .map_err(|e| storage_err(StorageIOError::write_state_machine, e))?;
+            self.shared.feed.reset(applied_index(&st));
+        }
+        self.save_snapshot(&StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        })?;
+        self.shared
+            .snapshots_installed
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        let current = self
+            .shared
+            .current_snapshot
+            .lock()
+            .expect("snapshot lock")
+            .clone();
+        Ok(current.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}
