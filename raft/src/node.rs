@@ -35,6 +35,9 @@ pub struct NodeConfig {
     /// The cluster this master belongs to; `None` for a joining master, which learns it from
     /// the leader's first request.
     pub cluster_id: Option<String>,
+    /// The cluster id recorded when neither the data directory nor `cluster_id` has one (a
+    /// master creating a cluster).
+    pub default_cluster_id: Option<String>,
     pub heartbeat_ms: u64,
     pub election_min_ms: u64,
     pub election_max_ms: u64,
@@ -57,6 +60,7 @@ impl NodeConfig {
             raft_addr,
             api_url,
             cluster_id: None,
+            default_cluster_id: None,
             heartbeat_ms: 50,
             election_min_ms: 250,
             election_max_ms: 500,

@@ -1,0 +1,302 @@
+//! The store's key/value surface: create, update and delete with preconditions, get, list by
+//! prefix, and watch from a resource version. The object API is built on the same store calls;
+//! this surface stays as the store's own test and chaos surface.
+//!
+//! - `POST /kv/{key}` (body = value): create; 409 `AlreadyExists` if present.
+//! - `PUT /kv/{key}?resourceVersion=N`: update, only if last written at N (409 `Conflict`
+//!   otherwise, 404 if absent); `?upsert=true` stores whether or not the key exists.
+//! - `DELETE /kv/{key}?resourceVersion=N`: delete, with an optional precondition.
+//! - `GET /kv/{key}`, `GET /kv?prefix=P`: linearizable; `resourceVersion=0` reads this replica.
+//! - `GET /kv?prefix=P&watch=true&resourceVersion=N`: one JSON event per line for every change
+//!   after N; with N unset or 0, first an `ADDED` event per current key. 410 `Expired` when N is
+//!   older than the change feed's window.
+
+use std::convert::Infallible;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::StreamExt;
+use keelson_raft::command::Record;
+use keelson_raft::feed::{EventKind, Subscription};
+use keelson_raft::{Command, OpResult};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{ApiError, ApiState};
+
+pub fn routes() -> Router<ApiState> {
+    Router::new().route("/kv", get(list)).route(
+        "/kv/{*key}",
+        get(read).post(create).put(update).delete(remove),
+    )
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Params {
+    resource_version: Option<String>,
+    #[serde(default)]
+    prefix: String,
+    #[serde(default)]
+    watch: Option<String>,
+    #[serde(default)]
+    upsert: Option<String>,
+}
+
+fn truthy(v: &Option<String>) -> bool {
+    matches!(v.as_deref(), Some("true" | "1" | ""))
+}
+
+impl Params {
+    /// The resource version as a number, if one was given.
+    fn rv(&self) -> Result<Option<u64>, ApiError> {
+        match self.resource_version.as_deref() {
+            None | Some("") => Ok(None),
+            Some(s) => s.parse().map(Some).map_err(|_| {
+                ApiError::bad_request(format!("resourceVersion {s:?} is not a number"))
+            }),
+        }
+    }
+}
+
+fn item(key: &str, r: &Record) -> Value {
+    json!({
+        "key": key,
+        "value": String::from_utf8_lossy(&r.value),
+        "resourceVersion": r.mod_rv,
+        "createRevision": r.create_rv,
+    })
+}
+
+fn value_of(body: Bytes) -> Result<Bytes, ApiError> {
+    std::str::from_utf8(&body)
+        .map_err(|e| ApiError::bad_request(format!("value is not UTF-8: {e}")))?;
+    Ok(body)
+}
+
+fn check_key(key: &str) -> Result<(), ApiError> {
+    if key.is_empty() || key.len() > 1024 {
+        return Err(ApiError::bad_request("key must be 1 to 1024 bytes"));
+    }
+    Ok(())
+}
+
+/// Runs one command and returns its single result.
+async fn run(s: &ApiState, cmd: Command) -> Result<OpResult, ApiError> {
+    let resp = s.node.write(cmd).await?;
+    resp.results.into_iter().next().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            "no result",
+        )
+    })
+}
+
+fn outcome(key: &str, result: OpResult) -> Result<Response, ApiError> {
+    match result {
+        OpResult::Stored { rv, created } => {
+            let code = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok((
+                code,
+                Json(json!({"key": key, "resourceVersion": rv, "created": created})),
+            )
+                .into_response())
+        }
+        OpResult::Deleted { rv, prev } => Ok(Json(
+            json!({"key": key, "resourceVersion": rv, "value": String::from_utf8_lossy(&prev)}),
+        )
+        .into_response()),
+        OpResult::AlreadyExists { current_rv } => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            format!("key {key:?} already exists (resourceVersion {current_rv})"),
+        )),
+        OpResult::Conflict { current_rv } => Err(ApiError::conflict(format!(
+            "key {key:?} was modified: it is at resourceVersion {current_rv}"
+        ))),
+        OpResult::NotFound => Err(ApiError::not_found(format!("key {key:?} not found"))),
+    }
+}
+
+async fn create(
+    State(s): State<ApiState>,
+    Path(key): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    check_key(&key)?;
+    let value = value_of(body)?;
+    outcome(
+        &key,
+        run(
+            &s,
+            Command::Create {
+                key: key.clone(),
+                value,
+            },
+        )
+        .await?,
+    )
+}
+
+async fn update(
+    State(s): State<ApiState>,
+    Path(key): Path<String>,
+    Query(p): Query<Params>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    check_key(&key)?;
+    let value = value_of(body)?;
+    let cmd = if truthy(&p.upsert) {
+        Command::Put {
+            key: key.clone(),
+            value,
+        }
+    } else {
+        Command::Update {
+            key: key.clone(),
+            value,
+            precondition: p.rv()?,
+        }
+    };
+    outcome(&key, run(&s, cmd).await?)
+}
+
+async fn remove(
+    State(s): State<ApiState>,
+    Path(key): Path<String>,
+    Query(p): Query<Params>,
+) -> Result<Response, ApiError> {
+    check_key(&key)?;
+    outcome(
+        &key,
+        run(
+            &s,
+            Command::Delete {
+                key: key.clone(),
+                precondition: p.rv()?,
+            },
+        )
+        .await?,
+    )
+}
+
+/// Linearizable unless `resourceVersion=0`.
+async fn barrier(s: &ApiState, p: &Params) -> Result<(), ApiError> {
+    if p.resource_version.as_deref() != Some("0") {
+        s.node.read_barrier().await?;
+    }
+    Ok(())
+}
+
+async fn read(
+    State(s): State<ApiState>,
+    Path(key): Path<String>,
+    Query(p): Query<Params>,
+) -> Result<Response, ApiError> {
+    barrier(&s, &p).await?;
+    match s.node.get(&key) {
+        (Some(r), _) => Ok(Json(item(&key, &r)).into_response()),
+        (None, _) => Err(ApiError::not_found(format!("key {key:?} not found"))),
+    }
+}
+
+async fn list(State(s): State<ApiState>, Query(p): Query<Params>) -> Result<Response, ApiError> {
+    if truthy(&p.watch) {
+        return watch(s, p).await;
+    }
+    barrier(&s, &p).await?;
+    let (items, rv) = s.node.list(&p.prefix);
+    let items: Vec<Value> = items.iter().map(|(k, r)| item(k, r)).collect();
+    Ok(Json(json!({"items": items, "resourceVersion": rv})).into_response())
+}
+
+fn event_line(kind: &str, key: &str, value: &[u8], rv: u64) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({
+        "type": kind,
+        "key": key,
+        "value": String::from_utf8_lossy(value),
+        "resourceVersion": rv,
+    }))
+    .expect("json");
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+async fn watch(s: ApiState, p: Params) -> Result<Response, ApiError> {
+    let prefix = p.prefix.clone();
+    let (initial, sub): (Vec<Bytes>, Subscription) = match p.rv()? {
+        None | Some(0) => {
+            let (items, _rv, sub) = s.node.store.list_and_subscribe(&prefix);
+            (
+                items
+                    .iter()
+                    .map(|(k, r)| event_line("ADDED", k, &r.value, r.mod_rv))
+                    .collect(),
+                sub,
+            )
+        }
+        Some(n) => match s.node.watch(n) {
+            Ok(sub) => (Vec::new(), sub),
+            Err(e) => return Err(ApiError::new(StatusCode::GONE, "Expired", e.to_string())),
+        },
+    };
+    let metrics = s.metrics.clone();
+    metrics.open_watches.inc();
+    let guard = WatchGuard(metrics.clone());
+    let live = futures::stream::unfold(Some((sub, prefix, guard)), |state| async move {
+        let (mut sub, prefix, guard) = state?;
+        loop {
+            match sub.next().await {
+                Ok(e) if !e.key.starts_with(&prefix) => continue,
+                Ok(e) => {
+                    let kind = match e.kind {
+                        EventKind::Created => "ADDED",
+                        EventKind::Updated => "MODIFIED",
+                        EventKind::Deleted => "DELETED",
+                    };
+                    guard.0.watch_events.inc();
+                    return Some((
+                        event_line(kind, &e.key, &e.value, e.rv),
+                        Some((sub, prefix, guard)),
+                    ));
+                }
+                Err(end) => {
+                    // Tell the client to re-list; the stream ends after this line.
+                    let mut line = serde_json::to_vec(&json!({
+                        "type": "ERROR",
+                        "object": {"kind": "Status", "status": "Failure", "reason": "Expired", "code": 410, "message": end.to_string()},
+                    }))
+                    .expect("json");
+                    line.push(b'\n');
+                    return Some((Bytes::from(line), None));
+                }
+            }
+        }
+    });
+    let stream = futures::stream::iter(initial)
+        .chain(live)
+        .map(Ok::<_, Infallible>);
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// Decrements the open-watch gauge when the stream is dropped.
+struct WatchGuard(super::metrics::ApiMetrics);
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.0.open_watches.dec();
+    }
+}

@@ -1,0 +1,245 @@
+//! `keelson master`: one Raft member, its store and its API server.
+//!
+//! Start-up order: open the data directory (refusing one of another master or cluster), start
+//! Raft, listen on the Raft and API ports, then initialize the cluster if — and only if — this
+//! master holds no Raft state yet and is not joining an existing cluster. SIGTERM and Ctrl-C stop
+//! it cleanly; SIGKILL is safe because every acknowledged write is synced to a majority.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use keelson_raft::node::NodeConfig;
+use keelson_raft::{MasterNode, NodeId, RaftNode};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api;
+
+/// Flags of `keelson master`.
+#[derive(Args, Debug, Clone)]
+pub struct MasterArgs {
+    /// This master's id (a positive integer, unique in the cluster, never reused).
+    #[arg(long)]
+    pub id: NodeId,
+    /// Where the RocksDB database and snapshots live.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Address of the Raft port (peer traffic).
+    #[arg(long)]
+    pub raft_addr: SocketAddr,
+    /// Address of the API server.
+    #[arg(long)]
+    pub api_addr: SocketAddr,
+    /// The initial members, `ID=RAFT_ADDR/API_ADDR,...` (the `/API_ADDR` part may be left out).
+    /// Every initial master must be given the same list.
+    #[arg(long, value_delimiter = ',')]
+    pub peers: Vec<String>,
+    /// Join an existing cluster instead of creating one: wait to be added with
+    /// `keelson ctl masters add`.
+    #[arg(long)]
+    pub join: bool,
+    /// The cluster's id. A data directory of another cluster is refused. Default: derived from
+    /// `--peers` when the cluster is created.
+    #[arg(long)]
+    pub cluster_id: Option<String>,
+    /// Raft heartbeat interval.
+    #[arg(long, default_value_t = 50)]
+    pub heartbeat_ms: u64,
+    /// Raft election timeout range, `MIN-MAX` milliseconds.
+    #[arg(long, default_value = "250-500")]
+    pub election_timeout_ms: String,
+    /// Build a snapshot after this many log entries.
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot.
+    #[arg(long, default_value_t = 1_000)]
+    pub keep_logs: u64,
+    /// How long a request waits for a leader and a quorum.
+    #[arg(long, default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+}
+
+/// A parsed `--peers` entry.
+fn parse_peers(peers: &[String]) -> anyhow::Result<BTreeMap<NodeId, MasterNode>> {
+    let mut out = BTreeMap::new();
+    for p in peers.iter().filter(|p| !p.is_empty()) {
+        let (id, addrs) = p
+            .split_once('=')
+            .with_context(|| format!("--peers entry {p:?} is not ID=RAFT_ADDR[/API_ADDR]"))?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .with_context(|| format!("--peers entry {p:?}: id is not a number"))?;
+        let (raft, api) = match addrs.split_once('/') {
+            Some((r, a)) => (r.trim(), format!("http://{}", a.trim())),
+            None => (addrs.trim(), String::new()),
+        };
+        raft.parse::<SocketAddr>()
+            .with_context(|| format!("--peers entry {p:?}: {raft:?} is not HOST:PORT"))?;
+        if out
+            .insert(
+                id,
+                MasterNode {
+                    raft: raft.to_string(),
+                    api,
+                },
+            )
+            .is_some()
+        {
+            bail!("--peers names master {id} twice");
+        }
+    }
+    Ok(out)
+}
+
+/// A stable id for a cluster created from `peers`.
+fn derived_cluster_id(peers: &BTreeMap<NodeId, MasterNode>) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for (id, n) in peers {
+        (id, &n.raft).hash(&mut h);
+    }
+    format!("{:016x}", h.finish())
+}
+
+fn parse_range(s: &str) -> anyhow::Result<(u64, u64)> {
+    let (a, b) = s
+        .split_once('-')
+        .context("--election-timeout-ms is MIN-MAX")?;
+    let (a, b): (u64, u64) = (a.trim().parse()?, b.trim().parse()?);
+    if a == 0 || b <= a {
+        bail!("--election-timeout-ms {s}: need 0 < MIN < MAX");
+    }
+    Ok((a, b))
+}
+
+/// Runs a master until SIGTERM or Ctrl-C.
+pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
+    if args.id == 0 {
+        bail!("--id must be a positive integer");
+    }
+    let peers = parse_peers(&args.peers)?;
+    if !args.join {
+        if peers.is_empty() {
+            bail!("--peers is required to create a cluster (or pass --join to join one)");
+        }
+        match peers.get(&args.id) {
+            None => bail!("--peers does not name this master's id {}: conflicting id", args.id),
+            Some(me) if me.raft != args.raft_addr.to_string() => bail!(
+                "--peers gives master {} the Raft address {}, but --raft-addr is {}: conflicting id",
+                args.id,
+                me.raft,
+                args.raft_addr
+            ),
+            Some(_) => {}
+        }
+    }
+    let (emin, emax) = parse_range(&args.election_timeout_ms)?;
+    let mut cfg = NodeConfig::new(
+        args.id,
+        args.data_dir.clone(),
+        args.raft_addr,
+        format!("http://{}", args.api_addr),
+    );
+    cfg.cluster_id = args.cluster_id.clone();
+    cfg.default_cluster_id = (!args.join).then(|| derived_cluster_id(&peers));
+    cfg.heartbeat_ms = args.heartbeat_ms;
+    cfg.election_min_ms = emin;
+    cfg.election_max_ms = emax;
+    cfg.snapshot_every = args.snapshot_every;
+    cfg.keep_logs = args.keep_logs;
+    cfg.request_timeout = Duration::from_millis(args.request_timeout_ms);
+
+    let registry = prometheus::Registry::new();
+    #[cfg(target_os = "linux")]
+    registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .context("register process metrics")?;
+    let raft_listener = TcpListener::bind(args.raft_addr)
+        .await
+        .with_context(|| format!("listen on --raft-addr {}", args.raft_addr))?;
+    let api_listener = TcpListener::bind(args.api_addr)
+        .await
+        .with_context(|| format!("listen on --api-addr {}", args.api_addr))?;
+    let node = RaftNode::start(cfg, &registry).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let raft_server = tokio::spawn(serve(
+        raft_listener,
+        keelson_raft::server::router(node.clone()),
+        stop_rx.clone(),
+    ));
+    let api_state = api::ApiState::new(node.clone(), registry);
+    let api_server = tokio::spawn(serve(api_listener, api::router(api_state), stop_rx.clone()));
+
+    if !args.join {
+        match node.initialize(peers.clone()).await {
+            Ok(true) => {
+                tracing::info!(members = ?peers.keys().collect::<Vec<_>>(), "initialized a new cluster")
+            }
+            Ok(false) => tracing::info!("found existing Raft state: resuming"),
+            Err(e) => bail!("cannot initialize the cluster: {e}"),
+        }
+    }
+    tracing::info!(id = args.id, raft = %args.raft_addr, api = %args.api_addr, cluster = ?node.cluster_id(), "master running");
+
+    shutdown_signal().await;
+    tracing::info!("stopping");
+    let _ = stop_tx.send(true);
+    node.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = raft_server.await;
+        let _ = api_server.await;
+    })
+    .await;
+    Ok(())
+}
+
+async fn serve(listener: TcpListener, router: axum::Router, mut stop: watch::Receiver<bool>) {
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    if let Err(e) = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!("server stopped: {e}");
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_and_reject() {
+        let p = parse_peers(&[
+            "1=127.0.0.1:7001/127.0.0.1:6441".into(),
+            "2=127.0.0.1:7002".into(),
+        ])
+        .unwrap();
+        assert_eq!(p[&1].api, "http://127.0.0.1:6441");
+        assert_eq!(p[&2].api, "");
+        assert!(parse_peers(&["x=127.0.0.1:1".into()]).is_err());
+        assert!(parse_peers(&["1=nothost".into()]).is_err());
+        assert!(parse_peers(&["1=127.0.0.1:1".into(), "1=127.0.0.1:2".into()]).is_err());
+        assert_eq!(parse_range("250-500").unwrap(), (250, 500));
+        assert!(parse_range("500-250").is_err());
+    }
+}
