@@ -25,6 +25,8 @@ use crate::{MasterNode, NodeId, TypeConfig};
 
 /// Header carrying the cluster id on every internal request.
 pub const CLUSTER_HEADER: &str = "x-keelson-cluster";
+/// Header naming the master that forwards a write, read index or membership request.
+pub const FROM_HEADER: &str = "x-keelson-from";
 
 /// Builds the HTTP client used between masters.
 pub fn http_client(local: Option<IpAddr>) -> reqwest::Client {
@@ -86,6 +88,7 @@ pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
     client: &reqwest::Client,
     url: &str,
     cluster_id: Option<&str>,
+    from: Option<u64>,
     req: &Req,
     timeout: Duration,
 ) -> Result<Resp, CallError> {
@@ -93,6 +96,9 @@ pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
     let mut builder = client.post(url).timeout(timeout).body(body);
     if let Some(id) = cluster_id {
         builder = builder.header(CLUSTER_HEADER, id);
+    }
+    if let Some(from) = from {
+        builder = builder.header(FROM_HEADER, from.to_string());
     }
     let resp = builder.send().await.map_err(|e| {
         if e.is_connect() {
@@ -133,6 +139,7 @@ impl Connection {
             &self.client,
             &url,
             self.cluster_id.as_deref(),
+            None,
             req,
             option.hard_ttl(),
         )

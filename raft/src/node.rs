@@ -237,6 +237,17 @@ impl RaftNode {
         membership.nodes().next().is_none() || membership.get_node(&self.id).is_some()
     }
 
+    /// True when master `id` is in the membership this master knows.
+    pub fn knows_member(&self, id: NodeId) -> bool {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .is_some()
+    }
+
     /// Proposes `cmd` through Raft, forwarding it to the leader when this master is not the
     /// leader, and returns once it is committed and applied.
     pub async fn write(&self, cmd: Command) -> Result<CommandResponse, ClusterError> {
@@ -436,6 +447,7 @@ impl RaftNode {
             &self.client,
             &url,
             cluster.as_deref(),
+            Some(self.id),
             req,
             timeout,
         )

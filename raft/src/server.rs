@@ -20,7 +20,8 @@ use serde::Serialize;
 
 use crate::codec;
 use crate::command::Command;
-use crate::network::CLUSTER_HEADER;
+use crate::error::ClusterError;
+use crate::network::{CLUSTER_HEADER, FROM_HEADER};
 use crate::node::{AdminRequest, RaftNode};
 use crate::TypeConfig;
 
@@ -53,6 +54,19 @@ async fn check_cluster(State(node): State<Arc<RaftNode>>, req: Request, next: Ne
     };
     if let Err(e) = node.adopt_cluster_id(&theirs) {
         return (StatusCode::FORBIDDEN, e).into_response();
+    }
+    // Requests forwarded by a master that is no longer a member are refused: a removed master
+    // takes no writes, even through a leader that still answers it.
+    let from = req
+        .headers()
+        .get(FROM_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(from) = from {
+        if !node.knows_member(from) {
+            let refusal: Result<(), ClusterError> = Err(ClusterError::Removed);
+            return answer(&refusal);
+        }
     }
     next.run(req).await
 }

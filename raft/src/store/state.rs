@@ -134,7 +134,10 @@ impl StateMachine {
             path: dir.display().to_string(),
             reason,
         };
-        let last_applied: Option<LogId<NodeId>> = meta_get(&db, KEY_APPLIED).map_err(corrupt)?;
+        let last_applied: Option<LogId<NodeId>> =
+            meta_get::<Option<LogId<NodeId>>>(&db, KEY_APPLIED)
+                .map_err(corrupt)?
+                .flatten();
         let membership: StoredMembership<NodeId, MasterNode> = meta_get(&db, KEY_MEMBERSHIP)
             .map_err(corrupt)?
             .unwrap_or_default();

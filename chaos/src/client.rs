@@ -1,0 +1,184 @@
+//! A client for the store's key/value surface (`/kv`), as workloads and tests use it.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KvError {
+    /// The master answered with a `Status`: a definite outcome (except 5xx, see
+    /// [`KvError::is_definite_failure`]).
+    #[error("{code} {reason}: {message}")]
+    Status {
+        code: u16,
+        reason: String,
+        message: String,
+    },
+    /// No answer (connection refused, reset or timed out).
+    #[error("transport: {0}")]
+    Transport(String),
+}
+
+impl KvError {
+    /// The HTTP code, if the master answered.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            KvError::Status { code, .. } => Some(*code),
+            KvError::Transport(_) => None,
+        }
+    }
+
+    /// True when the write certainly did not happen: a 4xx answer, or a 503 (no leader was
+    /// reached, so nothing was proposed). A timeout or 504 is indeterminate.
+    pub fn is_definite_failure(&self) -> bool {
+        match self {
+            KvError::Status { code, .. } => *code < 500 || *code == 503,
+            KvError::Transport(msg) => msg.contains("connect"),
+        }
+    }
+}
+
+/// A client bound to one master's API.
+#[derive(Clone)]
+pub struct Kv {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Kv {
+    /// A client for the master at `base` (`http://HOST:PORT`), with a per-request timeout.
+    pub fn new(base: &str, timeout: Duration) -> Self {
+        Kv {
+            http: reqwest::Client::builder()
+                .timeout(timeout)
+                .build()
+                .expect("http client"),
+            base: base.to_string(),
+        }
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, KvError> {
+        let resp = req.send().await.map_err(|e| {
+            KvError::Transport(if e.is_connect() {
+                format!("connect: {e}")
+            } else {
+                e.to_string()
+            })
+        })?;
+        let code = resp.status().as_u16();
+        let v: Value = resp
+            .json()
+            .await
+            .map_err(|e| KvError::Transport(e.to_string()))?;
+        if code >= 300 {
+            return Err(KvError::Status {
+                code,
+                reason: v["reason"].as_str().unwrap_or("").to_string(),
+                message: v["message"].as_str().unwrap_or("").to_string(),
+            });
+        }
+        Ok(v)
+    }
+
+    fn rv_of(v: &Value) -> u64 {
+        v["resourceVersion"].as_u64().unwrap_or(0)
+    }
+
+    /// Creates `key`; returns its resource version.
+    pub async fn create(&self, key: &str, value: &str) -> Result<u64, KvError> {
+        let v = self
+            .send(
+                self.http
+                    .post(format!("{}/kv/{key}", self.base))
+                    .body(value.to_string()),
+            )
+            .await?;
+        Ok(Self::rv_of(&v))
+    }
+
+    /// Updates `key`, only if it is at `rv` when given (compare-and-set).
+    pub async fn update(&self, key: &str, value: &str, rv: Option<u64>) -> Result<u64, KvError> {
+        let url = match rv {
+            Some(rv) => format!("{}/kv/{key}?resourceVersion={rv}", self.base),
+            None => format!("{}/kv/{key}", self.base),
+        };
+        let v = self
+            .send(self.http.put(url).body(value.to_string()))
+            .await?;
+        Ok(Self::rv_of(&v))
+    }
+
+    /// Stores `value` under `key` whether or not it exists.
+    pub async fn put(&self, key: &str, value: &str) -> Result<u64, KvError> {
+        let v = self
+            .send(
+                self.http
+                    .put(format!("{}/kv/{key}?upsert=true", self.base))
+                    .body(value.to_string()),
+            )
+            .await?;
+        Ok(Self::rv_of(&v))
+    }
+
+    /// Deletes `key`, only if it is at `rv` when given.
+    pub async fn delete(&self, key: &str, rv: Option<u64>) -> Result<u64, KvError> {
+        let url = match rv {
+            Some(rv) => format!("{}/kv/{key}?resourceVersion={rv}", self.base),
+            None => format!("{}/kv/{key}", self.base),
+        };
+        let v = self.send(self.http.delete(url)).await?;
+        Ok(Self::rv_of(&v))
+    }
+
+    /// Reads `key`: linearizable, or this replica's state with `local`. `None` if absent.
+    pub async fn get(&self, key: &str, local: bool) -> Result<Option<(String, u64)>, KvError> {
+        let url = format!(
+            "{}/kv/{key}{}",
+            self.base,
+            if local { "?resourceVersion=0" } else { "" }
+        );
+        match self.send(self.http.get(url)).await {
+            Ok(v) => Ok(Some((
+                v["value"].as_str().unwrap_or("").to_string(),
+                Self::rv_of(&v),
+            ))),
+            Err(KvError::Status { code: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Lists keys under `prefix`: `(key, value, rv)` in key order, and the list's version.
+    pub async fn list(
+        &self,
+        prefix: &str,
+        local: bool,
+    ) -> Result<(Vec<(String, String, u64)>, u64), KvError> {
+        let url = format!(
+            "{}/kv?prefix={prefix}{}",
+            self.base,
+            if local { "&resourceVersion=0" } else { "" }
+        );
+        let v = self.send(self.http.get(url)).await?;
+        let items = v["items"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|i| {
+                        (
+                            i["key"].as_str().unwrap_or("").to_string(),
+                            i["value"].as_str().unwrap_or("").to_string(),
+                            Self::rv_of(i),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((items, Self::rv_of(&v)))
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+}

@@ -1,0 +1,361 @@
+//! A cluster of real `keelson master` processes for tests and chaos campaigns.
+//!
+//! Master N listens on its own loopback address 127.0.1.N (Linux routes all of 127/8 to `lo`),
+//! on free ports, so that packet filters can cut one master from another. Every master logs to
+//! `ROOT/master-N.log`. Dropping the [`Cluster`] kills every process it started.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Addresses and directory of one master.
+#[derive(Debug, Clone)]
+pub struct MasterSpec {
+    pub id: u64,
+    pub raft: SocketAddr,
+    pub api: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Started with `--join` (added to a running cluster) rather than as an initial member.
+    pub join: bool,
+}
+
+impl MasterSpec {
+    /// `http://HOST:PORT` of its API.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.api)
+    }
+}
+
+struct Master {
+    spec: MasterSpec,
+    child: Option<Child>,
+}
+
+/// A running cluster.
+pub struct Cluster {
+    bin: PathBuf,
+    root: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub cluster_id: String,
+    peers: String,
+    masters: BTreeMap<u64, Master>,
+    extra_args: Vec<String>,
+}
+
+/// The address of master `id`.
+pub fn master_ip(id: u64) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 1, (id % 250) as u8 + 1)
+}
+
+/// A free port on `ip`.
+pub fn free_addr(ip: Ipv4Addr) -> SocketAddr {
+    let l = TcpListener::bind((ip, 0)).expect("bind a free port");
+    l.local_addr().expect("local addr")
+}
+
+impl Cluster {
+    /// Starts `n` masters with ids 1..=n in a fresh temporary directory. `extra_args` go to
+    /// every `keelson master` (timeouts, snapshot policy).
+    pub fn start(bin: &Path, n: u64, extra_args: &[&str]) -> Cluster {
+        let tmp = tempfile::Builder::new()
+            .prefix("keelson-cluster-")
+            .tempdir()
+            .expect("tempdir");
+        let root = tmp.path().to_path_buf();
+        let mut c = Cluster::new_in(bin, &root, n, extra_args);
+        c._tmp = Some(tmp);
+        for id in 1..=n {
+            c.spawn(id);
+        }
+        c
+    }
+
+    /// Like [`Cluster::start`] but in `root`, which is kept; masters are not started yet.
+    pub fn new_in(bin: &Path, root: &Path, n: u64, extra_args: &[&str]) -> Cluster {
+        std::fs::create_dir_all(root).expect("create root");
+        let mut masters = BTreeMap::new();
+        for id in 1..=n {
+            let ip = master_ip(id);
+            let spec = MasterSpec {
+                id,
+                raft: free_addr(ip),
+                api: free_addr(ip),
+                data_dir: root.join(format!("master-{id}")),
+                join: false,
+            };
+            masters.insert(id, Master { spec, child: None });
+        }
+        let peers = masters
+            .values()
+            .map(|m| format!("{}={}/{}", m.spec.id, m.spec.raft, m.spec.api))
+            .collect::<Vec<_>>()
+            .join(",");
+        Cluster {
+            bin: bin.to_path_buf(),
+            root: root.to_path_buf(),
+            _tmp: None,
+            cluster_id: format!("test-{}", rand::random::<u64>()),
+            peers,
+            masters,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// The folder holding data directories and logs.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Starts every master that is not running.
+    pub fn start_all(&mut self) {
+        let ids: Vec<u64> = self.masters.keys().copied().collect();
+        for id in ids {
+            if !self.is_running(id) {
+                self.spawn(id);
+            }
+        }
+    }
+
+    /// Starts master `id` (which must be known) as a process.
+    pub fn spawn(&mut self, id: u64) {
+        let m = self.masters.get(&id).expect("known master");
+        assert!(m.child.is_none(), "master {id} already running");
+        let spec = m.spec.clone();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join(format!("master-{id}.log")))
+            .expect("open log");
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("master")
+            .args(["--id", &id.to_string()])
+            .arg("--data-dir")
+            .arg(&spec.data_dir)
+            .args(["--raft-addr", &spec.raft.to_string()])
+            .args(["--api-addr", &spec.api.to_string()])
+            .args(["--cluster-id", &self.cluster_id])
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        if spec.join {
+            cmd.arg("--join");
+        } else {
+            cmd.args(["--peers", &self.peers]);
+        }
+        let child = cmd.spawn().expect("spawn keelson master");
+        self.masters.get_mut(&id).expect("known").child = Some(child);
+    }
+
+    /// Declares a new master (not started) that will join the running cluster.
+    pub fn declare_joiner(&mut self, id: u64) -> MasterSpec {
+        let ip = master_ip(id);
+        let spec = MasterSpec {
+            id,
+            raft: free_addr(ip),
+            api: free_addr(ip),
+            data_dir: self.root.join(format!("master-{id}")),
+            join: true,
+        };
+        self.masters.insert(
+            id,
+            Master {
+                spec: spec.clone(),
+                child: None,
+            },
+        );
+        spec
+    }
+
+    /// Forgets master `id` (killing it if it runs).
+    pub fn forget(&mut self, id: u64) {
+        self.kill(id);
+        self.masters.remove(&id);
+    }
+
+    /// The spec of master `id`.
+    pub fn spec(&self, id: u64) -> &MasterSpec {
+        &self.masters[&id].spec
+    }
+
+    /// API URL of master `id`.
+    pub fn url(&self, id: u64) -> String {
+        self.spec(id).url()
+    }
+
+    /// Ids of every known master.
+    pub fn ids(&self) -> Vec<u64> {
+        self.masters.keys().copied().collect()
+    }
+
+    /// Ids of the masters whose process runs.
+    pub fn running(&self) -> Vec<u64> {
+        self.masters
+            .iter()
+            .filter(|(_, m)| m.child.is_some())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// True when master `id`'s process was started and not killed by us.
+    pub fn is_running(&self, id: u64) -> bool {
+        self.masters.get(&id).is_some_and(|m| m.child.is_some())
+    }
+
+    /// Process id of master `id`.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.masters.get(&id)?.child.as_ref().map(|c| c.id())
+    }
+
+    fn signal(&self, id: u64, sig: i32) {
+        if let Some(pid) = self.pid(id) {
+            // SAFETY: signalling a child process we started.
+            unsafe { libc::kill(pid as i32, sig) };
+        }
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(m) = self.masters.get_mut(&id) {
+            if let Some(mut child) = m.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    /// SIGTERM, and wait for a clean exit; returns its exit status.
+    pub fn terminate(&mut self, id: u64) -> Option<std::process::ExitStatus> {
+        self.signal(id, libc::SIGTERM);
+        let m = self.masters.get_mut(&id)?;
+        let mut child = m.child.take()?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGSTOP.
+    pub fn pause(&self, id: u64) {
+        self.signal(id, libc::SIGSTOP);
+    }
+
+    /// SIGCONT.
+    pub fn resume(&self, id: u64) {
+        self.signal(id, libc::SIGCONT);
+    }
+
+    /// SIGKILL then start again with the same data.
+    pub fn restart(&mut self, id: u64) {
+        self.kill(id);
+        self.spawn(id);
+    }
+
+    /// Deletes master `id`'s data directory (it must be stopped).
+    pub fn wipe(&mut self, id: u64) {
+        assert!(!self.is_running(id), "wipe a running master");
+        let _ = std::fs::remove_dir_all(&self.spec(id).data_dir);
+    }
+
+    /// The tail of master `id`'s log, for failure messages.
+    pub fn log_tail(&self, id: u64, lines: usize) -> String {
+        let text =
+            std::fs::read_to_string(self.root.join(format!("master-{id}.log"))).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// `GET /cluster` of master `id`.
+    pub async fn status(&self, id: u64) -> Option<Value> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(500))
+            .build()
+            .ok()?;
+        client
+            .get(format!("{}/cluster", self.url(id)))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()
+    }
+
+    /// Waits until a running master reports itself leader and every other running voter
+    /// agrees; returns its id.
+    pub async fn wait_leader(&self, timeout: Duration) -> Option<u64> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let mut statuses = Vec::new();
+            for id in self.running() {
+                if let Some(s) = self.status(id).await {
+                    statuses.push((id, s));
+                }
+            }
+            let leaders: Vec<u64> = statuses
+                .iter()
+                .filter(|(_, s)| s["state"] == "Leader")
+                .map(|(id, _)| *id)
+                .collect();
+            if let [leader] = leaders[..] {
+                let term = statuses
+                    .iter()
+                    .find(|(id, _)| *id == leader)
+                    .map(|(_, s)| s["term"].clone());
+                let agreed = statuses
+                    .iter()
+                    .filter(|(_, s)| {
+                        s["voters"]
+                            .as_array()
+                            .is_some_and(|v| v.iter().any(|x| x.as_u64() == s["id"].as_u64()))
+                    })
+                    .all(|(_, s)| {
+                        s["leader"].as_u64() == Some(leader) && Some(s["term"].clone()) == term
+                    });
+                if agreed {
+                    return Some(leader);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// Waits until master `id` has applied at least `index`.
+    pub async fn wait_applied(&self, id: u64, index: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(s) = self.status(id).await {
+                if s["applied_index"].as_u64().unwrap_or(0) >= index {
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for m in self.masters.values_mut() {
+            if let Some(mut child) = m.child.take() {
+                // SAFETY: continue a possibly paused child so that SIGKILL is delivered at once.
+                unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}

@@ -1,0 +1,682 @@
+//! The master quorum, end to end: real `keelson master` processes on loopback, killed,
+//! restarted, wiped and re-membered. No sleeps as synchronisation: every wait polls a
+//! condition with a deadline.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use keelson_chaos::{Cluster, Kv, KvError};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_keelson");
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+async fn leader(c: &Cluster) -> u64 {
+    match c.wait_leader(secs(30)).await {
+        Some(l) => l,
+        None => {
+            let logs: Vec<String> = c
+                .ids()
+                .iter()
+                .map(|id| format!("--- master {id}\n{}", c.log_tail(*id, 20)))
+                .collect();
+            panic!("no leader elected\n{}", logs.join("\n"));
+        }
+    }
+}
+
+/// Retries a write until it is acknowledged or the deadline passes.
+async fn put_eventually(kv: &Kv, key: &str, value: &str, within: Duration) -> u64 {
+    let deadline = Instant::now() + within;
+    loop {
+        match kv.put(key, value).await {
+            Ok(rv) => return rv,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("write of {key} never acknowledged: {e}"),
+        }
+    }
+}
+
+/// Every key/value under `prefix` on master `id`'s own replica.
+async fn local_items(c: &Cluster, id: u64, prefix: &str) -> BTreeMap<String, String> {
+    let kv = Kv::new(&c.url(id), secs(5));
+    let (items, _) = kv.list(prefix, true).await.expect("local list");
+    items.into_iter().map(|(k, v, _)| (k, v)).collect()
+}
+
+/// A gauge's value in a master's `/metrics`.
+async fn metric(c: &Cluster, id: u64, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{}/metrics", c.url(id)))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Writes through a follower, SIGKILL of the leader, writes on, restart and catch-up.
+async fn failover_scenario(n: u64) {
+    let mut c = Cluster::start(std::path::Path::new(BIN), n, &[]);
+    let l1 = leader(&c).await;
+    let follower = *c.ids().iter().find(|id| **id != l1).unwrap();
+    let kv_f = Kv::new(&c.url(follower), secs(5));
+    for i in 0..20 {
+        kv_f.create(&format!("k/{i:03}"), &format!("v{i}"))
+            .await
+            .expect("write through a follower");
+    }
+    // The same linearizable answer from every master.
+    for id in c.ids() {
+        let (items, _) = Kv::new(&c.url(id), secs(5))
+            .list("k/", false)
+            .await
+            .unwrap();
+        assert_eq!(items.len(), 20, "master {id} sees every acknowledged write");
+    }
+    let term1 = c.status(l1).await.unwrap()["term"].as_u64().unwrap();
+
+    c.kill(l1);
+    let kv_s = Kv::new(&c.url(follower), secs(3));
+    put_eventually(&kv_s, "k/after-kill", "x", secs(20)).await;
+    let l2 = leader(&c).await;
+    assert_ne!(l2, l1, "a new leader took over");
+    assert!(
+        c.status(l2).await.unwrap()["term"].as_u64().unwrap() > term1,
+        "the term rose"
+    );
+    for i in 0..20 {
+        kv_s.put(&format!("k/more-{i}"), "y")
+            .await
+            .expect("writes go on");
+    }
+
+    // The killed master restarts from its data dir and catches up.
+    c.spawn(l1);
+    let (want, rv) = kv_s.list("k/", false).await.unwrap();
+    assert!(
+        c.wait_applied(l1, rv, secs(30)).await,
+        "restarted master caught up\n{}",
+        c.log_tail(l1, 20)
+    );
+    let got = local_items(&c, l1, "k/").await;
+    let want: BTreeMap<String, String> = want.into_iter().map(|(k, v, _)| (k, v)).collect();
+    assert_eq!(got, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_masters_survive_leader_kill() {
+    failover_scenario(3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_masters_survive_leader_kill() {
+    failover_scenario(5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_master_is_caught_up_by_snapshot() {
+    let mut c = Cluster::start(
+        std::path::Path::new(BIN),
+        3,
+        &["--snapshot-every", "40", "--keep-logs", "0"],
+    );
+    let l = leader(&c).await;
+    let lagging = *c.ids().iter().find(|id| **id != l).unwrap();
+    c.kill(lagging);
+    let kv = Kv::new(&c.url(l), secs(5));
+    for i in 0..150 {
+        kv.create(&format!("s/{i:03}"), "v").await.expect("write");
+    }
+    // The leader's log is purged past where the lagging master stopped.
+    let deadline = Instant::now() + secs(30);
+    while c.status(l).await.unwrap()["purged_index"]
+        .as_u64()
+        .unwrap_or(0)
+        < 100
+    {
+        assert!(Instant::now() < deadline, "leader never purged its log");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.spawn(lagging);
+    let (_, rv) = kv.list("s/", false).await.unwrap();
+    assert!(
+        c.wait_applied(lagging, rv, secs(30)).await,
+        "lagging master caught up\n{}",
+        c.log_tail(lagging, 20)
+    );
+    assert_eq!(local_items(&c, lagging, "s/").await.len(), 150);
+    assert!(
+        metric(&c, lagging, "keelson_raft_snapshot_installs")
+            .await
+            .unwrap_or(0.0)
+            >= 1.0,
+        "it was filled by a snapshot"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_with_lost_disk_rejoins_as_new_member() {
+    let bin = std::path::Path::new(BIN);
+    let mut c = Cluster::start(bin, 3, &["--snapshot-every", "40", "--keep-logs", "0"]);
+    let l = leader(&c).await;
+    let kv = Kv::new(&c.url(l), secs(10));
+    for i in 0..100 {
+        kv.create(&format!("d/{i:03}"), "v").await.expect("write");
+    }
+    let lost = *c.ids().iter().find(|id| **id != l).unwrap();
+    c.kill(lost);
+    c.wipe(lost);
+    // Remove the dead member, then add a new one with an empty data directory.
+    let http = reqwest::Client::new();
+    let r = http
+        .delete(format!("{}/cluster/masters/{lost}", c.url(l)))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "remove: {}",
+        r.text().await.unwrap()
+    );
+    c.forget(lost);
+    let spec = c.declare_joiner(4);
+    c.spawn(4);
+    let r = http
+        .post(format!("{}/cluster/masters", c.url(l)))
+        .json(&json!({"id": 4, "raft": spec.raft.to_string(), "api": spec.api.to_string()}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "add: {}", r.text().await.unwrap());
+    let (_, rv) = kv.list("d/", false).await.unwrap();
+    assert!(
+        c.wait_applied(4, rv, secs(30)).await,
+        "new member filled\n{}",
+        c.log_tail(4, 20)
+    );
+    assert_eq!(local_items(&c, 4, "d/").await.len(), 100);
+    assert!(
+        metric(&c, 4, "keelson_raft_snapshot_installs")
+            .await
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    let voters: BTreeSet<u64> = c.status(l).await.unwrap()["voters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_u64())
+        .collect();
+    let mut want: BTreeSet<u64> = c.ids().into_iter().collect();
+    want.remove(&lost);
+    assert_eq!(voters, want);
+    // The new member takes writes (forwarded) like any other.
+    Kv::new(&c.url(4), secs(10))
+        .create("d/through-4", "v")
+        .await
+        .expect("write through the new member");
+}
+
+/// A writer that records every acknowledged create, rotating over the given masters.
+fn spawn_writer(
+    urls: Vec<String>,
+    prefix: &'static str,
+) -> (
+    Arc<AtomicBool>,
+    Arc<Mutex<Vec<String>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let (s, a) = (stop.clone(), acked.clone());
+    let handle = tokio::spawn(async move {
+        let clients: Vec<Kv> = urls.iter().map(|u| Kv::new(u, secs(2))).collect();
+        let mut i = 0u64;
+        while !s.load(Ordering::Relaxed) {
+            let key = format!("{prefix}{i:06}");
+            if clients[i as usize % clients.len()]
+                .create(&key, "v")
+                .await
+                .is_ok()
+            {
+                a.lock().unwrap().push(key);
+            }
+            i += 1;
+        }
+    });
+    (stop, acked, handle)
+}
+
+async fn wait_acked(acked: &Arc<Mutex<Vec<String>>>, n: usize) {
+    let deadline = Instant::now() + secs(60);
+    while acked.lock().unwrap().len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "writer stalled at {}",
+            acked.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_all_masters_loses_no_acknowledged_write() {
+    let mut c = Cluster::start(std::path::Path::new(BIN), 3, &[]);
+    leader(&c).await;
+    let urls = c.ids().iter().map(|id| c.url(*id)).collect();
+    let (stop, acked, writer) = spawn_writer(urls, "all/");
+    wait_acked(&acked, 150).await;
+    for id in c.ids() {
+        c.kill(id);
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    let acked: Vec<String> = acked.lock().unwrap().clone();
+    c.start_all();
+    let l = leader(&c).await;
+    let (items, _) = Kv::new(&c.url(l), secs(10))
+        .list("all/", false)
+        .await
+        .unwrap();
+    let stored: BTreeSet<String> = items.into_iter().map(|(k, _, _)| k).collect();
+    let lost: Vec<&String> = acked.iter().filter(|k| !stored.contains(*k)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    assert!(acked.len() >= 150);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_compare_and_set_has_one_winner_per_version() {
+    let c = Cluster::start(std::path::Path::new(BIN), 3, &[]);
+    leader(&c).await;
+    let clients: Vec<Kv> = (0..6)
+        .map(|i| Kv::new(&c.url(c.ids()[i % 3]), secs(10)))
+        .collect();
+    let mut rv = clients[0].create("reg", "start").await.unwrap();
+    for round in 0..8 {
+        let attempts = clients.iter().enumerate().map(|(i, kv)| {
+            let kv = kv.clone();
+            async move { kv.update("reg", &format!("r{round}-c{i}"), Some(rv)).await }
+        });
+        let results = futures::future::join_all(attempts).await;
+        let winners: Vec<u64> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().copied())
+            .collect();
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: exactly one winner, got {results:?}"
+        );
+        for r in &results {
+            if let Err(e) = r {
+                assert_eq!(e.code(), Some(409), "the losers get a conflict: {e}");
+            }
+        }
+        rv = winners[0];
+    }
+    let (_, final_rv) = clients[1].get("reg", false).await.unwrap().unwrap();
+    assert_eq!(final_rv, rv);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_three_to_five_to_three_under_load() {
+    let bin = std::path::Path::new(BIN);
+    let mut c = Cluster::start(bin, 3, &[]);
+    leader(&c).await;
+    // Masters 2 and 3 stay members throughout; the writer uses them.
+    let (stop, acked, writer) = spawn_writer(vec![c.url(2), c.url(3)], "m/");
+    wait_acked(&acked, 30).await;
+    let http = reqwest::Client::builder()
+        .timeout(secs(90))
+        .build()
+        .unwrap();
+    for id in [4, 5] {
+        let spec = c.declare_joiner(id);
+        c.spawn(id);
+        let r = http
+            .post(format!("{}/cluster/masters", c.url(2)))
+            .json(&json!({"id": id, "raft": spec.raft.to_string(), "api": spec.api.to_string()}))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "add {id}: {}",
+            r.text().await.unwrap()
+        );
+    }
+    let voters = |s: serde_json::Value| -> BTreeSet<u64> {
+        s["voters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_u64())
+            .collect()
+    };
+    assert_eq!(
+        voters(c.status(2).await.unwrap()),
+        BTreeSet::from([1, 2, 3, 4, 5])
+    );
+    let before = acked.lock().unwrap().len();
+    wait_acked(&acked, before + 30).await;
+    for id in [1, 4] {
+        let r = http
+            .delete(format!("{}/cluster/masters/{id}", c.url(3)))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "remove {id}: {}",
+            r.text().await.unwrap()
+        );
+    }
+    let l = leader(&c).await;
+    assert_eq!(
+        voters(c.status(l).await.unwrap()),
+        BTreeSet::from([2, 3, 5])
+    );
+    let before = acked.lock().unwrap().len();
+    wait_acked(&acked, before + 30).await;
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+
+    // A removed master (still running) takes no writes.
+    let removed = Kv::new(&c.url(1), secs(15));
+    let err = removed
+        .put("m/through-removed", "x")
+        .await
+        .expect_err("a removed master refuses writes");
+    assert!(
+        err.is_definite_failure(),
+        "refused, not indeterminate: {err}"
+    );
+
+    let acked: Vec<String> = acked.lock().unwrap().clone();
+    let (items, _) = Kv::new(&c.url(5), secs(10))
+        .list("m/", false)
+        .await
+        .unwrap();
+    let stored: BTreeSet<String> = items.into_iter().map(|(k, _, _)| k).collect();
+    let lost: Vec<&String> = acked.iter().filter(|k| !stored.contains(*k)).collect();
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert!(!stored.contains("m/through-removed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_resume_from_a_version_on_any_master() {
+    let c = Cluster::start(std::path::Path::new(BIN), 3, &[]);
+    let l = leader(&c).await;
+    let follower = *c.ids().iter().find(|id| **id != l).unwrap();
+    let kv = Kv::new(&c.url(l), secs(5));
+    let rv0 = kv.create("w/a", "1").await.unwrap();
+    // A watch on a follower from rv0 sees the writes made through the leader, in order.
+    let resp = reqwest::get(format!(
+        "{}/kv?prefix=w/&watch=true&resourceVersion={rv0}",
+        c.url(follower)
+    ))
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut want = Vec::new();
+    for i in 0..5 {
+        want.push(kv.put(&format!("w/k{i}"), "v").await.unwrap());
+    }
+    want.push(kv.delete("w/a", None).await.unwrap());
+    let mut stream = resp.bytes_stream();
+    let mut buf = Vec::new();
+    let mut got: Vec<(String, u64)> = Vec::new();
+    let deadline = Instant::now() + secs(20);
+    use futures::StreamExt;
+    while got.len() < want.len() {
+        let chunk = tokio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            stream.next(),
+        )
+        .await
+        .expect("events arrive in time")
+        .expect("stream open")
+        .unwrap();
+        buf.extend_from_slice(&chunk);
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            let ev: serde_json::Value = serde_json::from_slice(&line).unwrap();
+            got.push((
+                ev["type"].as_str().unwrap().to_string(),
+                ev["resourceVersion"].as_u64().unwrap(),
+            ));
+        }
+    }
+    let rvs: Vec<u64> = got.iter().map(|(_, rv)| *rv).collect();
+    assert_eq!(rvs, want, "every write, in order, no gap");
+    assert_eq!(got.last().unwrap().0, "DELETED");
+    assert_eq!(got[0].0, "ADDED");
+    // A version below the window is 410 Gone on a restarted master (its window starts at
+    // what it had applied).
+    let r = reqwest::get(format!(
+        "{}/kv?prefix=w/&watch=true&resourceVersion=0",
+        c.url(follower)
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "resourceVersion=0 starts with the current state"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_raft_port_is_refused_without_harm() {
+    let c = Cluster::start(std::path::Path::new(BIN), 1, &[]);
+    let l = leader(&c).await;
+    let raft = c.spec(l).raft;
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("http://{raft}/raft/{p}");
+    let hdr = ("x-keelson-cluster", c.cluster_id.clone());
+    for path in ["append", "vote", "snapshot", "write", "read_index", "admin"] {
+        let r = http
+            .post(url(path))
+            .header(hdr.0, &hdr.1)
+            .body(vec![0xde, 0xad, 0xbe, 0xef, 0xff, 0xff, 0xff])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{path}: garbage is a 400");
+    }
+    // A length prefix claiming a huge vector: decoding must not try to allocate it.
+    let mut bomb = vec![0xfc];
+    bomb.extend_from_slice(&u64::MAX.to_le_bytes());
+    let r = http
+        .post(url("write"))
+        .header(hdr.0, &hdr.1)
+        .body(bomb)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http
+        .post(url("append"))
+        .body(vec![1, 2, 3])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "missing cluster header");
+    let r = http
+        .post(url("append"))
+        .header(hdr.0, "another-cluster")
+        .body(vec![1, 2, 3])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "another cluster is refused");
+    let r = http
+        .post(url("append"))
+        .header(hdr.0, &hdr.1)
+        .body(vec![0u8; 70 * 1024 * 1024])
+        .send()
+        .await;
+    if let Ok(r) = r {
+        assert_eq!(r.status(), 413, "oversized request");
+    }
+    // Raw bytes that are not HTTP at all, on both ports.
+    for addr in [raft, c.spec(l).api] {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _ = s
+            .write_all(b"\x00\x01\x02 not http at all\r\n\r\n\xff\xfe")
+            .await;
+    }
+    // Oversized API body.
+    let r = http
+        .post(format!("{}/kv/big", c.url(l)))
+        .body(vec![b'a'; 4 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    // The master is unharmed and keeps working.
+    let kv = Kv::new(&c.url(l), secs(5));
+    kv.create("still", "alive")
+        .await
+        .expect("master still takes writes");
+    assert_eq!(kv.get("still", false).await.unwrap().unwrap().0, "alive");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_dir_of_another_master_or_cluster_is_refused() {
+    let bin = std::path::Path::new(BIN);
+    let mut c = Cluster::start(bin, 1, &[]);
+    leader(&c).await;
+    Kv::new(&c.url(1), secs(5))
+        .create("keep", "me")
+        .await
+        .unwrap();
+    let status = c.terminate(1).expect("exit status");
+    assert!(
+        status.success(),
+        "SIGTERM stops a master cleanly: {status:?}"
+    );
+    let spec = c.spec(1).clone();
+    let run = |args: &[&str]| {
+        std::process::Command::new(bin)
+            .arg("master")
+            .arg("--data-dir")
+            .arg(&spec.data_dir)
+            .args([
+                "--raft-addr",
+                &spec.raft.to_string(),
+                "--api-addr",
+                &spec.api.to_string(),
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let peers = format!("1={}/{}", spec.raft, spec.api);
+    let other_cluster = run(&[
+        "--id",
+        "1",
+        "--peers",
+        &peers,
+        "--cluster-id",
+        "some-other-cluster",
+    ]);
+    assert!(!other_cluster.status.success());
+    assert!(
+        String::from_utf8_lossy(&other_cluster.stderr).contains("belongs to cluster"),
+        "{}",
+        String::from_utf8_lossy(&other_cluster.stderr)
+    );
+    let peers2 = format!("2={}/{}", spec.raft, spec.api);
+    let other_id = run(&[
+        "--id",
+        "2",
+        "--peers",
+        &peers2,
+        "--cluster-id",
+        &c.cluster_id,
+    ]);
+    assert!(!other_id.status.success());
+    assert!(
+        String::from_utf8_lossy(&other_id.stderr).contains("belongs to master 1"),
+        "{}",
+        String::from_utf8_lossy(&other_id.stderr)
+    );
+    let conflicting = run(&[
+        "--id",
+        "1",
+        "--peers",
+        "1=127.0.0.1:1",
+        "--cluster-id",
+        &c.cluster_id,
+    ]);
+    assert!(!conflicting.status.success());
+    assert!(String::from_utf8_lossy(&conflicting.stderr).contains("conflicting id"));
+    // The rightful master restarts with its data, without re-initializing.
+    c.spawn(1);
+    leader(&c).await;
+    assert_eq!(
+        Kv::new(&c.url(1), secs(5))
+            .get("keep", false)
+            .await
+            .unwrap()
+            .unwrap()
+            .0,
+        "me"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_one_master_reports_leadership_in_metrics() {
+    let mut c = Cluster::start(std::path::Path::new(BIN), 3, &[]);
+    let l = leader(&c).await;
+    let mut sum = 0.0;
+    for id in c.ids() {
+        sum += metric(&c, id, "keelson_raft_is_leader")
+            .await
+            .expect("metric present");
+    }
+    assert_eq!(sum, 1.0);
+    let term = metric(&c, l, "keelson_raft_term").await.unwrap();
+    c.kill(l);
+    let l2 = leader(&c).await;
+    let deadline = Instant::now() + secs(10);
+    loop {
+        let mut sum = 0.0;
+        for id in c.running() {
+            sum += metric(&c, id, "keelson_raft_is_leader")
+                .await
+                .unwrap_or(0.0);
+        }
+        if sum == 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leadership sum never settled at 1"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(metric(&c, l2, "keelson_raft_term").await.unwrap() > term);
+    let _ = KvError::Transport(String::new());
+}
