@@ -4,6 +4,7 @@
 //! master processes), `ctl` (the command line for people).
 
 mod api;
+mod bench;
 mod ctl;
 mod master;
 mod up;
@@ -29,6 +30,8 @@ enum Command {
     Up(up::UpArgs),
     /// Talk to a running cluster.
     Ctl(ctl::CtlArgs),
+    /// Measure keelson side by side with etcd (see docs/performance.md).
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -49,6 +52,7 @@ fn main() {
             Command::Master(args) => master::run(args).await,
             Command::Up(args) => up::run(args).await,
             Command::Ctl(args) => ctl::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     if let Err(e) = result {
