@@ -130,6 +130,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if args.masters == 0 || args.masters > 7 {
         bail!("--masters must be between 1 and 7 (3 or 5 recommended)");
     }
+    let stop_signal = crate::master::shutdown_signal();
     if args.agents > 0 {
         bail!("--agents: node agents are not part of this build yet; use --agents 0");
     }
@@ -239,7 +240,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         None => println!("warning: no leader elected yet; see the logs above"),
     }
 
-    let mut stop = Box::pin(crate::master::shutdown_signal());
+    let mut stop = Box::pin(stop_signal);
     let mut alive: Vec<bool> = vec![true; children.len()];
     loop {
         tokio::select! {

@@ -574,7 +574,8 @@ async fn data_dir_of_another_master_or_cluster_is_refused() {
     let status = c.terminate(1).expect("exit status");
     assert!(
         status.success(),
-        "SIGTERM stops a master cleanly: {status:?}"
+        "SIGTERM stops a master cleanly: {status:?}\n{}",
+        c.log_tail(1, 10)
     );
     let spec = c.spec(1).clone();
     let run = |args: &[&str]| {

@@ -122,6 +122,7 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     if args.id == 0 {
         bail!("--id must be a positive integer");
     }
+    let stop_signal = shutdown_signal();
     let peers = parse_peers(&args.peers)?;
     if !args.join {
         if peers.is_empty() {
@@ -189,7 +190,7 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     }
     tracing::info!(id = args.id, raft = %args.raft_addr, api = %args.api_addr, cluster = ?node.cluster_id(), "master running");
 
-    shutdown_signal().await;
+    stop_signal.await;
     tracing::info!("stopping");
     let _ = stop_tx.send(true);
     node.shutdown().await;
@@ -213,13 +214,17 @@ async fn serve(listener: TcpListener, router: axum::Router, mut stop: watch::Rec
     }
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called, not when
+/// the future is first polled, so a signal that arrives during start-up is not lost.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }
 
