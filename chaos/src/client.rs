@@ -81,6 +81,14 @@ impl Kv {
         Ok(v)
     }
 
+    /// `/kv/{key}`, with a resource-version precondition when given.
+    fn key_url(&self, key: &str, rv: Option<u64>) -> String {
+        match rv {
+            Some(rv) => format!("{}/kv/{key}?resourceVersion={rv}", self.base),
+            None => format!("{}/kv/{key}", self.base),
+        }
+    }
+
     fn rv_of(v: &Value) -> u64 {
         v["resourceVersion"].as_u64().unwrap_or(0)
     }
@@ -99,10 +107,7 @@ impl Kv {
 
     /// Updates `key`, only if it is at `rv` when given (compare-and-set).
     pub async fn update(&self, key: &str, value: &str, rv: Option<u64>) -> Result<u64, KvError> {
-        let url = match rv {
-            Some(rv) => format!("{}/kv/{key}?resourceVersion={rv}", self.base),
-            None => format!("{}/kv/{key}", self.base),
-        };
+        let url = self.key_url(key, rv);
         let v = self
             .send(self.http.put(url).body(value.to_string()))
             .await?;
@@ -123,10 +128,7 @@ impl Kv {
 
     /// Deletes `key`, only if it is at `rv` when given.
     pub async fn delete(&self, key: &str, rv: Option<u64>) -> Result<u64, KvError> {
-        let url = match rv {
-            Some(rv) => format!("{}/kv/{key}?resourceVersion={rv}", self.base),
-            None => format!("{}/kv/{key}", self.base),
-        };
+        let url = self.key_url(key, rv);
         let v = self.send(self.http.delete(url)).await?;
         Ok(Self::rv_of(&v))
     }

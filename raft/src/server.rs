@@ -4,6 +4,7 @@
 //! is a 400 with the reason, a body over [`codec::MAX_MESSAGE`] a 413, a request from another
 //! cluster a 403 — never a panic.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -65,72 +66,62 @@ async fn check_cluster(State(node): State<Arc<RaftNode>>, req: Request, next: Ne
     if let Some(from) = from {
         if !node.knows_member(from) {
             let refusal: Result<(), ClusterError> = Err(ClusterError::Removed);
-            return answer(&refusal);
+            let bytes = codec::encode(&refusal).expect("encode a refusal");
+            return (StatusCode::OK, bytes).into_response();
         }
     }
     next.run(req).await
 }
 
-fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    codec::decode(body)
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("undecodable request: {e}")).into_response())
-}
-
-fn answer<T: Serialize>(value: &T) -> Response {
-    match codec::encode(value) {
+/// Decodes the request, runs `handler` and encodes its answer; an undecodable body is a 400.
+async fn serve_rpc<Req, Resp, Fut>(body: &[u8], handler: impl FnOnce(Req) -> Fut) -> Response
+where
+    Req: DeserializeOwned,
+    Resp: Serialize,
+    Fut: Future<Output = Resp>,
+{
+    let req: Req = match codec::decode(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, format!("undecodable request: {e}")).into_response()
+        }
+    };
+    match codec::encode(&handler(req).await) {
         Ok(bytes) => (StatusCode::OK, bytes).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 
 async fn append(State(node): State<Arc<RaftNode>>, body: Bytes) -> Response {
-    let req: AppendEntriesRequest<TypeConfig> = match decode(&body) {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
-    answer(&node.raft.append_entries(req).await)
+    serve_rpc(&body, |req: AppendEntriesRequest<TypeConfig>| {
+        node.raft.append_entries(req)
+    })
+    .await
 }
 
 async fn vote(State(node): State<Arc<RaftNode>>, body: Bytes) -> Response {
-    let req: VoteRequest<u64> = match decode(&body) {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
-    answer(&node.raft.vote(req).await)
+    serve_rpc(&body, |req: VoteRequest<u64>| node.raft.vote(req)).await
 }
 
 async fn snapshot(State(node): State<Arc<RaftNode>>, body: Bytes) -> Response {
-    let req: InstallSnapshotRequest<TypeConfig> = match decode(&body) {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
-    answer(&node.raft.install_snapshot(req).await)
+    serve_rpc(&body, |req: InstallSnapshotRequest<TypeConfig>| {
+        node.raft.install_snapshot(req)
+    })
+    .await
 }
 
 async fn write(State(node): State<Arc<RaftNode>>, body: Bytes) -> Response {
-    let cmd: Command = match decode(&body) {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
     // The forwarding master applies its own deadline; ours only bounds the wait here.
-    answer(
-        &node
-            .write_local(cmd, Instant::now() + Duration::from_secs(10))
-            .await,
-    )
+    serve_rpc(&body, |cmd: Command| {
+        node.write_local(cmd, Instant::now() + Duration::from_secs(10))
+    })
+    .await
 }
 
 async fn read_index(State(node): State<Arc<RaftNode>>, body: Bytes) -> Response {
-    if let Err(resp) = decode::<()>(&body) {
-        return resp;
-    }
-    answer(&node.read_index_local().await)
+    serve_rpc(&body, |(): ()| node.read_index_local()).await
 }
 
 async fn admin(State(node): State<Arc<RaftNode>>, body: Bytes) -> Response {
-    let req: AdminRequest = match decode(&body) {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
-    answer(&node.admin_local(req).await)
+    serve_rpc(&body, |req: AdminRequest| node.admin_local(req)).await
 }
