@@ -1,6 +1,6 @@
 //! A cluster of real `keelson master` processes for tests and chaos campaigns.
 //!
-//! Master N listens on its own loopback address 127.0.1.N (Linux routes all of 127/8 to `lo`),
+//! Master N listens on its own loopback address 127.SLOT.0.N (Linux routes all of 127/8 to `lo`),
 //! on free ports, so that packet filters can cut one master from another. Every master logs to
 //! `ROOT/master-N.log`. Dropping the [`Cluster`] kills every process it started.
 
@@ -41,14 +41,29 @@ pub struct Cluster {
     root: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     pub cluster_id: String,
+    slot: u8,
     peers: String,
     masters: BTreeMap<u64, Master>,
     extra_args: Vec<String>,
 }
 
-/// The address of master `id`.
-pub fn master_ip(id: u64) -> Ipv4Addr {
-    Ipv4Addr::new(127, 0, 1, (id % 250) as u8 + 1)
+/// The address of master `id` of the cluster in `slot`: 127.SLOT.0.ID.
+///
+/// Each master has an address of its own, and so does each cluster started by this process:
+/// a master's outgoing connections are bound to its address, so no other master (of this
+/// cluster or of one running beside it) can take its ports with an ephemeral port while it is
+/// down, and a restarted master always gets its ports back.
+pub fn master_ip(slot: u8, id: u64) -> Ipv4Addr {
+    Ipv4Addr::new(127, slot, 0, (id % 250) as u8 + 1)
+}
+
+/// A second octet for a new cluster: distinct for every cluster of this process, and likely
+/// distinct between processes.
+fn next_slot() -> u8 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) + std::process::id();
+    (10 + n % 240) as u8
 }
 
 /// A free port on `ip`.
@@ -77,9 +92,10 @@ impl Cluster {
     /// Like [`Cluster::start`] but in `root`, which is kept; masters are not started yet.
     pub fn new_in(bin: &Path, root: &Path, n: u64, extra_args: &[&str]) -> Cluster {
         std::fs::create_dir_all(root).expect("create root");
+        let slot = next_slot();
         let mut masters = BTreeMap::new();
         for id in 1..=n {
-            let ip = master_ip(id);
+            let ip = master_ip(slot, id);
             let spec = MasterSpec {
                 id,
                 raft: free_addr(ip),
@@ -99,6 +115,7 @@ impl Cluster {
             root: root.to_path_buf(),
             _tmp: None,
             cluster_id: format!("test-{}", rand::random::<u64>()),
+            slot,
             peers,
             masters,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
@@ -153,7 +170,7 @@ impl Cluster {
 
     /// Declares a new master (not started) that will join the running cluster.
     pub fn declare_joiner(&mut self, id: u64) -> MasterSpec {
-        let ip = master_ip(id);
+        let ip = master_ip(self.slot, id);
         let spec = MasterSpec {
             id,
             raft: free_addr(ip),
