@@ -8,6 +8,7 @@
 //! membership (`/cluster`, [`cluster`]) and the store's key/value surface (`/kv`, [`kv`]).
 
 mod cluster;
+pub mod v1beta1;
 mod kv;
 mod metrics;
 mod status;

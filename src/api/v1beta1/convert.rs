@@ -1,0 +1,1 @@
+//! v1beta1 ↔ internal (core/v1) conversion. Being written.
