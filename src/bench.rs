@@ -1,12 +1,799 @@
-//! `keelson bench`: measurements side by side with etcd. See docs/performance.md.
+//! `keelson bench`: measurements of a 3-master keelson cluster side by side with a 3-member etcd
+//! cluster on the same machine. See docs/performance.md.
+//!
+//! Both systems run as child processes on loopback (keelson on 127.0.1.N through
+//! [`keelson_chaos::Cluster`], etcd on 127.0.2.N), one system at a time, with their default
+//! durability (every write synced to disk on a majority before the answer). Clients are spread
+//! round-robin over every member for both systems; followers forward writes to the leader.
+//!
+//! Three phases, each bounded in time:
+//! 1. throughput and latency of upserts under several levels of concurrency;
+//! 2. failover: SIGKILL the leader, time until the next acknowledged write, restart it;
+//! 3. resident memory with N objects stored, and time for a SIGKILLed member to serve a local
+//!    read again after a restart.
 
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
 use clap::Args;
+use keelson_chaos::cluster::free_addr;
+use keelson_chaos::{Cluster, Kv};
+use serde_json::{json, Value};
+use tokio::task::JoinSet;
 
 /// Flags of `keelson bench`.
 #[derive(Args, Debug)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Size in bytes of every value written.
+    #[arg(long, default_value_t = 256)]
+    pub value_size: usize,
+    /// Measured seconds per concurrency level (after one second of warm-up).
+    #[arg(long, default_value_t = 10)]
+    pub duration_secs: u64,
+    /// Concurrency levels: numbers of clients each writing in a closed loop.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
+    pub clients: Vec<usize>,
+    /// Leader kills in the failover phase (0 skips it).
+    #[arg(long, default_value_t = 20)]
+    pub failovers: usize,
+    /// Objects stored for the memory and restart phase (0 skips it).
+    #[arg(long, default_value_t = 100_000)]
+    pub objects: usize,
+    /// Measure keelson only.
+    #[arg(long)]
+    pub skip_etcd: bool,
+    /// The etcd server binary.
+    #[arg(long, default_value = "etcd")]
+    pub etcd_bin: PathBuf,
+    /// Also write the markdown report to this file (it is always printed to stdout).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
 
-/// Runs the benchmarks.
-pub async fn run(_args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+/// Generous bound on any single request, and on waiting for a cluster to settle.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Members in each cluster.
+const MEMBERS: usize = 3;
+
+/// Runs the benchmarks and prints the report.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let value = "x".repeat(args.value_size);
+    let mut kinds = vec![Kind::Keelson];
+    if !args.skip_etcd {
+        kinds.push(Kind::Etcd);
+    }
+    let mut results = Vec::new();
+    for kind in kinds {
+        results.push(measure(kind, &args, &value).await?);
+    }
+    let report = render(&args, &results);
+    println!("{report}");
+    if let Some(path) = &args.output {
+        std::fs::write(path, &report).with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The two systems under test.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Keelson,
+    Etcd,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Keelson => "keelson",
+            Kind::Etcd => "etcd",
+        }
+    }
+}
+
+/// Everything measured on one system.
+struct Results {
+    kind: Kind,
+    levels: Vec<Level>,
+    failovers: Vec<Duration>,
+    failover_errors: usize,
+    memory: Option<Memory>,
+}
+
+/// One concurrency level of phase 1.
+struct Level {
+    ops_per_sec: f64,
+    latencies: Vec<Duration>,
+    errors: usize,
+}
+
+/// Phase 3.
+struct Memory {
+    rss_kib: Vec<u64>,
+    disk_bytes: Vec<u64>,
+    load_secs: f64,
+    restart: Option<Duration>,
+}
+
+async fn measure(kind: Kind, args: &BenchArgs, value: &str) -> anyhow::Result<Results> {
+    eprintln!("bench: {kind:?}: throughput and failover");
+    let mut sys = Sys::start(kind, args).await?;
+    let mut levels = Vec::new();
+    for &clients in &args.clients {
+        let level = throughput(
+            &sys,
+            clients,
+            Duration::from_secs(args.duration_secs),
+            value,
+        )
+        .await;
+        eprintln!(
+            "bench: {kind:?}: {clients} clients: {:.0} ops/s",
+            level.ops_per_sec
+        );
+        levels.push(level);
+    }
+    let (failovers, failover_errors) = failover(&mut sys, args.failovers, value).await?;
+    drop(sys);
+    let memory = if args.objects > 0 {
+        eprintln!("bench: {kind:?}: {} objects", args.objects);
+        let mut sys = Sys::start(kind, args).await?;
+        Some(memory(&mut sys, args.objects, value).await?)
+    } else {
+        None
+    };
+    Ok(Results {
+        kind,
+        levels,
+        failovers,
+        failover_errors,
+        memory,
+    })
+}
+
+/// Phase 1: `clients` closed-loop writers of fresh keys, client `i` talking to member
+/// `i % MEMBERS`. Only requests started after the warm-up second count.
+async fn throughput(sys: &Sys, clients: usize, duration: Duration, value: &str) -> Level {
+    let start = Instant::now() + Duration::from_secs(1);
+    let end = start + duration;
+    let mut tasks = JoinSet::new();
+    for c in 0..clients {
+        let (sys, value) = (sys.writer(), value.to_string());
+        tasks.spawn(async move {
+            let (mut lat, mut errors) = (Vec::new(), 0);
+            for n in 0u64.. {
+                let t = Instant::now();
+                if t >= end {
+                    break;
+                }
+                let ok = sys
+                    .put(c % MEMBERS, &format!("bench-{clients}-{c}-{n}"), &value)
+                    .await;
+                match (ok, t >= start) {
+                    (Ok(()), true) => lat.push(t.elapsed()),
+                    (Err(_), true) => errors += 1,
+                    _ => {}
+                }
+            }
+            (lat, errors)
+        });
+    }
+    let (mut latencies, mut errors) = (Vec::new(), 0);
+    while let Some(r) = tasks.join_next().await {
+        if let Ok((lat, e)) = r {
+            latencies.extend(lat);
+            errors += e;
+        }
+    }
+    latencies.sort();
+    Level {
+        ops_per_sec: latencies.len() as f64 / duration.as_secs_f64(),
+        latencies,
+        errors,
+    }
+}
+
+/// Phase 2: `rounds` times, SIGKILL the leader and time until a write through a survivor is
+/// acknowledged. A probe write, bounded by one second, starts every 10 ms, as a client that
+/// retries would, so the result does not depend on how long a doomed request hangs. Returns the
+/// sorted times and the number of rounds without an acknowledged write within [`SETTLE_TIMEOUT`].
+async fn failover(
+    sys: &mut Sys,
+    rounds: usize,
+    value: &str,
+) -> anyhow::Result<(Vec<Duration>, usize)> {
+    let (mut times, mut errors) = (Vec::new(), 0);
+    for round in 0..rounds {
+        let leader = sys
+            .settled_leader()
+            .await
+            .ok_or_else(|| anyhow!("no leader"))?;
+        sys.kill(leader);
+        let killed = Instant::now();
+        let survivors: Vec<usize> = (0..MEMBERS).filter(|m| *m != leader).collect();
+        let (mut probes, mut ack, w) = (JoinSet::new(), None, sys.writer());
+        for n in 0usize.. {
+            if killed.elapsed() > SETTLE_TIMEOUT {
+                break;
+            }
+            let (w, value) = (w.clone(), value.to_string());
+            let (member, key) = (
+                survivors[n % survivors.len()],
+                format!("failover-{round}-{n}"),
+            );
+            probes.spawn(async move {
+                let put = w.put(member, &key, &value);
+                tokio::time::timeout(Duration::from_secs(1), put)
+                    .await
+                    .ok()?
+                    .ok()?;
+                Some(Instant::now())
+            });
+            tokio::select! {
+                Some(Ok(Some(at))) = probes.join_next() => { ack = Some(at - killed); break; }
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+        }
+        probes.abort_all();
+        match ack {
+            Some(t) => times.push(t),
+            None => errors += 1,
+        }
+        eprintln!("bench: {:?}: failover {}: {ack:?}", sys.kind(), round + 1);
+        sys.spawn(leader);
+        sys.wait_caught_up(leader).await;
+    }
+    times.sort();
+    Ok((times, errors))
+}
+
+/// Phase 3: store `objects` keys with 64 writers, read every member's VmRSS and data size,
+/// then SIGKILL a follower, restart it and time until it serves a local read of the last key.
+async fn memory(sys: &mut Sys, objects: usize, value: &str) -> anyhow::Result<Memory> {
+    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = JoinSet::new();
+    for c in 0..64 {
+        let (w, value, next) = (sys.writer(), value.to_string(), next.clone());
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= objects || started.elapsed() > Duration::from_secs(1800) {
+                    return Ok(());
+                }
+                let mut tries = 0;
+                while let Err(e) = w.put(c % MEMBERS, &format!("obj-{i}"), &value).await {
+                    tries += 1;
+                    if tries >= 5 {
+                        return Err(e);
+                    }
+                }
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    let load_secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_kib = (0..MEMBERS)
+        .map(|m| sys.pid(m).map_or(0, rss_kib))
+        .collect();
+    let disk_bytes = (0..MEMBERS)
+        .map(|m| keelson_raft::node::dir_size(&sys.data_dir(m)))
+        .collect();
+    let leader = sys
+        .settled_leader()
+        .await
+        .ok_or_else(|| anyhow!("no leader"))?;
+    let follower = (leader + 1) % MEMBERS;
+    let key = format!("obj-{}", objects - 1);
+    sys.kill(follower);
+    sys.spawn(follower);
+    let spawned = Instant::now();
+    let mut restart = None;
+    while spawned.elapsed() < Duration::from_secs(300) {
+        if sys.read_local(follower, &key).await {
+            restart = Some(spawned.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(Memory {
+        rss_kib,
+        disk_bytes,
+        load_secs,
+        restart,
+    })
+}
+
+/// VmRSS of process `pid` in KiB (0 if unknown).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A running cluster of either system, members indexed 0..MEMBERS.
+enum Sys {
+    Keelson(Cluster),
+    Etcd(Etcd),
+}
+
+/// The cheap, cloneable write path to a cluster's members.
+#[derive(Clone)]
+enum Writer {
+    Keelson(Vec<Kv>),
+    Etcd(reqwest::Client, Vec<String>),
+}
+
+impl Writer {
+    /// Upserts `key` through `member`.
+    async fn put(&self, member: usize, key: &str, value: &str) -> anyhow::Result<()> {
+        match self {
+            Writer::Keelson(kvs) => kvs[member]
+                .put(key, value)
+                .await
+                .map(drop)
+                .map_err(Into::into),
+            Writer::Etcd(http, urls) => {
+                let body =
+                    json!({"key": base64(key.as_bytes()), "value": base64(value.as_bytes())});
+                let resp = http
+                    .post(format!("{}/v3/kv/put", urls[member]))
+                    .json(&body)
+                    .send()
+                    .await?;
+                let v: Value = resp.json().await?;
+                match v.get("header") {
+                    Some(_) => Ok(()),
+                    None => bail!("etcd put: {v}"),
+                }
+            }
+        }
+    }
+}
+
+impl Sys {
+    /// Starts a fresh cluster and waits for a leader.
+    async fn start(kind: Kind, args: &BenchArgs) -> anyhow::Result<Sys> {
+        let sys = match kind {
+            Kind::Keelson => {
+                let bin = std::env::current_exe().context("current_exe")?;
+                Sys::Keelson(Cluster::start(&bin, MEMBERS as u64, &[]))
+            }
+            Kind::Etcd => Sys::Etcd(Etcd::start(&args.etcd_bin)?),
+        };
+        sys.settled_leader()
+            .await
+            .ok_or_else(|| anyhow!("{kind:?}: no leader within {SETTLE_TIMEOUT:?}"))?;
+        Ok(sys)
+    }
+
+    fn kind(&self) -> Kind {
+        match self {
+            Sys::Keelson(_) => Kind::Keelson,
+            Sys::Etcd(_) => Kind::Etcd,
+        }
+    }
+
+    /// A write path with its own connections (so each load client has its own).
+    fn writer(&self) -> Writer {
+        match self {
+            Sys::Keelson(c) => Writer::Keelson(
+                (1..=MEMBERS as u64)
+                    .map(|id| Kv::new(&c.url(id), REQUEST_TIMEOUT))
+                    .collect(),
+            ),
+            Sys::Etcd(e) => Writer::Etcd(
+                reqwest::Client::builder()
+                    .timeout(REQUEST_TIMEOUT)
+                    .build()
+                    .expect("http client"),
+                e.urls(),
+            ),
+        }
+    }
+
+    /// Waits until every running member agrees on one leader; returns it.
+    async fn settled_leader(&self) -> Option<usize> {
+        match self {
+            Sys::Keelson(c) => c
+                .wait_leader(SETTLE_TIMEOUT)
+                .await
+                .map(|id| id as usize - 1),
+            Sys::Etcd(e) => e.settled_leader().await,
+        }
+    }
+
+    /// The index member `m` has applied.
+    async fn applied(&self, m: usize) -> Option<u64> {
+        match self {
+            Sys::Keelson(c) => c.status(m as u64 + 1).await?["applied_index"].as_u64(),
+            Sys::Etcd(e) => {
+                let s = e.call(m, "/v3/maintenance/status", &json!({})).await?;
+                s["raftAppliedIndex"].as_str()?.parse().ok()
+            }
+        }
+    }
+
+    /// Waits (bounded) until the cluster has a settled leader and member `m` has applied
+    /// everything the leader had applied by then.
+    async fn wait_caught_up(&self, m: usize) {
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        let Some(leader) = self.settled_leader().await else {
+            return;
+        };
+        let target = self.applied(leader).await.unwrap_or(0);
+        while Instant::now() < deadline && self.applied(m).await.unwrap_or(0) < target {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL member `m`.
+    fn kill(&mut self, m: usize) {
+        match self {
+            Sys::Keelson(c) => c.kill(m as u64 + 1),
+            Sys::Etcd(e) => e.kill(m),
+        }
+    }
+
+    /// Starts member `m` again on its data.
+    fn spawn(&mut self, m: usize) {
+        match self {
+            Sys::Keelson(c) => c.spawn(m as u64 + 1),
+            Sys::Etcd(e) => e.spawn(m).unwrap_or_else(|err| eprintln!("bench: {err:#}")),
+        }
+    }
+
+    fn pid(&self, m: usize) -> Option<u32> {
+        match self {
+            Sys::Keelson(c) => c.pid(m as u64 + 1),
+            Sys::Etcd(e) => e.children[m].as_ref().map(|c| c.id()),
+        }
+    }
+
+    fn data_dir(&self, m: usize) -> PathBuf {
+        match self {
+            Sys::Keelson(c) => c.spec(m as u64 + 1).data_dir.clone(),
+            Sys::Etcd(e) => e.root.join(format!("e{}.data", m + 1)),
+        }
+    }
+
+    /// True when member `m` answers a local (serializable) read of `key` with a value.
+    async fn read_local(&self, m: usize, key: &str) -> bool {
+        match self {
+            Sys::Keelson(c) => {
+                let kv = Kv::new(&c.url(m as u64 + 1), Duration::from_secs(1));
+                matches!(kv.get(key, true).await, Ok(Some(_)))
+            }
+            Sys::Etcd(e) => {
+                let body = json!({"key": base64(key.as_bytes()), "serializable": true});
+                let v = e.call(m, "/v3/kv/range", &body).await;
+                v.is_some_and(|v| v["kvs"].as_array().is_some_and(|a| !a.is_empty()))
+            }
+        }
+    }
+}
+
+/// Three etcd members as child processes on 127.0.2.1-3, in a temporary directory that is
+/// removed (and the processes killed) on drop.
+struct Etcd {
+    bin: PathBuf,
+    root: PathBuf,
+    peers: Vec<SocketAddr>,
+    clients: Vec<SocketAddr>,
+    children: Vec<Option<Child>>,
+    http: reqwest::Client,
+}
+
+impl Etcd {
+    fn start(bin: &Path) -> anyhow::Result<Etcd> {
+        let root =
+            std::env::temp_dir().join(format!("keelson-bench-etcd-{}", rand::random::<u32>()));
+        std::fs::create_dir_all(&root)?;
+        let ip = |m: usize| Ipv4Addr::new(127, 0, 2, m as u8 + 1);
+        let mut etcd = Etcd {
+            bin: bin.to_path_buf(),
+            root,
+            peers: (0..MEMBERS).map(|m| free_addr(ip(m))).collect(),
+            clients: (0..MEMBERS).map(|m| free_addr(ip(m))).collect(),
+            children: (0..MEMBERS).map(|_| None).collect(),
+            http: reqwest::Client::builder()
+                .timeout(REQUEST_TIMEOUT)
+                .build()?,
+        };
+        for m in 0..MEMBERS {
+            etcd.spawn(m)?;
+        }
+        Ok(etcd)
+    }
+
+    fn urls(&self) -> Vec<String> {
+        self.clients.iter().map(|a| format!("http://{a}")).collect()
+    }
+
+    /// Starts member `m`; the `--initial-*` flags are ignored once its data directory exists.
+    fn spawn(&mut self, m: usize) -> anyhow::Result<()> {
+        let cluster = (0..MEMBERS)
+            .map(|i| format!("e{}=http://{}", i + 1, self.peers[i]))
+            .collect::<Vec<_>>()
+            .join(",");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join(format!("e{}.log", m + 1)))?;
+        let (peer, client) = (
+            format!("http://{}", self.peers[m]),
+            format!("http://{}", self.clients[m]),
+        );
+        let child = Command::new(&self.bin)
+            .args(["--name", &format!("e{}", m + 1)])
+            .arg("--data-dir")
+            .arg(self.root.join(format!("e{}.data", m + 1)))
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--initial-cluster",
+                &cluster,
+                "--initial-cluster-state",
+                "new",
+            ])
+            .args(["--initial-cluster-token", "keelson-bench"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "spawn {} (install etcd-server, or pass --skip-etcd)",
+                    self.bin.display()
+                )
+            })?;
+        self.children[m] = Some(child);
+        Ok(())
+    }
+
+    fn kill(&mut self, m: usize) {
+        if let Some(mut child) = self.children[m].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// POSTs `body` to `path` on member `m` with a short timeout; the JSON answer if any.
+    async fn call(&self, m: usize, path: &str, body: &Value) -> Option<Value> {
+        let req = self.http.post(format!("http://{}{path}", self.clients[m]));
+        let resp = req
+            .timeout(Duration::from_millis(500))
+            .json(body)
+            .send()
+            .await
+            .ok()?;
+        resp.json().await.ok()
+    }
+
+    /// Waits until every running member reports the same leader, and that leader is itself
+    /// running (`/v3/maintenance/status`: `leader` is a member id, `header.member_id` its own).
+    async fn settled_leader(&self) -> Option<usize> {
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        while Instant::now() < deadline {
+            let mut seen = Vec::new();
+            for m in (0..MEMBERS).filter(|m| self.children[*m].is_some()) {
+                match self.call(m, "/v3/maintenance/status", &json!({})).await {
+                    Some(s) => {
+                        seen.push((m, s["header"]["member_id"].clone(), s["leader"].clone()))
+                    }
+                    None => seen.clear(),
+                }
+                if seen.is_empty() {
+                    break;
+                }
+            }
+            let leader = seen.first().map(|(_, _, l)| l.clone());
+            if seen.len() == self.children.iter().flatten().count()
+                && seen.iter().all(|(_, _, l)| Some(l) == leader.as_ref())
+            {
+                if let Some((m, _, _)) = seen.iter().find(|(_, id, l)| id == l) {
+                    return Some(*m);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for m in 0..MEMBERS {
+            self.kill(m);
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Standard base64 with padding, as etcd's JSON gateway wants for keys and values.
+fn base64(data: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+/// The `q` quantile of sorted `v`, in milliseconds (NaN if empty).
+fn pct_ms(v: &[Duration], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1;
+    v[i].as_secs_f64() * 1000.0
+}
+
+/// A markdown table.
+fn table(header: &[String], rows: &[Vec<String>]) -> String {
+    let line = |cells: &[String]| format!("| {} |\n", cells.join(" | "));
+    let rule: Vec<String> = header.iter().map(|_| "---".to_string()).collect();
+    let body: String = rows.iter().map(|r| line(r)).collect();
+    format!("{}{}{body}\n", line(header), line(&rule))
+}
+
+/// The first line of `cmd`'s output, if it runs.
+fn first_line(cmd: &mut Command) -> Option<String> {
+    let out = String::from_utf8(cmd.output().ok()?.stdout).ok()?;
+    out.lines().next().map(str::to_string)
+}
+
+/// The markdown report.
+fn render(args: &BenchArgs, results: &[Results]) -> String {
+    let cpu = first_line(Command::new("sh").args(["-c", "grep -m1 'model name' /proc/cpuinfo"]));
+    let cpu = cpu
+        .as_deref()
+        .and_then(|l| l.split(": ").nth(1))
+        .unwrap_or("?");
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = first_line(Command::new("uname").arg("-r")).unwrap_or_default();
+    let etcd = first_line(Command::new(&args.etcd_bin).arg("--version"));
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let mut s = format!(
+        "# keelson performance, side by side with etcd\n\n\
+         Produced by `{command}` (`keelson bench --help` lists the flags).\n\n\
+         - Machine: {cores} cores ({cpu}), Linux {kernel}; load generator and clusters share it.\n\
+         - keelson {} (3 masters, release build, default flags); {} (3 members, default flags). \
+         One system runs at a time, on loopback.\n\
+         - Every write is an upsert of a {} B value, acknowledged after an fsync on a majority \
+         (both systems' defaults). Each client is a closed loop over its own HTTP/1.1 keep-alive \
+         connections, client i talking to member i mod 3 for both systems (followers forward to \
+         the leader): keelson `PUT /kv/KEY?upsert=true`, etcd `POST /v3/kv/put` (JSON gateway).\n\n",
+        env!("CARGO_PKG_VERSION"),
+        etcd.as_deref().unwrap_or("etcd not run"),
+        args.value_size,
+    );
+    let ms = |v: f64| format!("{v:.1}");
+    let mut header = vec!["clients".to_string()];
+    for r in results {
+        let k = r.kind.name();
+        header.extend([
+            format!("{k} ops/s"),
+            format!("{k} p50 ms"),
+            format!("{k} p99 ms"),
+        ]);
+        header.push(format!("{k} errors"));
+    }
+    if results.len() == 2 {
+        header.extend(["keelson/etcd ops/s".into(), "keelson/etcd p99".into()]);
+    }
+    let rows: Vec<Vec<String>> = (args.clients.iter().enumerate())
+        .map(|(i, c)| {
+            let mut row = vec![c.to_string()];
+            for l in results.iter().map(|r| &r.levels[i]) {
+                row.extend([
+                    format!("{:.0}", l.ops_per_sec),
+                    ms(pct_ms(&l.latencies, 0.5)),
+                ]);
+                row.extend([ms(pct_ms(&l.latencies, 0.99)), l.errors.to_string()]);
+            }
+            if let [k, e] = results {
+                let (k, e) = (&k.levels[i], &e.levels[i]);
+                row.push(format!("{:.2}", k.ops_per_sec / e.ops_per_sec));
+                let p99 = |l: &Level| pct_ms(&l.latencies, 0.99);
+                row.push(format!("{:.2}", p99(k) / p99(e)));
+            }
+            row
+        })
+        .collect();
+    s += &format!(
+        "## Write throughput and latency\n\n{} s per level after 1 s of warm-up.\n\n{}",
+        args.duration_secs,
+        table(&header, &rows)
+    );
+    if args.failovers > 0 {
+        s += &format!(
+            "## Failover: SIGKILL of the leader to the next acknowledged write\n\n\
+             {} rounds per system: SIGKILL the leader; every 10 ms send a probe write (1 s \
+             timeout) to a survivor until one is acknowledged; restart the killed member; wait \
+             until all 3 agree on a leader and it has applied what the leader had. Election \
+             settings are each system's defaults \
+             (keelson: heartbeat 50 ms, election timeout 250-500 ms; etcd: heartbeat 100 ms, \
+             election timeout 1000 ms).\n\n",
+            args.failovers
+        );
+        let header = ["system", "acknowledged", "p50 ms", "p99 ms", "max ms"].map(String::from);
+        let rows: Vec<Vec<String>> = (results.iter())
+            .map(|r| {
+                let (f, n) = (&r.failovers, r.failovers.len() + r.failover_errors);
+                let q = |q| format!("{:.0}", pct_ms(f, q));
+                vec![
+                    r.kind.name().into(),
+                    format!("{}/{n}", f.len()),
+                    q(0.5),
+                    q(0.99),
+                    q(1.0),
+                ]
+            })
+            .collect();
+        s += &table(&header, &rows);
+    }
+    if args.objects > 0 {
+        s += &format!(
+            "## Memory and restart with {} objects of {} B\n\n\
+             A fresh cluster is loaded by 64 writers; then VmRSS of every member \
+             (/proc/PID/status) and the size of its data directory; then a follower is SIGKILLed \
+             and restarted, timed from the spawn until it answers a local read of the last key \
+             written (keelson `GET /kv/KEY?resourceVersion=0`, etcd serializable range).\n\n",
+            args.objects, args.value_size
+        );
+        let header = [
+            "system",
+            "load s",
+            "RSS MiB each",
+            "data MiB each",
+            "restart ms",
+        ];
+        let header = header.map(String::from);
+        let rows: Vec<Vec<String>> = (results.iter())
+            .filter_map(|r| Some((r.kind, r.memory.as_ref()?)))
+            .map(|(kind, m)| {
+                let mib = |v: &[u64], unit: f64| {
+                    let v: Vec<String> = v
+                        .iter()
+                        .map(|x| format!("{:.0}", *x as f64 / unit))
+                        .collect();
+                    v.join(" / ")
+                };
+                let restart = m.restart.map(|d| format!("{:.0}", d.as_secs_f64() * 1e3));
+                vec![
+                    kind.name().into(),
+                    format!("{:.1}", m.load_secs),
+                    mib(&m.rss_kib, 1024.0),
+                    mib(&m.disk_bytes, 1048576.0),
+                    restart.unwrap_or_else(|| "not serving".into()),
+                ]
+            })
+            .collect();
+        s += &table(&header, &rows);
+    }
+    s + "## Caveats\n\n\
+         - A single run on a shared 2-core machine: the load generator competes with the \
+         cluster for CPU, and every member's fsync goes to the same disk. Other work on \
+         the machine adds noise (repeated runs differed by up to 1.7x in keelson throughput), \
+         so compare the two systems within one run; these are not absolute capacities.\n\
+         - etcd preallocates 64 MB WAL segments, which dominates its data directory size.\n\
+         - Timings are measured only; no test asserts them.\n"
 }

@@ -18,6 +18,9 @@ pub struct CtlArgs {
     /// The data directory of `keelson up`.
     #[arg(long, default_value = ".keelson")]
     pub data_dir: PathBuf,
+    /// Bearer token; default: the one in DATA_DIR/tokens.csv.
+    #[arg(long, env = "KEELSON_TOKEN")]
+    pub token: Option<String>,
     #[command(subcommand)]
     pub command: CtlCommand,
 }
@@ -88,7 +91,19 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(90))
         .build()?;
-    let ctl = Ctl { client, servers };
+    let token = args.token.clone().or_else(|| {
+        let text = std::fs::read_to_string(args.data_dir.join("tokens.csv")).ok()?;
+        text.lines()
+            .filter_map(|l| l.split(',').next())
+            .map(str::trim)
+            .find(|t| !t.is_empty())
+            .map(str::to_string)
+    });
+    let ctl = Ctl {
+        client,
+        servers,
+        token,
+    };
     match args.command {
         CtlCommand::Masters { command } => match command {
             MastersCommand::List => {
@@ -151,6 +166,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
 struct Ctl {
     client: reqwest::Client,
     servers: Vec<String>,
+    token: Option<String>,
 }
 
 impl Ctl {
@@ -166,6 +182,9 @@ impl Ctl {
             let mut req = self
                 .client
                 .request(method.clone(), format!("{server}{path}"));
+            if let Some(t) = &self.token {
+                req = req.bearer_auth(t);
+            }
             if let Some(b) = &body {
                 req = req
                     .header("content-type", "application/json")

@@ -7,6 +7,7 @@ mod api;
 mod bench;
 mod ctl;
 mod master;
+mod registry;
 mod up;
 
 use clap::{Parser, Subcommand};

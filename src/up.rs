@@ -125,6 +125,42 @@ fn prometheus_config(file: &ClusterFile) -> String {
     out
 }
 
+/// The cluster's bearer token: `DATA_DIR/tokens.csv` (created once, kept across runs).
+fn ensure_token(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("tokens.csv");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Some(token) = text
+            .lines()
+            .filter_map(|l| l.split(',').next())
+            .map(str::trim)
+            .find(|t| !t.is_empty())
+        {
+            return Ok(token.to_string());
+        }
+    }
+    let token = random_id();
+    std::fs::write(&path, format!("{token},admin,admin\n"))
+        .with_context(|| format!("write {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(token)
+}
+
+/// A kubeconfig for kubectl and the client libraries: the first master and the token.
+fn kubeconfig(file: &ClusterFile, token: &str) -> String {
+    let server = file
+        .masters
+        .first()
+        .map(|m| m.api.clone())
+        .unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: keelson\n  cluster:\n    server: {server}\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: keelson\n  context:\n    cluster: keelson\n    user: admin\n    namespace: default\ncurrent-context: keelson\n"
+    )
+}
+
 /// Runs the cluster until Ctrl-C or SIGTERM.
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if args.masters == 0 || args.masters > 7 {
@@ -174,6 +210,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             )
         })
         .collect();
+    let token = ensure_token(&data_dir)?;
     let exe = std::env::current_exe().context("locate the keelson binary")?;
     let mut children: Vec<(u64, Child)> = Vec::new();
     for m in file.masters.iter_mut() {
@@ -191,6 +228,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .args(["--api-addr", m.api.trim_start_matches("http://")])
             .args(["--peers", &peers.join(",")])
             .args(["--cluster-id", &file.cluster_id])
+            .arg("--token-file")
+            .arg(data_dir.join("tokens.csv"))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -202,11 +241,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     file.save(&data_dir)?;
     std::fs::write(data_dir.join("prometheus.yml"), prometheus_config(&file))?;
+    std::fs::write(data_dir.join("kubeconfig"), kubeconfig(&file, &token))?;
 
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(1))
         .build()?;
-    let leader = wait_for_leader(&client, &file, Duration::from_secs(30)).await;
+    let leader = wait_for_leader(&client, &file, &token, Duration::from_secs(30)).await;
     println!(
         "keelson cluster {} — data in {}",
         file.cluster_id,
@@ -281,12 +321,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 async fn wait_for_leader(
     client: &reqwest::Client,
     file: &ClusterFile,
+    token: &str,
     timeout: Duration,
 ) -> Option<u64> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         for m in &file.masters {
-            if let Ok(resp) = client.get(format!("{}/cluster", m.api)).send().await {
+            if let Ok(resp) = client
+                .get(format!("{}/cluster", m.api))
+                .bearer_auth(token)
+                .send()
+                .await
+            {
                 if let Ok(v) = resp.json::<serde_json::Value>().await {
                     if let Some(l) = v["leader"].as_u64() {
                         return Some(l);

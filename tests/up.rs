@@ -34,7 +34,15 @@ async fn wait_ready(data_dir: &std::path::Path, previous_pids: &[u64]) -> Value 
                     .collect();
                 if pids.len() == 3 && pids.iter().all(|p| !previous_pids.contains(p)) {
                     let api = file["masters"][0]["api"].as_str().unwrap().to_string();
-                    if let Ok(r) = reqwest::get(format!("{api}/cluster")).await {
+                    let token =
+                        std::fs::read_to_string(data_dir.join("tokens.csv")).unwrap_or_default();
+                    let token = token.split(',').next().unwrap_or("").trim().to_string();
+                    let r = reqwest::Client::new()
+                        .get(format!("{api}/cluster"))
+                        .bearer_auth(&token)
+                        .send()
+                        .await;
+                    if let Ok(r) = r {
                         if let Ok(s) = r.json::<Value>().await {
                             if s["leader"].as_u64().is_some() {
                                 return file;
@@ -77,7 +85,18 @@ async fn up_starts_stops_and_resumes_a_cluster() {
     assert!(file["agents"].is_array());
     assert!(data.join("prometheus.yml").exists());
     let api = file["masters"][1]["api"].as_str().unwrap().to_string();
+    let token = token_of(&data);
+    assert!(data.join("kubeconfig").exists());
+    assert!(std::fs::read_to_string(data.join("kubeconfig"))
+        .unwrap()
+        .contains(&token));
+    // Without the token the API refuses.
+    let r = reqwest::get(format!("{api}/api/v1/namespaces/default/pods"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
     Kv::new(&api, Duration::from_secs(10))
+        .with_token(&token)
         .create("survives", "restart")
         .await
         .expect("write");
@@ -102,6 +121,7 @@ async fn up_starts_stops_and_resumes_a_cluster() {
     let file2 = wait_ready(&data, &first).await;
     assert_eq!(file2["cluster_id"], file["cluster_id"]);
     let got = Kv::new(&api, Duration::from_secs(10))
+        .with_token(&token)
         .get("survives", false)
         .await
         .unwrap();
@@ -109,6 +129,11 @@ async fn up_starts_stops_and_resumes_a_cluster() {
     // SAFETY: signalling our child.
     unsafe { libc::kill(up.id() as i32, libc::SIGTERM) };
     assert!(up.wait().unwrap().success());
+}
+
+fn token_of(data: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(data.join("tokens.csv")).unwrap();
+    text.split(',').next().unwrap().trim().to_string()
 }
 
 fn rand_byte() -> u8 {

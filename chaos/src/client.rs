@@ -44,6 +44,7 @@ impl KvError {
 pub struct Kv {
     http: reqwest::Client,
     base: String,
+    token: Option<String>,
 }
 
 impl Kv {
@@ -55,10 +56,21 @@ impl Kv {
                 .build()
                 .expect("http client"),
             base: base.to_string(),
+            token: None,
         }
     }
 
+    /// The same client, sending `Authorization: Bearer <token>`.
+    pub fn with_token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_string());
+        self
+    }
+
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, KvError> {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
         let resp = req.send().await.map_err(|e| {
             KvError::Transport(if e.is_connect() {
                 format!("connect: {e}")

@@ -561,7 +561,8 @@ async fn export_metrics(node: Arc<RaftNode>) {
     }
 }
 
-fn dir_size(dir: &std::path::Path) -> u64 {
+/// Total size of the files under `dir`.
+pub fn dir_size(dir: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };

@@ -26,6 +26,7 @@ use keelson_raft::{Command, OpResult};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::metrics::OpenWatch;
 use super::{ApiError, ApiState};
 
 pub fn routes() -> Router<ApiState> {
@@ -249,9 +250,7 @@ async fn watch(s: ApiState, p: Params) -> Result<Response, ApiError> {
             Err(e) => return Err(ApiError::new(StatusCode::GONE, "Expired", e.to_string())),
         },
     };
-    let metrics = s.metrics.clone();
-    metrics.open_watches.inc();
-    let guard = WatchGuard(metrics.clone());
+    let guard = OpenWatch::new(&s.metrics);
     let live = futures::stream::unfold(Some((sub, prefix, guard)), |state| async move {
         let (mut sub, prefix, guard) = state?;
         loop {
@@ -263,7 +262,7 @@ async fn watch(s: ApiState, p: Params) -> Result<Response, ApiError> {
                         EventKind::Updated => "MODIFIED",
                         EventKind::Deleted => "DELETED",
                     };
-                    guard.0.watch_events.inc();
+                    guard.metrics().watch_events.inc();
                     return Some((
                         event_line(kind, &e.key, &e.value, e.rv),
                         Some((sub, prefix, guard)),
@@ -290,13 +289,4 @@ async fn watch(s: ApiState, p: Params) -> Result<Response, ApiError> {
         Body::from_stream(stream),
     )
         .into_response())
-}
-
-/// Decrements the open-watch gauge when the stream is dropped.
-struct WatchGuard(super::metrics::ApiMetrics);
-
-impl Drop for WatchGuard {
-    fn drop(&mut self) {
-        self.0.open_watches.dec();
-    }
 }

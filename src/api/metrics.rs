@@ -102,7 +102,7 @@ pub async fn track(State(s): State<ApiState>, req: Request, next: Next) -> Respo
 pub async fn scrape(State(s): State<ApiState>) -> impl IntoResponse {
     let mut buf = Vec::new();
     let encoder = TextEncoder::new();
-    if let Err(e) = encoder.encode(&s.registry.gather(), &mut buf) {
+    if let Err(e) = encoder.encode(&s.prometheus.gather(), &mut buf) {
         return (
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
             [(CONTENT_TYPE, "text/plain".to_string())],
@@ -114,4 +114,24 @@ pub async fn scrape(State(s): State<ApiState>) -> impl IntoResponse {
         [(CONTENT_TYPE, encoder.format_type().to_string())],
         buf,
     )
+}
+
+/// Counts an open watch in `keelson_api_open_watches` for as long as it lives.
+pub struct OpenWatch(ApiMetrics);
+
+impl OpenWatch {
+    pub fn new(metrics: &ApiMetrics) -> Self {
+        metrics.open_watches.inc();
+        OpenWatch(metrics.clone())
+    }
+    /// The metrics this watch counts in.
+    pub fn metrics(&self) -> &ApiMetrics {
+        &self.0
+    }
+}
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        self.0.open_watches.dec();
+    }
 }

@@ -4,14 +4,22 @@
 //! [`keelson_raft::RaftNode`], reads are linearizable unless `resourceVersion=0` asks for this
 //! replica's state. Errors are Kubernetes `Status` objects.
 //!
-//! Routes: health (`/healthz`, `/livez`, `/readyz`), `/metrics`, `/version`, the cluster's
-//! membership (`/cluster`, [`cluster`]) and the store's key/value surface (`/kv`, [`kv`]).
+//! Routes: health (`/healthz`, `/livez`, `/readyz`), `/metrics`, `/version`, discovery
+//! ([`discovery`]), core/v1 ([`v1`]), the seed's v1beta1 ([`v1beta1`]), the cluster's membership
+//! (`/cluster`, [`cluster`]) and the store's key/value surface (`/kv`, [`kv`]). Every path but
+//! health and metrics needs a bearer token when the master has a token file ([`auth`]).
 
+pub mod auth;
 mod cluster;
-pub mod v1beta1;
+mod discovery;
 mod kv;
 mod metrics;
+mod patch;
+mod scale;
 mod status;
+pub mod v1;
+pub mod v1beta1;
+mod watch;
 
 use std::sync::Arc;
 
@@ -28,18 +36,32 @@ pub use status::ApiError;
 #[derive(Clone)]
 pub struct ApiState {
     pub node: Arc<RaftNode>,
-    pub registry: prometheus::Registry,
+    /// The Prometheus registry `/metrics` exposes.
+    pub prometheus: prometheus::Registry,
     pub metrics: metrics::ApiMetrics,
+    pub tokens: auth::Tokens,
 }
 
 impl ApiState {
-    /// Builds the API state, registering the API metrics in `registry`.
-    pub fn new(node: Arc<RaftNode>, registry: prometheus::Registry) -> Self {
-        let metrics = metrics::ApiMetrics::register(&registry);
+    /// Builds the API state, registering the API metrics in `prometheus`.
+    pub fn new(
+        node: Arc<RaftNode>,
+        prometheus: prometheus::Registry,
+        tokens: auth::Tokens,
+    ) -> Self {
+        let metrics = metrics::ApiMetrics::register(&prometheus);
         ApiState {
             node,
-            registry,
+            prometheus,
             metrics,
+            tokens,
+        }
+    }
+
+    /// The object registry over this master's store.
+    pub fn registry(&self) -> crate::registry::Registry {
+        crate::registry::Registry {
+            node: self.node.clone(),
         }
     }
 }
@@ -52,8 +74,17 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::scrape))
         .route("/version", get(version))
+        .route("/api", get(discovery::api_versions))
+        .route("/apis", get(discovery::api_groups))
+        .route("/api/v1", get(discovery::core_v1))
+        .route("/api/v1/{*rest}", axum::routing::any(v1::handle))
+        .merge(v1beta1::routes())
         .merge(cluster::routes())
         .merge(kv::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.tokens.clone(),
+            auth::authenticate,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,

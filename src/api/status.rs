@@ -4,14 +4,16 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use keelson_raft::ClusterError;
-use serde_json::json;
+use serde_json::{json, Value};
 
-/// An API failure: HTTP code, Kubernetes reason and message.
+/// An API failure: HTTP code, Kubernetes reason, message and details.
 #[derive(Debug)]
 pub struct ApiError {
     pub code: StatusCode,
     pub reason: &'static str,
     pub message: String,
+    /// `details` of the Status: `name`, `kind`, `causes`.
+    pub details: Option<Value>,
 }
 
 impl ApiError {
@@ -20,6 +22,7 @@ impl ApiError {
             code,
             reason,
             message: message.into(),
+            details: None,
         }
     }
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -30,6 +33,42 @@ impl ApiError {
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
+    }
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", message)
+    }
+    /// Adds `details.name` and `details.kind`.
+    pub fn with_details(mut self, name: &str, kind: &str) -> Self {
+        let d = self.details.get_or_insert_with(|| json!({}));
+        d["name"] = json!(name);
+        d["kind"] = json!(kind);
+        self
+    }
+    /// Adds `details.causes`.
+    pub fn with_causes(mut self, causes: Vec<Value>) -> Self {
+        let d = self.details.get_or_insert_with(|| json!({}));
+        d["causes"] = Value::Array(causes);
+        self
+    }
+
+    /// The `Status` object.
+    pub fn to_status(&self) -> Value {
+        let mut body = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code.as_u16(),
+        });
+        if let Some(d) = &self.details {
+            body["details"] = d.clone();
+        }
+        body
     }
 }
 
@@ -49,15 +88,14 @@ impl From<ClusterError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code.as_u16(),
-        });
-        (self.code, Json(body)).into_response()
+        (self.code, Json(self.to_status())).into_response()
     }
+}
+
+/// Decodes a JSON request body; a syntax error names its line and column.
+pub fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        // serde_json's message ends with "at line L column C".
+        ApiError::bad_request(format!("the request body is not valid JSON: {e}"))
+    })
 }

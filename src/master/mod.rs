@@ -58,6 +58,10 @@ pub struct MasterArgs {
     /// Log entries kept behind a snapshot.
     #[arg(long, default_value_t = 1_000)]
     pub keep_logs: u64,
+    /// Bearer tokens accepted by the API, one per line (`token[,user]`). Without it the API is
+    /// open (local tests only).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
     /// How long a request waits for a leader and a quorum.
     #[arg(long, default_value_t = 10_000)]
     pub request_timeout_ms: u64,
@@ -176,7 +180,11 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
         keelson_raft::server::router(node.clone()),
         stop_rx.clone(),
     ));
-    let api_state = api::ApiState::new(node.clone(), registry);
+    let tokens = match &args.token_file {
+        Some(path) => api::auth::Tokens::load(path)?,
+        None => api::auth::Tokens::open(),
+    };
+    let api_state = api::ApiState::new(node.clone(), registry, tokens);
     let api_server = tokio::spawn(serve(api_listener, api::router(api_state), stop_rx.clone()));
 
     if !args.join {

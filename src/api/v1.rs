@@ -1,0 +1,441 @@
+//! core/v1: namespaced and cluster-wide REST paths over the registry, parsed from one
+//! catch-all route so that every resource shares the same verbs.
+//!
+//! Paths: `/api/v1/[watch/][namespaces/{ns}/]{resource}[/{name}[/{subresource}]]`, and
+//! `/api/v1/namespaces/{name}[/status]` for namespaces themselves.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::patch::{self, PatchKind};
+use super::status::parse_json;
+use super::watch::{self, WatchSpec};
+use super::{ApiError, ApiState};
+use crate::registry::selectors::{FieldSelector, LabelSelector};
+use crate::registry::strategy::{self, Names};
+use crate::registry::{self, lookup, ResourceInfo, Subresource};
+
+/// The object a request addresses.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub info: &'static ResourceInfo,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub sub: Option<String>,
+    pub watch: bool,
+}
+
+/// Parses the part of the path after `/api/v1/`.
+pub fn parse_target(rest: &str) -> Result<Target, ApiError> {
+    let mut segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let watch = segs.first() == Some(&"watch");
+    if watch {
+        segs.remove(0);
+    }
+    let unknown = |what: &str| {
+        ApiError::not_found(format!(
+            "the server could not find the requested resource ({what})"
+        ))
+    };
+    let resource = |plural: &str| lookup(plural).ok_or_else(|| unknown(plural));
+    let own = |s: &str| Some(s.to_string());
+    let t = match segs.as_slice() {
+        ["namespaces", ns, plural, tail @ ..] if lookup(plural).is_some_and(|r| r.namespaced) => {
+            let info = resource(plural)?;
+            match tail {
+                [] => Target {
+                    info,
+                    namespace: own(ns),
+                    name: None,
+                    sub: None,
+                    watch,
+                },
+                [name] => Target {
+                    info,
+                    namespace: own(ns),
+                    name: own(name),
+                    sub: None,
+                    watch,
+                },
+                [name, sub] => Target {
+                    info,
+                    namespace: own(ns),
+                    name: own(name),
+                    sub: own(sub),
+                    watch,
+                },
+                _ => return Err(unknown(rest)),
+            }
+        }
+        [plural] => Target {
+            info: resource(plural)?,
+            namespace: None,
+            name: None,
+            sub: None,
+            watch,
+        },
+        [plural, name] => Target {
+            info: resource(plural)?,
+            namespace: None,
+            name: own(name),
+            sub: None,
+            watch,
+        },
+        [plural, name, sub] => Target {
+            info: resource(plural)?,
+            namespace: None,
+            name: own(name),
+            sub: own(sub),
+            watch,
+        },
+        _ => return Err(unknown(rest)),
+    };
+    if t.name.is_some() && t.info.namespaced && t.namespace.is_none() {
+        return Err(unknown(rest));
+    }
+    Ok(t)
+}
+
+/// Query parameters of every verb.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Params {
+    pub label_selector: Option<String>,
+    pub field_selector: Option<String>,
+    pub resource_version: Option<String>,
+    pub limit: Option<usize>,
+    #[serde(rename = "continue")]
+    pub continue_token: Option<String>,
+    pub watch: Option<String>,
+    pub allow_watch_bookmarks: Option<String>,
+    pub timeout_seconds: Option<u64>,
+}
+
+fn truthy(v: &Option<String>) -> bool {
+    matches!(v.as_deref(), Some("true" | "1"))
+}
+
+impl Params {
+    /// The resource version asked for, if any.
+    pub fn rv(&self) -> Result<Option<u64>, ApiError> {
+        match self.resource_version.as_deref() {
+            None | Some("") => Ok(None),
+            Some(s) => s
+                .parse()
+                .map(Some)
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {s:?}"))),
+        }
+    }
+
+    /// A linearizable read unless `resourceVersion` was given (Kubernetes: "0" = any, N = not
+    /// older than N; both are served from this replica).
+    pub fn consistent(&self) -> bool {
+        self.resource_version.as_deref().is_none_or(str::is_empty)
+    }
+
+    pub fn selectors(&self, kind: &str) -> Result<(LabelSelector, FieldSelector), ApiError> {
+        let labels = LabelSelector::parse(self.label_selector.as_deref().unwrap_or(""))
+            .map_err(ApiError::bad_request)?;
+        let fields = FieldSelector::parse(self.field_selector.as_deref().unwrap_or(""), kind)
+            .map_err(ApiError::bad_request)?;
+        Ok((labels, fields))
+    }
+}
+
+/// `GET|POST|PUT|PATCH|DELETE /api/v1/{*rest}`.
+pub async fn handle(
+    State(s): State<ApiState>,
+    method: Method,
+    Path(rest): Path<String>,
+    Query(p): Query<Params>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let t = parse_target(&rest)?;
+    let ns = t.namespace.as_deref();
+    match (&method, t.name.as_deref(), t.sub.as_deref()) {
+        (&Method::GET, None, None) if t.watch || truthy(&p.watch) => watch_collection(&s, &t, &p),
+        (&Method::GET, Some(name), None) if t.watch || truthy(&p.watch) => {
+            let mut spec = watch_spec(&t, &p)?;
+            spec.prefix = registry::key(t.info, ns, name);
+            spec.exact = true;
+            watch::serve(&s.node, spec, s.metrics.clone())
+        }
+        (&Method::GET, None, None) => list(&s, &t, &p).await,
+        (&Method::POST, None, None) => {
+            if t.info.namespaced && ns.is_none() {
+                return Err(ApiError::method_not_allowed(format!(
+                    "create {} in a namespace: POST /api/v1/namespaces/NS/{}",
+                    t.info.plural, t.info.plural
+                )));
+            }
+            let mut obj = parse_json(&body)?;
+            strategy::prepare_create(t.info, &mut obj, ns, Names::Dns1123, "v1")?;
+            let created = s.registry().create(t.info, obj).await?;
+            Ok((StatusCode::CREATED, Json(created)).into_response())
+        }
+        (&Method::GET, Some(name), None | Some("status")) => {
+            Ok(Json(s.registry().get(t.info, ns, name, p.consistent()).await?).into_response())
+        }
+        (&Method::PUT, Some(name), sub @ (None | Some("status"))) => {
+            let sub = subresource(&t, sub)?;
+            let obj = parse_json(&body)?;
+            Ok(
+                Json(update_object(&s, t.info, ns, name, obj, sub, Names::Dns1123, "v1").await?)
+                    .into_response(),
+            )
+        }
+        (&Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
+            let sub = subresource(&t, sub)?;
+            let kind = PatchKind::from_content_type(content_type(&headers))?;
+            let patch_body = parse_json(&body)?;
+            let patched = patch_object(&s, t.info, ns, name, sub, |obj| {
+                patch::apply(kind, obj, &patch_body)
+            })
+            .await?;
+            Ok(Json(patched).into_response())
+        }
+        (&Method::DELETE, Some(name), None) => {
+            let precondition = delete_precondition(&body)?;
+            Ok(Json(s.registry().delete(t.info, ns, name, precondition).await?).into_response())
+        }
+        (_, Some(name), Some("scale")) if t.info.has_scale => {
+            super::scale::handle(&s, &t, name, &method, &headers, &body).await
+        }
+        _ => Err(ApiError::method_not_allowed(format!(
+            "{method} is not supported on {rest}"
+        ))),
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> &str {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+fn subresource(t: &Target, sub: Option<&str>) -> Result<Subresource, ApiError> {
+    match sub {
+        None => Ok(Subresource::Main),
+        Some("status") if t.info.has_status => Ok(Subresource::Status),
+        Some(other) => Err(ApiError::not_found(format!(
+            "{}/{} is not a served subresource",
+            t.info.plural, other
+        ))),
+    }
+}
+
+/// `preconditions.resourceVersion` of a `DeleteOptions` body, if any.
+fn delete_precondition(body: &[u8]) -> Result<Option<u64>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let opts = parse_json(body)?;
+    match opts.pointer("/preconditions/resourceVersion") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => s.parse().map(Some).map_err(|_| {
+            ApiError::bad_request(format!("invalid preconditions.resourceVersion {s:?}"))
+        }),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "invalid preconditions.resourceVersion {other}"
+        ))),
+    }
+}
+
+/// Replaces an object: the body's `metadata.resourceVersion`, when set, is the precondition.
+#[allow(clippy::too_many_arguments)]
+pub async fn update_object(
+    s: &ApiState,
+    info: &'static ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    mut obj: Value,
+    sub: Subresource,
+    names: Names,
+    api_version: &str,
+) -> Result<Value, ApiError> {
+    let precondition = match registry::meta_str(&obj, "resourceVersion") {
+        Some("") | None => None,
+        Some(v) => Some(v.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!("invalid metadata.resourceVersion {v:?}"))
+        })?),
+    };
+    let old = s.registry().get(info, ns, name, true).await?;
+    let current: u64 = registry::meta_str(&old, "resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    strategy::prepare_update(info, &mut obj, &old, sub, names, api_version)?;
+    // The write is conditional on what we read, so a concurrent change is a conflict rather
+    // than lost; the caller's own version, if any, must be that same one.
+    if precondition.is_some_and(|p| p != current) {
+        return Err(registry::conflict(info, name));
+    }
+    s.registry().update(info, obj, Some(current)).await
+}
+
+/// Read-modify-write with retries on conflict: `change` edits the current object.
+pub async fn patch_object(
+    s: &ApiState,
+    info: &'static ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    sub: Subresource,
+    change: impl Fn(&mut Value) -> Result<(), ApiError>,
+) -> Result<Value, ApiError> {
+    let mut attempts = 0;
+    loop {
+        let old = s.registry().get(info, ns, name, true).await?;
+        let current: u64 = registry::meta_str(&old, "resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut obj = old.clone();
+        change(&mut obj)?;
+        // A patch that names a resourceVersion makes it a precondition.
+        let asked = registry::meta_str(&obj, "resourceVersion").and_then(|v| v.parse::<u64>().ok());
+        if asked.is_some_and(|a| a != current) {
+            return Err(registry::conflict(info, name));
+        }
+        strategy::prepare_update(info, &mut obj, &old, sub, Names::Dns1123, "v1")?;
+        match s.registry().update(info, obj, Some(current)).await {
+            Err(e) if e.code == StatusCode::CONFLICT && attempts < 5 && asked.is_none() => {
+                attempts += 1
+            }
+            other => return other,
+        }
+    }
+}
+
+fn list_kind(info: &ResourceInfo) -> String {
+    format!("{}List", info.kind)
+}
+
+async fn list(s: &ApiState, t: &Target, p: &Params) -> Result<Response, ApiError> {
+    let (labels, fields) = p.selectors(t.info.kind)?;
+    let (objects, rv) = s
+        .registry()
+        .list(t.info, t.namespace.as_deref(), p.consistent())
+        .await?;
+    let after = match &p.continue_token {
+        Some(tok) if !tok.is_empty() => Some(decode_continue(tok)?),
+        _ => None,
+    };
+    let mut items = Vec::new();
+    let mut next = None;
+    for obj in objects {
+        let position = format!(
+            "{}/{}",
+            registry::meta_str(&obj, "namespace").unwrap_or(""),
+            registry::meta_str(&obj, "name").unwrap_or("")
+        );
+        if after
+            .as_ref()
+            .is_some_and(|a| position.as_str() <= a.as_str())
+        {
+            continue;
+        }
+        if !(labels.matches_object(&obj) && fields.matches(&obj)) {
+            continue;
+        }
+        if p.limit.is_some_and(|l| l > 0 && items.len() == l) {
+            next = items.last().map(|o: &Value| {
+                format!(
+                    "{}/{}",
+                    registry::meta_str(o, "namespace").unwrap_or(""),
+                    registry::meta_str(o, "name").unwrap_or("")
+                )
+            });
+            break;
+        }
+        items.push(obj);
+    }
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    if let Some(n) = next {
+        metadata["continue"] = json!(encode_continue(&n));
+    }
+    Ok(Json(json!({"kind": list_kind(t.info), "apiVersion": "v1", "metadata": metadata, "items": items})).into_response())
+}
+
+fn encode_continue(position: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(position)
+}
+
+fn decode_continue(tok: &str) -> Result<String, ApiError> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(tok)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| ApiError::bad_request("invalid continue token"))
+}
+
+fn watch_spec(t: &Target, p: &Params) -> Result<WatchSpec, ApiError> {
+    let (labels, fields) = p.selectors(t.info.kind)?;
+    Ok(WatchSpec {
+        info: t.info,
+        prefix: registry::prefix(t.info, t.namespace.as_deref()),
+        exact: false,
+        labels,
+        fields,
+        from: p.rv()?,
+        bookmarks: truthy(&p.allow_watch_bookmarks),
+        timeout: p.timeout_seconds.map(Duration::from_secs),
+        render: Arc::new(Value::clone),
+    })
+}
+
+fn watch_collection(s: &ApiState, t: &Target, p: &Params) -> Result<Response, ApiError> {
+    watch::serve(&s.node, watch_spec(t, p)?, s.metrics.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        let t = parse_target("namespaces/default/pods/web/status").unwrap();
+        assert_eq!(
+            (
+                t.info.plural,
+                t.namespace.as_deref(),
+                t.name.as_deref(),
+                t.sub.as_deref()
+            ),
+            ("pods", Some("default"), Some("web"), Some("status"))
+        );
+        let t = parse_target("watch/namespaces/ns1/services").unwrap();
+        assert!(t.watch && t.name.is_none());
+        let t = parse_target("namespaces/kube-system").unwrap();
+        assert_eq!(
+            (t.info.plural, t.name.as_deref()),
+            ("namespaces", Some("kube-system"))
+        );
+        let t = parse_target("nodes/n1/status").unwrap();
+        assert_eq!((t.info.plural, t.sub.as_deref()), ("nodes", Some("status")));
+        assert_eq!(parse_target("pods").unwrap().namespace, None);
+        assert!(
+            parse_target("pods/web").is_err(),
+            "a namespaced object needs its namespace"
+        );
+        assert!(parse_target("widgets").is_err());
+    }
+
+    #[test]
+    fn continue_tokens_round_trip() {
+        assert_eq!(
+            decode_continue(&encode_continue("default/web-1")).unwrap(),
+            "default/web-1"
+        );
+        assert!(decode_continue("%%%").is_err());
+    }
+}

@@ -1,0 +1,193 @@
+//! Watch streams of API objects: one compact JSON event per line, flushed as it happens.
+//!
+//! From a resource version N the stream carries every change after N (from the master's change
+//! feed); with N unset or "0" it starts with a synthetic `ADDED` per object currently matching.
+//! With selectors, an object that stops matching is sent as `DELETED` and one that starts
+//! matching as `ADDED`, as the Kubernetes API server does. A version older than the feed's
+//! window is an `ERROR` event carrying a 410 `Expired` Status.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use keelson_raft::feed::{Event, EventKind, Subscription};
+use serde_json::{json, Value};
+
+use super::metrics::{ApiMetrics, OpenWatch};
+use super::ApiError;
+use crate::registry::selectors::{FieldSelector, LabelSelector};
+use crate::registry::{self, ResourceInfo};
+
+/// What a watch follows.
+pub struct WatchSpec {
+    pub info: &'static ResourceInfo,
+    /// Storage prefix (collection, or one object's key).
+    pub prefix: String,
+    /// Exact key to follow (watch on one object), else every key under `prefix`.
+    pub exact: bool,
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+    /// `None` or `Some(0)`: start with the current state.
+    pub from: Option<u64>,
+    pub bookmarks: bool,
+    pub timeout: Option<Duration>,
+    /// Turns an internal object into what the client sees (version conversion).
+    pub render: Arc<dyn Fn(&Value) -> Value + Send + Sync>,
+}
+
+fn line(kind: &str, object: Value) -> Bytes {
+    let mut v = serde_json::to_vec(&json!({"type": kind, "object": object})).expect("json");
+    v.push(b'\n');
+    Bytes::from(v)
+}
+
+fn expired(message: String) -> Bytes {
+    let status = ApiError::new(axum::http::StatusCode::GONE, "Expired", message).to_status();
+    line("ERROR", status)
+}
+
+struct State {
+    spec: WatchSpec,
+    sub: Subscription,
+    /// Resource version of the last feed event this watch has looked at.
+    seen: u64,
+    bookmark_tick: tokio::time::Interval,
+    deadline: Option<tokio::time::Instant>,
+    metrics: ApiMetrics,
+    _open: OpenWatch,
+    done: bool,
+}
+
+impl State {
+    fn matches(&self, v: &Value) -> bool {
+        self.spec.labels.matches_object(v) && self.spec.fields.matches(v)
+    }
+
+    fn in_scope(&self, e: &Event) -> bool {
+        if self.spec.exact {
+            e.key == self.spec.prefix
+        } else {
+            e.key.starts_with(&self.spec.prefix)
+        }
+    }
+
+    /// The line for one feed event, if the client should see it.
+    fn translate(&self, e: &Event) -> Option<Bytes> {
+        let with_rv = |bytes: &[u8]| -> Option<Value> {
+            let v: Value = serde_json::from_slice(bytes).ok()?;
+            Some(registry::with_rv(v, e.rv))
+        };
+        let now = with_rv(&e.value)?;
+        let before = e
+            .prev
+            .as_deref()
+            .and_then(|p| serde_json::from_slice::<Value>(p).ok());
+        let (was, is) = (
+            before.as_ref().is_some_and(|b| self.matches(b)),
+            self.matches(&now),
+        );
+        let kind = match e.kind {
+            EventKind::Created if is => "ADDED",
+            EventKind::Updated if was && is => "MODIFIED",
+            EventKind::Updated if is => "ADDED",
+            EventKind::Updated if was => "DELETED",
+            EventKind::Deleted if is => "DELETED",
+            _ => return None,
+        };
+        Some(line(kind, (self.spec.render)(&now)))
+    }
+}
+
+/// Starts a watch: the HTTP response streaming events.
+pub fn serve(
+    node: &keelson_raft::RaftNode,
+    spec: WatchSpec,
+    metrics: ApiMetrics,
+) -> Result<Response, ApiError> {
+    let mut initial: Vec<Bytes> = Vec::new();
+    let (sub, start) = match spec.from {
+        None | Some(0) => {
+            let (items, rv, sub) = node.store.list_and_subscribe(&spec.prefix);
+            for (k, r) in &items {
+                if spec.exact && *k != spec.prefix {
+                    continue;
+                }
+                let v = registry::decode_record(r)?;
+                if spec.labels.matches_object(&v) && spec.fields.matches(&v) {
+                    initial.push(line("ADDED", (spec.render)(&v)));
+                }
+            }
+            (sub, rv)
+        }
+        Some(n) => match node.watch(n) {
+            Ok(sub) => (sub, n),
+            Err(e) => {
+                // As the API server does: a 200 stream with one ERROR event.
+                let body = Body::from(expired(e.to_string()));
+                return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
+            }
+        },
+    };
+    let open = OpenWatch::new(&metrics);
+    let mut bookmark_tick = tokio::time::interval(Duration::from_secs(1));
+    bookmark_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
+    let state = State {
+        spec,
+        sub,
+        seen: start,
+        bookmark_tick,
+        deadline,
+        metrics,
+        _open: open,
+        done: false,
+    };
+    let live = futures::stream::unfold(state, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        loop {
+            let timeout = async {
+                match st.deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => futures::future::pending().await,
+                }
+            };
+            tokio::select! {
+                next = st.sub.next() => match next {
+                    Ok(e) => {
+                        st.seen = e.rv;
+                        if !st.in_scope(&e) {
+                            continue;
+                        }
+                        if let Some(l) = st.translate(&e) {
+                            st.metrics.watch_events.inc();
+                            return Some((l, st));
+                        }
+                    }
+                    Err(end) => {
+                        st.done = true;
+                        return Some((expired(end.to_string()), st));
+                    }
+                },
+                _ = st.bookmark_tick.tick(), if st.spec.bookmarks => {
+                    let object = json!({"kind": st.spec.info.kind, "apiVersion": "v1", "metadata": {"resourceVersion": st.seen.to_string()}});
+                    return Some((line("BOOKMARK", object), st));
+                }
+                _ = timeout => return None,
+            }
+        }
+    });
+    let stream = futures::stream::iter(initial)
+        .chain(live)
+        .map(Ok::<_, Infallible>);
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}

@@ -1,0 +1,299 @@
+//! The registry: API objects over the replicated store, one strategy per resource.
+//!
+//! The internal model is Kubernetes core/v1 (k8s-openapi's types); objects are stored as their
+//! JSON under `/registry/{resource}/{namespace}/{name}` (cluster-scoped: `/registry/{resource}/
+//! {name}`), without `metadata.resourceVersion`, which is set on every read from the Raft index
+//! that last wrote the object. Every write is one Raft command whose precondition (absent for a
+//! create, the caller's resource version for an update) is checked in apply.
+//!
+//! Invariants: nothing invalid is stored (strategies default and validate before proposing); a
+//! write to the main resource cannot change `status`, a write to `/status` cannot change `spec`.
+
+pub mod selectors;
+pub mod strategy;
+
+use bytes::Bytes;
+use keelson_raft::command::Record;
+use keelson_raft::{Command, OpResult, RaftNode};
+use serde_json::{json, Value};
+
+use crate::api::ApiError;
+
+/// What the API serves about a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceInfo {
+    /// Lower-case plural, as in URLs and storage keys.
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub kind: &'static str,
+    pub short_names: &'static [&'static str],
+    pub namespaced: bool,
+    pub has_status: bool,
+    pub has_scale: bool,
+}
+
+const fn res(
+    plural: &'static str,
+    singular: &'static str,
+    kind: &'static str,
+    short_names: &'static [&'static str],
+    namespaced: bool,
+    has_status: bool,
+    has_scale: bool,
+) -> ResourceInfo {
+    ResourceInfo {
+        plural,
+        singular,
+        kind,
+        short_names,
+        namespaced,
+        has_status,
+        has_scale,
+    }
+}
+
+/// Every resource served by core/v1.
+pub const RESOURCES: &[ResourceInfo] = &[
+    res("pods", "pod", "Pod", &["po"], true, true, false),
+    res(
+        "replicationcontrollers",
+        "replicationcontroller",
+        "ReplicationController",
+        &["rc"],
+        true,
+        true,
+        true,
+    ),
+    res(
+        "services",
+        "service",
+        "Service",
+        &["svc"],
+        true,
+        true,
+        false,
+    ),
+    res(
+        "endpoints",
+        "endpoints",
+        "Endpoints",
+        &["ep"],
+        true,
+        false,
+        false,
+    ),
+    res("events", "event", "Event", &["ev"], true, false, false),
+    res("nodes", "node", "Node", &["no"], false, true, false),
+    res(
+        "namespaces",
+        "namespace",
+        "Namespace",
+        &["ns"],
+        false,
+        true,
+        false,
+    ),
+];
+
+/// The resource served under `plural`.
+pub fn lookup(plural: &str) -> Option<&'static ResourceInfo> {
+    RESOURCES.iter().find(|r| r.plural == plural)
+}
+
+/// Storage key of one object.
+pub fn key(info: &ResourceInfo, namespace: Option<&str>, name: &str) -> String {
+    match (info.namespaced, namespace) {
+        (true, Some(ns)) => format!("/registry/{}/{}/{}", info.plural, ns, name),
+        _ => format!("/registry/{}/{}", info.plural, name),
+    }
+}
+
+/// Storage prefix of a collection: every namespace when `namespace` is `None`.
+pub fn prefix(info: &ResourceInfo, namespace: Option<&str>) -> String {
+    match (info.namespaced, namespace) {
+        (true, Some(ns)) => format!("/registry/{}/{}/", info.plural, ns),
+        _ => format!("/registry/{}/", info.plural),
+    }
+}
+
+/// Which part of an object a write may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subresource {
+    /// The object: spec and metadata; status is kept as stored.
+    Main,
+    /// `/status`: status only; spec and most metadata are kept as stored.
+    Status,
+}
+
+/// An object as read: its JSON with `metadata.resourceVersion` set.
+pub fn decode_record(r: &Record) -> Result<Value, ApiError> {
+    let mut v: Value = serde_json::from_slice(&r.value)
+        .map_err(|e| ApiError::internal(format!("stored object undecodable: {e}")))?;
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert(
+            "resourceVersion".into(),
+            Value::String(r.mod_rv.to_string()),
+        );
+    }
+    Ok(v)
+}
+
+/// The JSON stored for an object: without `metadata.resourceVersion`.
+fn encode_object(obj: &Value) -> Bytes {
+    let mut v = obj.clone();
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+    }
+    Bytes::from(serde_json::to_vec(&v).expect("json"))
+}
+
+/// `metadata.name`, `metadata.namespace` and `metadata.resourceVersion` of an object.
+pub fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    obj.get("metadata")?.get(field)?.as_str()
+}
+
+/// Kubernetes' "not found" message.
+pub fn not_found(info: &ResourceInfo, name: &str) -> ApiError {
+    ApiError::not_found(format!("{} \"{}\" not found", info.plural, name))
+        .with_details(name, info.plural)
+}
+
+/// Kubernetes' "the object has been modified" conflict.
+pub fn conflict(info: &ResourceInfo, name: &str) -> ApiError {
+    ApiError::conflict(format!(
+        "Operation cannot be fulfilled on {} \"{}\": the object has been modified; please apply your changes to the latest version and try again",
+        info.plural, name
+    ))
+    .with_details(name, info.plural)
+}
+
+/// Typed operations on API objects over a [`RaftNode`].
+#[derive(Clone)]
+pub struct Registry {
+    pub node: std::sync::Arc<RaftNode>,
+}
+
+impl Registry {
+    /// Reads one object; `consistent` makes the read linearizable.
+    pub async fn get(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        consistent: bool,
+    ) -> Result<Value, ApiError> {
+        if consistent {
+            self.node.read_barrier().await?;
+        }
+        match self.node.get(&key(info, ns, name)).0 {
+            Some(r) => decode_record(&r),
+            None => Err(not_found(info, name)),
+        }
+    }
+
+    /// Lists a collection: the objects and the resource version of the list.
+    pub async fn list(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        consistent: bool,
+    ) -> Result<(Vec<Value>, u64), ApiError> {
+        if consistent {
+            self.node.read_barrier().await?;
+        }
+        let (records, rv) = self.node.list(&prefix(info, ns));
+        let objects = records
+            .iter()
+            .map(|(_, r)| decode_record(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((objects, rv))
+    }
+
+    /// Stores a new object (already defaulted and validated).
+    pub async fn create(&self, info: &ResourceInfo, obj: Value) -> Result<Value, ApiError> {
+        let name = meta_str(&obj, "name").unwrap_or_default().to_string();
+        let k = key(info, meta_str(&obj, "namespace"), &name);
+        match self
+            .run(Command::Create {
+                key: k,
+                value: encode_object(&obj),
+            })
+            .await?
+        {
+            OpResult::Stored { rv, .. } => Ok(with_rv(obj, rv)),
+            OpResult::AlreadyExists { .. } => Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "AlreadyExists",
+                format!("{} \"{}\" already exists", info.plural, name),
+            )
+            .with_details(&name, info.plural)),
+            other => Err(ApiError::internal(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    /// Replaces an object if it is still at `precondition` (when given).
+    pub async fn update(
+        &self,
+        info: &ResourceInfo,
+        obj: Value,
+        precondition: Option<u64>,
+    ) -> Result<Value, ApiError> {
+        let name = meta_str(&obj, "name").unwrap_or_default().to_string();
+        let k = key(info, meta_str(&obj, "namespace"), &name);
+        match self
+            .run(Command::Update {
+                key: k,
+                value: encode_object(&obj),
+                precondition,
+            })
+            .await?
+        {
+            OpResult::Stored { rv, .. } => Ok(with_rv(obj, rv)),
+            OpResult::Conflict { .. } => Err(conflict(info, &name)),
+            OpResult::NotFound => Err(not_found(info, &name)),
+            other => Err(ApiError::internal(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    /// Deletes an object if it is still at `precondition` (when given); returns it.
+    pub async fn delete(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        precondition: Option<u64>,
+    ) -> Result<Value, ApiError> {
+        match self
+            .run(Command::Delete {
+                key: key(info, ns, name),
+                precondition,
+            })
+            .await?
+        {
+            OpResult::Deleted { rv, prev } => {
+                let obj: Value =
+                    serde_json::from_slice(&prev).map_err(|e| ApiError::internal(e.to_string()))?;
+                Ok(with_rv(obj, rv))
+            }
+            OpResult::Conflict { .. } => Err(conflict(info, name)),
+            OpResult::NotFound => Err(not_found(info, name)),
+            other => Err(ApiError::internal(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    async fn run(&self, cmd: Command) -> Result<OpResult, ApiError> {
+        let resp = self.node.write(cmd).await?;
+        resp.results
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::internal("no result"))
+    }
+}
+
+/// `obj` with `metadata.resourceVersion` set to `rv`.
+pub fn with_rv(mut obj: Value, rv: u64) -> Value {
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("resourceVersion".into(), json!(rv.to_string()));
+    }
+    obj
+}

@@ -1,0 +1,735 @@
+//! The object API on a real 3-master cluster: the seed's v1beta1 manifests verbatim, core/v1
+//! REST, validation (nothing invalid stored), watches, authentication.
+
+use std::time::{Duration, Instant};
+
+use keelson_chaos::Cluster;
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_keelson");
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Api {
+    fn new(base: String) -> Self {
+        Api {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
+            base,
+            token: None,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Option<Vec<u8>>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{}", self.base, path));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", content_type).body(b);
+        }
+        let resp = req.send().await.expect("request");
+        let code = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path, "", None).await
+    }
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.call(
+            "POST",
+            path,
+            "application/json",
+            Some(serde_json::to_vec(body).unwrap()),
+        )
+        .await
+    }
+    async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.call(
+            "PUT",
+            path,
+            "application/json",
+            Some(serde_json::to_vec(body).unwrap()),
+        )
+        .await
+    }
+    async fn patch(&self, path: &str, ct: &str, body: &Value) -> (u16, Value) {
+        self.call("PATCH", path, ct, Some(serde_json::to_vec(body).unwrap()))
+            .await
+    }
+}
+
+async fn cluster() -> (Cluster, u64, u64) {
+    let c = Cluster::start(std::path::Path::new(BIN), 3, &[]);
+    let leader = c
+        .wait_leader(Duration::from_secs(30))
+        .await
+        .expect("leader");
+    let follower = *c.ids().iter().find(|id| **id != leader).unwrap();
+    (c, leader, follower)
+}
+
+fn seed(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/examples/seed/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_manifests_verbatim_on_a_follower_read_in_both_versions() {
+    let (c, leader, follower) = cluster().await;
+    let f = Api::new(c.url(follower));
+    let l = Api::new(c.url(leader));
+    for (path, file) in [
+        ("pods", "pod.json"),
+        ("replicationControllers", "replication-controller.json"),
+        ("services", "service.json"),
+    ] {
+        let (code, body) = f
+            .call(
+                "POST",
+                &format!("/api/v1beta1/{path}"),
+                "application/json",
+                Some(seed(file)),
+            )
+            .await;
+        assert_eq!(code, 201, "{file}: {body}");
+    }
+    // v1beta1, read back on the leader.
+    let (code, rc) = l
+        .get("/api/v1beta1/replicationControllers/mysiteController")
+        .await;
+    assert_eq!(code, 200, "{rc}");
+    assert_eq!(rc["id"], "mysiteController");
+    assert_eq!(rc["desiredState"]["replicas"], 2);
+    assert_eq!(
+        rc["desiredState"]["podTemplate"]["desiredState"]["manifest"]["containers"][0]["cpu"],
+        100
+    );
+    let (_, pods) = l.get("/api/v1beta1/pods?labels=name%3Dmysite").await;
+    assert_eq!(pods["items"].as_array().unwrap().len(), 1);
+    // core/v1, the same objects.
+    let (code, rc1) = l
+        .get("/api/v1/namespaces/default/replicationcontrollers/mysiteController")
+        .await;
+    assert_eq!(code, 200, "{rc1}");
+    assert_eq!(rc1["kind"], "ReplicationController");
+    assert_eq!(rc1["spec"]["replicas"], 2);
+    assert_eq!(rc1["spec"]["selector"]["name"], "mysite");
+    let (_, pod) = l.get("/api/v1/namespaces/default/pods/mysite").await;
+    assert_eq!(
+        pod["spec"]["containers"][0]["resources"]["requests"]["cpu"],
+        "100m"
+    );
+    assert_eq!(
+        pod["spec"]["containers"][0]["ports"][0]["containerPort"],
+        80
+    );
+    assert_eq!(pod["status"]["phase"], "Pending");
+    let (_, svc) = l.get("/api/v1/namespaces/default/services/mysite").await;
+    assert_eq!(svc["spec"]["ports"][0]["port"], 10000);
+    assert!(
+        svc["spec"]["ports"][0].get("targetPort").is_none(),
+        "no containerPort: the first container port is used"
+    );
+    // Objects created in v1 are readable in v1beta1.
+    let (code, _) = l
+        .post(
+            "/api/v1/namespaces/default/pods",
+            &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "nginx", "resources": {"requests": {"cpu": "250m"}}}]}}),
+        )
+        .await;
+    assert_eq!(code, 201);
+    let (code, beta) = f.get("/api/v1beta1/pods/web").await;
+    assert_eq!(code, 200, "{beta}");
+    assert_eq!(
+        beta["desiredState"]["manifest"]["containers"][0]["cpu"],
+        250
+    );
+    // The seed's text as printed, with typographic quotes, is refused where it breaks.
+    let typographic = String::from_utf8(seed("service.json")).unwrap().replacen(
+        "\"id\"",
+        "\u{201c}id\u{201d}",
+        1,
+    );
+    let (code, body) = f
+        .call(
+            "POST",
+            "/api/v1beta1/services",
+            "application/json",
+            Some(typographic.into_bytes()),
+        )
+        .await;
+    assert_eq!(code, 400);
+    assert!(
+        body["message"].as_str().unwrap().contains("line 2 column"),
+        "{body}"
+    );
+    // The same request gives the same answer on the leader and a follower.
+    assert_eq!(
+        l.get("/api/v1/namespaces/default/services/mysite").await,
+        f.get("/api/v1/namespaces/default/services/mysite").await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inputs_get_the_right_status_and_store_nothing() {
+    let (c, leader, follower) = cluster().await;
+    let f = Api::new(c.url(follower));
+    let pod = |name: &str, containers: Value| json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {"containers": containers}});
+    let rc = |replicas: i64, selector: Value| {
+        json!({"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "rc"},
+               "spec": {"replicas": replicas, "selector": selector,
+                        "template": {"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}})
+    };
+    let pods = "/api/v1/namespaces/default/pods";
+    let rcs = "/api/v1/namespaces/default/replicationcontrollers";
+    struct Case {
+        what: &'static str,
+        path: &'static str,
+        body: Vec<u8>,
+        code: u16,
+        reason: &'static str,
+        field: Option<&'static str>,
+    }
+    let j = |v: Value| serde_json::to_vec(&v).unwrap();
+    let cases = vec![
+        Case {
+            what: "malformed JSON",
+            path: pods,
+            body: b"{\"metadata\": {".to_vec(),
+            code: 400,
+            reason: "BadRequest",
+            field: None,
+        },
+        Case {
+            what: "wrong kind",
+            path: pods,
+            body: j(json!({"kind": "Service", "apiVersion": "v1", "metadata": {"name": "a"}})),
+            code: 400,
+            reason: "BadRequest",
+            field: None,
+        },
+        Case {
+            what: "wrong apiVersion",
+            path: pods,
+            body: j(json!({"kind": "Pod", "apiVersion": "v2", "metadata": {"name": "a"}})),
+            code: 400,
+            reason: "BadRequest",
+            field: None,
+        },
+        Case {
+            what: "invalid name",
+            path: pods,
+            body: j(pod("Bad_Name", json!([{"name": "c", "image": "i"}]))),
+            code: 422,
+            reason: "Invalid",
+            field: Some("metadata.name"),
+        },
+        Case {
+            what: "no name",
+            path: pods,
+            body: j(json!({"spec": {"containers": [{"name": "c", "image": "i"}]}})),
+            code: 422,
+            reason: "Invalid",
+            field: Some("metadata.name"),
+        },
+        Case {
+            what: "invalid label",
+            path: pods,
+            body: j(
+                json!({"metadata": {"name": "a", "labels": {"k": "-bad-"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+            ),
+            code: 422,
+            reason: "Invalid",
+            field: Some("metadata.labels"),
+        },
+        Case {
+            what: "no containers",
+            path: pods,
+            body: j(pod("a", json!([]))),
+            code: 422,
+            reason: "Invalid",
+            field: Some("spec.containers"),
+        },
+        Case {
+            what: "duplicate container names",
+            path: pods,
+            body: j(pod(
+                "a",
+                json!([{"name": "c", "image": "i"}, {"name": "c", "image": "j"}]),
+            )),
+            code: 422,
+            reason: "Invalid",
+            field: Some("spec.containers[1].name"),
+        },
+        Case {
+            what: "wrong JSON type",
+            path: pods,
+            body: j(pod("a", json!("not a list"))),
+            code: 400,
+            reason: "BadRequest",
+            field: None,
+        },
+        Case {
+            what: "negative replicas",
+            path: rcs,
+            body: j(rc(-1, json!({"app": "x"}))),
+            code: 422,
+            reason: "Invalid",
+            field: Some("spec.replicas"),
+        },
+        Case {
+            what: "selector not matching template",
+            path: rcs,
+            body: j(rc(1, json!({"app": "y"}))),
+            code: 422,
+            reason: "Invalid",
+            field: Some("spec.template.metadata.labels"),
+        },
+    ];
+    for case in &cases {
+        let (code, body) = f
+            .call(
+                "POST",
+                case.path,
+                "application/json",
+                Some(case.body.clone()),
+            )
+            .await;
+        assert_eq!(code, case.code, "{}: {body}", case.what);
+        if !case.reason.is_empty() {
+            assert_eq!(body["kind"], "Status", "{}", case.what);
+            assert_eq!(body["reason"], case.reason, "{}: {body}", case.what);
+        }
+        if let Some(field) = case.field {
+            let causes = body["details"]["causes"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{}: no causes in {body}", case.what));
+            assert!(
+                causes
+                    .iter()
+                    .any(|c| c["field"].as_str().is_some_and(|f| f.starts_with(field))),
+                "{}: {body}",
+                case.what
+            );
+        }
+    }
+    // An oversized body, on a connection of its own (the server closes it after the 413).
+    let (code, _) = Api::new(c.url(follower))
+        .call(
+            "POST",
+            pods,
+            "application/json",
+            Some(vec![b' '; 4 * 1024 * 1024]),
+        )
+        .await;
+    assert_eq!(code, 413, "oversized body");
+    let (code, body) = f.get("/api/v1/pods?labelSelector=a%20in%20b").await;
+    assert_eq!(
+        (code, body["reason"].as_str()),
+        (400, Some("BadRequest")),
+        "bad selector"
+    );
+    let (code, body) = f.get("/api/v1/pods?fieldSelector=spec.nope%3D1").await;
+    assert_eq!(code, 400, "unsupported field selector: {body}");
+    // Nothing was stored.
+    for path in [pods, rcs] {
+        let (code, list) = Api::new(c.url(leader)).get(path).await;
+        assert_eq!(code, 200);
+        assert_eq!(list["items"], json!([]), "{path}");
+        assert!(list["metadata"]["resourceVersion"].is_string());
+    }
+    let (code, body) = f.get("/api/v1/namespaces/default/pods/nosuch").await;
+    assert_eq!(code, 404);
+    assert_eq!(body["message"], "pods \"nosuch\" not found");
+    assert_eq!(body["details"]["name"], "nosuch");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_writes_patches_subresources_and_lists() {
+    let (c, _leader, follower) = cluster().await;
+    let a = Api::new(c.url(follower));
+    let rcs = "/api/v1/namespaces/default/replicationcontrollers";
+    let rc = json!({"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "web", "labels": {"tier": "front"}},
+                    "spec": {"replicas": 2, "selector": {"app": "web"},
+                             "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "nginx"}]}}}});
+    let (code, created) = a.post(rcs, &rc).await;
+    assert_eq!(code, 201, "{created}");
+    assert!(
+        created["metadata"]["uid"].is_string()
+            && created["metadata"]["creationTimestamp"].is_string()
+    );
+    let (code, body) = a.post(rcs, &rc).await;
+    assert_eq!(
+        (code, body["reason"].as_str()),
+        (409, Some("AlreadyExists"))
+    );
+    assert_eq!(
+        body["message"],
+        "replicationcontrollers \"web\" already exists"
+    );
+
+    // PUT with the current version succeeds; with a stale one it conflicts.
+    let mut update = created.clone();
+    update["spec"]["replicas"] = json!(3);
+    let (code, updated) = a.put(&format!("{rcs}/web"), &update).await;
+    assert_eq!(code, 200, "{updated}");
+    assert_eq!(updated["metadata"]["generation"], 2);
+    let (code, body) = a.put(&format!("{rcs}/web"), &update).await;
+    assert_eq!(
+        (code, body["reason"].as_str()),
+        (409, Some("Conflict")),
+        "stale resourceVersion"
+    );
+
+    // A main-resource write cannot change status; a status write cannot change spec.
+    let mut with_status = updated.clone();
+    with_status["status"] = json!({"replicas": 7});
+    with_status["metadata"]["resourceVersion"] = json!(null);
+    let (_, after) = a.put(&format!("{rcs}/web"), &with_status).await;
+    assert_eq!(after["status"]["replicas"], 0);
+    let mut status_write = after.clone();
+    status_write["status"] = json!({"replicas": 3, "readyReplicas": 1});
+    status_write["spec"]["replicas"] = json!(99);
+    let (code, after) = a.put(&format!("{rcs}/web/status"), &status_write).await;
+    assert_eq!(code, 200, "{after}");
+    assert_eq!(
+        (
+            after["status"]["replicas"].as_i64(),
+            after["spec"]["replicas"].as_i64()
+        ),
+        (Some(3), Some(3))
+    );
+
+    // Merge patch and JSON patch.
+    let (code, p) = a
+        .patch(
+            &format!("{rcs}/web"),
+            "application/merge-patch+json",
+            &json!({"metadata": {"labels": {"tier": null, "env": "prod"}}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{p}");
+    assert_eq!(p["metadata"]["labels"], json!({"env": "prod"}));
+    let (code, p) = a
+        .patch(
+            &format!("{rcs}/web"),
+            "application/json-patch+json",
+            &json!([{"op": "replace", "path": "/spec/replicas", "value": 4}]),
+        )
+        .await;
+    assert_eq!(
+        (code, p["spec"]["replicas"].as_i64()),
+        (200, Some(4)),
+        "{p}"
+    );
+
+    // The scale subresource.
+    let (code, scale) = a.get(&format!("{rcs}/web/scale")).await;
+    assert_eq!(code, 200, "{scale}");
+    assert_eq!(
+        (
+            scale["kind"].as_str(),
+            scale["apiVersion"].as_str(),
+            scale["spec"]["replicas"].as_i64()
+        ),
+        (Some("Scale"), Some("autoscaling/v1"), Some(4))
+    );
+    assert_eq!(scale["status"]["selector"], "app=web");
+    let (code, scale) = a.put(&format!("{rcs}/web/scale"), &json!({"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": {"name": "web"}, "spec": {"replicas": 5}})).await;
+    assert_eq!(
+        (code, scale["spec"]["replicas"].as_i64()),
+        (200, Some(5)),
+        "{scale}"
+    );
+    let (code, scale) = a
+        .patch(
+            &format!("{rcs}/web/scale"),
+            "application/merge-patch+json",
+            &json!({"spec": {"replicas": 1}}),
+        )
+        .await;
+    assert_eq!((code, scale["spec"]["replicas"].as_i64()), (200, Some(1)));
+    let (code, body) = a
+        .patch(
+            &format!("{rcs}/web/scale"),
+            "application/merge-patch+json",
+            &json!({"spec": {"replicas": -2}}),
+        )
+        .await;
+    assert_eq!(code, 422, "negative replicas through scale: {body}");
+
+    // Label and field selectors, pagination.
+    for (name, env) in [("a", "prod"), ("b", "dev"), ("c", "prod"), ("d", "test")] {
+        let pod = json!({"metadata": {"name": name, "labels": {"env": env}}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
+        assert_eq!(a.post("/api/v1/namespaces/default/pods", &pod).await.0, 201);
+    }
+    let names = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (_, l) = a
+        .get("/api/v1/namespaces/default/pods?labelSelector=env%20in%20(prod,test)")
+        .await;
+    assert_eq!(names(&l), ["a", "c", "d"]);
+    let (_, l) = a
+        .get("/api/v1/pods?labelSelector=env!%3Dprod&fieldSelector=metadata.name%3Db")
+        .await;
+    assert_eq!(names(&l), ["b"]);
+    let (_, l) = a
+        .get("/api/v1/pods?fieldSelector=status.phase%3DPending")
+        .await;
+    assert_eq!(l["items"].as_array().unwrap().len(), 4);
+    let (_, page1) = a.get("/api/v1/namespaces/default/pods?limit=3").await;
+    assert_eq!(names(&page1), ["a", "b", "c"]);
+    let token = page1["metadata"]["continue"]
+        .as_str()
+        .expect("continue token");
+    let (_, page2) = a
+        .get(&format!(
+            "/api/v1/namespaces/default/pods?limit=3&continue={token}"
+        ))
+        .await;
+    assert_eq!(names(&page2), ["d"]);
+    assert!(page2["metadata"].get("continue").is_none());
+
+    // Delete with a precondition, then without.
+    let (code, _) = a
+        .call(
+            "DELETE",
+            "/api/v1/namespaces/default/pods/a",
+            "application/json",
+            Some(br#"{"preconditions": {"resourceVersion": "1"}}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(code, 409);
+    let (code, deleted) = a
+        .call("DELETE", "/api/v1/namespaces/default/pods/a", "", None)
+        .await;
+    assert_eq!(
+        (code, deleted["metadata"]["name"].as_str()),
+        (200, Some("a"))
+    );
+    assert_eq!(a.get("/api/v1/namespaces/default/pods/a").await.0, 404);
+    // Cluster-scoped resources.
+    assert_eq!(
+        a.post("/api/v1/nodes", &json!({"metadata": {"name": "n1"}}))
+            .await
+            .0,
+        201
+    );
+    assert_eq!(a.get("/api/v1/nodes/n1").await.0, 200);
+    assert_eq!(
+        a.post(
+            "/api/v1/namespaces",
+            &json!({"metadata": {"name": "team-a"}})
+        )
+        .await
+        .0,
+        201
+    );
+    let (_, ns) = a.get("/api/v1/namespaces/team-a").await;
+    assert_eq!(ns["status"]["phase"], "Active");
+}
+
+/// Reads NDJSON events from a watch response until `n` events other than bookmarks arrived.
+async fn read_events(resp: reqwest::Response, n: usize) -> Vec<Value> {
+    use futures::StreamExt;
+    let mut stream = resp.bytes_stream();
+    let (mut buf, mut out) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while out
+        .iter()
+        .filter(|e: &&Value| e["type"] != "BOOKMARK")
+        .count()
+        < n
+    {
+        let chunk = tokio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            stream.next(),
+        )
+        .await
+        .expect("events in time")
+        .expect("stream open")
+        .unwrap();
+        buf.extend_from_slice(&chunk);
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            out.push(serde_json::from_slice(&line).unwrap());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_on_a_follower_resume_and_expire() {
+    let (mut c, leader, follower) = cluster().await;
+    let l = Api::new(c.url(leader));
+    let svc = |name: &str| json!({"metadata": {"name": name, "labels": {"app": "w"}}, "spec": {"ports": [{"port": 80}]}});
+    let (_, first) = l
+        .post("/api/v1/namespaces/default/services", &svc("s0"))
+        .await;
+    let rv0 = first["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = format!("{}/api/v1/namespaces/default/services?watch=true&resourceVersion={rv0}&allowWatchBookmarks=true&labelSelector=app%3Dw", c.url(follower));
+    let resp = reqwest::get(url).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut want = Vec::new();
+    for i in 1..=3 {
+        let (_, s) = l
+            .post(
+                "/api/v1/namespaces/default/services",
+                &svc(&format!("s{i}")),
+            )
+            .await;
+        want.push((
+            "ADDED".to_string(),
+            s["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        ));
+    }
+    let (_, p) = l
+        .patch(
+            "/api/v1/namespaces/default/services/s1",
+            "application/merge-patch+json",
+            &json!({"metadata": {"labels": {"app": "other"}}}),
+        )
+        .await;
+    want.push((
+        "DELETED".to_string(),
+        p["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    ));
+    let events = read_events(resp, want.len()).await;
+    let got: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| e["type"] != "BOOKMARK")
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_string(),
+                e["object"]["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got, want,
+        "in order, no gap; leaving the selector is DELETED"
+    );
+    for e in &events {
+        assert!(
+            e["object"]["kind"].is_string(),
+            "every object has its kind: {e}"
+        );
+    }
+    // A restarted master's window starts at what it had applied: older versions expire.
+    c.restart(follower);
+    assert!(c.wait_applied(follower, 1, Duration::from_secs(30)).await);
+    let resp = reqwest::get(format!(
+        "{}/api/v1/namespaces/default/services?watch=true&resourceVersion=1",
+        c.url(follower)
+    ))
+    .await
+    .unwrap();
+    let events = read_events(resp, 1).await;
+    assert_eq!(events[0]["type"], "ERROR");
+    assert_eq!(events[0]["object"]["code"], 410);
+    assert_eq!(events[0]["object"]["reason"], "Expired");
+    // resourceVersion unset: the current state first, as ADDED.
+    let resp = reqwest::get(format!(
+        "{}/api/v1/namespaces/default/services?watch=true",
+        c.url(follower)
+    ))
+    .await
+    .unwrap();
+    let events = read_events(resp, 4).await;
+    assert!(events.iter().all(|e| e["type"] == "ADDED"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_are_required_except_for_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "s3cret,admin,admin\n").unwrap();
+    let c = Cluster::start(
+        std::path::Path::new(BIN),
+        1,
+        &["--token-file", tokens.to_str().unwrap()],
+    );
+    let url = c.url(1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("{url}/readyz"))
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+        != 200
+    {
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        reqwest::get(format!("{url}/metrics"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let mut a = Api::new(url.clone());
+    let (code, body) = a.get("/api/v1/namespaces/default/pods").await;
+    assert_eq!((code, body["reason"].as_str()), (401, Some("Unauthorized")));
+    a.token = Some("wrong".into());
+    assert_eq!(a.get("/api/v1/namespaces/default/pods").await.0, 401);
+    a.token = Some("s3cret".into());
+    assert_eq!(a.get("/api/v1/namespaces/default/pods").await.0, 200);
+    let (code, v) = a.get("/version").await;
+    assert_eq!(code, 200);
+    assert!(v["gitVersion"].as_str().unwrap().starts_with('v'));
+    let (code, api) = a.get("/api/v1").await;
+    assert_eq!(code, 200);
+    let short: Vec<&str> = api["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["shortNames"].as_array().into_iter().flatten())
+        .filter_map(|s| s.as_str())
+        .collect();
+    for s in ["po", "rc", "svc", "ep", "no", "ns", "ev"] {
+        assert!(short.contains(&s), "short name {s}");
+    }
+    assert_eq!(a.get("/apis").await.0, 200);
+}
