@@ -6,11 +6,18 @@
 //! durability (every write synced to disk on a majority before the answer). Clients are spread
 //! round-robin over every member for both systems; followers forward writes to the leader.
 //!
-//! Three phases, each bounded in time:
-//! 1. throughput and latency of upserts under several levels of concurrency;
-//! 2. failover: SIGKILL the leader, time until the next acknowledged write, restart it;
-//! 3. resident memory with N objects stored, and time for a SIGKILLed member to serve a local
-//!    read again after a restart.
+//! Five phases, each bounded in time (`--only` picks some):
+//! 1. `writes`: throughput and latency of upserts under several levels of concurrency;
+//! 2. `failover`: SIGKILL the leader, time until the next acknowledged write, restart it;
+//! 3. `memory`: resident memory with N objects stored, and time for a SIGKILLed member to serve
+//!    a local read again after a restart;
+//! 4. `api-creates`: pods created per second through the object API (`POST
+//!    /api/v1/namespaces/default/pods`) by concurrent clients, side by side with keelson's and
+//!    etcd's key/value puts of the same byte size;
+//! 5. `watchers`: many concurrent pod watches spread over the masters, and the delay from a
+//!    write's acknowledgement to its delivery on every watcher.
+
+mod api;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -53,13 +60,45 @@ pub struct BenchArgs {
     /// Also write the markdown report to this file (it is always printed to stdout).
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// Phases to run (default: all): writes, failover, memory, api-creates, watchers.
+    #[arg(long, value_delimiter = ',', value_enum)]
+    pub only: Vec<Phase>,
+    /// Concurrent clients of the api-creates phase.
+    #[arg(long, default_value_t = 64)]
+    pub api_clients: usize,
+    /// Concurrent watches of the watchers phase, spread round-robin over the masters.
+    #[arg(long, default_value_t = 1000)]
+    pub watchers: usize,
+    /// Writes timed in the watchers phase.
+    #[arg(long, default_value_t = 200)]
+    pub watch_writes: usize,
+    /// Milliseconds between two timed writes of the watchers phase.
+    #[arg(long, default_value_t = 50)]
+    pub watch_interval_ms: u64,
+}
+
+/// The phases of `keelson bench`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Phase {
+    Writes,
+    Failover,
+    Memory,
+    ApiCreates,
+    Watchers,
+}
+
+impl BenchArgs {
+    /// Whether `phase` runs.
+    fn runs(&self, phase: Phase) -> bool {
+        self.only.is_empty() || self.only.contains(&phase)
+    }
 }
 
 /// Generous bound on any single request, and on waiting for a cluster to settle.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Members in each cluster.
-const MEMBERS: usize = 3;
+pub(crate) const MEMBERS: usize = 3;
 
 /// Runs the benchmarks and prints the report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -69,10 +108,28 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         kinds.push(Kind::Etcd);
     }
     let mut results = Vec::new();
-    for kind in kinds {
-        results.push(measure(kind, &args, &value).await?);
+    if args.runs(Phase::Writes) || args.runs(Phase::Failover) || args.runs(Phase::Memory) {
+        for kind in kinds {
+            results.push(measure(kind, &args, &value).await?);
+        }
     }
-    let report = render(&args, &results);
+    let api = if args.runs(Phase::ApiCreates) {
+        Some(api::api_creates(&args).await?)
+    } else {
+        None
+    };
+    let watch = if args.runs(Phase::Watchers) {
+        Some(api::watchers(&args).await?)
+    } else {
+        None
+    };
+    let mut report = render(&args, &results);
+    if let Some(a) = &api {
+        report = insert_before_caveats(report, &api::render_api(&args, a));
+    }
+    if let Some(w) = &watch {
+        report = insert_before_caveats(report, &api::render_watch(&args, w));
+    }
     println!("{report}");
     if let Some(path) = &args.output {
         std::fs::write(path, &report).with_context(|| format!("write {}", path.display()))?;
@@ -96,6 +153,14 @@ impl Kind {
     }
 }
 
+/// `section` placed before the report's caveats.
+fn insert_before_caveats(report: String, section: &str) -> String {
+    match report.find("## Caveats") {
+        Some(i) => format!("{}{section}{}", &report[..i], &report[i..]),
+        None => report + section,
+    }
+}
+
 /// Everything measured on one system.
 struct Results {
     kind: Kind,
@@ -107,9 +172,9 @@ struct Results {
 
 /// One concurrency level of phase 1.
 struct Level {
-    ops_per_sec: f64,
-    latencies: Vec<Duration>,
-    errors: usize,
+    pub ops_per_sec: f64,
+    pub latencies: Vec<Duration>,
+    pub errors: usize,
 }
 
 /// Phase 3.
@@ -124,7 +189,12 @@ async fn measure(kind: Kind, args: &BenchArgs, value: &str) -> anyhow::Result<Re
     eprintln!("bench: {kind:?}: throughput and failover");
     let mut sys = Sys::start(kind, args).await?;
     let mut levels = Vec::new();
-    for &clients in &args.clients {
+    let clients: &[usize] = if args.runs(Phase::Writes) {
+        &args.clients
+    } else {
+        &[]
+    };
+    for &clients in clients {
         let level = throughput(
             &sys,
             clients,
@@ -138,9 +208,14 @@ async fn measure(kind: Kind, args: &BenchArgs, value: &str) -> anyhow::Result<Re
         );
         levels.push(level);
     }
-    let (failovers, failover_errors) = failover(&mut sys, args.failovers, value).await?;
+    let rounds = if args.runs(Phase::Failover) {
+        args.failovers
+    } else {
+        0
+    };
+    let (failovers, failover_errors) = failover(&mut sys, rounds, value).await?;
     drop(sys);
-    let memory = if args.objects > 0 {
+    let memory = if args.objects > 0 && args.runs(Phase::Memory) {
         eprintln!("bench: {kind:?}: {} objects", args.objects);
         let mut sys = Sys::start(kind, args).await?;
         Some(memory(&mut sys, args.objects, value).await?)
@@ -158,7 +233,12 @@ async fn measure(kind: Kind, args: &BenchArgs, value: &str) -> anyhow::Result<Re
 
 /// Phase 1: `clients` closed-loop writers of fresh keys, client `i` talking to member
 /// `i % MEMBERS`. Only requests started after the warm-up second count.
-async fn throughput(sys: &Sys, clients: usize, duration: Duration, value: &str) -> Level {
+async fn throughput(
+    sys: &Sys,
+    clients: usize,
+    duration: Duration,
+    value: &str,
+) -> Level {
     let start = Instant::now() + Duration::from_secs(1);
     let end = start + duration;
     let mut tasks = JoinSet::new();
@@ -364,7 +444,7 @@ impl Writer {
 
 impl Sys {
     /// Starts a fresh cluster and waits for a leader.
-    async fn start(kind: Kind, args: &BenchArgs) -> anyhow::Result<Sys> {
+    pub(crate) async fn start(kind: Kind, args: &BenchArgs) -> anyhow::Result<Sys> {
         let sys = match kind {
             Kind::Keelson => {
                 let bin = std::env::current_exe().context("current_exe")?;
@@ -638,7 +718,7 @@ fn base64(data: &[u8]) -> String {
 }
 
 /// The `q` quantile of sorted `v`, in milliseconds (NaN if empty).
-fn pct_ms(v: &[Duration], q: f64) -> f64 {
+pub(crate) fn pct_ms(v: &[Duration], q: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
@@ -647,7 +727,7 @@ fn pct_ms(v: &[Duration], q: f64) -> f64 {
 }
 
 /// A markdown table.
-fn table(header: &[String], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[String], rows: &[Vec<String>]) -> String {
     let line = |cells: &[String]| format!("| {} |\n", cells.join(" | "));
     let rule: Vec<String> = header.iter().map(|_| "---".to_string()).collect();
     let body: String = rows.iter().map(|r| line(r)).collect();
@@ -699,7 +779,9 @@ fn render(args: &BenchArgs, results: &[Results]) -> String {
     if results.len() == 2 {
         header.extend(["keelson/etcd ops/s".into(), "keelson/etcd p99".into()]);
     }
+    let measured = results.iter().map(|r| r.levels.len()).min().unwrap_or(0);
     let rows: Vec<Vec<String>> = (args.clients.iter().enumerate())
+        .take(measured)
         .map(|(i, c)| {
             let mut row = vec![c.to_string()];
             for l in results.iter().map(|r| &r.levels[i]) {
@@ -718,12 +800,14 @@ fn render(args: &BenchArgs, results: &[Results]) -> String {
             row
         })
         .collect();
-    s += &format!(
-        "## Write throughput and latency\n\n{} s per level after 1 s of warm-up.\n\n{}",
-        args.duration_secs,
-        table(&header, &rows)
-    );
-    if args.failovers > 0 {
+    if results.iter().any(|r| !r.levels.is_empty()) {
+        s += &format!(
+            "## Write throughput and latency\n\n{} s per level after 1 s of warm-up.\n\n{}",
+            args.duration_secs,
+            table(&header, &rows)
+        );
+    }
+    if args.failovers > 0 && args.runs(Phase::Failover) && !results.is_empty() {
         s += &format!(
             "## Failover: SIGKILL of the leader to the next acknowledged write\n\n\
              {} rounds per system: SIGKILL the leader; every 10 ms send a probe write (1 s \
@@ -750,7 +834,7 @@ fn render(args: &BenchArgs, results: &[Results]) -> String {
             .collect();
         s += &table(&header, &rows);
     }
-    if args.objects > 0 {
+    if args.objects > 0 && args.runs(Phase::Memory) && !results.is_empty() {
         s += &format!(
             "## Memory and restart with {} objects of {} B\n\n\
              A fresh cluster is loaded by 64 writers; then VmRSS of every member \

@@ -3,8 +3,10 @@
 //! Subcommands: `master` (one Raft member with its API server), `up` (a local cluster of
 //! master processes), `ctl` (the command line for people).
 
+mod agent;
 mod api;
 mod bench;
+mod controllers;
 mod ctl;
 mod master;
 mod registry;
@@ -29,6 +31,8 @@ enum Command {
     Master(master::MasterArgs),
     /// Start a local cluster (3 or 5 masters as separate processes) and keep it running.
     Up(up::UpArgs),
+    /// Run one node agent: heartbeats, pods, service proxy.
+    Agent(agent::AgentArgs),
     /// Talk to a running cluster.
     Ctl(ctl::CtlArgs),
     /// Measure keelson side by side with etcd (see docs/performance.md).
@@ -51,6 +55,7 @@ fn main() {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Master(args) => master::run(args).await,
+            Command::Agent(args) => agent::run(args).await,
             Command::Up(args) => up::run(args).await,
             Command::Ctl(args) => ctl::run(args).await,
             Command::Bench(args) => bench::run(args).await,

@@ -78,8 +78,9 @@ impl Api {
     }
 }
 
+/// A cluster serving the API alone: no control loops rewrite what these tests write.
 async fn cluster() -> (Cluster, u64, u64) {
-    let c = Cluster::start(std::path::Path::new(BIN), 3, &[]);
+    let c = Cluster::start(std::path::Path::new(BIN), 3, &["--no-controllers"]);
     let leader = c
         .wait_leader(Duration::from_secs(30))
         .await

@@ -443,20 +443,40 @@ impl RaftNode {
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1));
         let cluster = self.cluster_id();
-        match call::<Req, Result<Resp, ClusterError>>(
+        let call = call::<Req, Result<Resp, ClusterError>>(
             &self.client,
             &url,
             cluster.as_deref(),
             Some(self.id),
             req,
             timeout,
-        )
-        .await
-        {
-            Ok(answer) => answer,
-            // Never reached the leader: nothing happened, try again with the next leader.
-            Err(CallError::Connect(..)) => Err(ClusterError::NoQuorum),
-            Err(e) => Err(ClusterError::Indeterminate(e.to_string())),
+        );
+        // Resolves when this master learns of another leader: a request still in flight to the
+        // old one (paused or cut off) is then given up at once instead of at its deadline.
+        let mut metrics = self.raft.metrics();
+        let moved = async {
+            loop {
+                if metrics.changed().await.is_err() {
+                    return futures::future::pending::<()>().await;
+                }
+                if self.leader().is_some_and(|(_, n)| n.raft != leader.raft) {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            result = call => match result {
+                Ok(answer) => answer,
+                // Never reached the leader: nothing happened, try again with the next leader.
+                Err(CallError::Connect(..)) => Err(ClusterError::NoQuorum),
+                Err(e) => Err(ClusterError::Indeterminate(e.to_string())),
+            },
+            _ = moved => Err(if path == "read_index" {
+                // A read has no effect: retry it with the new leader.
+                ClusterError::NoQuorum
+            } else {
+                ClusterError::Indeterminate("the leader changed while the request was in flight".into())
+            }),
         }
     }
 

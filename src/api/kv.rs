@@ -192,7 +192,7 @@ async fn remove(
 
 /// Linearizable unless `resourceVersion=0`.
 async fn barrier(s: &ApiState, p: &Params) -> Result<(), ApiError> {
-    if p.resource_version.as_deref() != Some("0") {
+    if p.resource_version.as_deref() != Some("0") && !s.unsafe_stale_reads {
         s.node.read_barrier().await?;
     }
     Ok(())

@@ -5,21 +5,31 @@
 //! replica's state. Errors are Kubernetes `Status` objects.
 //!
 //! Routes: health (`/healthz`, `/livez`, `/readyz`), `/metrics`, `/version`, discovery
-//! ([`discovery`]), core/v1 ([`v1`]), the seed's v1beta1 ([`v1beta1`]), the cluster's membership
+//! ([`discovery`]), OpenAPI v3 ([`openapi`]), core/v1 ([`v1`]: lists, watches and Tables in
+//! [`collection`] and [`table`], writes in [`write`], patches in [`patch`], [`smp`] and
+//! [`apply`]), the seed's v1beta1 ([`v1beta1`]), the cluster's membership
 //! (`/cluster`, [`cluster`]) and the store's key/value surface (`/kv`, [`kv`]). Every path but
 //! health and metrics needs a bearer token when the master has a token file ([`auth`]).
 
+mod apply;
 pub mod auth;
 mod cluster;
+mod collection;
 mod discovery;
+mod fieldvalidation;
 mod kv;
 mod metrics;
+mod openapi;
 mod patch;
+mod printers;
 mod scale;
+mod smp;
 mod status;
+mod table;
 pub mod v1;
 pub mod v1beta1;
 mod watch;
+mod write;
 
 use std::sync::Arc;
 
@@ -40,6 +50,9 @@ pub struct ApiState {
     pub prometheus: prometheus::Registry,
     pub metrics: metrics::ApiMetrics,
     pub tokens: auth::Tokens,
+    /// Test-only broken mode: the key/value surface serves "linearizable" reads from the local
+    /// replica without a read barrier, so the chaos harness can prove it catches stale reads.
+    pub unsafe_stale_reads: bool,
 }
 
 impl ApiState {
@@ -55,6 +68,7 @@ impl ApiState {
             prometheus,
             metrics,
             tokens,
+            unsafe_stale_reads: false,
         }
     }
 
@@ -77,6 +91,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api", get(discovery::api_versions))
         .route("/apis", get(discovery::api_groups))
         .route("/api/v1", get(discovery::core_v1))
+        .route("/openapi/v3", get(openapi::index))
+        .route("/openapi/v3/api/v1", get(openapi::core_v1))
         .route("/api/v1/{*rest}", axum::routing::any(v1::handle))
         .merge(v1beta1::routes())
         .merge(cluster::routes())
@@ -104,12 +120,24 @@ async fn readyz(State(s): State<ApiState>) -> impl IntoResponse {
     }
 }
 
+/// The Kubernetes API version keelson's core/v1 follows (kubectl warns when its own minor
+/// version is more than one away).
+const KUBERNETES_VERSION: (&str, &str) = ("1", "37");
+
+/// `GET /version`: the Kubernetes version served, with keelson's own as build metadata
+/// (`v1.37.0+keelson-0.1.0`), as Kubernetes distributions report theirs.
 async fn version() -> Json<serde_json::Value> {
     let v = env!("CARGO_PKG_VERSION");
+    let (major, minor) = KUBERNETES_VERSION;
     Json(serde_json::json!({
-        "major": v.split('.').next().unwrap_or("0"),
-        "minor": v.split('.').nth(1).unwrap_or("0"),
-        "gitVersion": format!("v{v}"),
+        "major": major,
+        "minor": minor,
+        "gitVersion": format!("v{major}.{minor}.0+keelson-{v}"),
+        "gitCommit": "",
+        "gitTreeState": "",
+        "buildDate": "",
+        "goVersion": "",
+        "compiler": "rustc",
         "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
     }))
 }

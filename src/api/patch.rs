@@ -1,4 +1,5 @@
-//! PATCH bodies: JSON merge patch (RFC 7386) and JSON patch (RFC 6902).
+//! PATCH bodies: JSON merge patch (RFC 7386), JSON patch (RFC 6902), strategic merge patch
+//! ([`super::smp`]) and server-side apply ([`super::apply`], handled apart: it may create).
 
 use serde_json::Value;
 
@@ -9,6 +10,9 @@ use super::ApiError;
 pub enum PatchKind {
     Merge,
     Json,
+    StrategicMerge,
+    /// `application/apply-patch+yaml`.
+    Apply,
 }
 
 impl PatchKind {
@@ -18,10 +22,12 @@ impl PatchKind {
         match base {
             "application/merge-patch+json" => Ok(PatchKind::Merge),
             "application/json-patch+json" => Ok(PatchKind::Json),
+            "application/strategic-merge-patch+json" => Ok(PatchKind::StrategicMerge),
+            "application/apply-patch+yaml" | "application/apply-patch+json" => Ok(PatchKind::Apply),
             other => Err(ApiError::new(
                 axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "UnsupportedMediaType",
-                format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json (got {other:?})"),
+                format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml (got {other:?})"),
             )),
         }
     }
@@ -46,9 +52,27 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-/// Applies a patch of `kind` to `target`.
-pub fn apply(kind: PatchKind, target: &mut Value, patch: &Value) -> Result<(), ApiError> {
+/// Applies a patch of `kind` to `target`, an object of kind `object_kind` (which decides the
+/// strategic merge of lists).
+pub fn apply(
+    kind: PatchKind,
+    object_kind: &str,
+    target: &mut Value,
+    patch: &Value,
+) -> Result<(), ApiError> {
     match kind {
+        PatchKind::StrategicMerge => super::smp::apply(object_kind, target, patch).map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid",
+                format!("the strategic merge patch could not be applied: {e}"),
+            )
+        }),
+        PatchKind::Apply => Err(ApiError::new(
+            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!("apply patches are not supported on {object_kind}"),
+        )),
         PatchKind::Merge => {
             if !patch.is_object() {
                 return Err(ApiError::bad_request("a merge patch must be a JSON object"));
@@ -90,6 +114,7 @@ mod tests {
         let mut doc = json!({"spec": {"replicas": 1}});
         apply(
             PatchKind::Json,
+            "Test",
             &mut doc,
             &json!([{"op": "replace", "path": "/spec/replicas", "value": 3}]),
         )
@@ -97,10 +122,11 @@ mod tests {
         assert_eq!(doc["spec"]["replicas"], 3);
         assert!(apply(
             PatchKind::Json,
+            "Test",
             &mut doc,
             &json!([{"op": "test", "path": "/spec/replicas", "value": 9}])
         )
         .is_err());
-        assert!(apply(PatchKind::Json, &mut doc, &json!({"not": "a list"})).is_err());
+        assert!(apply(PatchKind::Json, "Test", &mut doc, &json!({"not": "a list"})).is_err());
     }
 }

@@ -57,7 +57,12 @@ pub async fn handle(
                     .unwrap_or("");
                 let kind = PatchKind::from_content_type(ct)?;
                 let mut scale = scale_of(current);
-                patch::apply(kind, &mut scale, &parse_json(body)?)?;
+                // The version in `scale` is the one just read: only a version the client put
+                // in its patch is a precondition.
+                if let Some(m) = scale.get_mut("metadata").and_then(Value::as_object_mut) {
+                    m.remove("resourceVersion");
+                }
+                patch::apply(kind, "Scale", &mut scale, &parse_json(body)?)?;
                 Ok(scale)
             }
         }

@@ -4,20 +4,17 @@
 //! Paths: `/api/v1/[watch/][namespaces/{ns}/]{resource}[/{name}[/{subresource}]]`, and
 //! `/api/v1/namespaces/{name}[/status]` for namespaces themselves.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::patch::{self, PatchKind};
+use super::fieldvalidation::{self, Directive};
 use super::status::parse_json;
-use super::watch::{self, WatchSpec};
+use super::{collection, table, watch, write};
 use super::{ApiError, ApiState};
 use crate::registry::selectors::{FieldSelector, LabelSelector};
 use crate::registry::strategy::{self, Names};
@@ -117,9 +114,16 @@ pub struct Params {
     pub watch: Option<String>,
     pub allow_watch_bookmarks: Option<String>,
     pub timeout_seconds: Option<u64>,
+    pub send_initial_events: Option<String>,
+    pub resource_version_match: Option<String>,
+    /// Table rows: `None`, `Metadata` (default) or `Object`.
+    pub include_object: Option<String>,
+    pub field_validation: Option<String>,
+    pub field_manager: Option<String>,
+    pub force: Option<String>,
 }
 
-fn truthy(v: &Option<String>) -> bool {
+pub(crate) fn truthy(v: &Option<String>) -> bool {
     matches!(v.as_deref(), Some("true" | "1"))
 }
 
@@ -161,47 +165,46 @@ pub async fn handle(
 ) -> Result<Response, ApiError> {
     let t = parse_target(&rest)?;
     let ns = t.namespace.as_deref();
+    let table = table::requested(&headers, p.include_object.as_deref())?;
     match (&method, t.name.as_deref(), t.sub.as_deref()) {
-        (&Method::GET, None, None) if t.watch || truthy(&p.watch) => watch_collection(&s, &t, &p),
+        (&Method::GET, None, None) if t.watch || truthy(&p.watch) => {
+            collection::watch(&s, &t, &p, table).await
+        }
         (&Method::GET, Some(name), None) if t.watch || truthy(&p.watch) => {
-            let mut spec = watch_spec(&t, &p)?;
+            let mut spec = collection::watch_spec(&t, &p, table)?;
             spec.prefix = registry::key(t.info, ns, name);
             spec.exact = true;
             watch::serve(&s.node, spec, s.metrics.clone())
         }
-        (&Method::GET, None, None) => list(&s, &t, &p).await,
-        (&Method::POST, None, None) => {
-            if t.info.namespaced && ns.is_none() {
-                return Err(ApiError::method_not_allowed(format!(
-                    "create {} in a namespace: POST /api/v1/namespaces/NS/{}",
-                    t.info.plural, t.info.plural
-                )));
-            }
-            let mut obj = parse_json(&body)?;
-            strategy::prepare_create(t.info, &mut obj, ns, Names::Dns1123, "v1")?;
-            let created = s.registry().create(t.info, obj).await?;
-            Ok((StatusCode::CREATED, Json(created)).into_response())
-        }
+        (&Method::GET, None, None) => collection::list(&s, &t, &p, table).await,
+        (&Method::POST, None, None) => write::create(&s, &t, &p, &body).await,
         (&Method::GET, Some(name), None | Some("status")) => {
-            Ok(Json(s.registry().get(t.info, ns, name, p.consistent()).await?).into_response())
+            let obj = s.registry().get(t.info, ns, name, p.consistent()).await?;
+            Ok(match table {
+                Some(req) => Json(table::of_object(t.info, &obj, req)).into_response(),
+                None => Json(obj).into_response(),
+            })
+        }
+        (&Method::GET, Some(name), Some("log")) if t.info.kind == "Pod" => {
+            s.registry().get(t.info, ns, name, p.consistent()).await?;
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                format!("logs of pod \"{name}\" are not available yet: no node agent serves container logs"),
+            ))
         }
         (&Method::PUT, Some(name), sub @ (None | Some("status"))) => {
             let sub = subresource(&t, sub)?;
-            let obj = parse_json(&body)?;
-            Ok(
-                Json(update_object(&s, t.info, ns, name, obj, sub, Names::Dns1123, "v1").await?)
-                    .into_response(),
-            )
+            let mut obj = parse_json(&body)?;
+            let directive = Directive::parse(p.field_validation.as_deref())?;
+            let warnings = fieldvalidation::check(t.info, &mut obj, directive)?;
+            let updated =
+                update_object(&s, t.info, ns, name, obj, sub, Names::Dns1123, "v1").await?;
+            Ok((warnings.headers(), Json(updated)).into_response())
         }
         (&Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
             let sub = subresource(&t, sub)?;
-            let kind = PatchKind::from_content_type(content_type(&headers))?;
-            let patch_body = parse_json(&body)?;
-            let patched = patch_object(&s, t.info, ns, name, sub, |obj| {
-                patch::apply(kind, obj, &patch_body)
-            })
-            .await?;
-            Ok(Json(patched).into_response())
+            write::patch(&s, &t, name, sub, &p, &headers, &body).await
         }
         (&Method::DELETE, Some(name), None) => {
             let precondition = delete_precondition(&body)?;
@@ -216,14 +219,14 @@ pub async fn handle(
     }
 }
 
-fn content_type(headers: &HeaderMap) -> &str {
+pub(crate) fn content_type(headers: &HeaderMap) -> &str {
     headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
 }
 
-fn subresource(t: &Target, sub: Option<&str>) -> Result<Subresource, ApiError> {
+pub(crate) fn subresource(t: &Target, sub: Option<&str>) -> Result<Subresource, ApiError> {
     match sub {
         None => Ok(Subresource::Main),
         Some("status") if t.info.has_status => Ok(Subresource::Status),
@@ -297,7 +300,8 @@ pub async fn patch_object(
         let current: u64 = registry::meta_str(&old, "resourceVersion")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let mut obj = old.clone();
+        // Without its version: only a version the change itself names is a precondition.
+        let mut obj = registry::without_rv(old.clone());
         change(&mut obj)?;
         // A patch that names a resourceVersion makes it a precondition.
         let asked = registry::meta_str(&obj, "resourceVersion").and_then(|v| v.parse::<u64>().ok());
@@ -312,89 +316,6 @@ pub async fn patch_object(
             other => return other,
         }
     }
-}
-
-fn list_kind(info: &ResourceInfo) -> String {
-    format!("{}List", info.kind)
-}
-
-async fn list(s: &ApiState, t: &Target, p: &Params) -> Result<Response, ApiError> {
-    let (labels, fields) = p.selectors(t.info.kind)?;
-    let (objects, rv) = s
-        .registry()
-        .list(t.info, t.namespace.as_deref(), p.consistent())
-        .await?;
-    let after = match &p.continue_token {
-        Some(tok) if !tok.is_empty() => Some(decode_continue(tok)?),
-        _ => None,
-    };
-    let mut items = Vec::new();
-    let mut next = None;
-    for obj in objects {
-        let position = format!(
-            "{}/{}",
-            registry::meta_str(&obj, "namespace").unwrap_or(""),
-            registry::meta_str(&obj, "name").unwrap_or("")
-        );
-        if after
-            .as_ref()
-            .is_some_and(|a| position.as_str() <= a.as_str())
-        {
-            continue;
-        }
-        if !(labels.matches_object(&obj) && fields.matches(&obj)) {
-            continue;
-        }
-        if p.limit.is_some_and(|l| l > 0 && items.len() == l) {
-            next = items.last().map(|o: &Value| {
-                format!(
-                    "{}/{}",
-                    registry::meta_str(o, "namespace").unwrap_or(""),
-                    registry::meta_str(o, "name").unwrap_or("")
-                )
-            });
-            break;
-        }
-        items.push(obj);
-    }
-    let mut metadata = json!({"resourceVersion": rv.to_string()});
-    if let Some(n) = next {
-        metadata["continue"] = json!(encode_continue(&n));
-    }
-    Ok(Json(json!({"kind": list_kind(t.info), "apiVersion": "v1", "metadata": metadata, "items": items})).into_response())
-}
-
-fn encode_continue(position: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(position)
-}
-
-fn decode_continue(tok: &str) -> Result<String, ApiError> {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(tok)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| ApiError::bad_request("invalid continue token"))
-}
-
-fn watch_spec(t: &Target, p: &Params) -> Result<WatchSpec, ApiError> {
-    let (labels, fields) = p.selectors(t.info.kind)?;
-    Ok(WatchSpec {
-        info: t.info,
-        prefix: registry::prefix(t.info, t.namespace.as_deref()),
-        exact: false,
-        labels,
-        fields,
-        from: p.rv()?,
-        bookmarks: truthy(&p.allow_watch_bookmarks),
-        timeout: p.timeout_seconds.map(Duration::from_secs),
-        render: Arc::new(Value::clone),
-    })
-}
-
-fn watch_collection(s: &ApiState, t: &Target, p: &Params) -> Result<Response, ApiError> {
-    watch::serve(&s.node, watch_spec(t, p)?, s.metrics.clone())
 }
 
 #[cfg(test)]
@@ -428,14 +349,5 @@ mod tests {
             "a namespaced object needs its namespace"
         );
         assert!(parse_target("widgets").is_err());
-    }
-
-    #[test]
-    fn continue_tokens_round_trip() {
-        assert_eq!(
-            decode_continue(&encode_continue("default/web-1")).unwrap(),
-            "default/web-1"
-        );
-        assert!(decode_continue("%%%").is_err());
     }
 }

@@ -102,14 +102,48 @@ impl State {
     }
 }
 
+/// Options of a core/v1 watch beyond what every watch has.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WatchOptions {
+    /// Watch-list (`sendInitialEvents=true`): the current state as `ADDED` events whatever
+    /// the resource version, then a `BOOKMARK` annotated `k8s.io/initial-events-end: "true"`.
+    pub send_initial_events: bool,
+}
+
+/// The annotation of the bookmark that ends a watch-list's initial events.
+pub const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
+
+fn bookmark(info: &ResourceInfo, rv: u64, initial_end: bool) -> Bytes {
+    let mut object = json!({"kind": info.kind, "apiVersion": "v1", "metadata": {"resourceVersion": rv.to_string()}});
+    if initial_end {
+        object["metadata"]["annotations"] = json!({ INITIAL_EVENTS_END: "true" });
+    }
+    line("BOOKMARK", object)
+}
+
 /// Starts a watch: the HTTP response streaming events.
 pub fn serve(
     node: &keelson_raft::RaftNode,
     spec: WatchSpec,
     metrics: ApiMetrics,
 ) -> Result<Response, ApiError> {
+    serve_with(node, spec, WatchOptions::default(), metrics)
+}
+
+/// Starts a watch with core/v1's options.
+pub fn serve_with(
+    node: &keelson_raft::RaftNode,
+    spec: WatchSpec,
+    options: WatchOptions,
+    metrics: ApiMetrics,
+) -> Result<Response, ApiError> {
     let mut initial: Vec<Bytes> = Vec::new();
-    let (sub, start) = match spec.from {
+    let from = if options.send_initial_events {
+        None
+    } else {
+        spec.from
+    };
+    let (sub, start) = match from {
         None | Some(0) => {
             let (items, rv, sub) = node.store.list_and_subscribe(&spec.prefix);
             for (k, r) in &items {
@@ -120,6 +154,9 @@ pub fn serve(
                 if spec.labels.matches_object(&v) && spec.fields.matches(&v) {
                     initial.push(line("ADDED", (spec.render)(&v)));
                 }
+            }
+            if options.send_initial_events {
+                initial.push(bookmark(spec.info, rv, true));
             }
             (sub, rv)
         }
@@ -175,8 +212,7 @@ pub fn serve(
                     }
                 },
                 _ = st.bookmark_tick.tick(), if st.spec.bookmarks => {
-                    let object = json!({"kind": st.spec.info.kind, "apiVersion": "v1", "metadata": {"resourceVersion": st.seen.to_string()}});
-                    return Some((line("BOOKMARK", object), st));
+                    return Some((bookmark(st.spec.info, st.seen, false), st));
                 }
                 _ = timeout => return None,
             }

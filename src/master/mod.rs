@@ -17,7 +17,8 @@ use keelson_raft::{MasterNode, NodeId, RaftNode};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::api;
+use crate::{api, controllers};
+use tokio_util::sync::CancellationToken;
 
 /// Flags of `keelson master`.
 #[derive(Args, Debug, Clone)]
@@ -62,6 +63,20 @@ pub struct MasterArgs {
     /// open (local tests only).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// Run no control loops (scheduler, replication, endpoints, node lifecycle) on this master
+    /// even when it leads: the API alone, as kube-apiserver without a controller manager.
+    #[arg(long)]
+    pub no_controllers: bool,
+    /// TEST ONLY: serve key/value reads from the local replica without confirming leadership —
+    /// a deliberately broken store that the chaos harness must catch.
+    #[arg(long, hide = true)]
+    pub unsafe_stale_reads: bool,
+    /// A node silent for this long becomes NotReady.
+    #[arg(long, default_value_t = 10_000)]
+    pub node_grace_ms: u64,
+    /// Pods on a node NotReady for this long are failed and replaced elsewhere.
+    #[arg(long, default_value_t = 30_000)]
+    pub pod_eviction_ms: u64,
     /// How long a request waits for a leader and a quorum.
     #[arg(long, default_value_t = 10_000)]
     pub request_timeout_ms: u64,
@@ -184,8 +199,49 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
         Some(path) => api::auth::Tokens::load(path)?,
         None => api::auth::Tokens::open(),
     };
-    let api_state = api::ApiState::new(node.clone(), registry, tokens);
-    let api_server = tokio::spawn(serve(api_listener, api::router(api_state), stop_rx.clone()));
+    // The leader's control loops, and the heartbeat endpoint that feeds node lifecycle.
+    let heartbeats = controllers::Heartbeats::default();
+    let controller_metrics = controllers::ControllerMetrics::register(&registry);
+    let loops_stop = CancellationToken::new();
+    let loop_ctx = controllers::Context {
+        node: node.clone(),
+        config: controllers::LoopConfig {
+            node_grace: Duration::from_millis(args.node_grace_ms),
+            pod_eviction: Duration::from_millis(args.pod_eviction_ms),
+            ..Default::default()
+        },
+        heartbeats: heartbeats.clone(),
+        metrics: controller_metrics.clone(),
+    };
+    let loops = if args.no_controllers {
+        tokio::spawn(async {})
+    } else {
+        tokio::spawn(controllers::LeaderGate::run(loop_ctx, loops_stop.clone()))
+    };
+    let heartbeat_routes = axum::Router::new()
+        .route(
+            "/agent/heartbeats",
+            axum::routing::post(controllers::nodes::heartbeats),
+        )
+        .with_state(controllers::nodes::HeartbeatEndpoint {
+            node: node.clone(),
+            heartbeats,
+            metrics: controller_metrics,
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            tokens.clone(),
+            api::auth::authenticate,
+        ));
+    let mut api_state = api::ApiState::new(node.clone(), registry, tokens);
+    api_state.unsafe_stale_reads = args.unsafe_stale_reads;
+    if args.unsafe_stale_reads {
+        tracing::warn!("--unsafe-stale-reads: key/value reads may be stale; for testing the chaos checkers only");
+    }
+    let api_server = tokio::spawn(serve(
+        api_listener,
+        api::router(api_state).merge(heartbeat_routes),
+        stop_rx.clone(),
+    ));
 
     if !args.join {
         match node.initialize(peers.clone()).await {
@@ -200,6 +256,8 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
 
     stop_signal.await;
     tracing::info!("stopping");
+    loops_stop.cancel();
+    let _ = loops.await;
     let _ = stop_tx.send(true);
     node.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), async {

@@ -290,6 +290,14 @@ impl Registry {
     }
 }
 
+/// `obj` without `metadata.resourceVersion`.
+pub fn without_rv(mut obj: Value) -> Value {
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+    }
+    obj
+}
+
 /// `obj` with `metadata.resourceVersion` set to `rv`.
 pub fn with_rv(mut obj: Value, rv: u64) -> Value {
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {

@@ -1,0 +1,203 @@
+//! The agent's connection to the masters: requests to any master (failing over), watches, and
+//! the heartbeat stream to the leader.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::Value;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}: {1}")]
+    Status(u16, String),
+    #[error("no master answered: {0}")]
+    Unreachable(String),
+}
+
+/// The masters, with the one that answered last tried first.
+#[derive(Clone)]
+pub struct Masters {
+    urls: Arc<Vec<String>>,
+    preferred: Arc<AtomicUsize>,
+    token: Option<String>,
+    http: reqwest::Client,
+    /// Without a timeout: for watches and the heartbeat stream.
+    streaming: reqwest::Client,
+}
+
+impl Masters {
+    pub fn new(urls: Vec<String>, token: Option<String>) -> anyhow::Result<Self> {
+        if urls.is_empty() {
+            anyhow::bail!("--masters needs at least one URL");
+        }
+        let urls = urls
+            .into_iter()
+            .map(|u| u.trim_end_matches('/').to_string())
+            .collect();
+        Ok(Masters {
+            urls: Arc::new(urls),
+            preferred: Arc::new(AtomicUsize::new(0)),
+            token,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .connect_timeout(Duration::from_secs(1))
+                .build()?,
+            streaming: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(1))
+                .tcp_keepalive(Duration::from_secs(10))
+                .build()?,
+        })
+    }
+
+    fn order(&self) -> Vec<usize> {
+        let first = self.preferred.load(Ordering::Relaxed) % self.urls.len();
+        (0..self.urls.len())
+            .map(|i| (first + i) % self.urls.len())
+            .collect()
+    }
+
+    fn auth(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    /// Sends a JSON request to the first master that answers.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, Error> {
+        let mut last = String::new();
+        for i in self.order() {
+            let mut req = self.auth(
+                self.http
+                    .request(method.clone(), format!("{}{}", self.urls[i], path)),
+            );
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            match req.send().await {
+                Ok(resp) => {
+                    let code = resp.status().as_u16();
+                    let v: Value = resp.json().await.unwrap_or(Value::Null);
+                    if code == 503 || code == 504 {
+                        last = format!("{code} from {}", self.urls[i]);
+                        continue;
+                    }
+                    self.preferred.store(i, Ordering::Relaxed);
+                    if code >= 300 {
+                        return Err(Error::Status(
+                            code,
+                            v["message"].as_str().unwrap_or("").to_string(),
+                        ));
+                    }
+                    return Ok(v);
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(Error::Unreachable(last))
+    }
+
+    /// Opens a watch (NDJSON events) on the first master that answers.
+    pub async fn watch(&self, path: &str) -> Result<Events, Error> {
+        let mut last = String::new();
+        for i in self.order() {
+            let req = self.auth(self.streaming.get(format!("{}{}", self.urls[i], path)));
+            match req.send().await {
+                Ok(resp) if resp.status().is_success() => {
+                    self.preferred.store(i, Ordering::Relaxed);
+                    return Ok(Events {
+                        stream: Box::pin(resp.bytes_stream()),
+                        buf: Vec::new(),
+                    });
+                }
+                Ok(resp) => last = format!("{} from {}", resp.status(), self.urls[i]),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(Error::Unreachable(last))
+    }
+
+    /// The leader's API URL, as any master reports it.
+    async fn leader_url(&self) -> Option<String> {
+        let status = self
+            .send(reqwest::Method::GET, "/cluster", None)
+            .await
+            .ok()?;
+        let leader = status["leader"].as_u64()?;
+        let api = status["members"][leader.to_string()]["api"]
+            .as_str()?
+            .to_string();
+        (!api.is_empty()).then_some(api)
+    }
+}
+
+/// A stream of watch events.
+pub struct Events {
+    stream: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: Vec<u8>,
+}
+
+impl Events {
+    /// The next event; `None` when the stream ended or broke.
+    pub async fn next(&mut self) -> Option<Value> {
+        loop {
+            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                match serde_json::from_slice::<Value>(&line) {
+                    Ok(v) if v["type"] == "ERROR" => return None,
+                    Ok(v) => return Some(v),
+                    Err(_) => continue,
+                }
+            }
+            match self.stream.next().await {
+                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// Streams heartbeats to the leader for ever: one long-lived request, one line per beat.
+/// Follows leader changes and reconnects with backoff.
+pub async fn heartbeat_forever(masters: Masters, node: String, every: Duration) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let target = masters.leader_url().await;
+        if let Some(url) = target {
+            let beats =
+                futures::stream::unfold(tokio::time::interval(every), |mut tick| async move {
+                    tick.tick().await;
+                    super::metrics::get().beat_sent();
+                    Some((
+                        Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{}\n")),
+                        tick,
+                    ))
+                });
+            super::metrics::get().stream_opened();
+            let req = masters.auth(
+                masters
+                    .streaming
+                    .post(format!("{url}/agent/heartbeats?node={node}")),
+            );
+            let started = tokio::time::Instant::now();
+            match req.body(reqwest::Body::wrap_stream(beats)).send().await {
+                Ok(resp) => tracing::info!("heartbeat stream to {url} ended: {}", resp.status()),
+                Err(e) => tracing::info!("heartbeat stream to {url} broke: {e}"),
+            }
+            super::metrics::get().stream_closed();
+            if started.elapsed() > Duration::from_secs(5) {
+                backoff = Duration::from_millis(100);
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,133 @@
+//! Writes of core/v1 that kubectl sends: create (`POST`) and every kind of `PATCH`, with
+//! `fieldValidation` and, for server-side apply, `fieldManager` and `force`.
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::Value;
+
+use super::fieldvalidation::{self, Directive, Warnings};
+use super::patch::{self, PatchKind};
+use super::status::parse_json;
+use super::v1::{content_type, patch_object, truthy, Params, Target};
+use super::{apply, ApiError, ApiState};
+use crate::registry::strategy::{self, Names};
+use crate::registry::Subresource;
+
+/// `POST` to a collection.
+pub async fn create(
+    s: &ApiState,
+    t: &Target,
+    p: &Params,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let ns = t.namespace.as_deref();
+    if t.info.namespaced && ns.is_none() {
+        return Err(ApiError::method_not_allowed(format!(
+            "create {} in a namespace: POST /api/v1/namespaces/NS/{}",
+            t.info.plural, t.info.plural
+        )));
+    }
+    let mut obj = parse_json(body)?;
+    let directive = Directive::parse(p.field_validation.as_deref())?;
+    let warnings = fieldvalidation::check(t.info, &mut obj, directive)?;
+    strategy::prepare_create(t.info, &mut obj, ns, Names::Dns1123, "v1")?;
+    let created = s.registry().create(t.info, obj).await?;
+    Ok((StatusCode::CREATED, warnings.headers(), Json(created)).into_response())
+}
+
+/// `PATCH` of an object or its status.
+pub async fn patch(
+    s: &ApiState,
+    t: &Target,
+    name: &str,
+    sub: Subresource,
+    p: &Params,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let kind = PatchKind::from_content_type(content_type(headers))?;
+    let directive = Directive::parse(p.field_validation.as_deref())?;
+    let patch_body = parse_body(kind, body)?;
+    if kind == PatchKind::Apply {
+        return server_side_apply(s, t, name, sub, p, directive, patch_body).await;
+    }
+    let warnings = std::sync::Mutex::new(Warnings::default());
+    let patched = patch_object(s, t.info, t.namespace.as_deref(), name, sub, |obj| {
+        patch::apply(kind, t.info.kind, obj, &patch_body)?;
+        let w = fieldvalidation::check(t.info, obj, directive)?;
+        *warnings.lock().expect("warnings") = w;
+        Ok(())
+    })
+    .await?;
+    let w = warnings.into_inner().expect("warnings");
+    Ok((w.headers(), Json(patched)).into_response())
+}
+
+/// The patch document: JSON; an apply configuration must be JSON too (YAML's JSON subset).
+fn parse_body(kind: PatchKind, body: &[u8]) -> Result<Value, ApiError> {
+    if kind != PatchKind::Apply {
+        return parse_json(body);
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!("this server accepts apply configurations in JSON (a subset of YAML), as kubectl sends them: {e}"),
+        )
+    })
+}
+
+/// Server-side apply: creates the object when absent, else merges with field ownership.
+async fn server_side_apply(
+    s: &ApiState,
+    t: &Target,
+    name: &str,
+    sub: Subresource,
+    p: &Params,
+    directive: Directive,
+    mut applied: Value,
+) -> Result<Response, ApiError> {
+    let manager = match p.field_manager.as_deref() {
+        Some(m) if !m.is_empty() => m.to_string(),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid",
+                "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+            ))
+        }
+    };
+    let force = truthy(&p.force);
+    if !applied.is_object() {
+        return Err(ApiError::bad_request(
+            "an apply configuration must be an object",
+        ));
+    }
+    if let Some(n) = applied.pointer("/metadata/name").and_then(Value::as_str) {
+        if n != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
+        }
+    }
+    let warnings = fieldvalidation::check(t.info, &mut applied, directive)?;
+    let ns = t.namespace.as_deref();
+    match s.registry().get(t.info, ns, name, true).await {
+        Err(e) if e.code == StatusCode::NOT_FOUND && sub == Subresource::Main => {
+            let mut obj = apply::create(t.info.kind, &applied, &manager);
+            obj["metadata"]["name"] = Value::String(name.to_string());
+            strategy::prepare_create(t.info, &mut obj, ns, Names::Dns1123, "v1")?;
+            let created = s.registry().create(t.info, obj).await?;
+            Ok((StatusCode::CREATED, warnings.headers(), Json(created)).into_response())
+        }
+        Err(e) => Err(e),
+        Ok(_) => {
+            let patched = patch_object(s, t.info, ns, name, sub, |obj| {
+                apply::merge(t.info, obj, &applied, &manager, force)
+            })
+            .await?;
+            Ok((warnings.headers(), Json(patched)).into_response())
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! Node lifecycle: heartbeats in the leader's memory, transitions through Raft.
+//!
+//! Agents stream heartbeats to the leader over one long-lived request (`POST
+//! /agent/heartbeats?node=NAME`, one line per beat). Each beat resets the node's TTL in
+//! [`Heartbeats`]; nothing is written for a beat. Only transitions are: Ready → Unknown when a
+//! node was silent for the grace period (with a NodeNotReady event), back to Ready when it beats
+//! again. A newly elected leader gives every node a full grace period before judging it. Pods on
+//! a node NotReady for longer than the eviction timeout are marked Failed (reason NodeLost), so
+//! their replication controller replaces them elsewhere.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt;
+use keelson_raft::{Command, RaftNode};
+use openraft::ServerState;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::events::{event, Severity};
+use super::scheduler::set_condition;
+use super::util::{condition, list, pod_active, rv, s};
+use super::{Context, ControllerMetrics};
+use crate::registry::{self, lookup};
+
+/// Last heartbeat of every node, as seen by this master while leader.
+#[derive(Clone)]
+pub struct Heartbeats(Arc<Mutex<HeartbeatState>>);
+
+struct HeartbeatState {
+    last: HashMap<String, Instant>,
+    /// When this master last became leader: nodes not heard from since count from here.
+    since: Instant,
+}
+
+impl Default for Heartbeats {
+    fn default() -> Self {
+        Heartbeats(Arc::new(Mutex::new(HeartbeatState {
+            last: HashMap::new(),
+            since: Instant::now(),
+        })))
+    }
+}
+
+impl Heartbeats {
+    /// Records a beat of `node`.
+    pub fn beat(&self, node: &str) {
+        self.0
+            .lock()
+            .expect("heartbeats")
+            .last
+            .insert(node.to_string(), Instant::now());
+    }
+
+    /// When `node` was last heard of (or the start of this leadership).
+    pub fn last(&self, node: &str) -> Instant {
+        let st = self.0.lock().expect("heartbeats");
+        st.last.get(node).copied().unwrap_or(st.since).max(st.since)
+    }
+
+    /// A new leadership: every node gets a full grace period from now.
+    pub fn grant_grace_to_all(&self) {
+        self.0.lock().expect("heartbeats").since = Instant::now();
+    }
+}
+
+/// What the lifecycle decides for one node.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Transition {
+    None,
+    BecameNotReady,
+    BecameReady,
+}
+
+/// The transition for a node silent for `silent`, whose Ready condition is `ready`.
+pub fn transition(ready: Option<&str>, silent: Duration, grace: Duration) -> Transition {
+    let is_ready = ready == Some("True");
+    if silent > grace && (is_ready || ready.is_none()) {
+        Transition::BecameNotReady
+    } else if silent <= grace && !is_ready {
+        Transition::BecameReady
+    } else {
+        Transition::None
+    }
+}
+
+fn node_key(name: &str) -> String {
+    registry::key(lookup("nodes").expect("nodes"), None, name)
+}
+
+fn stripped(mut v: Value) -> Bytes {
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+    Bytes::from(serde_json::to_vec(&v).expect("json"))
+}
+
+/// The lifecycle loop, until `token` is cancelled.
+pub async fn run(ctx: Context, token: CancellationToken) {
+    let tick = (ctx.config.node_grace / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut not_ready_since: HashMap<String, Instant> = HashMap::new();
+    loop {
+        if let Err(e) = pass(&ctx, &mut not_ready_since).await {
+            if !token.is_cancelled() {
+                tracing::warn!("node lifecycle: {e}");
+            }
+        }
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(tick) => {}
+        }
+    }
+}
+
+async fn pass(ctx: &Context, not_ready_since: &mut HashMap<String, Instant>) -> Result<(), String> {
+    let nodes = list(ctx, "nodes");
+    let now = Instant::now();
+    let mut commands = Vec::new();
+    let mut counts: HashMap<&str, i64> = HashMap::from([("True", 0), ("False", 0), ("Unknown", 0)]);
+    for node in &nodes {
+        let name = s(node, "/metadata/name").to_string();
+        let ready = condition(node, "Ready");
+        let silent = now.saturating_duration_since(ctx.heartbeats.last(&name));
+        let mut updated = node.clone();
+        match transition(ready, silent, ctx.config.node_grace) {
+            Transition::BecameNotReady => {
+                set_condition(
+                    &mut updated,
+                    "Ready",
+                    "Unknown",
+                    "NodeStatusUnknown",
+                    "Kubelet stopped posting node status.",
+                );
+                commands.push(Command::Update {
+                    key: node_key(&name),
+                    value: stripped(updated),
+                    precondition: Some(rv(node)),
+                });
+                commands.extend(event(
+                    node,
+                    Severity::Normal,
+                    "NodeNotReady",
+                    &format!("Node {name} status is now: NodeNotReady"),
+                    "node-controller",
+                ));
+            }
+            Transition::BecameReady => {
+                set_condition(
+                    &mut updated,
+                    "Ready",
+                    "True",
+                    "KubeletReady",
+                    "keelson agent is posting ready status",
+                );
+                commands.push(Command::Update {
+                    key: node_key(&name),
+                    value: stripped(updated),
+                    precondition: Some(rv(node)),
+                });
+                commands.extend(event(
+                    node,
+                    Severity::Normal,
+                    "NodeReady",
+                    &format!("Node {name} status is now: NodeReady"),
+                    "node-controller",
+                ));
+                not_ready_since.remove(&name);
+            }
+            Transition::None => {}
+        }
+        *counts.entry(ready.unwrap_or("Unknown")).or_default() += 1;
+        if ready != Some("True") {
+            let since = *not_ready_since.entry(name.clone()).or_insert(now);
+            if now.saturating_duration_since(since) > ctx.config.pod_eviction {
+                commands.extend(evict_pods(ctx, &name));
+            }
+        } else {
+            not_ready_since.remove(&name);
+        }
+    }
+    for (cond, n) in counts {
+        ctx.metrics.nodes.with_label_values(&[cond]).set(n);
+    }
+    if !commands.is_empty() {
+        ctx.node
+            .write(Command::Batch(commands))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Marks every active pod on `node` Failed (reason NodeLost).
+fn evict_pods(ctx: &Context, node: &str) -> Vec<Command> {
+    let info = lookup("pods").expect("pods");
+    list(ctx, "pods")
+        .into_iter()
+        .filter(|p| s(p, "/spec/nodeName") == node && pod_active(p))
+        .map(|p| {
+            let mut failed = p.clone();
+            failed["status"]["phase"] = json!("Failed");
+            failed["status"]["reason"] = json!("NodeLost");
+            failed["status"]["message"] = json!(format!(
+                "Node {node} which was running pod {} is unresponsive",
+                s(&p, "/metadata/name")
+            ));
+            set_condition(&mut failed, "Ready", "False", "NodeLost", "");
+            Command::Update {
+                key: registry::key(
+                    info,
+                    Some(s(&p, "/metadata/namespace")),
+                    s(&p, "/metadata/name"),
+                ),
+                value: stripped(failed),
+                precondition: Some(rv(&p)),
+            }
+        })
+        .collect()
+}
+
+/// What the heartbeat endpoint needs.
+#[derive(Clone)]
+pub struct HeartbeatEndpoint {
+    pub node: Arc<RaftNode>,
+    pub heartbeats: Heartbeats,
+    pub metrics: ControllerMetrics,
+}
+
+#[derive(Deserialize)]
+pub struct BeatParams {
+    node: String,
+}
+
+/// `POST /agent/heartbeats?node=NAME`: a long-lived request whose body carries one line per
+/// heartbeat. Only the leader takes it; others answer 503 naming the leader's API.
+pub async fn heartbeats(
+    State(ep): State<HeartbeatEndpoint>,
+    Query(p): Query<BeatParams>,
+    body: Body,
+) -> Response {
+    let leader_api = || ep.node.leader().map(|(_, n)| n.api).unwrap_or_default();
+    let mut metrics = ep.node.raft.metrics();
+    if metrics.borrow().state != ServerState::Leader {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"leader": leader_api()})),
+        )
+            .into_response();
+    }
+    let mut stream = body.into_data_stream();
+    loop {
+        tokio::select! {
+            chunk = stream.next() => match chunk {
+                Some(Ok(bytes)) => {
+                    for _ in bytes.iter().filter(|b| **b == b'\n') {
+                        ep.heartbeats.beat(&p.node);
+                        ep.metrics.heartbeats.inc();
+                    }
+                }
+                _ => return (StatusCode::OK, "stream ended").into_response(),
+            },
+            changed = metrics.changed() => {
+                if changed.is_err() || metrics.borrow().state != ServerState::Leader {
+                    return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"leader": leader_api()}))).into_response();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transitions() {
+        let g = Duration::from_secs(10);
+        assert_eq!(
+            transition(Some("True"), Duration::from_secs(11), g),
+            Transition::BecameNotReady
+        );
+        assert_eq!(
+            transition(None, Duration::from_secs(11), g),
+            Transition::BecameNotReady
+        );
+        assert_eq!(
+            transition(Some("True"), Duration::from_secs(1), g),
+            Transition::None
+        );
+        assert_eq!(
+            transition(Some("Unknown"), Duration::from_secs(1), g),
+            Transition::BecameReady
+        );
+        assert_eq!(
+            transition(None, Duration::from_secs(1), g),
+            Transition::BecameReady
+        );
+        assert_eq!(
+            transition(Some("Unknown"), Duration::from_secs(20), g),
+            Transition::None
+        );
+    }
+
+    #[test]
+    fn a_new_leadership_grants_grace() {
+        let hb = Heartbeats::default();
+        hb.beat("n1");
+        hb.grant_grace_to_all();
+        assert!(hb.last("n1") >= hb.last("never-seen"));
+        assert!(hb.last("never-seen").elapsed() < Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,147 @@
+//! What the loops share: the watch-driven run loop and accessors over stored objects.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::Context;
+use crate::registry::{self, lookup, ResourceInfo};
+
+/// Runs `sync` whenever an object of a `watched` resource changes (coalescing bursts), and at
+/// least every resync period, until `token` is cancelled. A failed pass is retried after a
+/// short pause.
+pub async fn run_loop<F, Fut>(
+    name: &'static str,
+    watched: &'static [&'static str],
+    ctx: Context,
+    token: CancellationToken,
+    sync: F,
+) where
+    F: Fn(Context) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let mut sub = match ctx.node.watch(ctx.node.store.applied()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{name}: cannot watch the store: {e}");
+            return;
+        }
+    };
+    loop {
+        let start = Instant::now();
+        let result = sync(ctx.clone()).await;
+        ctx.metrics.syncs.with_label_values(&[name]).inc();
+        ctx.metrics
+            .sync_seconds
+            .with_label_values(&[name])
+            .observe(start.elapsed().as_secs_f64());
+        let pause = match result {
+            Ok(()) => ctx.config.resync,
+            Err(e) => {
+                if !token.is_cancelled() {
+                    tracing::warn!("{name}: {e}");
+                }
+                Duration::from_millis(200)
+            }
+        };
+        let wake = tokio::time::sleep(pause);
+        tokio::pin!(wake);
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => return,
+                next = sub.next() => match next {
+                    Ok(e) if !relevant(watched, &e.key) => continue,
+                    Ok(_) => {}
+                    Err(_) => {
+                        // Lagged or reset: resubscribe from now and resync.
+                        match ctx.node.watch(ctx.node.store.applied()) {
+                            Ok(s) => sub = s,
+                            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                        }
+                    }
+                },
+                _ = &mut wake => {}
+            }
+            break;
+        }
+        // Coalesce a burst of changes into one pass.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// True when `key` is an object of one of the `watched` resources.
+fn relevant(watched: &[&str], key: &str) -> bool {
+    key.strip_prefix("/registry/")
+        .and_then(|k| k.split('/').next())
+        .is_some_and(|plural| watched.contains(&plural))
+}
+
+/// Every object of `plural` (all namespaces) on this replica.
+pub fn list(ctx: &Context, plural: &str) -> Vec<Value> {
+    let info: &ResourceInfo = lookup(plural).expect("served resource");
+    let (records, _) = ctx.node.list(&registry::prefix(info, None));
+    records
+        .iter()
+        .filter_map(|(_, r)| registry::decode_record(r).ok())
+        .collect()
+}
+
+/// A string field at a JSON pointer.
+pub fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+/// The resource version of a stored object.
+pub fn rv(v: &Value) -> u64 {
+    s(v, "/metadata/resourceVersion").parse().unwrap_or(0)
+}
+
+/// A string map (labels, selectors).
+pub fn string_map(v: &Value, pointer: &str) -> BTreeMap<String, String> {
+    v.pointer(pointer)
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// True when the pod is bound, running or about to, i.e. not finished.
+pub fn pod_active(pod: &Value) -> bool {
+    !matches!(s(pod, "/status/phase"), "Succeeded" | "Failed")
+}
+
+/// True when the pod's Ready condition is True.
+pub fn pod_ready(pod: &Value) -> bool {
+    condition(pod, "Ready") == Some("True")
+}
+
+/// The status of condition `kind` on an object.
+pub fn condition<'a>(obj: &'a Value, kind: &str) -> Option<&'a str> {
+    obj.pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)?
+        .get("status")?
+        .as_str()
+}
+
+/// `namespace/name` of an object.
+pub fn key_of(v: &Value) -> String {
+    format!("{}/{}", s(v, "/metadata/namespace"), s(v, "/metadata/name"))
+}
+
+/// The uid of the controller owning `pod`, if any.
+pub fn controller_uid(pod: &Value) -> Option<&str> {
+    pod.pointer("/metadata/ownerReferences")?
+        .as_array()?
+        .iter()
+        .find(|o| o["controller"] == Value::Bool(true))?
+        .get("uid")?
+        .as_str()
+}

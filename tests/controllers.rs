@@ -1,0 +1,474 @@
+//! The leader's control loops on real masters with hollow agents: the seed's controller,
+//! scaling, a leader killed mid-scale-up, a node that stops heartbeating, an unschedulable pod,
+//! endpoints that follow pods.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use keelson_chaos::Cluster;
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_keelson");
+const FAST: &[&str] = &["--node-grace-ms", "3000", "--pod-eviction-ms", "1000"];
+
+struct Agent {
+    child: Child,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent(c: &Cluster, name: &str, cpu: &str) -> Agent {
+    let masters: Vec<String> = c.ids().iter().map(|id| c.url(*id)).collect();
+    let log = std::fs::File::create(c.root().join(format!("agent-{name}.log"))).unwrap();
+    let child = Command::new(BIN)
+        .args([
+            "agent",
+            "--runtime",
+            "hollow",
+            "--name",
+            name,
+            "--cpu",
+            cpu,
+            "--memory",
+            "8Gi",
+            "--heartbeat-ms",
+            "200",
+        ])
+        .args(["--masters", &masters.join(",")])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Agent { child }
+}
+
+struct Api {
+    http: reqwest::Client,
+    urls: Vec<String>,
+}
+
+impl Api {
+    fn new(c: &Cluster) -> Self {
+        Api {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap(),
+            urls: c.ids().iter().map(|id| c.url(*id)).collect(),
+        }
+    }
+
+    /// Sends to the first master that answers (masters may be down).
+    async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        for url in &self.urls {
+            let mut req = self
+                .http
+                .request(method.parse().unwrap(), format!("{url}{path}"));
+            if let Some(b) = body {
+                let ct = if method == "PATCH" {
+                    "application/merge-patch+json"
+                } else {
+                    "application/json"
+                };
+                req = req
+                    .header("content-type", ct)
+                    .body(serde_json::to_vec(b).unwrap());
+            }
+            if let Ok(resp) = req.send().await {
+                let code = resp.status().as_u16();
+                if code == 503 || code == 504 {
+                    continue;
+                }
+                return (code, resp.json().await.unwrap_or(Value::Null));
+            }
+        }
+        (0, Value::Null)
+    }
+
+    async fn items(&self, path: &str) -> Vec<Value> {
+        let (_, v) = self.call("GET", path, None).await;
+        v["items"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `within`.
+async fn eventually<T, F, Fut>(within: Duration, what: &str, check: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn seed(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/examples/seed/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+/// Running pods with the seed's label, and the nodes they are on.
+async fn running_pods(api: &Api, selector: &str) -> Vec<(String, String)> {
+    api.items(&format!(
+        "/api/v1/namespaces/default/pods?labelSelector={selector}"
+    ))
+    .await
+    .iter()
+    .filter(|p| p["status"]["phase"] == "Running")
+    .map(|p| {
+        (
+            p["metadata"]["name"].as_str().unwrap().to_string(),
+            p["spec"]["nodeName"].as_str().unwrap_or("").to_string(),
+        )
+    })
+    .collect()
+}
+
+async fn exactly_running(api: &Api, selector: &str, n: usize) -> Vec<(String, String)> {
+    eventually(
+        Duration::from_secs(30),
+        &format!("exactly {n} running pods for {selector}"),
+        || async {
+            let all = api
+                .items(&format!(
+                    "/api/v1/namespaces/default/pods?labelSelector={selector}"
+                ))
+                .await;
+            let running = running_pods(api, selector).await;
+            (all.len() == n && running.len() == n).then_some(running)
+        },
+    )
+    .await
+}
+
+async fn scale(api: &Api, rc: &str, n: i64) {
+    let (code, body) = api
+        .call(
+            "PATCH",
+            &format!("/api/v1/namespaces/default/replicationcontrollers/{rc}/scale"),
+            Some(&json!({"spec": {"replicas": n}})),
+        )
+        .await;
+    assert_eq!(code, 200, "scale: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_controller_spreads_scales_and_its_endpoints_follow() {
+    let c = Cluster::start(std::path::Path::new(BIN), 3, FAST);
+    c.wait_leader(Duration::from_secs(30))
+        .await
+        .expect("leader");
+    let _a = agent(&c, "node-a", "4");
+    let _b = agent(&c, "node-b", "4");
+    let api = Api::new(&c);
+    eventually(Duration::from_secs(30), "two Ready nodes", || async {
+        let nodes = api.items("/api/v1/nodes").await;
+        (nodes
+            .iter()
+            .filter(|n| {
+                n["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+            })
+            .count()
+            == 2)
+            .then_some(())
+    })
+    .await;
+    for (path, file) in [
+        ("replicationControllers", "replication-controller.json"),
+        ("services", "service.json"),
+    ] {
+        let r = reqwest::Client::new()
+            .post(format!("{}/api/v1beta1/{path}", c.url(1)))
+            .body(seed(file))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let pods = exactly_running(&api, "name%3Dmysite", 2).await;
+    let nodes: BTreeSet<&String> = pods.iter().map(|(_, n)| n).collect();
+    assert_eq!(nodes.len(), 2, "spread across both nodes: {pods:?}");
+    // currentState.replicas in v1beta1 follows.
+    eventually(
+        Duration::from_secs(20),
+        "currentState.replicas = 2",
+        || async {
+            let (_, rc) = api
+                .call(
+                    "GET",
+                    "/api/v1beta1/replicationControllers/mysiteController",
+                    None,
+                )
+                .await;
+            (rc["currentState"]["replicas"] == 2).then_some(())
+        },
+    )
+    .await;
+    // The endpoints of the seed's service: both pods, on the first container port.
+    eventually(
+        Duration::from_secs(20),
+        "endpoints with both pods on port 80",
+        || async {
+            let (_, ep) = api
+                .call("GET", "/api/v1/namespaces/default/endpoints/mysite", None)
+                .await;
+            let addrs = ep["subsets"][0]["addresses"]
+                .as_array()
+                .map(Vec::len)
+                .unwrap_or(0);
+            (addrs == 2 && ep["subsets"][0]["ports"][0]["port"] == 80).then_some(())
+        },
+    )
+    .await;
+    scale(&api, "mysiteController", 5).await;
+    exactly_running(&api, "name%3Dmysite", 5).await;
+    scale(&api, "mysiteController", 1).await;
+    let left = exactly_running(&api, "name%3Dmysite", 1).await;
+    eventually(
+        Duration::from_secs(20),
+        "endpoints follow the scale-down",
+        || async {
+            let (_, ep) = api
+                .call("GET", "/api/v1/namespaces/default/endpoints/mysite", None)
+                .await;
+            let addrs = ep["subsets"][0]["addresses"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            (addrs.len() == 1 && addrs[0]["targetRef"]["name"] == left[0].0.as_str()).then_some(())
+        },
+    )
+    .await;
+    // Events a user would look for.
+    let events = api.items("/api/v1/namespaces/default/events").await;
+    let reasons: BTreeSet<&str> = events.iter().filter_map(|e| e["reason"].as_str()).collect();
+    for r in ["Scheduled", "SuccessfulCreate", "SuccessfulDelete"] {
+        assert!(reasons.contains(r), "event {r} in {reasons:?}");
+    }
+    // Deleting the controller deletes its pods.
+    let (code, _) = api
+        .call(
+            "DELETE",
+            "/api/v1/namespaces/default/replicationcontrollers/mysiteController",
+            None,
+        )
+        .await;
+    assert_eq!(code, 200);
+    eventually(
+        Duration::from_secs(20),
+        "the controller's pods are gone",
+        || async {
+            api.items("/api/v1/namespaces/default/pods?labelSelector=name%3Dmysite")
+                .await
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_mid_scale_up_ends_with_exactly_fifty_pods_bound_once() {
+    let mut c = Cluster::start(std::path::Path::new(BIN), 3, FAST);
+    c.wait_leader(Duration::from_secs(30))
+        .await
+        .expect("leader");
+    let _a = agent(&c, "node-a", "64");
+    let _b = agent(&c, "node-b", "64");
+    let api = Api::new(&c);
+    let rc = json!({"metadata": {"name": "big"}, "spec": {"replicas": 0, "selector": {"app": "big"},
+                    "template": {"metadata": {"labels": {"app": "big"}}, "spec": {"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "100m"}}}]}}}});
+    let (code, _) = api
+        .call(
+            "POST",
+            "/api/v1/namespaces/default/replicationcontrollers",
+            Some(&rc),
+        )
+        .await;
+    assert_eq!(code, 201);
+    // Record every binding seen by a watch from here: a pod's node must never change.
+    let start_rv = api
+        .call("GET", "/api/v1/namespaces/default/pods", None)
+        .await
+        .1["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    scale(&api, "big", 50).await;
+    let leader = c
+        .wait_leader(Duration::from_secs(10))
+        .await
+        .expect("leader");
+    c.kill(leader);
+    c.wait_leader(Duration::from_secs(30))
+        .await
+        .expect("a new leader");
+    let api = Api::new(&c);
+    exactly_running(&api, "app%3Dbig", 50).await;
+    // Replay the history of pod changes on a surviving master.
+    let survivor = c.running()[0];
+    let resp = reqwest::get(format!(
+        "{}/api/v1/namespaces/default/pods?watch=true&resourceVersion={start_rv}&timeoutSeconds=2",
+        c.url(survivor)
+    ))
+    .await
+    .unwrap();
+    let text = resp.text().await.unwrap();
+    let mut bound: BTreeMap<String, String> = BTreeMap::new();
+    for line in text.lines() {
+        let ev: Value = serde_json::from_str(line).unwrap();
+        assert_ne!(ev["type"], "ERROR", "{ev}");
+        let name = ev["object"]["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if let Some(node) = ev["object"]["spec"]["nodeName"].as_str() {
+            if let Some(before) = bound.insert(name.clone(), node.to_string()) {
+                assert_eq!(before, node, "pod {name} bound twice");
+            }
+        }
+    }
+    assert!(bound.len() >= 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_node_goes_not_ready_and_its_pods_move() {
+    let c = Cluster::start(std::path::Path::new(BIN), 3, FAST);
+    c.wait_leader(Duration::from_secs(30))
+        .await
+        .expect("leader");
+    let a = agent(&c, "node-a", "4");
+    let _b = agent(&c, "node-b", "4");
+    let api = Api::new(&c);
+    let rc = json!({"metadata": {"name": "web"}, "spec": {"replicas": 4, "selector": {"app": "web"},
+                    "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+    assert_eq!(
+        api.call(
+            "POST",
+            "/api/v1/namespaces/default/replicationcontrollers",
+            Some(&rc)
+        )
+        .await
+        .0,
+        201
+    );
+    let pods = exactly_running(&api, "app%3Dweb", 4).await;
+    assert!(pods.iter().any(|(_, n)| n == "node-a"));
+    drop(a); // SIGKILL: node-a stops heartbeating.
+    eventually(Duration::from_secs(30), "node-a NotReady", || async {
+        let (_, n) = api.call("GET", "/api/v1/nodes/node-a", None).await;
+        n["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] != "True")
+            .then_some(())
+    })
+    .await;
+    let moved = eventually(
+        Duration::from_secs(30),
+        "4 running pods, all on node-b",
+        || async {
+            let running = running_pods(&api, "app%3Dweb").await;
+            let all = api
+                .items("/api/v1/namespaces/default/pods?labelSelector=app%3Dweb")
+                .await;
+            (all.len() == 4 && running.len() == 4 && running.iter().all(|(_, n)| n == "node-b"))
+                .then_some(running)
+        },
+    )
+    .await;
+    assert_eq!(moved.len(), 4);
+    let events = api
+        .items("/api/v1/namespaces/default/events?fieldSelector=reason%3DNodeNotReady")
+        .await;
+    assert!(!events.is_empty(), "a NodeNotReady event");
+    // The node comes back: Ready again, and the controller holds its exact count.
+    let _a2 = agent(&c, "node-a", "4");
+    eventually(Duration::from_secs(30), "node-a Ready again", || async {
+        let (_, n) = api.call("GET", "/api/v1/nodes/node-a", None).await;
+        n["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            .then_some(())
+    })
+    .await;
+    exactly_running(&api, "app%3Dweb", 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_too_big_for_every_node_waits_for_a_big_enough_node() {
+    let c = Cluster::start(std::path::Path::new(BIN), 3, FAST);
+    c.wait_leader(Duration::from_secs(30))
+        .await
+        .expect("leader");
+    let _a = agent(&c, "small", "2");
+    let api = Api::new(&c);
+    eventually(Duration::from_secs(30), "a Ready node", || async {
+        let nodes = api.items("/api/v1/nodes").await;
+        nodes
+            .iter()
+            .any(|n| {
+                n["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+            })
+            .then_some(())
+    })
+    .await;
+    let pod = json!({"metadata": {"name": "huge"}, "spec": {"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "16"}}}]}});
+    assert_eq!(
+        api.call("POST", "/api/v1/namespaces/default/pods", Some(&pod))
+            .await
+            .0,
+        201
+    );
+    let message = eventually(Duration::from_secs(30), "FailedScheduling event", || async {
+        let events = api.items("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dhuge,reason%3DFailedScheduling").await;
+        events.iter().filter_map(|e| e["message"].as_str()).find(|m| m.contains("Insufficient cpu")).map(str::to_string)
+    })
+    .await;
+    assert!(message.contains("Insufficient cpu"), "{message}");
+    let (_, p) = api
+        .call("GET", "/api/v1/namespaces/default/pods/huge", None)
+        .await;
+    assert_eq!(p["status"]["phase"], "Pending");
+    let cond = p["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "PodScheduled")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (cond["status"].as_str(), cond["reason"].as_str()),
+        (Some("False"), Some("Unschedulable"))
+    );
+    let _big = agent(&c, "big", "32");
+    eventually(Duration::from_secs(30), "huge scheduled on big", || async {
+        let (_, p) = api
+            .call("GET", "/api/v1/namespaces/default/pods/huge", None)
+            .await;
+        (p["spec"]["nodeName"] == "big" && p["status"]["phase"] == "Running").then_some(())
+    })
+    .await;
+}

@@ -1,0 +1,414 @@
+//! `keelson ctl` as people run it: the built binary with `--kubeconfig`, against a real
+//! 3-master cluster that requires a bearer token.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use keelson_chaos::Cluster;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_keelson");
+const TOKEN: &str = "ctl-test-token";
+
+/// A cluster with a token file, and a kubeconfig for it.
+struct Env {
+    _cluster: Cluster,
+    dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+/// Starts 3 masters with a token file and waits until every one serves an authenticated list.
+async fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, format!("{TOKEN},admin,admin\n")).unwrap();
+    let c = Cluster::start(
+        Path::new(BIN),
+        3,
+        &["--token-file", tokens.to_str().unwrap()],
+    );
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for id in c.ids() {
+        loop {
+            let ok = http
+                .get(format!("{}/api/v1/namespaces/default/pods", c.url(id)))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "master {id} never served the API"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: k\n  cluster:\n    server: {}\nusers:\n- name: admin\n  user:\n    token: {TOKEN}\ncontexts:\n- name: k\n  context:\n    cluster: k\n    user: admin\n    namespace: default\ncurrent-context: k\n",
+            c.url(2)
+        ),
+    )
+    .unwrap();
+    Env {
+        _cluster: c,
+        dir,
+        kubeconfig,
+    }
+}
+
+impl Env {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("ctl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            // No `.keelson` of a developer's `keelson up` may leak in.
+            .arg("--data-dir")
+            .arg(self.dir.path().join("none"))
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .env_remove("KEELSON_SERVER")
+            .env_remove("KEELSON_TOKEN");
+        cmd
+    }
+
+    /// Runs `keelson ctl ARGS`.
+    fn ctl(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run keelson ctl")
+    }
+
+    /// Runs `keelson ctl ARGS` with `input` on stdin.
+    fn ctl_stdin(&self, args: &[&str], input: &str) -> Output {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run keelson ctl");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs and requires success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(out.status.success(), "ctl {args:?}: {}", show(&out));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `get ... -o json`, parsed.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&a)).expect("-o json prints JSON")
+    }
+
+    fn file(&self, name: &str, text: &str) -> String {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    }
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+const MANIFESTS: &str = r#"# a controller and its service
+apiVersion: v1
+kind: ReplicationController
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  replicas: 1
+  selector: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: nginx
+        ports:
+        - containerPort: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {app: web}
+  ports:
+  - port: 80
+    protocol: TCP
+"#;
+
+/// The header and the rows of a table, split on runs of spaces.
+fn table(text: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut lines = text.lines().map(|l| {
+        l.split("   ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(String::from)
+            .collect::<Vec<_>>()
+    });
+    let header = lines.next().unwrap_or_default();
+    (header, lines.collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_get_apply_scale_describe_delete() {
+    let e = env().await;
+    let manifests = e.file("web.yaml", MANIFESTS);
+
+    let out = e.ok(&["create", "-f", &manifests]);
+    assert_eq!(
+        out,
+        "replicationcontroller/web created\nservice/web created\n"
+    );
+    // Created again: both fail, as kubectl reports them, and the command exits 1.
+    let again = e.ctl(&["create", "-f", &manifests]);
+    assert_eq!(again.status.code(), Some(1), "{}", show(&again));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        err.contains(
+            r#"Error from server (AlreadyExists): replicationcontrollers "web" already exists"#
+        ),
+        "{err}"
+    );
+
+    // Tables, with every spelling of the resource.
+    for word in ["replicationcontrollers", "rc", "ReplicationController"] {
+        let (header, rows) = table(&e.ok(&["get", word]));
+        assert_eq!(header, ["NAME", "DESIRED", "CURRENT", "READY", "AGE"]);
+        let web = rows.iter().find(|r| r[0] == "web").expect("row for web");
+        assert_eq!(web[1], "1", "{web:?}");
+    }
+    let (header, rows) = table(&e.ok(&["get", "svc", "web"]));
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE"
+        ]
+    );
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0][0].as_str(), rows[0][4].as_str()),
+        ("web", "80/TCP")
+    );
+    let (header, _) = table(&e.ok(&["get", "svc", "-A", "-o", "wide"]));
+    assert_eq!(header.first().map(String::as_str), Some("NAMESPACE"));
+    assert_eq!(header.last().map(String::as_str), Some("SELECTOR"));
+    assert_eq!(
+        e.ok(&["get", "rc/web", "-o", "name"]),
+        "replicationcontroller/web\n"
+    );
+    let (_, rows) = table(&e.ok(&["get", "rc", "-l", "app=nothing"]));
+    assert!(rows.is_empty());
+
+    // JSON and YAML.
+    let rc = e.json(&["get", "rc", "web"]);
+    assert_eq!(rc["kind"], "ReplicationController");
+    assert_eq!(rc["spec"]["replicas"], 1);
+    let list = e.json(&["get", "services"]);
+    assert!(list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["metadata"]["name"] == "web"));
+    let yaml: Value = serde_norway::from_str(&e.ok(&["get", "svc", "web", "-o", "yaml"])).unwrap();
+    assert_eq!(yaml["spec"]["ports"][0]["port"], 80);
+
+    // apply: the changed file is stored; the same file again changes nothing.
+    let changed = MANIFESTS
+        .replace(
+            "labels: {app: web}\nspec:\n  replicas",
+            "labels: {app: web, tier: front}\nspec:\n  replicas",
+        )
+        .replace("- port: 80", "- port: 8080");
+    assert_ne!(changed, MANIFESTS);
+    let changed = e.file("web-changed.yaml", &changed);
+    assert_eq!(
+        e.ok(&["apply", "-f", &changed]),
+        "replicationcontroller/web configured\nservice/web configured\n"
+    );
+    let rc2 = e.json(&["get", "rc", "web"]);
+    assert_eq!(rc2["metadata"]["labels"]["tier"], "front");
+    assert_eq!(
+        rc2["metadata"]["uid"], rc["metadata"]["uid"],
+        "updated, not recreated"
+    );
+    assert_eq!(
+        e.json(&["get", "svc", "web"])["spec"]["ports"][0]["port"],
+        8080
+    );
+    let second = e.ok(&["apply", "-f", &changed]);
+    assert!(second.contains("service/web unchanged"), "{second}");
+    // apply of an absent object creates it; stdin, JSON.
+    let pod = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "solo", "labels": {"app": "solo"}},
+                  "spec": {"containers": [{"name": "c", "image": "busybox"}]}}"#;
+    let out = e.ctl_stdin(&["apply", "-f", "-"], pod);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "pod/solo created\n");
+    let (header, rows) = table(&e.ok(&["get", "po", "solo"]));
+    assert_eq!(header, ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+    assert_eq!(rows[0][..2], ["solo".to_string(), "0/1".to_string()]);
+
+    // scale, through the scale subresource.
+    assert_eq!(
+        e.ok(&["scale", "rc", "web", "--replicas", "3"]),
+        "replicationcontroller/web scaled\n"
+    );
+    assert_eq!(e.json(&["get", "rc", "web"])["spec"]["replicas"], 3);
+    let bad = e.ctl(&["scale", "svc", "web", "--replicas", "3"]);
+    assert_eq!(bad.status.code(), Some(1));
+
+    // describe: the main fields and an Events section.
+    let d = e.ok(&["describe", "rc", "web"]);
+    for want in [
+        "Name:",
+        "web",
+        "Selector:",
+        "app=web",
+        "Replicas:",
+        "/ 3 desired",
+        "Pod Template:",
+        "nginx",
+        "Events:",
+    ] {
+        assert!(d.contains(want), "describe lacks {want:?}:\n{d}");
+    }
+    let d = e.ok(&["describe", "svc", "web"]);
+    assert!(d.contains("8080/TCP"), "{d}");
+
+    // logs: no agent serves them yet; the server's Status is printed.
+    let out = e.ctl(&["logs", "solo"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("Error from server"));
+
+    // delete by name and by file.
+    assert_eq!(
+        e.ok(&["delete", "rc", "web"]),
+        "replicationcontroller \"web\" deleted\n"
+    );
+    let svc_only = e.file("svc.yaml", MANIFESTS.split("---").nth(1).unwrap());
+    assert_eq!(
+        e.ok(&["delete", "-f", &svc_only]),
+        "service \"web\" deleted\n"
+    );
+    assert_eq!(
+        e.ok(&["delete", "po", "solo", "--ignore-not-found"]),
+        "pod \"solo\" deleted\n"
+    );
+    assert_eq!(e.ok(&["delete", "po", "solo", "--ignore-not-found"]), "");
+
+    // A missing object: kubectl's line, exit code 1.
+    let out = e.ctl(&["get", "rc", "web"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "Error from server (NotFound): replicationcontrollers \"web\" not found\n"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_and_watch() {
+    let e = env().await;
+    for (args, want) in [
+        (
+            vec!["get", "widgets"],
+            "error: the server doesn't have a resource type \"widgets\"",
+        ),
+        (
+            vec!["get", "po", "-o", "xml"],
+            "error: unable to match a printer",
+        ),
+        (vec!["create", "-f", "/nonexistent.yaml"], "error: the path"),
+    ] {
+        let out = e.ctl(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", show(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).starts_with(want),
+            "{args:?}: {}",
+            show(&out)
+        );
+    }
+    let broken = e.file("broken.yaml", "apiVersion: v1\nkind: Pod\nmetadata: [\n");
+    let out = e.ctl(&["create", "-f", &broken]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let apps = e.file(
+        "deploy.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n",
+    );
+    let out = e.ctl(&["apply", "-f", &apps]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no matches for kind \"Deployment\""));
+    // Invalid objects get the server's Invalid status.
+    let invalid = e.file("bad.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: Bad_Name}\nspec: {containers: [{name: c, image: i}]}\n");
+    let out = e.ctl(&["create", "-f", &invalid]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("Error from server (Invalid)"),
+        "{}",
+        show(&out)
+    );
+
+    // get -w: a pod created after the watch started shows up.
+    let mut watcher = e
+        .command(&["get", "pods", "-w", "-o", "name"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watcher.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let pod = e.file("watched.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: watched}\nspec: {containers: [{name: c, image: i}]}\n");
+    e.ok(&["create", "-f", &pod]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = false;
+    while !seen && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen = line == "pod/watched";
+        }
+    }
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    assert!(seen, "the watch never printed pod/watched");
+}

@@ -1,0 +1,114 @@
+//! The official Python `kubernetes` client against a real 3-master cluster with a token file:
+//! runs tests/python/client_scenario.py, which asserts every step itself.
+//!
+//! Without the `kubernetes` package the test is skipped with a message, unless `CI` is set
+//! (CI installs it from .ci/pip-packages), where that is a failure.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use keelson_chaos::Cluster;
+
+const BIN: &str = env!("CARGO_BIN_EXE_keelson");
+const TOKEN: &str = "python-client-token";
+
+/// Whether `python3` can import `kubernetes`; the reason if not.
+fn client_available() -> Result<(), String> {
+    match Command::new("python3")
+        .args(["-c", "import kubernetes"])
+        .output()
+    {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+        Err(e) => Err(format!("python3: {e}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_kubernetes_client_scenario() {
+    if let Err(why) = client_available() {
+        if std::env::var_os("CI").is_some() {
+            panic!("CI needs the Python `kubernetes` package (.ci/pip-packages): {why}");
+        }
+        eprintln!("skipped: the Python `kubernetes` package is not installed ({why}); `pip install kubernetes` runs this test");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, format!("{TOKEN},admin,admin\n")).unwrap();
+    let c = Cluster::start(
+        Path::new(BIN),
+        3,
+        &["--token-file", tokens.to_str().unwrap()],
+    );
+    // Every master serves an authenticated list before the client starts.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for id in c.ids() {
+        loop {
+            let ok = http
+                .get(format!("{}/api/v1/namespaces/default/pods", c.url(id)))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "master {id} never served the API"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // The client talks to a follower-or-leader alike: master 3.
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: keelson\n  cluster:\n    server: {}\nusers:\n- name: admin\n  user:\n    token: {TOKEN}\ncontexts:\n- name: keelson\n  context:\n    cluster: keelson\n    user: admin\n    namespace: default\ncurrent-context: keelson\n",
+            c.url(3)
+        ),
+    )
+    .unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/client_scenario.py"
+    );
+    let out_path = dir.path().join("scenario.out");
+    let out_file = std::fs::File::create(&out_path).unwrap();
+    let mut child = Command::new("python3")
+        .arg(script)
+        .arg(&kubeconfig)
+        .env_remove("KUBECONFIG")
+        .stdin(Stdio::null())
+        .stdout(out_file.try_clone().unwrap())
+        .stderr(out_file)
+        .spawn()
+        .expect("start python3");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let output = std::fs::read_to_string(&out_path).unwrap_or_default();
+    match status {
+        Some(s) if s.success() => {
+            assert!(output.contains("all steps passed"), "{output}");
+        }
+        Some(s) => panic!("the Python client scenario failed ({s}):\n{output}"),
+        None => panic!("the Python client scenario did not finish within 180 s:\n{output}"),
+    }
+}
