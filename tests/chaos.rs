@@ -142,3 +142,21 @@ async fn a_campaign_with_stale_reads_reports_violations() {
         r.summary()
     );
 }
+
+/// The deliberately broken store mode (`keelson master --unsafe-stale-reads`: reads answered
+/// from the local replica without confirming leadership) is caught: an isolated or paused
+/// leader keeps answering reads with values the majority has overwritten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broken_store_mode_is_caught() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(why) = faults::iptables_unavailable() {
+        println!("skipped: partitions need iptables: {why}");
+        return;
+    }
+    let mut cfg = config(3, 20, 11, &[FaultKind::PartitionLeader, FaultKind::PauseLeader]);
+    cfg.master_args.push("--unsafe-stale-reads".into());
+    let (r, _) = campaign::run(&cfg).await.expect("campaign runs");
+    println!("{}", r.summary());
+    assert_ne!(r.exit_code(), 0, "the broken store went unnoticed\n{}", r.summary());
+    assert!(r.violations.iter().any(|v| v.checker == "linearizability"), "{}", r.summary());
+}
