@@ -319,8 +319,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         data_dir.display()
     );
     println!(
-        "{:<8} {:<8} {:<28} {:<22} {}",
-        "MASTER", "PID", "API", "RAFT", "LOG"
+        "{:<8} {:<8} {:<28} {:<22} LOG",
+        "MASTER", "PID", "API", "RAFT"
     );
     for m in &file.masters {
         let mark = if leader == Some(m.id) {
@@ -339,7 +339,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         );
     }
     if !file.agents.is_empty() {
-        println!("{:<8} {:<8} {:<36} {}", "AGENT", "PID", "METRICS", "LOG");
+        println!("{:<8} {:<8} {:<36} LOG", "AGENT", "PID", "METRICS");
         for a in &file.agents {
             println!(
                 "{:<8} {:<8} {:<36} {}",

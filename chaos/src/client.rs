@@ -196,3 +196,23 @@ impl Kv {
         &self.base
     }
 }
+
+/// The HTTP status a server answers to a POST that declares a `len`-byte body, read before any
+/// of the body is sent: how a size limit is tested without racing the server, which closes the
+/// connection after refusing while a client would still be writing.
+pub async fn status_of_declared_post(base: &str, path: &str, len: usize) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(host).await.ok()?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.ok()?;
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let line = String::from_utf8_lossy(&buf[..n]);
+    line.split_whitespace().nth(1)?.parse().ok()
+}

@@ -80,6 +80,31 @@ impl ApiState {
     }
 }
 
+/// Largest request body accepted (Kubernetes' limit is 3 MiB too).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// Refuses a body whose declared length is over [`MAX_BODY`] before reading any of it (bodies
+/// without a length are cut off by the body limit as they are read).
+async fn refuse_declared_oversize(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared.filter(|l| *l > MAX_BODY as u64) {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!("the request body of {len} bytes is over the limit of {MAX_BODY} bytes"),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
 /// The API router.
 pub fn router(state: ApiState) -> Router {
     Router::new()
@@ -105,7 +130,8 @@ pub fn router(state: ApiState) -> Router {
             state.clone(),
             metrics::track,
         ))
-        .layer(axum::extract::DefaultBodyLimit::max(3 * 1024 * 1024))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(refuse_declared_oversize))
         .with_state(state)
 }
 

@@ -17,7 +17,7 @@ use super::status::parse_json;
 use super::{collection, table, watch, write};
 use super::{ApiError, ApiState};
 use crate::registry::selectors::{FieldSelector, LabelSelector};
-use crate::registry::strategy::{self, Names};
+use crate::registry::strategy;
 use crate::registry::{self, lookup, ResourceInfo, Subresource};
 
 /// The object a request addresses.
@@ -198,8 +198,7 @@ pub async fn handle(
             let mut obj = parse_json(&body)?;
             let directive = Directive::parse(p.field_validation.as_deref())?;
             let warnings = fieldvalidation::check(t.info, &mut obj, directive)?;
-            let updated =
-                update_object(&s, t.info, ns, name, obj, sub, Names::Dns1123, "v1").await?;
+            let updated = update_object(&s, t.info, ns, name, obj, sub, "v1").await?;
             Ok((warnings.headers(), Json(updated)).into_response())
         }
         (&Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
@@ -263,7 +262,6 @@ pub async fn update_object(
     name: &str,
     mut obj: Value,
     sub: Subresource,
-    names: Names,
     api_version: &str,
 ) -> Result<Value, ApiError> {
     let precondition = match registry::meta_str(&obj, "resourceVersion") {
@@ -276,7 +274,7 @@ pub async fn update_object(
     let current: u64 = registry::meta_str(&old, "resourceVersion")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    strategy::prepare_update(info, &mut obj, &old, sub, names, api_version)?;
+    strategy::prepare_update(info, &mut obj, &old, sub, api_version)?;
     // The write is conditional on what we read, so a concurrent change is a conflict rather
     // than lost; the caller's own version, if any, must be that same one.
     if precondition.is_some_and(|p| p != current) {
@@ -308,7 +306,7 @@ pub async fn patch_object(
         if asked.is_some_and(|a| a != current) {
             return Err(registry::conflict(info, name));
         }
-        strategy::prepare_update(info, &mut obj, &old, sub, Names::Dns1123, "v1")?;
+        strategy::prepare_update(info, &mut obj, &old, sub, "v1")?;
         match s.registry().update(info, obj, Some(current)).await {
             Err(e) if e.code == StatusCode::CONFLICT && attempts < 5 && asked.is_none() => {
                 attempts += 1

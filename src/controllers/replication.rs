@@ -173,7 +173,6 @@ pub async fn sync(ctx: Context) -> Result<(), String> {
                 &mut updated,
                 rc,
                 Subresource::Status,
-                Names::Lenient,
                 "v1",
             )
             .is_ok()

@@ -343,7 +343,6 @@ pub fn prepare_update(
     new: &mut Value,
     old: &Value,
     sub: Subresource,
-    names: Names,
     api_version: &str,
 ) -> Result<(), ApiError> {
     let ns = old
@@ -405,7 +404,6 @@ pub fn prepare_update(
     apply_defaults(info, new);
     // The name is immutable: it was checked when the object was created (through whichever
     // version), so an update through core/v1 of the seed's `mysiteController` is fine.
-    let _ = names;
     validate(info, new, Names::Lenient)
 }
 

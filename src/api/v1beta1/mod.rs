@@ -195,17 +195,7 @@ async fn item(
             }
             let mut obj = from_v1beta1(info, &body)?;
             obj["metadata"]["name"] = json!(id);
-            update_object(
-                &s,
-                info,
-                ns,
-                &id,
-                obj,
-                Subresource::Main,
-                Names::Lenient,
-                "v1",
-            )
-            .await?
+            update_object(&s, info, ns, &id, obj, Subresource::Main, "v1").await?
         }
         Method::DELETE => s.registry().delete(info, ns, &id, None).await?,
         _ => {
