@@ -263,7 +263,39 @@ async fn seed_controller_spreads_scales_and_its_endpoints_follow() {
     for r in ["Scheduled", "SuccessfulCreate", "SuccessfulDelete"] {
         assert!(reasons.contains(r), "event {r} in {reasons:?}");
     }
-    // Deleting the controller deletes its pods.
+    // Deleting a controller with propagationPolicy=Orphan leaves its pods.
+    let orphan_rc = json!({"metadata": {"name": "keep"}, "spec": {"replicas": 2, "selector": {"app": "keep"},
+                          "template": {"metadata": {"labels": {"app": "keep"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+    assert_eq!(
+        api.call(
+            "POST",
+            "/api/v1/namespaces/default/replicationcontrollers",
+            Some(&orphan_rc)
+        )
+        .await
+        .0,
+        201
+    );
+    exactly_running(&api, "app%3Dkeep", 2).await;
+    let (code, _) = api
+        .call(
+            "DELETE",
+            "/api/v1/namespaces/default/replicationcontrollers/keep",
+            Some(&json!({"propagationPolicy": "Orphan"})),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let orphans = api
+        .items("/api/v1/namespaces/default/pods?labelSelector=app%3Dkeep")
+        .await;
+    assert_eq!(orphans.len(), 2);
+    assert!(
+        orphans.iter().all(|p| p["metadata"]["ownerReferences"]
+            .as_array()
+            .is_none_or(|r| r.is_empty())),
+        "orphans keep no owner"
+    );
+    // Deleting the controller (default policy) deletes its pods.
     let (code, _) = api
         .call(
             "DELETE",

@@ -120,6 +120,7 @@ pub struct Params {
     pub include_object: Option<String>,
     pub field_validation: Option<String>,
     pub field_manager: Option<String>,
+    pub propagation_policy: Option<String>,
     pub force: Option<String>,
 }
 
@@ -206,7 +207,13 @@ pub async fn handle(
             write::patch(&s, &t, name, sub, &p, &headers, &body).await
         }
         (&Method::DELETE, Some(name), None) => {
-            let precondition = delete_precondition(&body)?;
+            let (precondition, policy) = delete_options(&body, &p)?;
+            if policy == "Orphan" {
+                // Dependents lose their owner reference first, so the garbage collector (the
+                // replication manager) leaves them alone once the owner is gone.
+                let owner = s.registry().get(t.info, ns, name, true).await?;
+                s.registry().orphan_dependents(&owner).await?;
+            }
             Ok(Json(s.registry().delete(t.info, ns, name, precondition).await?).into_response())
         }
         (_, Some(name), Some("scale")) if t.info.has_scale => {
@@ -236,21 +243,45 @@ pub(crate) fn subresource(t: &Target, sub: Option<&str>) -> Result<Subresource, 
     }
 }
 
-/// `preconditions.resourceVersion` of a `DeleteOptions` body, if any.
-fn delete_precondition(body: &[u8]) -> Result<Option<u64>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    let opts = parse_json(body)?;
-    match opts.pointer("/preconditions/resourceVersion") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => s.parse().map(Some).map_err(|_| {
+/// `preconditions.resourceVersion` and the propagation policy (`Background` unless the body or
+/// the query say `Orphan` or `Foreground`) of a DELETE.
+fn delete_options(body: &[u8], p: &Params) -> Result<(Option<u64>, String), ApiError> {
+    let opts = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        parse_json(body)?
+    };
+    let precondition = match opts.pointer("/preconditions/resourceVersion") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.parse().map_err(|_| {
             ApiError::bad_request(format!("invalid preconditions.resourceVersion {s:?}"))
-        }),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "invalid preconditions.resourceVersion {other}"
-        ))),
+        })?),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid preconditions.resourceVersion {other}"
+            )))
+        }
+    };
+    let orphan_dependents = opts.get("orphanDependents") == Some(&Value::Bool(true));
+    let policy = opts
+        .get("propagationPolicy")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| p.propagation_policy.clone())
+        .unwrap_or_else(|| {
+            if orphan_dependents {
+                "Orphan".into()
+            } else {
+                "Background".into()
+            }
+        });
+    // Foreground is served as Background: dependents are collected after the owner is gone.
+    if !["Orphan", "Background", "Foreground"].contains(&policy.as_str()) {
+        return Err(ApiError::bad_request(format!(
+            "propagationPolicy {policy:?} is not one of Orphan, Background, Foreground"
+        )));
     }
+    Ok((precondition, policy))
 }
 
 /// Replaces an object: the body's `metadata.resourceVersion`, when set, is the precondition.

@@ -281,6 +281,57 @@ impl Registry {
         }
     }
 
+    /// Removes `owner` from the owner references of every pod it owns (propagation policy
+    /// Orphan), as one Raft command; retried when a pod changed meanwhile.
+    pub async fn orphan_dependents(&self, owner: &Value) -> Result<usize, ApiError> {
+        let uid = owner
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let pods = lookup("pods").expect("pods");
+        let ns = meta_str(owner, "namespace");
+        for _ in 0..5 {
+            let (dependents, _) = self.list(pods, ns, false).await?;
+            let mut updates = Vec::new();
+            for mut pod in dependents {
+                let Some(refs) = pod
+                    .pointer_mut("/metadata/ownerReferences")
+                    .and_then(Value::as_array_mut)
+                else {
+                    continue;
+                };
+                let before = refs.len();
+                refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid.as_str()));
+                if refs.len() == before {
+                    continue;
+                }
+                let rv: u64 = meta_str(&pod, "resourceVersion")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let key = key(
+                    pods,
+                    meta_str(&pod, "namespace"),
+                    meta_str(&pod, "name").unwrap_or_default(),
+                );
+                updates.push(Command::Update {
+                    key,
+                    value: encode_object(&pod),
+                    precondition: Some(rv),
+                });
+            }
+            if updates.is_empty() {
+                return Ok(0);
+            }
+            let n = updates.len();
+            let resp = self.node.write(Command::Batch(updates)).await?;
+            if resp.results.iter().all(OpResult::is_success) {
+                return Ok(n);
+            }
+        }
+        Err(conflict(pods, "dependents of the deleted object"))
+    }
+
     async fn run(&self, cmd: Command) -> Result<OpResult, ApiError> {
         let resp = self.node.write(cmd).await?;
         resp.results
