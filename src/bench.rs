@@ -233,12 +233,7 @@ async fn measure(kind: Kind, args: &BenchArgs, value: &str) -> anyhow::Result<Re
 
 /// Phase 1: `clients` closed-loop writers of fresh keys, client `i` talking to member
 /// `i % MEMBERS`. Only requests started after the warm-up second count.
-async fn throughput(
-    sys: &Sys,
-    clients: usize,
-    duration: Duration,
-    value: &str,
-) -> Level {
+async fn throughput(sys: &Sys, clients: usize, duration: Duration, value: &str) -> Level {
     let start = Instant::now() + Duration::from_secs(1);
     let end = start + duration;
     let mut tasks = JoinSet::new();

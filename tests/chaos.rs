@@ -153,10 +153,24 @@ async fn the_broken_store_mode_is_caught() {
         println!("skipped: partitions need iptables: {why}");
         return;
     }
-    let mut cfg = config(3, 20, 11, &[FaultKind::PartitionLeader, FaultKind::PauseLeader]);
+    let mut cfg = config(
+        3,
+        20,
+        11,
+        &[FaultKind::PartitionLeader, FaultKind::PauseLeader],
+    );
     cfg.master_args.push("--unsafe-stale-reads".into());
     let (r, _) = campaign::run(&cfg).await.expect("campaign runs");
     println!("{}", r.summary());
-    assert_ne!(r.exit_code(), 0, "the broken store went unnoticed\n{}", r.summary());
-    assert!(r.violations.iter().any(|v| v.checker == "linearizability"), "{}", r.summary());
+    assert_ne!(
+        r.exit_code(),
+        0,
+        "the broken store went unnoticed\n{}",
+        r.summary()
+    );
+    assert!(
+        r.violations.iter().any(|v| v.checker == "linearizability"),
+        "{}",
+        r.summary()
+    );
 }

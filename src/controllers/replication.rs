@@ -168,15 +168,7 @@ pub async fn sync(ctx: Context) -> Result<(), String> {
             let mut updated = rc.clone();
             updated["status"] = status;
             let info = lookup("replicationcontrollers").expect("rcs");
-            if strategy::prepare_update(
-                info,
-                &mut updated,
-                rc,
-                Subresource::Status,
-                "v1",
-            )
-            .is_ok()
-            {
+            if strategy::prepare_update(info, &mut updated, rc, Subresource::Status, "v1").is_ok() {
                 status_updates.push(Command::Update {
                     key: registry::key(info, Some(ns), s(rc, "/metadata/name")),
                     value: Bytes::from(serde_json::to_vec(&updated).expect("json")),
