@@ -16,17 +16,16 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use futures::StreamExt;
 use keelson_raft::{Command, RaftNode};
 use openraft::ServerState;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::events::{event, Severity};
 use super::scheduler::set_condition;
-use super::util::{condition, list, pod_active, rv, s};
+use super::util::{condition, list, pod_active, rv, s, store_key, stored_bytes};
 use super::{Context, ControllerMetrics};
 use crate::registry::{self, lookup};
 
@@ -91,17 +90,6 @@ pub fn transition(ready: Option<&str>, silent: Duration, grace: Duration) -> Tra
     }
 }
 
-fn node_key(name: &str) -> String {
-    registry::key(lookup("nodes").expect("nodes"), None, name)
-}
-
-fn stripped(mut v: Value) -> Bytes {
-    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("resourceVersion");
-    }
-    Bytes::from(serde_json::to_vec(&v).expect("json"))
-}
-
 /// The lifecycle loop, until `token` is cancelled.
 pub async fn run(ctx: Context, token: CancellationToken) {
     let tick = (ctx.config.node_grace / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
@@ -129,51 +117,38 @@ async fn pass(ctx: &Context, not_ready_since: &mut HashMap<String, Instant>) -> 
         let ready = condition(node, "Ready");
         let silent = now.saturating_duration_since(ctx.heartbeats.last(&name));
         let mut updated = node.clone();
-        match transition(ready, silent, ctx.config.node_grace) {
-            Transition::BecameNotReady => {
-                set_condition(
-                    &mut updated,
-                    "Ready",
-                    "Unknown",
-                    "NodeStatusUnknown",
-                    "Kubelet stopped posting node status.",
-                );
-                commands.push(Command::Update {
-                    key: node_key(&name),
-                    value: stripped(updated),
-                    precondition: Some(rv(node)),
-                });
-                commands.extend(event(
-                    node,
-                    Severity::Normal,
-                    "NodeNotReady",
-                    &format!("Node {name} status is now: NodeNotReady"),
-                    "node-controller",
-                ));
-            }
-            Transition::BecameReady => {
-                set_condition(
-                    &mut updated,
-                    "Ready",
-                    "True",
-                    "KubeletReady",
-                    "keelson agent is posting ready status",
-                );
-                commands.push(Command::Update {
-                    key: node_key(&name),
-                    value: stripped(updated),
-                    precondition: Some(rv(node)),
-                });
-                commands.extend(event(
-                    node,
-                    Severity::Normal,
-                    "NodeReady",
-                    &format!("Node {name} status is now: NodeReady"),
-                    "node-controller",
-                ));
+        let change = match transition(ready, silent, ctx.config.node_grace) {
+            Transition::BecameNotReady => Some((
+                "Unknown",
+                "NodeStatusUnknown",
+                "Kubelet stopped posting node status.",
+                "NodeNotReady",
+            )),
+            Transition::BecameReady => Some((
+                "True",
+                "KubeletReady",
+                "keelson agent is posting ready status",
+                "NodeReady",
+            )),
+            Transition::None => None,
+        };
+        if let Some((status, reason, message, event_reason)) = change {
+            set_condition(&mut updated, "Ready", status, reason, message);
+            commands.push(Command::Update {
+                key: store_key("nodes", node),
+                value: stored_bytes(updated),
+                precondition: Some(rv(node)),
+            });
+            commands.extend(event(
+                node,
+                Severity::Normal,
+                event_reason,
+                &format!("Node {name} status is now: {event_reason}"),
+                "node-controller",
+            ));
+            if status == "True" {
                 not_ready_since.remove(&name);
             }
-            Transition::None => {}
         }
         *counts.entry(ready.unwrap_or("Unknown")).or_default() += 1;
         if ready != Some("True") {
@@ -218,7 +193,7 @@ fn evict_pods(ctx: &Context, node: &str) -> Vec<Command> {
                     Some(s(&p, "/metadata/namespace")),
                     s(&p, "/metadata/name"),
                 ),
-                value: stripped(failed),
+                value: stored_bytes(failed),
                 precondition: Some(rv(&p)),
             }
         })

@@ -15,7 +15,7 @@ use keelson_raft::{Command, OpResult};
 use serde_json::{json, Value};
 
 use super::events::{event, Severity};
-use super::util::{controller_uid, list, pod_active, pod_ready, rv, s, string_map};
+use super::util::{controller_uid, list, pod_active, pod_ready, rv, s, store_key, string_map};
 use super::Context;
 use crate::registry::selectors::LabelSelector;
 use crate::registry::strategy::{self, Names};
@@ -75,14 +75,6 @@ fn pod_from_template(rc: &Value) -> Result<(String, Value), String> {
     Ok((key, pod))
 }
 
-fn pod_key(pod: &Value) -> String {
-    registry::key(
-        lookup("pods").expect("pods"),
-        Some(s(pod, "/metadata/namespace")),
-        s(pod, "/metadata/name"),
-    )
-}
-
 /// One pass over every controller.
 pub async fn sync(ctx: Context) -> Result<(), String> {
     let rcs = list(&ctx, "replicationcontrollers");
@@ -111,7 +103,7 @@ pub async fn sync(ctx: Context) -> Result<(), String> {
             mine.into_iter().partition(|p| pod_active(p));
         for p in &finished {
             commands.push(Command::Delete {
-                key: pod_key(p),
+                key: store_key("pods", p),
                 precondition: Some(rv(p)),
             });
             deleted += 1;
@@ -143,7 +135,7 @@ pub async fn sync(ctx: Context) -> Result<(), String> {
                     "replication-controller",
                 ));
                 commands.push(Command::Delete {
-                    key: pod_key(p),
+                    key: store_key("pods", p),
                     precondition: Some(rv(p)),
                 });
                 deleted += 1;
@@ -184,7 +176,7 @@ pub async fn sync(ctx: Context) -> Result<(), String> {
                 == Some(&json!("ReplicationController"))
         {
             commands.push(Command::Delete {
-                key: pod_key(p),
+                key: store_key("pods", p),
                 precondition: Some(rv(p)),
             });
             deleted += 1;

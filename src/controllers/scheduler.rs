@@ -10,15 +10,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bytes::Bytes;
 use keelson_raft::{Command, OpResult};
 use serde_json::{json, Value};
 
 use super::events::{event, Severity};
-use super::util::{condition, controller_uid, list, pod_active, rv, s, string_map};
+use super::util::{
+    condition, controller_uid, list, pod_active, rv, s, store_key, stored_bytes, string_map,
+};
 use super::Context;
 use crate::registry::strategy::parse_quantity;
-use crate::registry::{self, lookup};
 
 /// CPU (cores) and memory (bytes).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -187,14 +187,6 @@ fn unschedulable_message(total: usize, reasons: &BTreeMap<&'static str, usize>) 
     format!("0/{total} nodes are available: {}.", parts.join(", "))
 }
 
-fn pod_key(pod: &Value) -> String {
-    registry::key(
-        lookup("pods").expect("pods"),
-        Some(s(pod, "/metadata/namespace")),
-        s(pod, "/metadata/name"),
-    )
-}
-
 /// One scheduling pass.
 pub async fn sync(ctx: Context) -> Result<(), String> {
     let pods = list(&ctx, "pods");
@@ -228,10 +220,9 @@ pub async fn sync(ctx: Context) -> Result<(), String> {
                 let mut bound = (*pod).clone();
                 bound["spec"]["nodeName"] = json!(name);
                 set_condition(&mut bound, "PodScheduled", "True", "", "");
-                registry_strip_rv(&mut bound);
                 binds.push(Command::Update {
-                    key: pod_key(pod),
-                    value: Bytes::from(serde_json::to_vec(&bound).expect("json")),
+                    key: store_key("pods", pod),
+                    value: stored_bytes(bound),
                     precondition: Some(rv(pod)),
                 });
                 bound_events.push(event(
@@ -310,10 +301,9 @@ pub async fn sync(ctx: Context) -> Result<(), String> {
         }
         let mut p = pod.clone();
         set_condition(&mut p, "PodScheduled", "False", "Unschedulable", &message);
-        registry_strip_rv(&mut p);
         updates.push(Command::Update {
-            key: pod_key(pod),
-            value: Bytes::from(serde_json::to_vec(&p).expect("json")),
+            key: store_key("pods", pod),
+            value: stored_bytes(p),
             precondition: Some(rv(pod)),
         });
         if let Some(e) = event(
@@ -333,12 +323,6 @@ pub async fn sync(ctx: Context) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     Ok(())
-}
-
-fn registry_strip_rv(v: &mut Value) {
-    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("resourceVersion");
-    }
 }
 
 /// Sets (or replaces) a status condition.

@@ -145,3 +145,19 @@ pub fn controller_uid(pod: &Value) -> Option<&str> {
         .get("uid")?
         .as_str()
 }
+
+/// The storage key of a stored object of `plural`.
+pub fn store_key(plural: &str, obj: &Value) -> String {
+    let info = lookup(plural).expect("served resource");
+    let ns = s(obj, "/metadata/namespace");
+    registry::key(
+        info,
+        (!ns.is_empty()).then_some(ns),
+        s(obj, "/metadata/name"),
+    )
+}
+
+/// The bytes to store for an object read from the store (without its resource version).
+pub fn stored_bytes(obj: Value) -> bytes::Bytes {
+    bytes::Bytes::from(serde_json::to_vec(&registry::without_rv(obj)).expect("json"))
+}
