@@ -177,6 +177,28 @@ struct Level {
     pub errors: usize,
 }
 
+impl Level {
+    /// Joins the clients of one level, each returning its latencies and error count.
+    async fn gather(
+        mut tasks: tokio::task::JoinSet<(Vec<Duration>, usize)>,
+        duration: Duration,
+    ) -> Level {
+        let (mut latencies, mut errors) = (Vec::new(), 0);
+        while let Some(r) = tasks.join_next().await {
+            if let Ok((lat, e)) = r {
+                latencies.extend(lat);
+                errors += e;
+            }
+        }
+        latencies.sort();
+        Level {
+            ops_per_sec: latencies.len() as f64 / duration.as_secs_f64(),
+            latencies,
+            errors,
+        }
+    }
+}
+
 /// Phase 3.
 struct Memory {
     rss_kib: Vec<u64>,
@@ -258,19 +280,7 @@ async fn throughput(sys: &Sys, clients: usize, duration: Duration, value: &str) 
             (lat, errors)
         });
     }
-    let (mut latencies, mut errors) = (Vec::new(), 0);
-    while let Some(r) = tasks.join_next().await {
-        if let Ok((lat, e)) = r {
-            latencies.extend(lat);
-            errors += e;
-        }
-    }
-    latencies.sort();
-    Level {
-        ops_per_sec: latencies.len() as f64 / duration.as_secs_f64(),
-        latencies,
-        errors,
-    }
+    Level::gather(tasks, duration).await
 }
 
 /// Phase 2: `rounds` times, SIGKILL the leader and time until a write through a survivor is

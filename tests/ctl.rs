@@ -21,46 +21,10 @@ struct Env {
 
 /// Starts 3 masters with a token file and waits until every one serves an authenticated list.
 async fn env() -> Env {
+    let c = Cluster::start_with_token(Path::new(BIN), 3, TOKEN).await;
     let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens.csv");
-    std::fs::write(&tokens, format!("{TOKEN},admin,admin\n")).unwrap();
-    let c = Cluster::start(
-        Path::new(BIN),
-        3,
-        &["--token-file", tokens.to_str().unwrap()],
-    );
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for id in c.ids() {
-        loop {
-            let ok = http
-                .get(format!("{}/api/v1/namespaces/default/pods", c.url(id)))
-                .bearer_auth(TOKEN)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ok {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "master {id} never served the API"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
     let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: k\n  cluster:\n    server: {}\nusers:\n- name: admin\n  user:\n    token: {TOKEN}\ncontexts:\n- name: k\n  context:\n    cluster: k\n    user: admin\n    namespace: default\ncurrent-context: k\n",
-            c.url(2)
-        ),
-    )
-    .unwrap();
+    c.write_kubeconfig(&kubeconfig, 2, TOKEN);
     Env {
         _cluster: c,
         dir,

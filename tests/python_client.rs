@@ -34,48 +34,11 @@ async fn python_kubernetes_client_scenario() {
         eprintln!("skipped: the Python `kubernetes` package is not installed ({why}); `pip install kubernetes` runs this test");
         return;
     }
+    let c = Cluster::start_with_token(Path::new(BIN), 3, TOKEN).await;
     let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens.csv");
-    std::fs::write(&tokens, format!("{TOKEN},admin,admin\n")).unwrap();
-    let c = Cluster::start(
-        Path::new(BIN),
-        3,
-        &["--token-file", tokens.to_str().unwrap()],
-    );
-    // Every master serves an authenticated list before the client starts.
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for id in c.ids() {
-        loop {
-            let ok = http
-                .get(format!("{}/api/v1/namespaces/default/pods", c.url(id)))
-                .bearer_auth(TOKEN)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ok {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "master {id} never served the API"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
     // The client talks to a follower-or-leader alike: master 3.
     let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: keelson\n  cluster:\n    server: {}\nusers:\n- name: admin\n  user:\n    token: {TOKEN}\ncontexts:\n- name: keelson\n  context:\n    cluster: keelson\n    user: admin\n    namespace: default\ncurrent-context: keelson\n",
-            c.url(3)
-        ),
-    )
-    .unwrap();
+    c.write_kubeconfig(&kubeconfig, 3, TOKEN);
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/python/client_scenario.py"

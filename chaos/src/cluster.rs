@@ -45,6 +45,8 @@ pub struct Cluster {
     peers: String,
     masters: BTreeMap<u64, Master>,
     extra_args: Vec<String>,
+    /// Folders that must live as long as the cluster (its token file).
+    _keep: Vec<tempfile::TempDir>,
 }
 
 /// The address of master `id` of the cluster in `slot`: 127.SLOT.0.ID.
@@ -89,6 +91,54 @@ impl Cluster {
         c
     }
 
+    /// Starts `n` masters that require the bearer `token` (from a token file of the cluster's
+    /// own) and returns once every master serves an authenticated request.
+    pub async fn start_with_token(bin: &Path, n: u64, token: &str) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tokens = dir.path().join("tokens.csv");
+        std::fs::write(&tokens, format!("{token},admin,admin\n")).expect("write the token file");
+        let mut c = Cluster::start(
+            bin,
+            n,
+            &["--token-file", tokens.to_str().expect("UTF-8 path")],
+        );
+        c._keep.push(dir);
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .expect("http client");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for id in c.ids() {
+            loop {
+                let ok = http
+                    .get(format!("{}/api/v1/namespaces/default/pods", c.url(id)))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if ok {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "master {id} never served the API\n{}",
+                    c.log_tail(id, 20)
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        c
+    }
+
+    /// Writes a kubeconfig at `path` for master `via` with the bearer `token`.
+    pub fn write_kubeconfig(&self, path: &Path, via: u64, token: &str) {
+        let config = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: keelson\n  cluster:\n    server: {}\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: keelson\n  context:\n    cluster: keelson\n    user: admin\n    namespace: default\ncurrent-context: keelson\n",
+            self.url(via)
+        );
+        std::fs::write(path, config).expect("write the kubeconfig");
+    }
+
     /// Like [`Cluster::start`] but in `root`, which is kept; masters are not started yet.
     pub fn new_in(bin: &Path, root: &Path, n: u64, extra_args: &[&str]) -> Cluster {
         std::fs::create_dir_all(root).expect("create root");
@@ -119,6 +169,7 @@ impl Cluster {
             peers,
             masters,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            _keep: Vec::new(),
         }
     }
 

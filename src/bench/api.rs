@@ -74,19 +74,7 @@ async fn creates(c: &Cluster, clients: usize, duration: Duration) -> Level {
             (lat, errors)
         });
     }
-    let (mut latencies, mut errors) = (Vec::new(), 0);
-    while let Some(r) = tasks.join_next().await {
-        if let Ok((lat, e)) = r {
-            latencies.extend(lat);
-            errors += e;
-        }
-    }
-    latencies.sort();
-    Level {
-        ops_per_sec: latencies.len() as f64 / duration.as_secs_f64(),
-        latencies,
-        errors,
-    }
+    Level::gather(tasks, duration).await
 }
 
 /// Phase 4: pod creates, then keelson and etcd puts of the same byte size, in one run.
