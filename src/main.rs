@@ -33,6 +33,8 @@ enum Command {
     Up(up::UpArgs),
     /// Run one node agent: heartbeats, pods, service proxy.
     Agent(agent::AgentArgs),
+    /// Build the local images (`keelson/pause`, the seed's `user/mysite`) from a static busybox.
+    Images(agent::images::ImagesArgs),
     /// Talk to a running cluster.
     Ctl(ctl::CtlArgs),
     /// Measure keelson side by side with etcd (see docs/performance.md).
@@ -57,6 +59,7 @@ fn main() {
             Command::Master(args) => master::run(args).await,
             Command::Agent(args) => agent::run(args).await,
             Command::Up(args) => up::run(args).await,
+            Command::Images(args) => agent::images::run(args).await,
             Command::Ctl(args) => ctl::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }

@@ -1,5 +1,7 @@
 //! Short fault-injection campaigns against real masters (the `keelson-chaos` runner, called as
-//! a library), and the checker's self-check on a known-bad history.
+//! a library), and the checker's self-check on a known-bad history. The three-master campaign
+//! also runs the controller workload (the seed's replication controller on hollow agents,
+//! scaled under faults).
 //!
 //! Campaigns run one at a time (two clusters at once would starve 2 cores). Partitions need
 //! root and iptables; without them they are skipped with a printed reason.
@@ -70,6 +72,33 @@ async fn campaign(name: &str, cfg: Config) -> Report {
     r
 }
 
+/// The controller workload ran and was checked: scales acknowledged, pods bound and watched,
+/// the exact count back after the heal.
+fn assert_controller_checked(r: &Report) {
+    let c = r
+        .checked
+        .controller
+        .as_ref()
+        .unwrap_or_else(|| panic!("controller workload not checked\n{}", r.summary()));
+    assert!(
+        c.scales.get("ok").copied().unwrap_or(0) >= 3,
+        "too few acknowledged scales\n{}",
+        r.summary()
+    );
+    assert!(
+        c.bindings.bound >= 3 && c.bindings.nodes >= 2,
+        "too few pods bound\n{}",
+        r.summary()
+    );
+    assert!(r.controller_converged_after_s.is_some(), "{}", r.summary());
+    assert_eq!(
+        c.final_replicas,
+        Some(c.live_pods as i64),
+        "{}",
+        r.summary()
+    );
+}
+
 /// Every requested kind that this machine can inject was injected at least once.
 fn assert_covered(r: &Report, kinds: &[FaultKind]) {
     let partitions = faults::iptables_unavailable().is_none();
@@ -84,7 +113,7 @@ fn assert_covered(r: &Report, kinds: &[FaultKind]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_masters_keep_every_property_under_faults() {
+async fn three_masters_keep_every_property_under_faults_with_the_seed_controller() {
     let kinds = [
         FaultKind::KillLeader,
         FaultKind::KillMinority,
@@ -92,8 +121,11 @@ async fn three_masters_keep_every_property_under_faults() {
         FaultKind::PauseLeader,
         FaultKind::PartitionLeader,
     ];
-    let r = campaign("3-masters", config(3, 35, 11, &kinds)).await;
+    let mut cfg = config(3, 35, 11, &kinds);
+    cfg.controllers = true;
+    let r = campaign("3-masters", cfg).await;
     assert_covered(&r, &kinds);
+    assert_controller_checked(&r);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,7 +143,13 @@ async fn five_masters_keep_every_property_under_faults() {
 fn the_checker_rejects_a_known_bad_history() {
     let r = report::self_check();
     assert_ne!(r.exit_code(), 0, "{}", r.summary());
-    for checker in ["linearizability", "lost-write", "leaders"] {
+    for checker in [
+        "linearizability",
+        "lost-write",
+        "leaders",
+        "replica-count",
+        "pod-binding",
+    ] {
         assert!(
             r.violations.iter().any(|v| v.checker == checker),
             "{checker} not reported\n{}",

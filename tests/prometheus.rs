@@ -110,10 +110,6 @@ impl UpCluster {
             .spawn()
             .unwrap();
         let up = Proc(up);
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .unwrap();
         let file: Value = eventually(Duration::from_secs(30), "cluster.json", || {
             let path = data.join("cluster.json");
             async move {
@@ -124,6 +120,13 @@ impl UpCluster {
         .await;
         let token = std::fs::read_to_string(data.join("tokens.csv")).unwrap();
         let token = token.split(',').next().unwrap().trim().to_string();
+        // The masters serve HTTPS with a certificate of the cluster's CA.
+        let ca = std::fs::read(data.join("ca.crt")).unwrap();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .build()
+            .unwrap();
         let c = UpCluster {
             dir,
             _up: up,
@@ -429,6 +432,7 @@ async fn prometheus_sees_one_leader_before_and_after_a_leader_is_killed() {
     let instance = victim["api"]
         .as_str()
         .unwrap()
+        .trim_start_matches("https://")
         .trim_start_matches("http://")
         .to_string();
 

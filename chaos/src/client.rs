@@ -48,13 +48,24 @@ pub struct Kv {
 }
 
 impl Kv {
-    /// A client for the master at `base` (`http://HOST:PORT`), with a per-request timeout.
+    /// A client for the master at `base` (`http://HOST:PORT`, or `https://` with a certificate
+    /// of a well-known CA), with a per-request timeout.
     pub fn new(base: &str, timeout: Duration) -> Self {
         Kv {
             http: reqwest::Client::builder()
                 .timeout(timeout)
                 .build()
                 .expect("http client"),
+            base: base.to_string(),
+            token: None,
+        }
+    }
+
+    /// A client for the master at `base` over `http`, a client of the caller's (one that
+    /// trusts a cluster's CA: [`Cluster::client_builder`](crate::Cluster::client_builder)).
+    pub fn with_http(base: &str, http: reqwest::Client) -> Self {
+        Kv {
+            http,
             base: base.to_string(),
             token: None,
         }

@@ -3,6 +3,10 @@
 //! Master N listens on its own loopback address 127.SLOT.0.N (Linux routes all of 127/8 to `lo`),
 //! on free ports, so that packet filters can cut one master from another. Every master logs to
 //! `ROOT/master-N.log`. Dropping the [`Cluster`] kills every process it started.
+//!
+//! [`Cluster::start_with_token`] starts a cluster as `keelson up` does: a bearer token and the
+//! API over HTTPS, with a CA of the cluster's own (`ROOT/ca.crt`) and a serving certificate per
+//! master (`ROOT/master-N.crt`, for its address, `localhost` and 127.0.0.1).
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -21,12 +25,65 @@ pub struct MasterSpec {
     pub data_dir: PathBuf,
     /// Started with `--join` (added to a running cluster) rather than as an initial member.
     pub join: bool,
+    /// Serves its API over HTTPS.
+    pub tls: bool,
 }
 
 impl MasterSpec {
-    /// `http://HOST:PORT` of its API.
+    /// `http://HOST:PORT` (or `https://`) of its API.
     pub fn url(&self) -> String {
-        format!("http://{}", self.api)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.api)
+    }
+}
+
+/// The certificate authority of a cluster started with TLS.
+struct TestCa {
+    cert_pem: String,
+    key_pem: String,
+}
+
+impl TestCa {
+    fn params() -> rcgen::CertificateParams {
+        let mut p = rcgen::CertificateParams::default();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "keelson-test-ca");
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        p
+    }
+
+    fn new() -> TestCa {
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let cert = Self::params().self_signed(&key).expect("CA certificate");
+        TestCa {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    /// A serving certificate for `ip`, `localhost` and 127.0.0.1: (certificate, key), PEM.
+    fn issue(&self, ip: Ipv4Addr) -> (String, String) {
+        let ca_key = rcgen::KeyPair::from_pem(&self.key_pem).expect("CA key");
+        let issuer = rcgen::Issuer::new(Self::params(), ca_key);
+        let mut p = rcgen::CertificateParams::new(vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            ip.to_string(),
+        ])
+        .expect("names");
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "keelson-apiserver");
+        p.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        p.use_authority_key_identifier_extension = true;
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = p.signed_by(&key, &issuer).expect("certificate");
+        (cert.pem(), key.serialize_pem())
     }
 }
 
@@ -45,8 +102,10 @@ pub struct Cluster {
     peers: String,
     masters: BTreeMap<u64, Master>,
     extra_args: Vec<String>,
-    /// Folders that must live as long as the cluster (its token file).
-    _keep: Vec<tempfile::TempDir>,
+    /// The CA of a cluster whose masters serve HTTPS.
+    tls: Option<TestCa>,
+    /// The bearer token the masters require, if any.
+    token: Option<String>,
 }
 
 /// The address of master `id` of the cluster in `slot`: 127.SLOT.0.ID.
@@ -91,19 +150,37 @@ impl Cluster {
         c
     }
 
-    /// Starts `n` masters that require the bearer `token` (from a token file of the cluster's
-    /// own) and returns once every master serves an authenticated request.
+    /// Starts `n` masters as `keelson up` does: they require the bearer `token` (from a token
+    /// file of the cluster's own) and serve the API over HTTPS with certificates of the
+    /// cluster's CA ([`Cluster::ca_pem`]). Returns once every master serves an authenticated
+    /// request.
     pub async fn start_with_token(bin: &Path, n: u64, token: &str) -> Cluster {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let tokens = dir.path().join("tokens.csv");
+        let tmp = tempfile::Builder::new()
+            .prefix("keelson-cluster-")
+            .tempdir()
+            .expect("tempdir");
+        let root = tmp.path().to_path_buf();
+        let tokens = root.join("tokens.csv");
         std::fs::write(&tokens, format!("{token},admin,admin\n")).expect("write the token file");
-        let mut c = Cluster::start(
+        let mut c = Cluster::new_in(
             bin,
+            &root,
             n,
             &["--token-file", tokens.to_str().expect("UTF-8 path")],
         );
-        c._keep.push(dir);
-        let http = reqwest::Client::builder()
+        c._tmp = Some(tmp);
+        let ca = TestCa::new();
+        std::fs::write(root.join("ca.crt"), &ca.cert_pem).expect("write ca.crt");
+        c.tls = Some(ca);
+        c.token = Some(token.to_string());
+        for m in c.masters.values_mut() {
+            m.spec.tls = true;
+        }
+        for id in 1..=n {
+            c.spawn(id);
+        }
+        let http = c
+            .client_builder()
             .timeout(Duration::from_secs(2))
             .build()
             .expect("http client");
@@ -130,13 +207,38 @@ impl Cluster {
         c
     }
 
-    /// Writes a kubeconfig at `path` for master `via` with the bearer `token`.
+    /// Writes a kubeconfig at `path` for master `via` with the bearer `token` (and the
+    /// cluster's CA, as `certificate-authority-data`, if it serves HTTPS).
     pub fn write_kubeconfig(&self, path: &Path, via: u64, token: &str) {
+        use base64::Engine as _;
+        let ca = match &self.tls {
+            Some(ca) => format!(
+                "    certificate-authority-data: {}\n",
+                base64::engine::general_purpose::STANDARD.encode(&ca.cert_pem)
+            ),
+            None => String::new(),
+        };
         let config = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: keelson\n  cluster:\n    server: {}\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: keelson\n  context:\n    cluster: keelson\n    user: admin\n    namespace: default\ncurrent-context: keelson\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: keelson\n  cluster:\n    server: {}\n{ca}users:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: keelson\n  context:\n    cluster: keelson\n    user: admin\n    namespace: default\ncurrent-context: keelson\n",
             self.url(via)
         );
         std::fs::write(path, config).expect("write the kubeconfig");
+    }
+
+    /// The cluster's CA certificate (PEM) if its masters serve HTTPS.
+    pub fn ca_pem(&self) -> Option<&[u8]> {
+        self.tls.as_ref().map(|ca| ca.cert_pem.as_bytes())
+    }
+
+    /// A reqwest client builder that trusts the cluster's CA (if it has one).
+    pub fn client_builder(&self) -> reqwest::ClientBuilder {
+        let b = reqwest::Client::builder();
+        match self.ca_pem() {
+            Some(pem) => b.add_root_certificate(
+                reqwest::Certificate::from_pem(pem).expect("the CA certificate"),
+            ),
+            None => b,
+        }
     }
 
     /// Like [`Cluster::start`] but in `root`, which is kept; masters are not started yet.
@@ -152,6 +254,7 @@ impl Cluster {
                 api: free_addr(ip),
                 data_dir: root.join(format!("master-{id}")),
                 join: false,
+                tls: false,
             };
             masters.insert(id, Master { spec, child: None });
         }
@@ -169,7 +272,8 @@ impl Cluster {
             peers,
             masters,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-            _keep: Vec::new(),
+            tls: None,
+            token: None,
         }
     }
 
@@ -198,6 +302,26 @@ impl Cluster {
             .append(true)
             .open(self.root.join(format!("master-{id}.log")))
             .expect("open log");
+        let mut tls_args: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(ca) = &self.tls {
+            let cert = self.root.join(format!("master-{id}.crt"));
+            let key = self.root.join(format!("master-{id}.key"));
+            if !cert.is_file() || !key.is_file() {
+                let ip = match spec.api.ip() {
+                    std::net::IpAddr::V4(ip) => ip,
+                    std::net::IpAddr::V6(_) => Ipv4Addr::LOCALHOST,
+                };
+                let (cert_pem, key_pem) = ca.issue(ip);
+                std::fs::write(&key, key_pem).expect("write the master's key");
+                std::fs::write(&cert, cert_pem).expect("write the master's certificate");
+            }
+            tls_args = vec![
+                "--tls-cert-file".into(),
+                cert.into(),
+                "--tls-private-key-file".into(),
+                key.into(),
+            ];
+        }
         let mut cmd = Command::new(&self.bin);
         cmd.arg("master")
             .args(["--id", &id.to_string()])
@@ -207,6 +331,7 @@ impl Cluster {
             .args(["--api-addr", &spec.api.to_string()])
             .args(["--cluster-id", &self.cluster_id])
             .args(&self.extra_args)
+            .args(&tls_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
@@ -228,6 +353,7 @@ impl Cluster {
             api: free_addr(ip),
             data_dir: self.root.join(format!("master-{id}")),
             join: true,
+            tls: self.tls.is_some(),
         };
         self.masters.insert(
             id,
@@ -346,18 +472,16 @@ impl Cluster {
 
     /// `GET /cluster` of master `id`.
     pub async fn status(&self, id: u64) -> Option<Value> {
-        let client = reqwest::Client::builder()
+        let client = self
+            .client_builder()
             .timeout(Duration::from_millis(500))
             .build()
             .ok()?;
-        client
-            .get(format!("{}/cluster", self.url(id)))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()
+        let mut req = client.get(format!("{}/cluster", self.url(id)));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.ok()?.json().await.ok()
     }
 
     /// Waits until a running master reports itself leader and every other running voter

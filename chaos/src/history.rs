@@ -131,3 +131,45 @@ pub struct WatchLog {
     pub watcher: u32,
     pub segments: Vec<WatchSegment>,
 }
+
+/// One scale of the replication controller (`PATCH .../scale` with the version just read as a
+/// precondition), by the single scaler client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScaleOp {
+    /// The desired replicas asked for.
+    pub replicas: i64,
+    /// The controller's resource version the scale was conditioned on.
+    pub expected_rv: String,
+    pub invoke_us: u64,
+    pub complete_us: u64,
+    pub outcome: Outcome,
+    pub code: Option<u16>,
+}
+
+/// Where a binding observation came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BindingSource {
+    /// A (linearizable) list of the pods watcher.
+    List,
+    /// A watch event.
+    Watch,
+    /// The final list after healing.
+    Final,
+}
+
+/// A pod as the pods watcher (or a list) saw it at one resource version: which node it was
+/// bound to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingObs {
+    pub uid: String,
+    /// `namespace/name`.
+    pub pod: String,
+    /// `spec.nodeName` (empty: not bound).
+    pub node: String,
+    /// The object's resource version.
+    pub rv: u64,
+    pub phase: String,
+    pub t_us: u64,
+    pub source: BindingSource,
+}

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! keelson-chaos --masters 3 --duration 60s --seed 7 --report chaos.json \
-//!     --faults kill-leader,kill-minority,kill-all,pause-leader,partition-leader
+//!     --faults kill-leader,kill-minority,kill-all,pause-leader,partition-leader --controllers
 //! ```
 //!
 //! Prints a summary, writes the report (JSON), the histories (`*.history.json`) and a timeline
@@ -57,6 +57,17 @@ struct Args {
     /// Register clients.
     #[arg(long, default_value_t = 4)]
     clients: u32,
+    /// The controller workload: hollow agents run the seed's replication controller, which is
+    /// scaled during the campaign; checks exact replica counts after the heal and that no pod
+    /// was bound twice.
+    #[arg(long)]
+    controllers: bool,
+    /// Hollow agents of the controller workload.
+    #[arg(long, default_value_t = 3)]
+    agents: u32,
+    /// Values the controller is scaled between, e.g. `1,2,3,4`.
+    #[arg(long, default_value = "1,2,3,4", value_delimiter = ',')]
+    scale_values: Vec<i64>,
     /// Keep the masters' data and logs here (default: a temporary directory).
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -114,6 +125,12 @@ fn config(a: &Args) -> Result<Config, String> {
         gap: parse_range(&a.gap)?,
     };
     cfg.register_clients = a.clients;
+    cfg.controllers = a.controllers;
+    cfg.agents = a.agents.max(1);
+    if a.scale_values.len() < 2 || a.scale_values.iter().any(|v| *v < 0) {
+        return Err("--scale-values needs at least two values, none negative".into());
+    }
+    cfg.scale_values = a.scale_values.clone();
     cfg.work_dir = a.work_dir.clone();
     cfg.verbose = !a.quiet;
     cfg.local_reads = a.local_reads;

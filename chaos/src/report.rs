@@ -8,9 +8,14 @@ use serde::Serialize;
 
 use crate::campaign::{self, Config, FaultRecord};
 use crate::checker::appends::AppendStats;
+use crate::checker::controller::{BindingStats, ControllerFinal};
 use crate::checker::linear::KeyResult;
-use crate::checker::{self, Violation};
-use crate::history::{AppendOp, LeaderSample, Outcome, RegKind, RegisterOp, WatchLog};
+use crate::checker::{self, FinalState, Invariant, Violation};
+use crate::history::{
+    AppendOp, BindingObs, BindingSource, LeaderSample, Outcome, RegKind, RegisterOp, ScaleOp,
+    WatchLog,
+};
+use crate::objects::PodWatchLog;
 
 /// Everything recorded during a campaign.
 #[derive(Debug, Default, Serialize)]
@@ -20,6 +25,33 @@ pub struct Histories {
     pub leaders: Vec<LeaderSample>,
     pub watches: Vec<WatchLog>,
     pub faults: Vec<FaultRecord>,
+    /// Scales of the replication controller (controller workload).
+    pub scales: Vec<ScaleOp>,
+    /// Every pod binding observed (controller workload).
+    pub bindings: Vec<BindingObs>,
+}
+
+/// What the controller invariants looked at.
+#[derive(Debug, Default, Serialize)]
+pub struct ControllerChecked {
+    /// `namespace/name`.
+    pub controller: String,
+    pub agents: u32,
+    /// Scale outcomes: `ok`/`fail`/`info` → count.
+    pub scales: BTreeMap<&'static str, usize>,
+    /// Values `spec.replicas` could end at (last acknowledged scale, indeterminate ones after).
+    pub acceptable_replicas: Vec<i64>,
+    /// `spec.replicas` at the end.
+    pub final_replicas: Option<i64>,
+    pub status_replicas: Option<i64>,
+    /// Pods counted towards the controller at the end (not terminal).
+    pub live_pods: usize,
+    pub running_pods: usize,
+    /// Heal → exact count, seconds (`None`: not within `bound_s`).
+    pub converged_after_s: Option<f64>,
+    pub bound_s: f64,
+    pub bindings: BindingStats,
+    pub pod_watch: PodWatchLog,
 }
 
 /// What the checkers looked at.
@@ -38,6 +70,8 @@ pub struct Checked {
     /// Watches ended by `ERROR`/410 (the watcher re-listed).
     pub relists: usize,
     pub final_keys: usize,
+    /// The controller workload, when it ran.
+    pub controller: Option<ControllerChecked>,
 }
 
 /// Nearest-rank percentiles, in milliseconds.
@@ -96,6 +130,9 @@ pub struct Report {
     /// Latency of acknowledged operations.
     pub latency_ms: Percentiles,
     pub checked: Checked,
+    /// Controller workload: heal of the last fault → the controller back at its exact count
+    /// (`None`: not within the bound, or the workload did not run).
+    pub controller_converged_after_s: Option<f64>,
     pub fault_log: Vec<FaultRecord>,
     /// The timeline picture, once written.
     pub timeline: Option<PathBuf>,
@@ -213,6 +250,36 @@ impl Report {
             self.latency_ms.p50,
             self.latency_ms.p99
         );
+        if let Some(c) = &self.checked.controller {
+            let n = |k: &str| c.scales.get(k).copied().unwrap_or(0);
+            let _ = writeln!(
+                s,
+                "  controller {} on {} hollow agents: {} scales (ok {}, fail {}, info {}), spec.replicas {:?} (allowed {:?}), {} live pods ({} running), status.replicas {:?}, exact {} after the heal",
+                c.controller,
+                c.agents,
+                n("ok") + n("fail") + n("info"),
+                n("ok"),
+                n("fail"),
+                n("info"),
+                c.final_replicas,
+                c.acceptable_replicas,
+                c.live_pods,
+                c.running_pods,
+                c.status_replicas,
+                c.converged_after_s
+                    .map_or(format!("NOT within {:.0}s", c.bound_s), |t| format!("{t:.1}s"))
+            );
+            let _ = writeln!(
+                s,
+                "  bindings: {} observations of {} pods ({} bound, on {} nodes), {} pod watches, {} lists",
+                c.bindings.observations,
+                c.bindings.pods,
+                c.bindings.bound,
+                c.bindings.nodes,
+                c.pod_watch.segments,
+                c.pod_watch.lists
+            );
+        }
         for u in &self.unknown {
             let _ = writeln!(s, "  UNKNOWN {u}");
         }
@@ -220,7 +287,7 @@ impl Report {
             let _ = writeln!(s, "  no violations");
         }
         for v in &self.violations {
-            let _ = writeln!(s, "  VIOLATION [{}] {}", v.checker, v.message);
+            let _ = writeln!(s, "  VIOLATION [{}] {}", v.label(), v.message);
         }
         s
     }
@@ -303,8 +370,8 @@ fn latencies(h: &Histories) -> impl Iterator<Item = (u64, u64, Outcome)> + '_ {
 }
 
 /// The known-bad history the checker must reject (`keelson-chaos --self-check`): a stale read
-/// after an indeterminate write that a read proved applied, a lost acknowledged create and two
-/// leaders in one term.
+/// after an indeterminate write that a read proved applied, a lost acknowledged create, two
+/// leaders in one term, a pod bound to two nodes, and a controller with a pod too many.
 pub fn self_check() -> Report {
     let op = |kind, value: Option<&str>, rv, t: (u64, u64), outcome| RegisterOp {
         client: 0,
@@ -356,8 +423,54 @@ pub fn self_check() -> Report {
     r.violations
         .extend(checker::appends::check(&h.appends, &Default::default()).0);
     r.violations.extend(checker::leaders::check(&h.leaders));
+    let fin = FinalState {
+        controller: Some(bad_controller()),
+        ..FinalState::default()
+    };
+    for inv in [
+        &checker::controller::ReplicaCount as &dyn Invariant,
+        &checker::controller::BoundOnce,
+    ] {
+        r.violations.extend(inv.check(&fin));
+    }
     r.summarize(&h);
     r
+}
+
+/// A controller at 2 replicas with 3 live pods, one of which was seen on two nodes.
+fn bad_controller() -> ControllerFinal {
+    let pod = |name: &str, node: &str| {
+        serde_json::json!({"metadata": {"name": name, "namespace": "default", "uid": name,
+            "labels": {"name": "mysite"},
+            "ownerReferences": [{"kind": "ReplicationController", "uid": "rc", "controller": true}]},
+            "spec": {"nodeName": node}, "status": {"phase": "Running"}})
+    };
+    let seen = |uid: &str, node: &str, rv: u64| BindingObs {
+        uid: uid.into(),
+        pod: format!("default/{uid}"),
+        node: node.into(),
+        rv,
+        phase: "Running".into(),
+        t_us: rv,
+        source: BindingSource::Watch,
+    };
+    ControllerFinal {
+        namespace: "default".into(),
+        name: "mysiteController".into(),
+        rc: Some(serde_json::json!({
+            "metadata": {"name": "mysiteController", "namespace": "default", "uid": "rc"},
+            "spec": {"replicas": 2, "selector": {"name": "mysite"}},
+            "status": {"replicas": 2}})),
+        pods: vec![pod("a", "n1"), pod("b", "n2"), pod("c", "n2")],
+        acceptable: [2].into(),
+        bindings: vec![
+            seen("a", "n1", 10),
+            seen("b", "n2", 11),
+            seen("a", "n2", 12),
+        ],
+        converged_after_s: None,
+        bound_s: 30.0,
+    }
 }
 
 const W: f64 = 1200.0;
@@ -390,6 +503,7 @@ pub fn timeline_svg(h: &Histories, duration_s: f64) -> String {
         end_us as f64 / 1e6
     );
     svg_faults(&mut s, h, &x);
+    svg_scales(&mut s, h, &x);
     svg_leaders(&mut s, h, &masters, &x);
     svg_latencies(&mut s, h, lat_top, &x);
     for sec in (0..=(end_us / 1_000_000)).step_by(((end_us / 10_000_000).max(1)) as usize) {
@@ -419,6 +533,26 @@ fn svg_faults(s: &mut String, h: &Histories, x: &impl Fn(u64) -> f64) {
             f.failover_ms.map(|m| m.round()),
             if i % 2 == 0 { 27 } else { 60 },
             f.kind.name()
+        );
+    }
+}
+
+/// Scales of the controller as ticks under the fault bands (green ok, orange fail, red
+/// indeterminate), the new replica count on hover.
+fn svg_scales(s: &mut String, h: &Histories, x: &impl Fn(u64) -> f64) {
+    for o in &h.scales {
+        let color = match o.outcome {
+            Outcome::Ok => "#4e9a06",
+            Outcome::Fail => "#f57900",
+            Outcome::Info => "#cc0000",
+        };
+        let _ = writeln!(
+            s,
+            r#"<rect x="{:.1}" y="52" width="2" height="8" fill="{color}"><title>scale to {} at {:.1}s ({:?})</title></rect>"#,
+            x(o.invoke_us),
+            o.replicas,
+            o.invoke_us as f64 / 1e6,
+            o.outcome
         );
     }
 }

@@ -13,8 +13,8 @@ use rand::{Rng, SeedableRng};
 
 use crate::client::{Kv, KvError};
 use crate::history::{
-    AppendOp, LeaderSample, Outcome, RegKind, RegisterOp, SegmentStart, WatchEvent, WatchLog,
-    WatchSegment,
+    AppendOp, BindingObs, LeaderSample, Outcome, RegKind, RegisterOp, ScaleOp, SegmentStart,
+    WatchEvent, WatchLog, WatchSegment,
 };
 
 /// The prefix every workload key lives under.
@@ -43,6 +43,14 @@ pub struct Shared {
     pub registers: Mutex<Vec<RegisterOp>>,
     pub appends: Mutex<Vec<AppendOp>>,
     pub leaders: Mutex<Vec<LeaderSample>>,
+    /// Controller workload: set when the scaler must stop.
+    pub stop_scale: AtomicBool,
+    /// The pods watcher stops once it has seen this version (`u64::MAX`: not known yet).
+    pub pod_watch_target: AtomicU64,
+    /// Set when the pods watcher must give up.
+    pub stop_pod_watch: AtomicBool,
+    pub scales: Mutex<Vec<ScaleOp>>,
+    pub bindings: Mutex<Vec<BindingObs>>,
 }
 
 impl Shared {
@@ -59,6 +67,11 @@ impl Shared {
             registers: Mutex::new(Vec::new()),
             appends: Mutex::new(Vec::new()),
             leaders: Mutex::new(Vec::new()),
+            stop_scale: AtomicBool::new(false),
+            pod_watch_target: AtomicU64::new(u64::MAX),
+            stop_pod_watch: AtomicBool::new(false),
+            scales: Mutex::new(Vec::new()),
+            bindings: Mutex::new(Vec::new()),
         })
     }
 

@@ -29,9 +29,34 @@ pub struct Masters {
 }
 
 impl Masters {
-    pub fn new(urls: Vec<String>, token: Option<String>) -> anyhow::Result<Self> {
+    /// `ca_file`: PEM CA certificate(s) trusted for `https://` masters, besides the usual roots.
+    pub fn new(
+        urls: Vec<String>,
+        token: Option<String>,
+        ca_file: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
         if urls.is_empty() {
             anyhow::bail!("--masters needs at least one URL");
+        }
+        let mut http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .connect_timeout(Duration::from_secs(1));
+        let mut streaming = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_keepalive(Duration::from_secs(10));
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("read --ca-file {}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("--ca-file {}", path.display()))?;
+            if certs.is_empty() {
+                anyhow::bail!("--ca-file {} holds no PEM certificate", path.display());
+            }
+            for cert in certs {
+                http = http.add_root_certificate(cert.clone());
+                streaming = streaming.add_root_certificate(cert);
+            }
         }
         let urls = urls
             .into_iter()
@@ -41,14 +66,8 @@ impl Masters {
             urls: Arc::new(urls),
             preferred: Arc::new(AtomicUsize::new(0)),
             token,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(15))
-                .connect_timeout(Duration::from_secs(1))
-                .build()?,
-            streaming: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(1))
-                .tcp_keepalive(Duration::from_secs(10))
-                .build()?,
+            http: http.build()?,
+            streaming: streaming.build()?,
         })
     }
 
@@ -73,6 +92,27 @@ impl Masters {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, Error> {
+        self.request(method, path, body, "application/json").await
+    }
+
+    /// A JSON merge patch (RFC 7386) to the first master that answers.
+    pub async fn merge_patch(&self, path: &str, patch: &Value) -> Result<Value, Error> {
+        self.request(
+            reqwest::Method::PATCH,
+            path,
+            Some(patch),
+            "application/merge-patch+json",
+        )
+        .await
+    }
+
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        content_type: &str,
+    ) -> Result<Value, Error> {
         let mut last = String::new();
         for i in self.order() {
             let mut req = self.auth(
@@ -80,7 +120,9 @@ impl Masters {
                     .request(method.clone(), format!("{}{}", self.urls[i], path)),
             );
             if let Some(b) = body {
-                req = req.json(b);
+                req = req
+                    .header(reqwest::header::CONTENT_TYPE, content_type)
+                    .body(serde_json::to_vec(b).unwrap_or_default());
             }
             match req.send().await {
                 Ok(resp) => {

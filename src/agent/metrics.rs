@@ -25,6 +25,25 @@ pub struct AgentMetrics {
     pub status_writes: IntCounterVec,
     pub status_write_seconds: Histogram,
     pub runtime_seconds: HistogramVec,
+    pub container_starts: IntCounter,
+    pub container_restarts: IntCounter,
+    pub image_pull_failures: IntCounter,
+    /// Service proxy: connections accepted, by service (`namespace/name`).
+    pub proxy_connections: IntCounterVec,
+    /// Service proxy: connections open (accepted, not yet closed), by service.
+    pub proxy_active_connections: IntGaugeVec,
+    /// Service proxy: bytes forwarded, by service and direction (`in`: client to endpoint,
+    /// `out`: endpoint to client).
+    pub proxy_bytes: IntCounterVec,
+    /// Service proxy: failed attempts to connect to an endpoint, by service.
+    pub proxy_endpoint_failures: IntCounterVec,
+    /// Service proxy: accepted connections closed without being forwarded, by service and
+    /// reason (`no_endpoints`, `endpoints_unreachable`).
+    pub proxy_rejected: IntCounterVec,
+    /// Service proxy: listeners open (one per TCP service port).
+    pub proxy_listeners: IntGauge,
+    /// Service proxy: attempts to open a listener that failed (port taken, address missing).
+    pub proxy_listen_failures: IntCounter,
     /// Phase of every pod bound to this node, by `namespace/name`.
     phases: Mutex<HashMap<String, String>>,
 }
@@ -93,6 +112,71 @@ impl AgentMetrics {
                 &["operation"],
             )
             .expect("metric"),
+            proxy_connections: IntCounterVec::new(
+                Opts::new(
+                    "keelson_agent_proxy_connections_total",
+                    "Connections the service proxy accepted, by service.",
+                ),
+                &["service"],
+            )
+            .expect("metric"),
+            proxy_active_connections: IntGaugeVec::new(
+                Opts::new(
+                    "keelson_agent_proxy_active_connections",
+                    "Connections open through the service proxy, by service.",
+                ),
+                &["service"],
+            )
+            .expect("metric"),
+            proxy_bytes: IntCounterVec::new(
+                Opts::new(
+                    "keelson_agent_proxy_bytes_total",
+                    "Bytes the service proxy forwarded, by service and direction (in: client to endpoint, out: endpoint to client).",
+                ),
+                &["service", "direction"],
+            )
+            .expect("metric"),
+            proxy_endpoint_failures: IntCounterVec::new(
+                Opts::new(
+                    "keelson_agent_proxy_endpoint_connect_failures_total",
+                    "Failed attempts of the service proxy to connect to an endpoint, by service.",
+                ),
+                &["service"],
+            )
+            .expect("metric"),
+            proxy_rejected: IntCounterVec::new(
+                Opts::new(
+                    "keelson_agent_proxy_connections_rejected_total",
+                    "Accepted connections closed without being forwarded, by service and reason (no_endpoints, endpoints_unreachable).",
+                ),
+                &["service", "reason"],
+            )
+            .expect("metric"),
+            proxy_listeners: IntGauge::new(
+                "keelson_agent_proxy_listeners",
+                "Listeners the service proxy has open (one per TCP service port).",
+            )
+            .expect("metric"),
+            proxy_listen_failures: IntCounter::new(
+                "keelson_agent_proxy_listen_failures_total",
+                "Attempts of the service proxy to open a listener that failed (e.g. port taken).",
+            )
+            .expect("metric"),
+            container_starts: IntCounter::new(
+                "keelson_agent_container_starts_total",
+                "Containers the runtime created and started (sandboxes included).",
+            )
+            .expect("metric"),
+            container_restarts: IntCounter::new(
+                "keelson_agent_container_restarts_total",
+                "Containers restarted by the pod's restart policy after they exited.",
+            )
+            .expect("metric"),
+            image_pull_failures: IntCounter::new(
+                "keelson_agent_image_pull_failures_total",
+                "Image pulls that failed (the pod reports ErrImagePull).",
+            )
+            .expect("metric"),
             phases: Mutex::new(HashMap::new()),
             registry,
         };
@@ -110,13 +194,30 @@ impl AgentMetrics {
             .expect("register");
         reg.register(Box::new(m.runtime_seconds.clone()))
             .expect("register");
+        for c in [&m.container_starts, &m.container_restarts, &m.image_pull_failures] {
+            reg.register(Box::new(c.clone())).expect("register");
+        }
+        reg.register(Box::new(m.proxy_connections.clone()))
+            .expect("register");
+        reg.register(Box::new(m.proxy_active_connections.clone()))
+            .expect("register");
+        reg.register(Box::new(m.proxy_bytes.clone()))
+            .expect("register");
+        reg.register(Box::new(m.proxy_endpoint_failures.clone()))
+            .expect("register");
+        reg.register(Box::new(m.proxy_rejected.clone()))
+            .expect("register");
+        reg.register(Box::new(m.proxy_listeners.clone()))
+            .expect("register");
+        reg.register(Box::new(m.proxy_listen_failures.clone()))
+            .expect("register");
         for p in PHASES {
             m.pods.with_label_values(&[p]).set(0);
         }
         for r in ["ok", "conflict", "not_found", "error"] {
             m.status_writes.with_label_values(&[r]);
         }
-        for op in ["desired_status", "forget"] {
+        for op in ["desired_status"] {
             m.runtime_seconds.with_label_values(&[op]);
         }
         m
@@ -154,25 +255,47 @@ impl AgentMetrics {
         self.status_write_seconds.observe(took.as_secs_f64());
     }
 
-    /// Records the phase of a pod bound to this node (`None`: it was deleted).
-    pub fn pod_phase(&self, key: String, phase: Option<&str>) {
-        let mut phases = self.phases.lock().unwrap_or_else(|e| e.into_inner());
-        match phase {
-            Some(p) => {
-                let p = if p.is_empty() { "Pending" } else { p };
-                phases.insert(key, p.to_string());
-            }
-            None => {
-                phases.remove(&key);
-            }
+    /// The proxy metrics of one service (`namespace/name`), its series created at 0.
+    pub fn proxy_service(&self, service: &str) -> ProxyServiceMetrics {
+        ProxyServiceMetrics {
+            accepted: self.proxy_connections.with_label_values(&[service]),
+            active: self.proxy_active_connections.with_label_values(&[service]),
+            bytes_in: self.proxy_bytes.with_label_values(&[service, "in"]),
+            bytes_out: self.proxy_bytes.with_label_values(&[service, "out"]),
+            endpoint_failures: self.proxy_endpoint_failures.with_label_values(&[service]),
+            no_endpoints: self
+                .proxy_rejected
+                .with_label_values(&[service, "no_endpoints"]),
+            unreachable: self
+                .proxy_rejected
+                .with_label_values(&[service, "endpoints_unreachable"]),
         }
-        self.publish(&phases);
     }
 
-    /// A new pod watch starts over from a full listing: forget what the last one said.
-    pub fn reset_pods(&self) {
+    /// A service the proxy no longer serves: drop its series (connections still open keep
+    /// counting into handles that are no longer exported).
+    pub fn forget_proxy_service(&self, service: &str) {
+        let _ = self.proxy_connections.remove_label_values(&[service]);
+        let _ = self
+            .proxy_active_connections
+            .remove_label_values(&[service]);
+        for d in ["in", "out"] {
+            let _ = self.proxy_bytes.remove_label_values(&[service, d]);
+        }
+        let _ = self.proxy_endpoint_failures.remove_label_values(&[service]);
+        for r in ["no_endpoints", "endpoints_unreachable"] {
+            let _ = self.proxy_rejected.remove_label_values(&[service, r]);
+        }
+    }
+
+    /// Replaces the pods bound to this node: `namespace/name` → phase.
+    pub fn set_pods(&self, pods: impl Iterator<Item = (String, String)>) {
         let mut phases = self.phases.lock().unwrap_or_else(|e| e.into_inner());
         phases.clear();
+        for (key, phase) in pods {
+            let phase = if phase.is_empty() { "Pending".to_string() } else { phase };
+            phases.insert(key, phase);
+        }
         self.publish(&phases);
     }
 
@@ -185,4 +308,16 @@ impl AgentMetrics {
             self.pods.with_label_values(&[p]).set(n);
         }
     }
+}
+
+/// The proxy metrics of one service, resolved once per listener.
+#[derive(Clone)]
+pub struct ProxyServiceMetrics {
+    pub accepted: IntCounter,
+    pub active: IntGauge,
+    pub bytes_in: IntCounter,
+    pub bytes_out: IntCounter,
+    pub endpoint_failures: IntCounter,
+    pub no_endpoints: IntCounter,
+    pub unreachable: IntCounter,
 }

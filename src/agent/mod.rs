@@ -5,15 +5,23 @@
 //! writes, the leader for heartbeats); it never touches RocksDB.
 
 mod client;
+pub mod docker;
 mod http;
+pub mod images;
 pub mod metrics;
+pub mod proxy;
 pub mod runtime;
 
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
 use serde_json::{json, Value};
+use tokio::sync::Notify;
 
 use client::Masters;
 
@@ -32,6 +40,9 @@ pub struct AgentArgs {
     /// Bearer token for the masters' API.
     #[arg(long, env = "KEELSON_TOKEN")]
     pub token: Option<String>,
+    /// PEM CA certificate(s) to trust for `https://` masters (`keelson up`'s `DATA_DIR/ca.crt`).
+    #[arg(long)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// How pods run: `docker` (real containers) or `hollow` (nothing runs; pods are reported
     /// running — for scale tests).
     #[arg(long, default_value = "docker")]
@@ -51,33 +62,87 @@ pub struct AgentArgs {
     /// Interval between heartbeats.
     #[arg(long, default_value_t = 1000)]
     pub heartbeat_ms: u64,
-    /// Where the agent serves /metrics, /healthz, /livez and /readyz (default `<--address>:10250`).
+    /// Where the agent serves /metrics, /healthz, /livez, /readyz and container logs (default
+    /// `<--address>:10250`).
     #[arg(long)]
     pub api_addr: Option<String>,
+    /// Where the agent keeps pods' `emptyDir` volumes (default: a folder named after the node in
+    /// the system's temporary directory).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// A static busybox to build the `keelson/pause` image from when the engine lacks it.
+    #[arg(long, default_value = images::DEFAULT_BUSYBOX)]
+    pub busybox: PathBuf,
+}
+
+/// How this agent runs pods.
+#[derive(Clone)]
+enum Runtime {
+    Hollow(Arc<runtime::Hollow>),
+    Docker(Arc<docker::DockerRuntime>),
 }
 
 /// Runs the agent until SIGTERM or Ctrl-C.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let stop = crate::master::shutdown_signal();
-    let runtime: Box<dyn runtime::Runtime> = match args.runtime.as_str() {
-        "hollow" => Box::new(runtime::Hollow::new(&args.name)),
-        "docker" => bail!("--runtime docker: the Docker runtime is not part of this build yet; use --runtime hollow"),
+    // Docker first: without an engine the agent says so at once, before touching the masters.
+    let engine = match args.runtime.as_str() {
+        "hollow" => None,
+        "docker" => {
+            let engine = docker::connect().await?;
+            let built = images::ensure(&engine, &args.busybox, false, false)
+                .await
+                .context("build the keelson/pause image")?;
+            for image in built {
+                tracing::info!("built {image} from {}", args.busybox.display());
+            }
+            Some(engine)
+        }
         other => bail!("--runtime {other}: expected docker or hollow"),
     };
-    let masters = Masters::new(args.masters.clone(), args.token.clone())?;
+    let masters = Masters::new(
+        args.masters.clone(),
+        args.token.clone(),
+        args.ca_file.as_deref(),
+    )?;
+    let runtime = match engine {
+        None => Runtime::Hollow(Arc::new(runtime::Hollow::new(&args.name))),
+        Some(engine) => {
+            let data_dir = args.data_dir.clone().unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("keelson-agent-{}", args.name))
+            });
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("create --data-dir {}", data_dir.display()))?;
+            let cluster = cluster_id(&masters).await?;
+            Runtime::Docker(Arc::new(docker::DockerRuntime::new(
+                engine,
+                &cluster,
+                &args.name,
+                &args.address,
+                &data_dir,
+            )))
+        }
+    };
+    let logs = match &runtime {
+        Runtime::Docker(d) => Some(d.clone()),
+        Runtime::Hollow(_) => None,
+    };
     // An explicit --api-addr must be served; the default may be taken (several agents on one
     // address, as in tests and benchmarks): then the agent runs without its HTTP server.
-    let http = match &args.api_addr {
-        Some(addr) => Some(http::serve(addr).await?),
-        None => match http::serve(&format!("{}:10250", args.address)).await {
-            Ok(h) => Some(h),
+    let (http, api_port) = match &args.api_addr {
+        Some(addr) => {
+            let (h, port) = http::serve(addr, logs).await?;
+            (Some(h), Some(port))
+        }
+        None => match http::serve(&format!("{}:10250", args.address), logs).await {
+            Ok((h, port)) => (Some(h), Some(port)),
             Err(e) => {
-                tracing::warn!("{e:#}; running without /metrics and health endpoints");
-                None
+                tracing::warn!("{e:#}; running without /metrics, health and log endpoints");
+                (None, None)
             }
         },
     };
-    register(&masters, &args)
+    register(&masters, &args, api_port)
         .await
         .context("register the node")?;
     tracing::info!(node = %args.name, runtime = %args.runtime, "agent running");
@@ -86,17 +151,56 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         args.name.clone(),
         Duration::from_millis(args.heartbeat_ms),
     ));
-    let pods = tokio::spawn(sync_pods_forever(masters.clone(), args.clone(), runtime));
+    let cache = Arc::new(PodCache::default());
+    let watch = tokio::spawn(watch_pods_forever(
+        masters.clone(),
+        args.name.clone(),
+        cache.clone(),
+    ));
+    // The service proxy runs where pods run; hollow nodes (thousands in scale tests) skip it
+    // and the two watches it holds.
+    let proxy = match &runtime {
+        Runtime::Docker(_) => Some(tokio::spawn(proxy::run(
+            masters.clone(),
+            args.address.clone(),
+        ))),
+        Runtime::Hollow(_) => None,
+    };
+    let pods = tokio::spawn(sync_pods_forever(
+        masters.clone(),
+        args.address.clone(),
+        cache,
+        runtime,
+    ));
     stop.await;
     beats.abort();
+    watch.abort();
     pods.abort();
+    if let Some(p) = proxy {
+        p.abort();
+    }
     if let Some(h) = http {
         h.abort();
     }
     Ok(())
 }
 
-fn node_object(args: &AgentArgs) -> Value {
+/// The cluster's id, which scopes the containers this agent owns on a shared engine.
+async fn cluster_id(masters: &Masters) -> anyhow::Result<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match masters.send(reqwest::Method::GET, "/cluster", None).await {
+            Ok(v) => return Ok(v["cluster_id"].as_str().unwrap_or("").to_string()),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(anyhow::anyhow!("ask the masters for the cluster id: {e}"))
+            }
+            Err(e) => tracing::warn!("cluster id: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn node_object(args: &AgentArgs, api_port: Option<u16>) -> Value {
     let labels: serde_json::Map<String, Value> = args
         .labels
         .iter()
@@ -106,7 +210,7 @@ fn node_object(args: &AgentArgs) -> Value {
         .collect();
     let capacity =
         json!({"cpu": args.cpu, "memory": args.memory, "pods": args.max_pods.to_string()});
-    json!({
+    let mut node = json!({
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {"name": args.name, "labels": labels},
@@ -117,12 +221,17 @@ fn node_object(args: &AgentArgs) -> Value {
             "addresses": [{"type": "InternalIP", "address": args.address}, {"type": "Hostname", "address": args.name}],
             "nodeInfo": {"kubeletVersion": format!("keelson-v{}", env!("CARGO_PKG_VERSION")), "containerRuntimeVersion": args.runtime},
         },
-    })
+    });
+    if let Some(port) = api_port {
+        // Where masters fetch container logs (kubelet's field for it).
+        node["status"]["daemonEndpoints"] = json!({"kubeletEndpoint": {"Port": port}});
+    }
+    node
 }
 
 /// Creates the Node, or refreshes its capacity and addresses if it exists.
-async fn register(masters: &Masters, args: &AgentArgs) -> anyhow::Result<()> {
-    let node = node_object(args);
+async fn register(masters: &Masters, args: &AgentArgs, api_port: Option<u16>) -> anyhow::Result<()> {
+    let node = node_object(args, api_port);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         match masters
@@ -134,10 +243,9 @@ async fn register(masters: &Masters, args: &AgentArgs) -> anyhow::Result<()> {
                 // Known node (a restart): keep its conditions, refresh what we report.
                 let path = format!("/api/v1/nodes/{}/status", args.name);
                 let mut current = masters.send(reqwest::Method::GET, &path, None).await?;
-                current["status"]["capacity"] = node["status"]["capacity"].clone();
-                current["status"]["allocatable"] = node["status"]["allocatable"].clone();
-                current["status"]["addresses"] = node["status"]["addresses"].clone();
-                current["status"]["nodeInfo"] = node["status"]["nodeInfo"].clone();
+                for field in ["capacity", "allocatable", "addresses", "nodeInfo", "daemonEndpoints"] {
+                    current["status"][field] = node["status"][field].clone();
+                }
                 match masters
                     .send(reqwest::Method::PUT, &path, Some(&current))
                     .await
@@ -157,50 +265,200 @@ async fn register(masters: &Masters, args: &AgentArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Follows the pods bound to this node (list + watch, re-established on any failure) and lets
-/// the runtime bring each to its desired state, reporting status back.
-async fn sync_pods_forever(masters: Masters, args: AgentArgs, runtime: Box<dyn runtime::Runtime>) {
-    let selector = format!("spec.nodeName={}", args.name);
+/// The pods bound to this node, by uid, as the masters last told.
+#[derive(Default)]
+struct PodCache {
+    pods: Mutex<HashMap<String, Value>>,
+    /// Set once the first list arrived: before that, an empty cache means "unknown", not "none",
+    /// and nothing may be removed.
+    synced: AtomicBool,
+    changed: Notify,
+}
+
+impl PodCache {
+    fn snapshot(&self) -> HashMap<String, Value> {
+        self.pods.lock().unwrap().clone()
+    }
+}
+
+/// Follows the pods bound to this node: a list, then a watch from its resource version; both
+/// again after any failure, with backoff.
+async fn watch_pods_forever(masters: Masters, node: String, cache: Arc<PodCache>) {
+    let selector = urlencode(&format!("spec.nodeName={node}"));
     let mut backoff = Duration::from_millis(100);
     loop {
-        let path = format!(
-            "/api/v1/pods?watch=true&fieldSelector={}",
-            urlencode(&selector)
-        );
-        match masters.watch(&path).await {
-            Ok(mut events) => {
-                backoff = Duration::from_millis(100);
-                metrics::get().reset_pods();
-                while let Some(ev) = events.next().await {
-                    let key = pod_key(&ev["object"]);
-                    if ev["type"] == "ADDED" || ev["type"] == "MODIFIED" {
-                        let started = std::time::Instant::now();
-                        let desired = runtime.desired_status(&ev["object"], &args.address);
-                        metrics::get().observe_runtime("desired_status", started.elapsed());
-                        let phase = desired
-                            .as_ref()
-                            .unwrap_or(&ev["object"]["status"])
-                            .get("phase")
-                            .cloned();
-                        if let Some(status) = desired {
-                            report_status(&masters, &ev["object"], status).await;
+        match masters
+            .send(
+                reqwest::Method::GET,
+                &format!("/api/v1/pods?fieldSelector={selector}"),
+                None,
+            )
+            .await
+        {
+            Ok(list) => {
+                let rv = list["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                let pods: HashMap<String, Value> = list["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| (uid_of(p), p.clone()))
+                    .collect();
+                *cache.pods.lock().unwrap() = pods;
+                cache.synced.store(true, Ordering::SeqCst);
+                cache.changed.notify_one();
+                let path = format!(
+                    "/api/v1/pods?watch=true&allowWatchBookmarks=true&fieldSelector={selector}&resourceVersion={rv}"
+                );
+                if let Ok(mut events) = masters.watch(&path).await {
+                    backoff = Duration::from_millis(100);
+                    while let Some(ev) = events.next().await {
+                        let pod = &ev["object"];
+                        match ev["type"].as_str() {
+                            Some("ADDED" | "MODIFIED") => {
+                                cache.pods.lock().unwrap().insert(uid_of(pod), pod.clone());
+                            }
+                            Some("DELETED") => {
+                                cache.pods.lock().unwrap().remove(&uid_of(pod));
+                            }
+                            _ => continue,
                         }
-                        metrics::get().pod_phase(
-                            key,
-                            Some(phase.as_ref().and_then(Value::as_str).unwrap_or("")),
-                        );
-                    } else if ev["type"] == "DELETED" {
-                        let started = std::time::Instant::now();
-                        runtime.forget(&ev["object"]);
-                        metrics::get().observe_runtime("forget", started.elapsed());
-                        metrics::get().pod_phase(key, None);
+                        cache.changed.notify_one();
                     }
                 }
             }
-            Err(e) => tracing::debug!("pod watch: {e}"),
+            Err(e) => tracing::debug!("pod list: {e}"),
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+fn uid_of(pod: &Value) -> String {
+    pod["metadata"]["uid"].as_str().unwrap_or("").to_string()
+}
+
+fn phase_of(pod: &Value) -> &str {
+    pod.pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// Brings the runtime to the pods in the cache, on every change and (Docker) every second —
+/// which is how a container that died is noticed.
+async fn sync_pods_forever(
+    masters: Masters,
+    address: String,
+    cache: Arc<PodCache>,
+    runtime: Runtime,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Pods with a sync or removal under way, which the next passes leave alone.
+    let mut inflight: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    loop {
+        match &runtime {
+            Runtime::Hollow(_) => cache.changed.notified().await,
+            Runtime::Docker(_) => tokio::select! {
+                _ = cache.changed.notified() => {}
+                _ = tick.tick() => {}
+            },
+        }
+        if !cache.synced.load(Ordering::SeqCst) {
+            continue;
+        }
+        let desired = cache.snapshot();
+        metrics::get().set_pods(
+            desired
+                .values()
+                .map(|p| (pod_key(p), phase_of(p).to_string())),
+        );
+        match &runtime {
+            Runtime::Hollow(h) => {
+                for pod in desired.values() {
+                    let started = std::time::Instant::now();
+                    let status = h.desired_status(pod, &address);
+                    metrics::get().observe_runtime("desired_status", started.elapsed());
+                    if let Some(status) = status {
+                        report_status(&masters, pod, status).await;
+                    }
+                }
+            }
+            Runtime::Docker(d) => {
+                inflight.retain(|_, h| !h.is_finished());
+                let busy: HashSet<String> = inflight.keys().cloned().collect();
+                // Observed after `busy` was taken: a sync that finished meanwhile is seen whole.
+                let mut observed = match d.observe().await {
+                    Ok(o) => o,
+                    Err(e) => {
+                        tracing::warn!("list containers: {e}");
+                        continue;
+                    }
+                };
+                for (uid, pod) in &desired {
+                    if busy.contains(uid) {
+                        continue;
+                    }
+                    let containers = observed.remove(uid).unwrap_or_default();
+                    let (d, masters, pod) = (d.clone(), masters.clone(), pod.clone());
+                    let finished = matches!(phase_of(&pod), "Succeeded" | "Failed")
+                        || pod.pointer("/metadata/deletionTimestamp").is_some();
+                    let task = if finished {
+                        if !containers.iter().any(docker::Observed::running) {
+                            continue;
+                        }
+                        tokio::spawn(async move { d.stop_pod(containers).await })
+                    } else {
+                        tokio::spawn(async move {
+                            match d.sync_pod(&pod, containers).await {
+                                Ok(synced) => {
+                                    annotate(&masters, &pod, &synced.annotations).await;
+                                    report_status(&masters, &pod, synced.status).await;
+                                }
+                                Err(e) => tracing::warn!("pod {}: {e:#}", pod_key(&pod)),
+                            }
+                        })
+                    };
+                    inflight.insert(uid.clone(), task);
+                }
+                // Containers of pods no longer bound here (deleted): stop and remove them.
+                for (uid, containers) in observed {
+                    if busy.contains(&uid) {
+                        continue;
+                    }
+                    let d = d.clone();
+                    let key = uid.clone();
+                    inflight.insert(
+                        uid,
+                        tokio::spawn(async move {
+                            if let Err(e) = d.remove_pod(&key, containers).await {
+                                tracing::warn!("remove the containers of pod {key}: {e:#}");
+                            }
+                        }),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Records where other hosts reach the pod (annotations the endpoints controller reads), when
+/// they differ from what the pod holds.
+async fn annotate(masters: &Masters, pod: &Value, wanted: &std::collections::BTreeMap<String, String>) {
+    let current = &pod["metadata"]["annotations"];
+    if wanted.iter().all(|(k, v)| current[k].as_str() == Some(v)) {
+        return;
+    }
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
+    let name = pod["metadata"]["name"].as_str().unwrap_or("");
+    let patch = json!({"metadata": {"annotations": wanted}});
+    if let Err(e) = masters
+        .merge_patch(&format!("/api/v1/namespaces/{ns}/pods/{name}"), &patch)
+        .await
+    {
+        tracing::debug!("annotate {name}: {e}");
     }
 }
 

@@ -1,20 +1,10 @@
-//! How pods run on a node: the [`Runtime`] trait and its implementations.
-//!
-//! `hollow` starts nothing: every pod bound to the node is reported Running and Ready at once,
-//! with a made-up pod IP, like Kubemark's hollow kubelet. It serves scale tests of the control
-//! plane. The Docker runtime (bollard) is the node-agent issue's.
+//! The `hollow` runtime: it starts nothing. Every pod bound to the node is reported Running and
+//! Ready at once, with a made-up pod IP, like Kubemark's hollow kubelet. It serves scale tests of
+//! the control plane; real pods run on the Docker runtime (`super::docker`).
 
 use std::hash::{Hash, Hasher};
 
 use serde_json::{json, Value};
-
-/// A container runtime as the agent sees it.
-pub trait Runtime: Send + Sync {
-    /// Brings `pod` towards its spec and returns the status to report, if it should change.
-    fn desired_status(&self, pod: &Value, host_ip: &str) -> Option<Value>;
-    /// The pod was deleted: release what it held.
-    fn forget(&self, pod: &Value);
-}
 
 /// The runtime that runs nothing.
 pub struct Hollow {
@@ -42,8 +32,9 @@ fn fake_ip(uid: &str) -> String {
     )
 }
 
-impl Runtime for Hollow {
-    fn desired_status(&self, pod: &Value, host_ip: &str) -> Option<Value> {
+impl Hollow {
+    /// The status to report for `pod`, if it should change.
+    pub fn desired_status(&self, pod: &Value, host_ip: &str) -> Option<Value> {
         let phase = pod
             .pointer("/status/phase")
             .and_then(Value::as_str)
@@ -80,8 +71,6 @@ impl Runtime for Hollow {
             "containerStatuses": containers,
         }))
     }
-
-    fn forget(&self, _pod: &Value) {}
 }
 
 #[cfg(test)]

@@ -47,6 +47,8 @@ async fn add(
     }
     let api = if req.api.is_empty() || req.api.starts_with("http") {
         req.api
+    } else if s.tls {
+        format!("https://{}", req.api)
     } else {
         format!("http://{}", req.api)
     };

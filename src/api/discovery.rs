@@ -109,7 +109,7 @@ fn subresources(r: &ResourceInfo) -> Vec<Sub> {
         });
     }
     if r.kind == "Pod" {
-        // Served as a 503 until an agent reports container logs.
+        // Streamed from the agent of the pod's node (`api::logs`).
         subs.push(Sub {
             name: "log",
             group: "",

@@ -18,6 +18,7 @@ mod collection;
 mod discovery;
 mod fieldvalidation;
 mod kv;
+mod logs;
 mod metrics;
 mod openapi;
 mod patch;
@@ -53,6 +54,9 @@ pub struct ApiState {
     /// Test-only broken mode: the key/value surface serves "linearizable" reads from the local
     /// replica without a read barrier, so the chaos harness can prove it catches stale reads.
     pub unsafe_stale_reads: bool,
+    /// The API is served over HTTPS (`--tls-cert-file`): API addresses given as bare
+    /// `HOST:PORT` (adding a master) are `https://` ones.
+    pub tls: bool,
 }
 
 impl ApiState {
@@ -69,6 +73,7 @@ impl ApiState {
             metrics,
             tokens,
             unsafe_stale_reads: false,
+            tls: false,
         }
     }
 

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::fieldvalidation::{self, Directive};
 use super::status::parse_json;
-use super::{collection, table, watch, write};
+use super::{collection, logs, table, watch, write};
 use super::{ApiError, ApiState};
 use crate::registry::selectors::{FieldSelector, LabelSelector};
 use crate::registry::strategy;
@@ -161,6 +161,7 @@ pub async fn handle(
     method: Method,
     Path(rest): Path<String>,
     Query(p): Query<Params>,
+    Query(log_params): Query<logs::LogParams>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -187,12 +188,7 @@ pub async fn handle(
             })
         }
         (&Method::GET, Some(name), Some("log")) if t.info.kind == "Pod" => {
-            s.registry().get(t.info, ns, name, p.consistent()).await?;
-            Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                format!("logs of pod \"{name}\" are not available yet: no node agent serves container logs"),
-            ))
+            logs::pod_log(&s, t.info, ns, name, &log_params).await
         }
         (&Method::PUT, Some(name), sub @ (None | Some("status"))) => {
             let sub = subresource(&t, sub)?;

@@ -1,6 +1,6 @@
 //! Where `keelson ctl` finds the cluster (kubeconfig, `keelson up`'s data directory) and how it
-//! talks to it: HTTP with a bearer token, failing over between masters, errors as kubectl
-//! prints them.
+//! talks to it: HTTP(S) with a bearer token, trusting the cluster's CA, failing over between
+//! masters, errors as kubectl prints them.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -79,18 +79,24 @@ fn reason_of(code: reqwest::StatusCode) -> &'static str {
     }
 }
 
-/// The parts of a kubeconfig `keelson ctl` uses: the current context's server, token and
-/// namespace.
+/// The parts of a kubeconfig `keelson ctl` uses: the current context's server, its CA, token
+/// and namespace.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Kubeconfig {
     pub server: String,
+    /// The CA certificate(s), PEM: `certificate-authority-data`, or the file
+    /// `certificate-authority` names.
+    pub ca: Option<Vec<u8>>,
+    /// `insecure-skip-tls-verify`.
+    pub insecure: bool,
     pub token: Option<String>,
     pub namespace: Option<String>,
 }
 
 impl Kubeconfig {
     /// Parses kubeconfig text (YAML or JSON). The token is `user.token`, or the content of
-    /// `user.tokenFile` (relative to `base`).
+    /// `user.tokenFile`; the CA is `cluster.certificate-authority-data` (base64 PEM), or the
+    /// file `cluster.certificate-authority` (files relative to `base`).
     pub fn parse(text: &str, base: &Path) -> anyhow::Result<Self> {
         let v: Value = serde_norway::from_str(text).context("not a valid kubeconfig")?;
         let named = |list: &str, name: &str| -> Option<Value> {
@@ -118,6 +124,11 @@ impl Kubeconfig {
             .ok_or_else(|| anyhow!("cluster {cluster_name:?} has no server"))?
             .trim_end_matches('/')
             .to_string();
+        let ca = ca_of(&cluster["cluster"], base)
+            .with_context(|| format!("cluster {cluster_name:?}"))?;
+        let insecure = cluster["cluster"]["insecure-skip-tls-verify"]
+            .as_bool()
+            .unwrap_or(false);
         let user = ctx["user"]
             .as_str()
             .and_then(|u| named("users", u))
@@ -137,6 +148,8 @@ impl Kubeconfig {
         };
         Ok(Kubeconfig {
             server,
+            ca,
+            insecure,
             token,
             namespace: ctx["namespace"]
                 .as_str()
@@ -154,6 +167,27 @@ impl Kubeconfig {
     }
 }
 
+/// The CA (PEM) of a kubeconfig cluster: `certificate-authority-data` (base64), or the file
+/// `certificate-authority` (relative to `base`).
+fn ca_of(cluster: &Value, base: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    use base64::Engine as _;
+    if let Some(data) = cluster["certificate-authority-data"].as_str() {
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .context("certificate-authority-data is not base64")?;
+        return Ok(Some(pem));
+    }
+    match cluster["certificate-authority"].as_str() {
+        Some(f) => {
+            let path = base.join(f);
+            let pem = std::fs::read(&path)
+                .with_context(|| format!("read certificate-authority {}", path.display()))?;
+            Ok(Some(pem))
+        }
+        None => Ok(None),
+    }
+}
+
 /// The first token of a `tokens.csv` file (`token,user,uid` lines).
 pub fn first_token(path: &Path) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
@@ -168,22 +202,27 @@ pub fn first_token(path: &Path) -> Option<String> {
 pub struct Target<'a> {
     pub server: Option<&'a str>,
     pub token: Option<&'a str>,
+    /// A PEM CA file to trust (`--certificate-authority`); overrides the kubeconfig's.
+    pub ca_file: Option<&'a Path>,
     pub kubeconfig: Option<&'a Path>,
     pub data_dir: &'a Path,
 }
 
-/// Where to send requests: servers in order of preference, the token and the namespace of the
-/// kubeconfig's context.
+/// Where to send requests: servers in order of preference, the CA to trust, the token and the
+/// namespace of the kubeconfig's context.
 #[derive(Debug, Clone, Default)]
 pub struct Resolved {
     pub servers: Vec<String>,
+    /// PEM CA certificate(s) trusted besides the usual roots.
+    pub ca: Option<Vec<u8>>,
+    pub insecure: bool,
     pub token: Option<String>,
     pub namespace: Option<String>,
 }
 
 /// Resolves the cluster: `--server`/`--token` override; then `--kubeconfig` or `KUBECONFIG`
 /// (the first existing file of a `:`-separated list); then `DATA_DIR/kubeconfig`, with the
-/// other masters of `DATA_DIR/cluster.json` as fallbacks; then `cluster.json` and
+/// other masters of `DATA_DIR/cluster.json` as fallbacks; then `cluster.json` (with its CA) and
 /// `tokens.csv` alone.
 pub fn resolve(t: &Target, kubeconfig_env: Option<&str>) -> anyhow::Result<Resolved> {
     let explicit: Option<PathBuf> = match (t.kubeconfig, kubeconfig_env) {
@@ -195,6 +234,8 @@ pub fn resolve(t: &Target, kubeconfig_env: Option<&str>) -> anyhow::Result<Resol
     if let Some(path) = explicit {
         let k = Kubeconfig::load(&path)?;
         r.servers.push(k.server);
+        r.ca = k.ca;
+        r.insecure = k.insecure;
         r.token = k.token;
         r.namespace = k.namespace;
     } else {
@@ -202,10 +243,17 @@ pub fn resolve(t: &Target, kubeconfig_env: Option<&str>) -> anyhow::Result<Resol
         if path.is_file() {
             let k = Kubeconfig::load(&path)?;
             r.servers.push(k.server);
+            r.ca = k.ca;
+            r.insecure = k.insecure;
             r.token = k.token;
             r.namespace = k.namespace;
         }
         if let Some(f) = ClusterFile::load(t.data_dir)? {
+            if let (None, Some(ca)) = (&r.ca, &f.ca_file) {
+                r.ca = Some(
+                    std::fs::read(ca).with_context(|| format!("read the CA {}", ca.display()))?,
+                );
+            }
             for m in f.masters {
                 if !r.servers.contains(&m.api) {
                     r.servers.push(m.api);
@@ -221,6 +269,9 @@ pub fn resolve(t: &Target, kubeconfig_env: Option<&str>) -> anyhow::Result<Resol
     }
     if let Some(tok) = t.token {
         r.token = Some(tok.to_string());
+    }
+    if let Some(ca) = t.ca_file {
+        r.ca = Some(std::fs::read(ca).with_context(|| format!("read {}", ca.display()))?);
     }
     if r.servers.is_empty() {
         bail!(
@@ -244,17 +295,33 @@ pub struct Client {
 pub type Body<'a> = Option<(&'a str, Vec<u8>)>;
 
 impl Client {
-    pub fn new(servers: Vec<String>, token: Option<String>) -> anyhow::Result<Self> {
+    /// A client of `servers` trusting the CA certificate(s) of `r` (besides the usual roots),
+    /// or any certificate if `r.insecure`.
+    pub fn new(r: Resolved) -> anyhow::Result<Self> {
+        let mut http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(90));
+        let mut streaming = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        if let Some(pem) = &r.ca {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .context("the certificate authority is not PEM")?;
+            if certs.is_empty() {
+                bail!("the certificate authority holds no PEM certificate");
+            }
+            for cert in certs {
+                http = http.add_root_certificate(cert.clone());
+                streaming = streaming.add_root_certificate(cert);
+            }
+        }
+        if r.insecure {
+            http = http.danger_accept_invalid_certs(true);
+            streaming = streaming.danger_accept_invalid_certs(true);
+        }
         Ok(Client {
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(Duration::from_secs(90))
-                .build()?,
-            streaming: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .build()?,
-            servers,
-            token,
+            http: http.build()?,
+            streaming: streaming.build()?,
+            servers: r.servers,
+            token: r.token,
         })
     }
 
@@ -393,7 +460,7 @@ pub fn enc(s: &str) -> String {
 mod tests {
     use super::*;
 
-    const KUBECONFIG: &str = "apiVersion: v1\nkind: Config\nclusters:\n- name: keelson\n  cluster:\n    server: http://127.0.0.1:6441/\nusers:\n- name: admin\n  user:\n    token: s3cret\ncontexts:\n- name: other\n  context:\n    cluster: nowhere\n- name: keelson\n  context:\n    cluster: keelson\n    user: admin\n    namespace: team\ncurrent-context: keelson\n";
+    const KUBECONFIG: &str = "apiVersion: v1\nkind: Config\nclusters:\n- name: keelson\n  cluster:\n    server: https://127.0.0.1:6441/\n    certificate-authority-data: LS0tLS1CRUdJTg==\nusers:\n- name: admin\n  user:\n    token: s3cret\ncontexts:\n- name: other\n  context:\n    cluster: nowhere\n- name: keelson\n  context:\n    cluster: keelson\n    user: admin\n    namespace: team\ncurrent-context: keelson\n";
 
     #[test]
     fn kubeconfig_current_context() {
@@ -401,7 +468,9 @@ mod tests {
         assert_eq!(
             k,
             Kubeconfig {
-                server: "http://127.0.0.1:6441".into(),
+                server: "https://127.0.0.1:6441".into(),
+                ca: Some(b"-----BEGIN".to_vec()),
+                insecure: false,
                 token: Some("s3cret".into()),
                 namespace: Some("team".into()),
             }

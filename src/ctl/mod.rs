@@ -36,6 +36,9 @@ pub struct CtlArgs {
     /// Bearer token; overrides the kubeconfig's.
     #[arg(long, env = "KEELSON_TOKEN", global = true)]
     pub token: Option<String>,
+    /// PEM CA certificate to trust for an `https://` server; overrides the kubeconfig's.
+    #[arg(long, global = true)]
+    pub certificate_authority: Option<PathBuf>,
     /// Kubeconfig file; default: $KUBECONFIG, else DATA_DIR/kubeconfig.
     #[arg(long, global = true)]
     pub kubeconfig: Option<PathBuf>,
@@ -160,17 +163,19 @@ async fn run_command(args: CtlArgs) -> anyhow::Result<()> {
         &client::Target {
             server: args.server.as_deref(),
             token: args.token.as_deref(),
+            ca_file: args.certificate_authority.as_deref(),
             kubeconfig: args.kubeconfig.as_deref(),
             data_dir: &args.data_dir,
         },
         kubeconfig_env.as_deref(),
     )?;
+    let namespace = resolved.namespace.clone();
     let ctx = Ctx {
-        client: Client::new(resolved.servers, resolved.token)?,
+        client: Client::new(resolved)?,
         explicit_namespace: args.namespace.is_some(),
         namespace: args
             .namespace
-            .or(resolved.namespace)
+            .or(namespace)
             .unwrap_or_else(|| "default".into()),
     };
     match args.command {

@@ -20,6 +20,8 @@ use tokio::sync::watch;
 use crate::{api, controllers};
 use tokio_util::sync::CancellationToken;
 
+pub mod tls;
+
 /// Flags of `keelson master`.
 #[derive(Args, Debug, Clone)]
 pub struct MasterArgs {
@@ -80,10 +82,17 @@ pub struct MasterArgs {
     /// How long a request waits for a leader and a quorum.
     #[arg(long, default_value_t = 10_000)]
     pub request_timeout_ms: u64,
+    /// Serve the API over HTTPS only, with this PEM certificate (chain). Every master of a
+    /// cluster serves the same scheme: the API URLs in the membership use it.
+    #[arg(long, requires = "tls_private_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert-file`.
+    #[arg(long, requires = "tls_cert_file")]
+    pub tls_private_key_file: Option<PathBuf>,
 }
 
-/// A parsed `--peers` entry.
-fn parse_peers(peers: &[String]) -> anyhow::Result<BTreeMap<NodeId, MasterNode>> {
+/// A parsed `--peers` entry; API addresses become `SCHEME://API_ADDR`.
+fn parse_peers(peers: &[String], scheme: &str) -> anyhow::Result<BTreeMap<NodeId, MasterNode>> {
     let mut out = BTreeMap::new();
     for p in peers.iter().filter(|p| !p.is_empty()) {
         let (id, addrs) = p
@@ -94,7 +103,7 @@ fn parse_peers(peers: &[String]) -> anyhow::Result<BTreeMap<NodeId, MasterNode>>
             .parse()
             .with_context(|| format!("--peers entry {p:?}: id is not a number"))?;
         let (raft, api) = match addrs.split_once('/') {
-            Some((r, a)) => (r.trim(), format!("http://{}", a.trim())),
+            Some((r, a)) => (r.trim(), format!("{scheme}://{}", a.trim())),
             None => (addrs.trim(), String::new()),
         };
         raft.parse::<SocketAddr>()
@@ -142,7 +151,12 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
         bail!("--id must be a positive integer");
     }
     let stop_signal = shutdown_signal();
-    let peers = parse_peers(&args.peers)?;
+    let tls = match (&args.tls_cert_file, &args.tls_private_key_file) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let peers = parse_peers(&args.peers, scheme)?;
     if !args.join {
         if peers.is_empty() {
             bail!("--peers is required to create a cluster (or pass --join to join one)");
@@ -163,7 +177,7 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
         args.id,
         args.data_dir.clone(),
         args.raft_addr,
-        format!("http://{}", args.api_addr),
+        format!("{scheme}://{}", args.api_addr),
     );
     cfg.cluster_id = args.cluster_id.clone();
     cfg.default_cluster_id = (!args.join).then(|| derived_cluster_id(&peers));
@@ -234,14 +248,19 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
         ));
     let mut api_state = api::ApiState::new(node.clone(), registry, tokens);
     api_state.unsafe_stale_reads = args.unsafe_stale_reads;
+    api_state.tls = tls.is_some();
     if args.unsafe_stale_reads {
         tracing::warn!("--unsafe-stale-reads: key/value reads may be stale; for testing the chaos checkers only");
     }
-    let api_server = tokio::spawn(serve(
-        api_listener,
-        api::router(api_state).merge(heartbeat_routes),
-        stop_rx.clone(),
-    ));
+    let api_router = api::router(api_state).merge(heartbeat_routes);
+    let api_server = match tls {
+        Some(config) => tokio::spawn(serve(
+            tls::TlsListener::new(api_listener, config)?,
+            api_router,
+            stop_rx.clone(),
+        )),
+        None => tokio::spawn(serve(api_listener, api_router, stop_rx.clone())),
+    };
 
     if !args.join {
         match node.initialize(peers.clone()).await {
@@ -252,7 +271,7 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
             Err(e) => bail!("cannot initialize the cluster: {e}"),
         }
     }
-    tracing::info!(id = args.id, raft = %args.raft_addr, api = %args.api_addr, cluster = ?node.cluster_id(), "master running");
+    tracing::info!(id = args.id, raft = %args.raft_addr, api = %format!("{scheme}://{}", args.api_addr), cluster = ?node.cluster_id(), "master running");
 
     stop_signal.await;
     tracing::info!("stopping");
@@ -268,7 +287,11 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(listener: TcpListener, router: axum::Router, mut stop: watch::Receiver<bool>) {
+async fn serve<L>(listener: L, router: axum::Router, mut stop: watch::Receiver<bool>)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
@@ -300,16 +323,21 @@ mod tests {
 
     #[test]
     fn peers_parse_and_reject() {
-        let p = parse_peers(&[
-            "1=127.0.0.1:7001/127.0.0.1:6441".into(),
-            "2=127.0.0.1:7002".into(),
-        ])
+        let p = parse_peers(
+            &[
+                "1=127.0.0.1:7001/127.0.0.1:6441".into(),
+                "2=127.0.0.1:7002".into(),
+            ],
+            "http",
+        )
         .unwrap();
         assert_eq!(p[&1].api, "http://127.0.0.1:6441");
         assert_eq!(p[&2].api, "");
-        assert!(parse_peers(&["x=127.0.0.1:1".into()]).is_err());
-        assert!(parse_peers(&["1=nothost".into()]).is_err());
-        assert!(parse_peers(&["1=127.0.0.1:1".into(), "1=127.0.0.1:2".into()]).is_err());
+        let p = parse_peers(&["1=127.0.0.1:7001/127.0.0.1:6441".into()], "https").unwrap();
+        assert_eq!(p[&1].api, "https://127.0.0.1:6441");
+        assert!(parse_peers(&["x=127.0.0.1:1".into()], "http").is_err());
+        assert!(parse_peers(&["1=nothost".into()], "http").is_err());
+        assert!(parse_peers(&["1=127.0.0.1:1".into(), "1=127.0.0.1:2".into()], "http").is_err());
         assert_eq!(parse_range("250-500").unwrap(), (250, 500));
         assert!(parse_range("500-250").is_err());
     }

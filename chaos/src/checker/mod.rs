@@ -5,10 +5,11 @@
 //! - [`appends`]: no acknowledged create lost, nothing applied that certainly failed.
 //! - [`leaders`]: at most one leader per term.
 //! - [`watches`]: every watcher saw the same events, in order, without a gap.
-//! - [`Invariant`]: the hook for controller invariants (replica counts, a pod bound once)
-//!   once the object API and controllers exist.
+//! - [`Invariant`]: the hook for domain invariants on the healed cluster; [`controller`] holds
+//!   the replication controller's (exact replica count, no pod bound twice).
 
 pub mod appends;
+pub mod controller;
 pub mod leaders;
 pub mod linear;
 pub mod watches;
@@ -21,6 +22,9 @@ pub struct Violation {
     /// Which checker: `linearizability`, `lost-write`, `leaders`, `watch`, `liveness`, or an
     /// [`Invariant::name`].
     pub checker: String,
+    /// What went wrong, within the checker (e.g. `bound-twice`, `count`), when it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     pub message: String,
 }
 
@@ -29,13 +33,31 @@ impl Violation {
     pub fn new(checker: &str, message: impl Into<String>) -> Violation {
         Violation {
             checker: checker.to_string(),
+            kind: None,
             message: message.into(),
+        }
+    }
+
+    /// A violation of kind `kind` found by `checker`.
+    pub fn with_kind(checker: &str, kind: &str, message: impl Into<String>) -> Violation {
+        Violation {
+            kind: Some(kind.to_string()),
+            ..Violation::new(checker, message)
+        }
+    }
+
+    /// `checker` or `checker/kind`.
+    pub fn label(&self) -> String {
+        match &self.kind {
+            Some(k) => format!("{}/{k}", self.checker),
+            None => self.checker.clone(),
         }
     }
 }
 
 /// The store as the campaign leaves it: a linearizable list of every key after every fault was
-/// healed, plus every event the watchers saw. Controller invariants read it.
+/// healed, plus every event the watchers saw, and (with the controller workload) the
+/// replication controller and its pods. Invariants read it.
 #[derive(Debug, Clone, Default)]
 pub struct FinalState {
     /// `(key, value, resourceVersion)` of every key, in key order.
@@ -44,19 +66,16 @@ pub struct FinalState {
     pub rv: u64,
     /// Every distinct watch event under the campaign's prefix, by resource version.
     pub events: Vec<crate::history::WatchEvent>,
+    /// The controller workload's end state, when it ran.
+    pub controller: Option<controller::ControllerFinal>,
 }
 
-/// A domain invariant checked at the end of a campaign, on the healed store.
+/// A domain invariant checked at the end of a campaign, on the healed cluster.
 ///
-/// The Kubernetes object API and its controllers do not exist yet; when they do, their
-/// invariants plug in here (and into [`crate::campaign::Config::invariants`]), e.g.:
-///
-/// - "a ReplicaSet with `spec.replicas = n` owns exactly `n` live pods" (read the pods and
-///   replica sets from [`FinalState::items`]);
-/// - "no pod was ever bound to two nodes" (scan [`FinalState::events`] for a pod whose
-///   `spec.nodeName` changed from one non-empty value to another).
-///
-/// A workload driving those objects would be added beside the register and append workloads.
+/// The campaign adds [`controller::ReplicaCount`] ("the controller owns exactly
+/// `spec.replicas` live pods, and says so in its status") and [`controller::BoundOnce`] ("no
+/// pod was ever bound to two nodes") when the controller workload runs; more can be passed in
+/// [`crate::campaign::Config::invariants`].
 pub trait Invariant: Send + Sync {
     /// Names the violations this invariant reports.
     fn name(&self) -> &str;

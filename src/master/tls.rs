@@ -1,0 +1,272 @@
+//! TLS for the API port: the rustls server configuration of `--tls-cert-file` /
+//! `--tls-private-key-file`, a listener that completes handshakes before handing connections to
+//! `axum::serve` (so its graceful shutdown works as for plain TCP), and the CA and serving
+//! certificate `keelson up` generates.
+//!
+//! rustls runs with the ring provider, chosen explicitly, as reqwest's `rustls-tls` does.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+/// A handshake that has not finished by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The server configuration for a PEM certificate chain and its PEM private key.
+pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect())
+        .map_err(|e| anyhow::anyhow!("--tls-cert-file {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        bail!("--tls-cert-file {} holds no certificate", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("--tls-private-key-file {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("--tls-cert-file and --tls-private-key-file do not make a usable pair")?;
+    // The API server speaks HTTP/1.1 (axum without its http2 feature), as over plain TCP.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A TCP listener whose connections are handed out once their TLS handshake is done.
+///
+/// A background task accepts TCP connections and runs each handshake in a task of its own (a
+/// slow or silent client holds up nobody); finished ones go through a channel to `accept`.
+/// When `axum::serve` drops the listener (graceful shutdown), the task ends and the port closes.
+pub struct TlsListener {
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl TlsListener {
+    pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
+        let local = tcp.local_addr()?;
+        let acceptor = TlsAcceptor::from(config);
+        let (tx, ready) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = tokio::select! {
+                    _ = tx.closed() => return,
+                    accepted = tcp.accept() => match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            use std::io::ErrorKind::*;
+                            if !matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset) {
+                                // As axum does for plain TCP (EMFILE and the like): wait a little.
+                                tracing::error!("accept error: {e}");
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                            continue;
+                        }
+                    },
+                };
+                let _ = stream.set_nodelay(true);
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!("TLS handshake with {peer} failed: {e}"),
+                        Err(_) => tracing::debug!("TLS handshake with {peer} timed out"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener { ready, local })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(conn) => conn,
+            // The accept task is gone (it ends only when this listener is dropped).
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+/// The files of a cluster's certificate authority and the masters' serving certificate.
+#[derive(Debug, Clone)]
+pub struct ClusterCerts {
+    pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl ClusterCerts {
+    /// `DIR/ca.crt`, `ca.key`, `apiserver.crt`, `apiserver.key` (kubeadm's names).
+    pub fn in_dir(dir: &Path) -> Self {
+        ClusterCerts {
+            ca_cert: dir.join("ca.crt"),
+            ca_key: dir.join("ca.key"),
+            cert: dir.join("apiserver.crt"),
+            key: dir.join("apiserver.key"),
+        }
+    }
+
+    /// Creates what is missing: the CA (kept once made), and a serving certificate signed by it
+    /// for `localhost`, 127.0.0.1 and `ips`. Existing files are reused as they are.
+    pub fn ensure(&self, ips: &[IpAddr]) -> anyhow::Result<()> {
+        let have = |p: &Path| p.is_file();
+        let ca_key = if have(&self.ca_cert) && have(&self.ca_key) {
+            let pem = std::fs::read_to_string(&self.ca_key)
+                .with_context(|| format!("read {}", self.ca_key.display()))?;
+            rcgen::KeyPair::from_pem(&pem)
+                .with_context(|| format!("{} is not a private key", self.ca_key.display()))?
+        } else {
+            let key = rcgen::KeyPair::generate()?;
+            let cert = ca_params().self_signed(&key)?;
+            write_private(&self.ca_key, &key.serialize_pem())?;
+            write_file(&self.ca_cert, &cert.pem())?;
+            // A new CA: any older serving certificate is not signed by it.
+            let _ = std::fs::remove_file(&self.cert);
+            key
+        };
+        if have(&self.cert) && have(&self.key) {
+            return Ok(());
+        }
+        // The CA's parameters are fixed, so its name and key identifier are the same as when
+        // ca.crt was made: what it signs now chains to ca.crt.
+        let issuer = rcgen::Issuer::new(ca_params(), ca_key);
+        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        for ip in ips {
+            if !names.contains(&ip.to_string()) {
+                names.push(ip.to_string());
+            }
+        }
+        let mut params = rcgen::CertificateParams::new(names)?;
+        set_validity(&mut params);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "keelson-apiserver");
+        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.signed_by(&key, &issuer)?;
+        write_private(&self.key, &key.serialize_pem())?;
+        write_file(&self.cert, &cert.pem())?;
+        Ok(())
+    }
+}
+
+/// The CA's parameters: the same every time (see [`ClusterCerts::ensure`]).
+fn ca_params() -> rcgen::CertificateParams {
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "keelson-ca");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    set_validity(&mut params);
+    params
+}
+
+/// Valid from the start of last year (clocks differ) for ten years.
+fn set_validity(params: &mut rcgen::CertificateParams) {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let year = 1970 + (secs / 31_556_952) as i32;
+    params.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
+    params.not_after = rcgen::date_time_ymd(year + 10, 1, 1);
+}
+
+fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
+}
+
+/// Writes a private key readable by its owner only.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("write {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Serves one route over TLS with `certs`' serving certificate; GET it trusting ca.crt.
+    async fn get_over_tls(certs: &ClusterCerts) -> anyhow::Result<String> {
+        let config = server_config(&certs.cert, &certs.key)?;
+        let tcp = TcpListener::bind("127.0.0.1:0").await?;
+        let listener = TlsListener::new(tcp, config)?;
+        let addr = axum::serve::Listener::local_addr(&listener)?;
+        let router = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
+        let server = tokio::spawn(async move { axum::serve(listener, router).await });
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&certs.ca_cert)?)?;
+        let http = reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .build()?;
+        let got = http.get(format!("https://{addr}/")).send().await;
+        server.abort();
+        Ok(got?.text().await?)
+    }
+
+    #[tokio::test]
+    async fn generated_certificates_serve_and_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = ClusterCerts::in_dir(dir.path());
+        certs.ensure(&["127.0.0.2".parse().unwrap()]).unwrap();
+        assert_eq!(get_over_tls(&certs).await.unwrap(), "hello");
+        let ca = std::fs::read(&certs.ca_cert).unwrap();
+        let cert = std::fs::read(&certs.cert).unwrap();
+        certs.ensure(&[]).unwrap();
+        assert_eq!(std::fs::read(&certs.ca_cert).unwrap(), ca);
+        assert_eq!(std::fs::read(&certs.cert).unwrap(), cert);
+        // A lost serving certificate is signed again by the same CA, and still trusted.
+        std::fs::remove_file(&certs.cert).unwrap();
+        certs.ensure(&[]).unwrap();
+        assert_eq!(std::fs::read(&certs.ca_cert).unwrap(), ca);
+        assert_ne!(std::fs::read(&certs.cert).unwrap(), cert);
+        assert_eq!(get_over_tls(&certs).await.unwrap(), "hello");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&certs.ca_key)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "ca.key is private");
+        // A key where the certificate belongs is refused at start-up.
+        assert!(server_config(&certs.key, &certs.key).is_err());
+    }
+}

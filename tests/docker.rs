@@ -1,0 +1,613 @@
+//! Pods on real Docker: the seed end to end from `keelson up`, a two-container pod sharing
+//! localhost and an `emptyDir`, logs, a missing image, and agents and masters killed while
+//! pods run. Needs a Docker engine and Debian's busybox-static (the images are built locally
+//! with `keelson images`; nothing is pulled).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{eventually, node_ready, pod_ready, Api};
+use keelson_chaos::Cluster;
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_keelson");
+const NS: &str = "/api/v1/namespaces/default";
+
+/// One container as `docker ps -a` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Container {
+    id: String,
+    uid: String,
+    container: String,
+    node: String,
+    running: bool,
+}
+
+/// The keelson containers carrying `label` (`key=value`).
+fn containers(label: &str) -> Vec<Container> {
+    let out = Command::new("docker")
+        .args(["ps", "-a", "--no-trunc", "--filter", &format!("label={label}")])
+        .args([
+            "--format",
+            "{{.ID}} {{.State}} {{.Label \"io.keelson.pod.uid\"}} {{.Label \"io.keelson.container\"}} {{.Label \"io.keelson.node\"}}",
+        ])
+        .output()
+        .expect("docker ps");
+    assert!(out.status.success(), "docker ps failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 5).then(|| Container {
+                id: f[0].to_string(),
+                running: f[1] == "running",
+                uid: f[2].to_string(),
+                container: f[3].to_string(),
+                node: f[4].to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Removes every container of a cluster when a test ends, passed or not.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let ids: Vec<String> = containers(&self.0).into_iter().map(|c| c.id).collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn build_images() {
+    let out = Command::new(BIN).arg("images").output().expect("keelson images");
+    assert!(
+        out.status.success(),
+        "keelson images failed (is Docker running and busybox-static installed?): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `GET http://addr:port/` → the body, if it answered.
+async fn fetch(http: &reqwest::Client, addr: &str, port: u16) -> Option<String> {
+    let resp = http.get(format!("http://{addr}:{port}/")).send().await.ok()?;
+    resp.status()
+        .is_success()
+        .then_some(resp.text().await.ok()?)
+}
+
+/// The pod named by a page of `user/mysite` ("mysite: served by pod NAME").
+fn served_by(page: &str) -> Option<String> {
+    page.trim()
+        .strip_prefix("mysite: served by pod ")
+        .map(str::to_string)
+}
+
+fn random_loopback() -> [u8; 3] {
+    let x: u32 = rand_u32();
+    [
+        100 + (x % 100) as u8,
+        ((x >> 8) % 250) as u8 + 1,
+        ((x >> 16) % 200) as u8 + 1,
+    ]
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.finish() as u32
+}
+
+/// `keelson up` as a child, stopped (SIGTERM) when dropped.
+struct Up(Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_runs_on_docker_from_keelson_up() {
+    build_images();
+    let [a, b, c] = random_loopback();
+    let host = format!("127.{a}.{b}.1");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("cluster");
+    let log = std::fs::File::create(dir.path().join("up.log")).unwrap();
+    let _up = Up(Command::new(BIN)
+        .args(["up", "--masters", "3", "--agents", "2", "--host", &host])
+        .arg("--data-dir")
+        .arg(&data)
+        .env("KEELSON_LOG", "info")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("keelson up"));
+    let _ = c;
+    // The cluster file, the CA and the token appear once the masters run.
+    let file: Value = eventually(Duration::from_secs(60), "cluster.json", || async {
+        let text = std::fs::read_to_string(data.join("cluster.json")).ok()?;
+        let v: Value = serde_json::from_str(&text).ok()?;
+        (v["agents"].as_array()?.len() == 2 && v["agents"][0]["pid"].as_u64()? > 0).then_some(v)
+    })
+    .await;
+    let _cleanup = Cleanup(format!(
+        "io.keelson.cluster={}",
+        file["cluster_id"].as_str().unwrap()
+    ));
+    let ca = std::fs::read(data.join("ca.crt")).unwrap();
+    let token = std::fs::read_to_string(data.join("tokens.csv")).unwrap();
+    let token = token.split(',').next().unwrap().trim().to_string();
+    let urls: Vec<String> = file["masters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["api"].as_str().unwrap().to_string())
+        .collect();
+    let api = Api::new(urls, Some(token), Some(&ca));
+    let agents: Vec<String> = file["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["address"].as_str().unwrap().to_string())
+        .collect();
+    assert_ne!(agents[0], agents[1], "agents share an address");
+    eventually(Duration::from_secs(60), "two Ready nodes", || async {
+        let nodes = api.items("/api/v1/nodes").await;
+        (nodes.iter().filter(|n| node_ready(n)).count() == 2).then_some(())
+    })
+    .await;
+
+    // The seed's controller and service, verbatim, in their own API version.
+    for (path, file) in [
+        ("replicationControllers", "replication-controller.json"),
+        ("services", "service.json"),
+    ] {
+        let body: Value = serde_json::from_slice(
+            &std::fs::read(format!(
+                "{}/examples/seed/{file}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let (code, v) = api
+            .call("POST", &format!("/api/v1beta1/{path}"), Some(&body))
+            .await;
+        assert_eq!(code, 201, "POST {file}: {v}");
+    }
+    let running = |n: usize| {
+        let api = &api;
+        move || async move {
+            let pods = api.items(&format!("{NS}/pods?labelSelector=name%3Dmysite")).await;
+            (pods.len() == n && pods.iter().all(pod_ready)).then_some(pods)
+        }
+    };
+    let pods = eventually(Duration::from_secs(90), "2 mysite pods Ready", running(2)).await;
+    let nodes: BTreeSet<&str> = pods
+        .iter()
+        .map(|p| p["spec"]["nodeName"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes.len(), 2, "the two pods share a node");
+    for p in &pods {
+        let uid = p["metadata"]["uid"].as_str().unwrap();
+        let mine = containers(&format!("io.keelson.pod.uid={uid}"));
+        assert_eq!(
+            mine.iter().filter(|c| c.running).count(),
+            2,
+            "pod {uid}: a sandbox and one container: {mine:?}"
+        );
+    }
+
+    // Port 10000 on every agent's address answers, and over a few requests both pods do.
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let names = |pods: &[Value]| -> BTreeSet<String> {
+        pods.iter()
+            .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let answered_by_all = |want: BTreeSet<String>| {
+        let (http, agents) = (&http, &agents);
+        move || {
+            let want = want.clone();
+            async move {
+                for addr in agents {
+                    let mut seen = BTreeSet::new();
+                    for _ in 0..(want.len() * 3) {
+                        seen.insert(served_by(&fetch(http, addr, 10000).await?)?);
+                    }
+                    if seen != want {
+                        return None;
+                    }
+                }
+                Some(())
+            }
+        }
+    };
+    eventually(
+        Duration::from_secs(60),
+        "port 10000 on both agents answered by both pods",
+        answered_by_all(names(&pods)),
+    )
+    .await;
+
+    // Scale to 3: all three answer.
+    let (code, v) = api
+        .call(
+            "PATCH",
+            &format!("{NS}/replicationcontrollers/mysiteController"),
+            Some(&json!({"spec": {"replicas": 3}})),
+        )
+        .await;
+    assert_eq!(code, 200, "scale: {v}");
+    let pods = eventually(Duration::from_secs(60), "3 mysite pods Ready", running(3)).await;
+    eventually(
+        Duration::from_secs(60),
+        "all three pods answer on port 10000",
+        answered_by_all(names(&pods)),
+    )
+    .await;
+
+    // `docker kill` of one container: restarted, restart count 1.
+    let victim = pods[0].clone();
+    let uid = victim["metadata"]["uid"].as_str().unwrap().to_string();
+    let name = victim["metadata"]["name"].as_str().unwrap().to_string();
+    let target = containers(&format!("io.keelson.pod.uid={uid}"))
+        .into_iter()
+        .find(|c| c.container == "mysite" && c.running)
+        .expect("the pod's container");
+    let killed = Command::new("docker")
+        .args(["kill", &target.id])
+        .output()
+        .unwrap();
+    assert!(killed.status.success(), "docker kill: {killed:?}");
+    eventually(Duration::from_secs(60), "the killed container restarted", || async {
+        let (_, p) = api.call("GET", &format!("{NS}/pods/{name}"), None).await;
+        (p["status"]["containerStatuses"][0]["restartCount"] == 1 && pod_ready(&p)).then_some(())
+    })
+    .await;
+
+    // Delete that pod: its containers go, and the controller replaces it.
+    let (code, v) = api.call("DELETE", &format!("{NS}/pods/{name}"), None).await;
+    assert_eq!(code, 200, "delete pod: {v}");
+    eventually(Duration::from_secs(60), "the deleted pod's containers gone", || async {
+        containers(&format!("io.keelson.pod.uid={uid}"))
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    let pods = eventually(Duration::from_secs(60), "a replacement pod", running(3)).await;
+    assert!(!names(&pods).contains(&name), "the deleted pod came back");
+
+    // A two-container pod: the containers share localhost and an emptyDir; logs per container.
+    let pair = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pair"}, "spec": {
+        "volumes": [{"name": "shared", "emptyDir": {}}],
+        "containers": [
+            {"name": "server", "image": "user/mysite", "command": ["/bin/sh", "-c", "exec httpd -f -p 8080 -h /data"],
+             "volumeMounts": [{"name": "shared", "mountPath": "/data"}]},
+            {"name": "writer", "image": "user/mysite", "command": ["/bin/sh", "-c",
+             "echo written-by-the-writer > /data/index.html; until wget -qO- http://localhost:8080/; do sleep 0.2; done; exec sleep 3600"],
+             "volumeMounts": [{"name": "shared", "mountPath": "/data"}]}]}});
+    let (code, v) = api.call("POST", &format!("{NS}/pods"), Some(&pair)).await;
+    assert_eq!(code, 201, "create pair: {v}");
+    eventually(
+        Duration::from_secs(60),
+        "the writer read its file back from the server over localhost",
+        || async {
+            let (code, log) = api
+                .call("GET", &format!("{NS}/pods/pair/log?container=writer"), None)
+                .await;
+            (code == 200 && log.as_str()?.contains("written-by-the-writer")).then_some(())
+        },
+    )
+    .await;
+    let (code, v) = api.call("GET", &format!("{NS}/pods/pair/log"), None).await;
+    assert_eq!(code, 400, "logs of a two-container pod without a container: {v}");
+    assert!(v["message"].as_str().unwrap().contains("server writer"), "{v}");
+
+    // A missing image: ErrImagePull (or its back-off) with a message; the agents stay healthy.
+    let bad = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "nosuch"}, "spec": {
+        "containers": [{"name": "c", "image": "keelson-test/no-such-image:1"}]}});
+    let (code, v) = api.call("POST", &format!("{NS}/pods"), Some(&bad)).await;
+    assert_eq!(code, 201, "create nosuch: {v}");
+    let waiting = eventually(Duration::from_secs(90), "ErrImagePull", || async {
+        let (_, p) = api.call("GET", &format!("{NS}/pods/nosuch"), None).await;
+        let w = p["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+        matches!(w["reason"].as_str(), Some("ErrImagePull" | "ImagePullBackOff")).then_some(w)
+    })
+    .await;
+    assert!(
+        waiting["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no-such-image")),
+        "{waiting}"
+    );
+    for a in file["agents"].as_array().unwrap() {
+        let url = format!("{}/healthz", a["api"].as_str().unwrap());
+        let ok = http.get(&url).send().await.is_ok_and(|r| r.status().is_success());
+        assert!(ok, "agent {url} unhealthy");
+    }
+    let nodes = api.items("/api/v1/nodes").await;
+    assert_eq!(nodes.iter().filter(|n| node_ready(n)).count(), 2);
+
+    // Delete the controller and the pods: no keelson container of this cluster is left.
+    let (code, v) = api
+        .call("DELETE", "/api/v1beta1/replicationControllers/mysiteController", None)
+        .await;
+    assert_eq!(code, 200, "delete the controller: {v}");
+    for pod in ["pair", "nosuch"] {
+        let (code, v) = api.call("DELETE", &format!("{NS}/pods/{pod}"), None).await;
+        assert_eq!(code, 200, "delete {pod}: {v}");
+    }
+    let cluster = format!("io.keelson.cluster={}", file["cluster_id"].as_str().unwrap());
+    eventually(Duration::from_secs(90), "no container left", || async {
+        containers(&cluster).is_empty().then_some(())
+    })
+    .await;
+}
+
+/// A Docker agent process of a test cluster, killed (SIGKILL) when dropped.
+struct Agent {
+    child: Option<Child>,
+    name: String,
+    address: String,
+    masters: Vec<String>,
+    log: std::path::PathBuf,
+}
+
+impl Agent {
+    fn start(c: &Cluster, name: &str, address: &str) -> Agent {
+        let mut a = Agent {
+            child: None,
+            name: name.to_string(),
+            address: address.to_string(),
+            masters: c.ids().iter().map(|id| c.url(*id)).collect(),
+            log: c.root().join(format!("agent-{name}.log")),
+        };
+        a.spawn();
+        a
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        self.child = Some(
+            Command::new(BIN)
+                .args(["agent", "--runtime", "docker", "--name", &self.name])
+                .args(["--address", &self.address])
+                .args(["--api-addr", &format!("{}:10250", self.address)])
+                .args(["--masters", &self.masters.join(",")])
+                .args(["--heartbeat-ms", "300"])
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("start an agent"),
+        );
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Reconcile passes done (the runtime's container listings), from the agent's metrics.
+    async fn passes(&self, http: &reqwest::Client) -> Option<u64> {
+        let text = http
+            .get(format!("http://{}:10250/metrics", self.address))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find(|l| {
+                l.starts_with("keelson_agent_runtime_operation_duration_seconds_count")
+                    && l.contains("operation=\"list\"")
+            })?
+            .rsplit(' ')
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    async fn ready(&self, http: &reqwest::Client) -> bool {
+        http.get(format!("http://{}:10250/readyz", self.address))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `uid → running container ids` of the pods of a cluster.
+fn running_by_pod(label: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for c in containers(label).into_iter().filter(|c| c.running) {
+        out.entry(c.uid).or_default().insert(c.id);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_survive_agent_and_leader_kills() {
+    build_images();
+    let mut c = Cluster::start(
+        std::path::Path::new(BIN),
+        3,
+        &["--node-grace-ms", "3000", "--pod-eviction-ms", "1000"],
+    );
+    c.wait_leader(Duration::from_secs(30))
+        .await
+        .expect("leader");
+    let cluster_label = format!("io.keelson.cluster={}", c.cluster_id);
+    let _cleanup = Cleanup(cluster_label.clone());
+    let [x, y, _] = random_loopback();
+    let mut a = Agent::start(&c, "dock-a", &format!("127.{x}.{y}.21"));
+    let mut b = Agent::start(&c, "dock-b", &format!("127.{x}.{y}.22"));
+    let api = Api::new(c.ids().iter().map(|id| c.url(*id)).collect(), None, None);
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    eventually(Duration::from_secs(60), "two Ready nodes", || async {
+        let nodes = api.items("/api/v1/nodes").await;
+        (nodes.iter().filter(|n| node_ready(n)).count() == 2).then_some(())
+    })
+    .await;
+    let rc = json!({"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"app": "web"}, "template": {"metadata": {"labels": {"app": "web"}},
+        "spec": {"terminationGracePeriodSeconds": 2, "containers": [{"name": "web", "image": "user/mysite", "ports": [{"containerPort": 80}]}]}}}});
+    let (code, v) = api
+        .call("POST", &format!("{NS}/replicationcontrollers"), Some(&rc))
+        .await;
+    assert_eq!(code, 201, "{v}");
+    let ready_on = |n: usize, nodes: &'static [&'static str]| {
+        let api = &api;
+        move || async move {
+            let pods = api.items(&format!("{NS}/pods?labelSelector=app%3Dweb")).await;
+            let live: Vec<Value> = pods
+                .into_iter()
+                .filter(|p| !matches!(p["status"]["phase"].as_str(), Some("Failed" | "Succeeded")))
+                .collect();
+            (live.len() == n
+                && live.iter().all(pod_ready)
+                && live
+                    .iter()
+                    .all(|p| nodes.contains(&p["spec"]["nodeName"].as_str().unwrap_or(""))))
+            .then_some(live)
+        }
+    };
+    eventually(
+        Duration::from_secs(90),
+        "2 pods Ready",
+        ready_on(2, &["dock-a", "dock-b"]),
+    )
+    .await;
+    let before = running_by_pod(&cluster_label);
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    // SIGKILL of an agent, restarted at once: it adopts its containers, starts none.
+    b.kill();
+    b.spawn();
+    eventually(Duration::from_secs(30), "the restarted agent reconciled 3 times", || async {
+        (b.passes(&http).await? >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(
+        running_by_pod(&cluster_label),
+        before,
+        "a restarted agent replaced or duplicated containers"
+    );
+
+    // SIGKILL of the leader master: the containers keep running, the agents reconnect.
+    let leader = c
+        .wait_leader(Duration::from_secs(10))
+        .await
+        .expect("leader");
+    c.kill(leader);
+    let new_leader = eventually(Duration::from_secs(30), "a new leader", || async {
+        c.wait_leader(Duration::from_secs(1))
+            .await
+            .filter(|l| *l != leader)
+    })
+    .await;
+    assert_ne!(new_leader, leader);
+    assert_eq!(
+        running_by_pod(&cluster_label),
+        before,
+        "containers changed when the leader died"
+    );
+    eventually(Duration::from_secs(30), "both agents connected to the new leader", || async {
+        (a.ready(&http).await && b.ready(&http).await).then_some(())
+    })
+    .await;
+    // The agents act on the new leader's decisions: scale to 3.
+    let (code, v) = api
+        .call(
+            "PATCH",
+            &format!("{NS}/replicationcontrollers/web"),
+            Some(&json!({"spec": {"replicas": 3}})),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    eventually(
+        Duration::from_secs(60),
+        "3 pods Ready after the leader change",
+        ready_on(3, &["dock-a", "dock-b"]),
+    )
+    .await;
+    let nodes = api.items("/api/v1/nodes").await;
+    assert_eq!(nodes.iter().filter(|n| node_ready(n)).count(), 2);
+
+    // SIGKILL of an agent for good: its node goes NotReady, its pods run again on the other.
+    b.kill();
+    eventually(Duration::from_secs(30), "dock-b NotReady", || async {
+        let (_, n) = api.call("GET", "/api/v1/nodes/dock-b", None).await;
+        (n["status"].is_object() && !node_ready(&n)).then_some(())
+    })
+    .await;
+    let live = eventually(
+        Duration::from_secs(90),
+        "3 pods Ready, all on dock-a",
+        ready_on(3, &["dock-a"]),
+    )
+    .await;
+    // Back again: Ready, and nothing of the pods it lost runs on it any more.
+    b.spawn();
+    eventually(Duration::from_secs(30), "dock-b Ready again", || async {
+        let (_, n) = api.call("GET", "/api/v1/nodes/dock-b", None).await;
+        node_ready(&n).then_some(())
+    })
+    .await;
+    let live_uids: BTreeSet<String> = live
+        .iter()
+        .map(|p| p["metadata"]["uid"].as_str().unwrap().to_string())
+        .collect();
+    eventually(
+        Duration::from_secs(60),
+        "dock-b runs no container of a pod it lost",
+        || async {
+            containers(&cluster_label)
+                .iter()
+                .filter(|c| c.node == "dock-b" && c.running)
+                .all(|c| live_uids.contains(&c.uid))
+                .then_some(())
+        },
+    )
+    .await;
+    a.kill();
+}
