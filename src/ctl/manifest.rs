@@ -145,16 +145,44 @@ pub fn read_all(paths: &[String]) -> anyhow::Result<Vec<Manifest>> {
     Ok(out)
 }
 
-/// The objects in one file's text.
+/// The objects in one file's text (the seed's v1beta1 objects converted to v1).
 pub fn manifests(source: &str, text: &str) -> anyhow::Result<Vec<Manifest>> {
-    Ok(parse_documents(text)
+    parse_documents(text)
         .with_context(|| format!("error parsing {source}"))?
         .into_iter()
-        .map(|object| Manifest {
-            source: source.to_string(),
-            object,
+        .map(|object| {
+            Ok(Manifest {
+                source: source.to_string(),
+                object: from_v1beta1(object)
+                    .with_context(|| format!("error converting {source} from v1beta1"))?,
+            })
         })
-        .collect())
+        .collect()
+}
+
+/// A v1beta1 object (the seed's manifests: `id`, `desiredState`…) as v1, converted as the
+/// masters convert it; other objects as they are.
+fn from_v1beta1(object: Value) -> anyhow::Result<Value> {
+    use crate::api::v1beta1::convert;
+    if object["apiVersion"] != "v1beta1" {
+        return Ok(object);
+    }
+    let v1 = match object["kind"].as_str().unwrap_or("") {
+        "Pod" => serde_json::to_value(convert::pod_from_v1beta1(&object)?)?,
+        "ReplicationController" => {
+            serde_json::to_value(convert::controller_from_v1beta1(&object)?)?
+        }
+        "Service" => serde_json::to_value(convert::service_from_v1beta1(&object)?)?,
+        "Minion" => serde_json::to_value(convert::minion_from_v1beta1(&object)?)?,
+        _ => return Ok(object),
+    };
+    let mut v1 = v1;
+    v1["apiVersion"] = "v1".into();
+    v1["kind"] = match object["kind"].as_str() {
+        Some("Minion") => "Node".into(),
+        _ => object["kind"].clone(),
+    };
+    Ok(v1)
 }
 
 /// Parses JSON (one or more concatenated values) or YAML (documents separated by `---`) into
@@ -248,6 +276,22 @@ pub fn already_applied(current: &Value, desired: &Value) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_seed_manifests_read_as_v1() {
+        for (file, kind, name) in [
+            ("pod.json", "Pod", "mysite"),
+            ("replication-controller.json", "ReplicationController", "mysiteController"),
+            ("service.json", "Service", "mysite"),
+        ] {
+            let path = format!("{}/examples/seed/{file}", env!("CARGO_MANIFEST_DIR"));
+            let ms = manifests(file, &std::fs::read_to_string(path).unwrap()).unwrap();
+            assert_eq!(ms.len(), 1);
+            let info = ms[0].info().unwrap();
+            assert_eq!(info.kind, kind);
+            assert_eq!(ms[0].name(), Some(name));
+        }
+    }
 
     #[test]
     fn resource_words() {
