@@ -290,14 +290,18 @@ async fn the_seed_runs_on_docker_from_keelson_up() {
     .await;
 
     // Delete that pod: its containers go, and the controller replaces it.
+    // The pod is terminating until its agent has stopped and removed its containers: once it is
+    // gone from the API, so are they.
     let (code, v) = api.call("DELETE", &format!("{NS}/pods/{name}"), None).await;
     assert_eq!(code, 200, "delete pod: {v}");
-    eventually(Duration::from_secs(60), "the deleted pod's containers gone", || async {
-        containers(&format!("io.keelson.pod.uid={uid}"))
-            .is_empty()
-            .then_some(())
+    assert!(v["metadata"]["deletionTimestamp"].is_string(), "not graceful: {v}");
+    eventually(Duration::from_secs(60), "the deleted pod gone", || async {
+        let (code, _) = api.call("GET", &format!("{NS}/pods/{name}"), None).await;
+        (code == 404).then_some(())
     })
     .await;
+    let left = containers(&format!("io.keelson.pod.uid={uid}"));
+    assert!(left.is_empty(), "the pod was removed before its containers: {left:?}");
     let pods = eventually(Duration::from_secs(60), "a replacement pod", running(3)).await;
     assert!(!names(&pods).contains(&name), "the deleted pod came back");
 

@@ -378,6 +378,10 @@ async fn sync_pods_forever(
         match &runtime {
             Runtime::Hollow(h) => {
                 for pod in desired.values() {
+                    if pod.pointer("/metadata/deletionTimestamp").is_some() {
+                        confirm_deletion(&masters, pod).await;
+                        continue;
+                    }
                     let started = std::time::Instant::now();
                     let status = h.desired_status(pod, &address);
                     metrics::get().observe_runtime("desired_status", started.elapsed());
@@ -403,9 +407,18 @@ async fn sync_pods_forever(
                     }
                     let containers = observed.remove(uid).unwrap_or_default();
                     let (d, masters, pod) = (d.clone(), masters.clone(), pod.clone());
-                    let finished = matches!(phase_of(&pod), "Succeeded" | "Failed")
-                        || pod.pointer("/metadata/deletionTimestamp").is_some();
-                    let task = if finished {
+                    let finished = matches!(phase_of(&pod), "Succeeded" | "Failed");
+                    let task = if pod.pointer("/metadata/deletionTimestamp").is_some() {
+                        // Deleted: the containers go first (SIGTERM, SIGKILL after the grace
+                        // period), then the pod itself.
+                        let key = uid.clone();
+                        tokio::spawn(async move {
+                            match d.remove_pod(&key, containers).await {
+                                Ok(()) => confirm_deletion(&masters, &pod).await,
+                                Err(e) => tracing::warn!("stop pod {}: {e:#}", pod_key(&pod)),
+                            }
+                        })
+                    } else if finished {
                         if !containers.iter().any(docker::Observed::running) {
                             continue;
                         }
@@ -441,6 +454,24 @@ async fn sync_pods_forever(
                 }
             }
         }
+    }
+}
+
+/// Removes a terminating pod whose containers are gone (grace period 0, for this very pod).
+async fn confirm_deletion(masters: &Masters, pod: &Value) {
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
+    let name = pod["metadata"]["name"].as_str().unwrap_or("");
+    let options = json!({"gracePeriodSeconds": 0, "preconditions": {"uid": pod["metadata"]["uid"]}});
+    match masters
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/namespaces/{ns}/pods/{name}"),
+            Some(&options),
+        )
+        .await
+    {
+        Ok(_) | Err(client::Error::Status(404 | 409, _)) => {}
+        Err(e) => tracing::debug!("delete {name}: {e}"),
     }
 }
 

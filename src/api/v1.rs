@@ -121,6 +121,7 @@ pub struct Params {
     pub field_validation: Option<String>,
     pub field_manager: Option<String>,
     pub propagation_policy: Option<String>,
+    pub grace_period_seconds: Option<i64>,
     pub force: Option<String>,
 }
 
@@ -210,6 +211,15 @@ pub async fn handle(
                 let owner = s.registry().get(t.info, ns, name, true).await?;
                 s.registry().orphan_dependents(&owner).await?;
             }
+            if t.info.kind == "Pod" {
+                let grace = grace_period(&body, &p)?;
+                let uid = uid_precondition(&body)?;
+                let pod = s
+                    .registry()
+                    .delete_pod(ns, name, precondition, uid.as_deref(), grace)
+                    .await?;
+                return Ok(Json(pod).into_response());
+            }
             Ok(Json(s.registry().delete(t.info, ns, name, precondition).await?).into_response())
         }
         (_, Some(name), Some("scale")) if t.info.has_scale => {
@@ -278,6 +288,37 @@ fn delete_options(body: &[u8], p: &Params) -> Result<(Option<u64>, String), ApiE
         )));
     }
     Ok((precondition, policy))
+}
+
+/// `preconditions.uid` of a DELETE.
+fn uid_precondition(body: &[u8]) -> Result<Option<String>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    Ok(parse_json(body)?
+        .pointer("/preconditions/uid")
+        .and_then(Value::as_str)
+        .map(str::to_string))
+}
+
+/// `gracePeriodSeconds` of a DELETE (body, else query); negative is refused.
+fn grace_period(body: &[u8], p: &Params) -> Result<Option<i64>, ApiError> {
+    let from_body = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        match parse_json(body)?.get("gracePeriodSeconds") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.as_i64().ok_or_else(|| {
+                ApiError::bad_request(format!("invalid gracePeriodSeconds {v}"))
+            })?),
+        }
+    };
+    match from_body.or(p.grace_period_seconds) {
+        Some(g) if g < 0 => Err(ApiError::bad_request(format!(
+            "gracePeriodSeconds must be 0 or more, not {g}"
+        ))),
+        g => Ok(g),
+    }
 }
 
 /// Replaces an object: the body's `metadata.resourceVersion`, when set, is the precondition.

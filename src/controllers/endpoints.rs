@@ -13,7 +13,7 @@ use bytes::Bytes;
 use keelson_raft::Command;
 use serde_json::{json, Value};
 
-use super::util::{list, pod_ready, s, string_map};
+use super::util::{list, pod_ready, pod_terminating, s, string_map};
 use super::Context;
 use crate::registry::selectors::LabelSelector;
 use crate::registry::strategy::{self, Names, FIRST_CONTAINER_PORT};
@@ -83,7 +83,7 @@ pub fn subsets(service: &Value, pods: &[&Value]) -> Value {
     // Group addresses by their port set, as Kubernetes does.
     let mut groups: BTreeMap<Vec<(String, i64, String)>, Vec<Value>> = BTreeMap::new();
     for pod in pods {
-        if s(pod, "/status/podIP").is_empty() || !pod_ready(pod) {
+        if s(pod, "/status/podIP").is_empty() || !pod_ready(pod) || pod_terminating(pod) {
             continue;
         }
         let mut ip = String::new();

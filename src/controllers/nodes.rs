@@ -25,7 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::{event, Severity};
 use super::scheduler::set_condition;
-use super::util::{condition, list, pod_active, rv, s, store_key, stored_bytes};
+use super::util::{
+    condition, list, pod_active, pod_terminating, rv, s, store_key, stored_bytes,
+};
 use super::{Context, ControllerMetrics};
 use crate::registry::{self, lookup};
 
@@ -172,13 +174,20 @@ async fn pass(ctx: &Context, not_ready_since: &mut HashMap<String, Instant>) -> 
     Ok(())
 }
 
-/// Marks every active pod on `node` Failed (reason NodeLost).
+/// Marks every active pod on `node` Failed (reason NodeLost), and removes its terminating
+/// pods at once: no agent is there to confirm their deletion.
 fn evict_pods(ctx: &Context, node: &str) -> Vec<Command> {
     let info = lookup("pods").expect("pods");
     list(ctx, "pods")
         .into_iter()
-        .filter(|p| s(p, "/spec/nodeName") == node && pod_active(p))
+        .filter(|p| s(p, "/spec/nodeName") == node && (pod_active(p) || pod_terminating(p)))
         .map(|p| {
+            if pod_terminating(&p) {
+                return Command::Delete {
+                    key: store_key("pods", &p),
+                    precondition: Some(rv(&p)),
+                };
+            }
             let mut failed = p.clone();
             failed["status"]["phase"] = json!("Failed");
             failed["status"]["reason"] = json!("NodeLost");

@@ -15,7 +15,10 @@ use keelson_raft::{Command, OpResult};
 use serde_json::{json, Value};
 
 use super::events::{event, Severity};
-use super::util::{controller_uid, list, pod_active, pod_ready, rv, s, store_key, string_map};
+use super::util::{
+    controller_uid, delete_pod_command, list, pod_active, pod_ready, pod_terminating, ready_nodes,
+    rv, s, string_map,
+};
 use super::Context;
 use crate::registry::selectors::LabelSelector;
 use crate::registry::strategy::{self, Names};
@@ -79,6 +82,8 @@ fn pod_from_template(rc: &Value) -> Result<(String, Value), String> {
 pub async fn sync(ctx: Context) -> Result<(), String> {
     let rcs = list(&ctx, "replicationcontrollers");
     let pods = list(&ctx, "pods");
+    let nodes = list(&ctx, "nodes");
+    let nodes_ready = ready_nodes(&nodes);
     let live_uids: BTreeSet<&str> = rcs.iter().map(|rc| s(rc, "/metadata/uid")).collect();
     let mut commands = Vec::new();
     let mut status_updates = Vec::new();
@@ -93,19 +98,18 @@ pub async fn sync(ctx: Context) -> Result<(), String> {
             .and_then(Value::as_i64)
             .unwrap_or(1)
             .max(0) as usize;
-        // The controller's pods: owned by it, or orphans matching its selector (adopted).
+        // The controller's pods: owned by it, or orphans matching its selector (adopted);
+        // terminating pods no longer count, as in Kubernetes.
         let mine: Vec<&Value> = pods
             .iter()
             .filter(|p| s(p, "/metadata/namespace") == ns && selector.matches_object(p))
+            .filter(|p| !pod_terminating(p))
             .filter(|p| controller_uid(p).is_none_or(|u| u == uid))
             .collect();
         let (active, finished): (Vec<&Value>, Vec<&Value>) =
             mine.into_iter().partition(|p| pod_active(p));
         for p in &finished {
-            commands.push(Command::Delete {
-                key: store_key("pods", p),
-                precondition: Some(rv(p)),
-            });
+            commands.extend(delete_pod_command(p, &nodes_ready));
             deleted += 1;
         }
         let mut events = Vec::new();
@@ -134,10 +138,7 @@ pub async fn sync(ctx: Context) -> Result<(), String> {
                     &format!("Deleted pod: {}", s(p, "/metadata/name")),
                     "replication-controller",
                 ));
-                commands.push(Command::Delete {
-                    key: store_key("pods", p),
-                    precondition: Some(rv(p)),
-                });
+                commands.extend(delete_pod_command(p, &nodes_ready));
                 deleted += 1;
             }
         }
@@ -175,11 +176,10 @@ pub async fn sync(ctx: Context) -> Result<(), String> {
             && p.pointer("/metadata/ownerReferences/0/kind")
                 == Some(&json!("ReplicationController"))
         {
-            commands.push(Command::Delete {
-                key: store_key("pods", p),
-                precondition: Some(rv(p)),
-            });
-            deleted += 1;
+            if let Some(c) = delete_pod_command(p, &nodes_ready) {
+                commands.push(c);
+                deleted += 1;
+            }
         }
     }
     commands.extend(status_updates);

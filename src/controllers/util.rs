@@ -116,6 +116,44 @@ pub fn pod_active(pod: &Value) -> bool {
     !matches!(s(pod, "/status/phase"), "Succeeded" | "Failed")
 }
 
+/// True when the pod is being deleted (its agent stops it, then removes it).
+pub fn pod_terminating(pod: &Value) -> bool {
+    pod.pointer("/metadata/deletionTimestamp").is_some()
+}
+
+/// The command that deletes `pod` as the API would ([`strategy::pod_deletion`]): at once, or by
+/// marking it terminating for its agent; `None` when it is terminating already.
+pub fn delete_pod_command(
+    pod: &Value,
+    ready_nodes: &std::collections::BTreeSet<&str>,
+) -> Option<keelson_raft::Command> {
+    use crate::registry::strategy::{pod_deletion, PodDeletion};
+    let node_ready = ready_nodes.contains(s(pod, "/spec/nodeName"));
+    match pod_deletion(pod, None, node_ready) {
+        PodDeletion::Now => Some(keelson_raft::Command::Delete {
+            key: store_key("pods", pod),
+            precondition: Some(rv(pod)),
+        }),
+        PodDeletion::Graceful(marked) => Some(keelson_raft::Command::Update {
+            key: store_key("pods", pod),
+            value: bytes::Bytes::from(
+                serde_json::to_vec(&crate::registry::without_rv(marked)).expect("json"),
+            ),
+            precondition: Some(rv(pod)),
+        }),
+        PodDeletion::Terminating => None,
+    }
+}
+
+/// The names of the Ready nodes.
+pub fn ready_nodes(nodes: &[Value]) -> std::collections::BTreeSet<&str> {
+    nodes
+        .iter()
+        .filter(|n| crate::registry::node_ready(n))
+        .map(|n| s(n, "/metadata/name"))
+        .collect()
+}
+
 /// True when the pod's Ready condition is True.
 pub fn pod_ready(pod: &Value) -> bool {
     condition(pod, "Ready") == Some("True")

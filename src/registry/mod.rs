@@ -281,6 +281,68 @@ impl Registry {
         }
     }
 
+    /// Deletes pod `name` gracefully when an agent will confirm it ([`strategy::pod_deletion`]):
+    /// returns the pod as stored (terminating) or as it was (removed).
+    pub async fn delete_pod(
+        &self,
+        ns: Option<&str>,
+        name: &str,
+        precondition: Option<u64>,
+        uid: Option<&str>,
+        grace: Option<i64>,
+    ) -> Result<Value, ApiError> {
+        let info = lookup("pods").expect("pods");
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let pod = self.get(info, ns, name, true).await?;
+            let current = meta_str(&pod, "resourceVersion").and_then(|v| v.parse::<u64>().ok());
+            if precondition.is_some() && precondition != current {
+                return Err(conflict(info, name));
+            }
+            if uid.is_some_and(|u| Some(u) != meta_str(&pod, "uid")) {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::CONFLICT,
+                    "Conflict",
+                    format!(
+                        "Operation cannot be fulfilled on pods \"{name}\": the UID in the precondition ({}) does not match the UID in record. The object might have been deleted and then recreated",
+                        uid.unwrap_or("")
+                    ),
+                ));
+            }
+            let result = match strategy::pod_deletion(&pod, grace, self.pod_node_ready(&pod).await)
+            {
+                strategy::PodDeletion::Now => self.delete(info, ns, name, current).await,
+                strategy::PodDeletion::Terminating => return Ok(pod),
+                strategy::PodDeletion::Graceful(marked) => {
+                    self.update(info, without_rv(marked), current).await
+                }
+            };
+            // Without a precondition of the caller's, a pod its agent changed meanwhile is
+            // read again (as kube-apiserver retries its own guaranteed updates).
+            match result {
+                Err(e)
+                    if e.code == axum::http::StatusCode::CONFLICT
+                        && precondition.is_none()
+                        && attempts < 10 => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// Whether the node `pod` is bound to is Ready (this replica's view).
+    async fn pod_node_ready(&self, pod: &Value) -> bool {
+        let node = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        !node.is_empty()
+            && self
+                .get(lookup("nodes").expect("nodes"), None, node, false)
+                .await
+                .is_ok_and(|n| node_ready(&n))
+    }
+
     /// Removes `owner` from the owner references of every pod it owns (propagation policy
     /// Orphan), as one Raft command; retried when a pod changed meanwhile.
     pub async fn orphan_dependents(&self, owner: &Value) -> Result<usize, ApiError> {
@@ -339,6 +401,16 @@ impl Registry {
             .next()
             .ok_or_else(|| ApiError::internal("no result"))
     }
+}
+
+/// Whether a Node's Ready condition is True.
+pub fn node_ready(node: &Value) -> bool {
+    node.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
 }
 
 /// `obj` without `metadata.resourceVersion`.

@@ -219,6 +219,56 @@ pub fn now() -> String {
         .to_string()
 }
 
+/// What deleting a pod does (Kubernetes' graceful deletion).
+#[derive(Debug, Clone, PartialEq)]
+pub enum PodDeletion {
+    /// Remove it now: it is not bound, has finished, its node is not Ready (no agent would
+    /// confirm), or the grace period asked for is 0.
+    Now,
+    /// Mark it terminating (this object, with `deletionTimestamp` and
+    /// `deletionGracePeriodSeconds`): its node's agent stops the containers and then removes it.
+    Graceful(Value),
+    /// It is terminating already.
+    Terminating,
+}
+
+/// How to delete `pod`, given the grace period asked for (else the pod's
+/// `terminationGracePeriodSeconds`, else 30 s) and whether its node is Ready.
+pub fn pod_deletion(pod: &Value, grace: Option<i64>, node_ready: bool) -> PodDeletion {
+    let bound = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let finished = matches!(
+        pod.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    );
+    let grace = grace
+        .or_else(|| {
+            pod.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
+        .unwrap_or(30)
+        .max(0);
+    let terminating = pod.pointer("/metadata/deletionTimestamp").is_some();
+    if !bound || finished || !node_ready || grace == 0 {
+        return PodDeletion::Now;
+    }
+    if terminating {
+        return PodDeletion::Terminating;
+    }
+    let mut marked = pod.clone();
+    let at = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_secs(grace))
+        .unwrap_or_else(|_| jiff::Timestamp::now())
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let meta = obj_mut(&mut marked, "metadata");
+    meta.insert("deletionTimestamp".into(), json!(at));
+    meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+    PodDeletion::Graceful(marked)
+}
+
 fn obj_mut<'a>(v: &'a mut Value, field: &str) -> &'a mut Map<String, Value> {
     let entry = v
         .as_object_mut()
@@ -731,6 +781,27 @@ fn validate_service(svc: &core::Service, causes: &mut Vec<Cause>) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn pods_are_deleted_gracefully_only_when_an_agent_will_confirm() {
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 5},
+                         "status": {"phase": "Running"}});
+        let PodDeletion::Graceful(marked) = pod_deletion(&pod, None, true) else {
+            panic!("a running pod on a Ready node is deleted gracefully");
+        };
+        assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 5);
+        assert!(marked["metadata"]["deletionTimestamp"].is_string());
+        assert_eq!(pod_deletion(&marked, None, true), PodDeletion::Terminating);
+        assert_eq!(pod_deletion(&marked, Some(0), true), PodDeletion::Now);
+        assert_eq!(pod_deletion(&pod, None, false), PodDeletion::Now, "node not Ready");
+        assert_eq!(pod_deletion(&pod, Some(0), true), PodDeletion::Now, "grace 0");
+        let mut unbound = pod.clone();
+        unbound["spec"]["nodeName"] = json!("");
+        assert_eq!(pod_deletion(&unbound, None, true), PodDeletion::Now);
+        let mut failed = pod.clone();
+        failed["status"]["phase"] = json!("Failed");
+        assert_eq!(pod_deletion(&failed, None, true), PodDeletion::Now);
+    }
+
     use super::*;
 
     #[test]
