@@ -95,6 +95,10 @@ pub struct BenchArgs {
     /// pod-startup: pods created at once.
     #[arg(long, default_value_t = 50)]
     pub startup_pods: usize,
+    /// pod-startup: pods created one at a time (each once the previous one runs) before the
+    /// burst.
+    #[arg(long, default_value_t = 10)]
+    pub startup_serial: usize,
     /// pod-startup: `docker run -d` timed one at a time (the floor).
     #[arg(long, default_value_t = 10)]
     pub docker_runs: usize,
@@ -105,7 +109,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "-t2 -c32 -d10s", allow_hyphen_values = true)]
     pub wrk_args: String,
     /// proxy: rounds of (direct, proxied), back to back.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 3)]
     pub proxy_rounds: usize,
     /// proxy: the service's port.
     #[arg(long, default_value_t = 18080)]
@@ -142,7 +146,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 16)]
     pub metrics_clients: usize,
     /// metrics-cost: rounds of (without, with) scraping, each --duration-secs long.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 3)]
     pub metrics_rounds: usize,
 }
 

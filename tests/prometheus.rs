@@ -6,6 +6,9 @@
 //!
 //! Without the tools the tests print why and pass, unless `CI` is set: then they fail.
 
+mod common;
+
+use common::eventually;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -49,22 +52,6 @@ fn free_port(host: &str) -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// Polls `check` until it returns `Some`, or panics with `what` after `within`.
-async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// A child stopped with SIGTERM (then SIGKILL after 15 s) and reaped when dropped.

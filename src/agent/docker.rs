@@ -110,11 +110,7 @@ impl Observed {
             .as_ref()
             .and_then(|n| n.ports.as_ref());
         for (key, bindings) in ports.into_iter().flatten() {
-            if let Some(p) = bindings
-                .iter()
-                .flatten()
-                .find_map(|b| b.host_port.clone())
-            {
+            if let Some(p) = bindings.iter().flatten().find_map(|b| b.host_port.clone()) {
                 out.insert(key.clone(), p);
             }
         }
@@ -192,12 +188,15 @@ pub struct Synced {
 pub async fn connect() -> anyhow::Result<Docker> {
     let where_ =
         std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-    let hint = "start Docker, point DOCKER_HOST at it, or try keelson without Docker: --runtime hollow";
+    let hint =
+        "start Docker, point DOCKER_HOST at it, or try keelson without Docker: --runtime hollow";
     let docker = Docker::connect_with_defaults()
         .map_err(|e| anyhow::anyhow!("no Docker engine at {where_} ({e}); {hint}"))?;
     let docker = tokio::time::timeout(Duration::from_secs(5), docker.negotiate_version())
         .await
-        .map_err(|_| anyhow::anyhow!("the Docker engine at {where_} did not answer in 5 s; {hint}"))?
+        .map_err(|_| {
+            anyhow::anyhow!("the Docker engine at {where_} did not answer in 5 s; {hint}")
+        })?
         .map_err(|e| anyhow::anyhow!("no Docker engine at {where_} ({e}); {hint}"))?;
     Ok(docker)
 }
@@ -474,7 +473,12 @@ impl DockerRuntime {
         let body = ContainerCreateBody {
             image: Some(PAUSE_IMAGE.to_string()),
             hostname: Some(hostname),
-            labels: Some(label_map(pod, (&self.cluster, &self.node), SANDBOX, restarts)),
+            labels: Some(label_map(
+                pod,
+                (&self.cluster, &self.node),
+                SANDBOX,
+                restarts,
+            )),
             exposed_ports: Some(ports.keys().cloned().collect()),
             host_config: Some(HostConfig {
                 port_bindings: Some(bindings),
@@ -543,7 +547,13 @@ impl DockerRuntime {
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|e| Some(format!("{}={}", e["name"].as_str()?, e["value"].as_str().unwrap_or(""))))
+            .filter_map(|e| {
+                Some(format!(
+                    "{}={}",
+                    e["name"].as_str()?,
+                    e["value"].as_str().unwrap_or("")
+                ))
+            })
             .collect();
         let volumes = pod.pointer("/spec/volumes").and_then(Value::as_array);
         let mut binds = Vec::new();
@@ -616,7 +626,10 @@ impl DockerRuntime {
                 .map(|o| o.restarts + 1)
                 .max()
                 .unwrap_or(0);
-            for o in observed.iter().filter(|o| o.running() || o.container == SANDBOX) {
+            for o in observed
+                .iter()
+                .filter(|o| o.running() || o.container == SANDBOX)
+            {
                 self.remove(&o.id).await?;
             }
             self.start_sandbox(pod, next).await?;
@@ -732,7 +745,10 @@ impl DockerRuntime {
                 let (port, proto) = key.split_once('/')?;
                 (proto == "tcp").then(|| {
                     (
-                        format!("{}{port}", crate::controllers::endpoints::REACHABLE_PORT_PREFIX),
+                        format!(
+                            "{}{port}",
+                            crate::controllers::endpoints::REACHABLE_PORT_PREFIX
+                        ),
                         host,
                     )
                 })
@@ -986,7 +1002,10 @@ mod tests {
             "spec": {"containers": [
                 {"name": "a", "ports": [{"containerPort": 80}, {"containerPort": 53, "protocol": "UDP"}]},
                 {"name": "b", "ports": [{"containerPort": 8080, "hostPort": 9090}, {"containerPort": 80}]}]}});
-        assert_eq!(container_name(&pod, "a", 2), "k8s_a_web.1_default_01234567_2");
+        assert_eq!(
+            container_name(&pod, "a", 2),
+            "k8s_a_web.1_default_01234567_2"
+        );
         let ports = pod_ports(&pod);
         assert_eq!(ports["80/tcp"], "");
         assert_eq!(ports["53/udp"], "");

@@ -19,7 +19,8 @@ pub const MYSITE_IMAGE: &str = "user/mysite:latest";
 pub const DEFAULT_BUSYBOX: &str = "/bin/busybox";
 
 /// The pause container: sleeps until SIGTERM, then exits at once.
-const PAUSE_CMD: &str = r#"CMD ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]"#;
+const PAUSE_CMD: &str =
+    r#"CMD ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]"#;
 
 /// The seed's site: a page naming the pod (its hostname), served by busybox httpd on port 80.
 const MYSITE_START: &str = r#"#!/bin/sh
@@ -84,7 +85,12 @@ fn rootfs(busybox: &Path, extra: &[(&str, &str)]) -> anyhow::Result<Vec<u8>> {
         h.set_size(data.len() as u64);
         tar.append_data(&mut h, path, data)
     };
-    for (d, mode) in [("bin", 0o755), ("etc", 0o755), ("tmp", 0o1777), ("www", 0o755)] {
+    for (d, mode) in [
+        ("bin", 0o755),
+        ("etc", 0o755),
+        ("tmp", 0o1777),
+        ("www", 0o755),
+    ] {
         dir(&mut tar, d, mode)?;
     }
     file(&mut tar, "bin/busybox", 0o755, &binary)?;
@@ -104,7 +110,12 @@ fn rootfs(busybox: &Path, extra: &[(&str, &str)]) -> anyhow::Result<Vec<u8>> {
         0o644,
         b"root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
     )?;
-    file(&mut tar, "etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n")?;
+    file(
+        &mut tar,
+        "etc/group",
+        0o644,
+        b"root:x:0:\nnogroup:x:65534:\n",
+    )?;
     for (path, content) in extra {
         file(&mut tar, path, 0o755, content.as_bytes())?;
     }
@@ -138,7 +149,10 @@ async fn import(docker: &Docker, recipe: &Recipe, busybox: &Path) -> anyhow::Res
         step.with_context(|| format!("import {}", recipe.reference))?;
     }
     if !present(docker, recipe.reference).await {
-        bail!("import {}: the engine does not list it afterwards", recipe.reference);
+        bail!(
+            "import {}: the engine does not list it afterwards",
+            recipe.reference
+        );
     }
     Ok(())
 }
@@ -152,7 +166,10 @@ pub async fn ensure(
     force: bool,
 ) -> anyhow::Result<Vec<&'static str>> {
     let mut built = Vec::new();
-    for recipe in RECIPES.iter().filter(|r| seed || r.reference == PAUSE_IMAGE) {
+    for recipe in RECIPES
+        .iter()
+        .filter(|r| seed || r.reference == PAUSE_IMAGE)
+    {
         if force || !present(docker, recipe.reference).await {
             import(docker, recipe, busybox).await?;
             built.push(recipe.reference);
@@ -205,7 +222,13 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().path().unwrap().display().to_string())
             .collect();
-        for expected in ["bin/busybox", "bin/sh", "bin/httpd", "bin/sleep", "start.sh"] {
+        for expected in [
+            "bin/busybox",
+            "bin/sh",
+            "bin/httpd",
+            "bin/sleep",
+            "start.sh",
+        ] {
             assert!(names.iter().any(|n| n == expected), "{expected} missing");
         }
     }

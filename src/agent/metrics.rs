@@ -194,7 +194,11 @@ impl AgentMetrics {
             .expect("register");
         reg.register(Box::new(m.runtime_seconds.clone()))
             .expect("register");
-        for c in [&m.container_starts, &m.container_restarts, &m.image_pull_failures] {
+        for c in [
+            &m.container_starts,
+            &m.container_restarts,
+            &m.image_pull_failures,
+        ] {
             reg.register(Box::new(c.clone())).expect("register");
         }
         reg.register(Box::new(m.proxy_connections.clone()))
@@ -293,7 +297,11 @@ impl AgentMetrics {
         let mut phases = self.phases.lock().unwrap_or_else(|e| e.into_inner());
         phases.clear();
         for (key, phase) in pods {
-            let phase = if phase.is_empty() { "Pending".to_string() } else { phase };
+            let phase = if phase.is_empty() {
+                "Pending".to_string()
+            } else {
+                phase
+            };
             phases.insert(key, phase);
         }
         self.publish(&phases);

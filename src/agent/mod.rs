@@ -230,7 +230,11 @@ fn node_object(args: &AgentArgs, api_port: Option<u16>) -> Value {
 }
 
 /// Creates the Node, or refreshes its capacity and addresses if it exists.
-async fn register(masters: &Masters, args: &AgentArgs, api_port: Option<u16>) -> anyhow::Result<()> {
+async fn register(
+    masters: &Masters,
+    args: &AgentArgs,
+    api_port: Option<u16>,
+) -> anyhow::Result<()> {
     let node = node_object(args, api_port);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -243,7 +247,13 @@ async fn register(masters: &Masters, args: &AgentArgs, api_port: Option<u16>) ->
                 // Known node (a restart): keep its conditions, refresh what we report.
                 let path = format!("/api/v1/nodes/{}/status", args.name);
                 let mut current = masters.send(reqwest::Method::GET, &path, None).await?;
-                for field in ["capacity", "allocatable", "addresses", "nodeInfo", "daemonEndpoints"] {
+                for field in [
+                    "capacity",
+                    "allocatable",
+                    "addresses",
+                    "nodeInfo",
+                    "daemonEndpoints",
+                ] {
                     current["status"][field] = node["status"][field].clone();
                 }
                 match masters
@@ -461,7 +471,8 @@ async fn sync_pods_forever(
 async fn confirm_deletion(masters: &Masters, pod: &Value) {
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
     let name = pod["metadata"]["name"].as_str().unwrap_or("");
-    let options = json!({"gracePeriodSeconds": 0, "preconditions": {"uid": pod["metadata"]["uid"]}});
+    let options =
+        json!({"gracePeriodSeconds": 0, "preconditions": {"uid": pod["metadata"]["uid"]}});
     match masters
         .send(
             reqwest::Method::DELETE,
@@ -477,7 +488,11 @@ async fn confirm_deletion(masters: &Masters, pod: &Value) {
 
 /// Records where other hosts reach the pod (annotations the endpoints controller reads), when
 /// they differ from what the pod holds.
-async fn annotate(masters: &Masters, pod: &Value, wanted: &std::collections::BTreeMap<String, String>) {
+async fn annotate(
+    masters: &Masters,
+    pod: &Value,
+    wanted: &std::collections::BTreeMap<String, String>,
+) {
     let current = &pod["metadata"]["annotations"];
     if wanted.iter().all(|(k, v)| current[k].as_str() == Some(v)) {
         return;

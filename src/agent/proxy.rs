@@ -47,6 +47,7 @@ type Backends = Arc<RwLock<Arc<Vec<Backend>>>>;
 
 struct Listener {
     backends: Backends,
+    #[cfg_attr(not(test), allow(dead_code))]
     local: SocketAddr,
     task: JoinHandle<()>,
 }
@@ -166,6 +167,7 @@ impl Proxy {
     }
 
     /// The listeners open, with the address each is bound to.
+    #[cfg(test)]
     pub fn listening(&self) -> BTreeMap<ListenerKey, SocketAddr> {
         self.listeners
             .iter()

@@ -303,16 +303,17 @@ fn uid_precondition(body: &[u8]) -> Result<Option<String>, ApiError> {
 
 /// `gracePeriodSeconds` of a DELETE (body, else query); negative is refused.
 fn grace_period(body: &[u8], p: &Params) -> Result<Option<i64>, ApiError> {
-    let from_body = if body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        match parse_json(body)?.get("gracePeriodSeconds") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(v.as_i64().ok_or_else(|| {
-                ApiError::bad_request(format!("invalid gracePeriodSeconds {v}"))
-            })?),
-        }
-    };
+    let from_body =
+        if body.iter().all(u8::is_ascii_whitespace) {
+            None
+        } else {
+            match parse_json(body)?.get("gracePeriodSeconds") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(v.as_i64().ok_or_else(|| {
+                    ApiError::bad_request(format!("invalid gracePeriodSeconds {v}"))
+                })?),
+            }
+        };
     match from_body.or(p.grace_period_seconds) {
         Some(g) if g < 0 => Err(ApiError::bad_request(format!(
             "gracePeriodSeconds must be 0 or more, not {g}"

@@ -4,7 +4,7 @@
 //! by cluster label, CPU accounting from `/proc/PID/stat`, and a small JSON client.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -113,7 +113,6 @@ pub fn beside(cluster: &Cluster, octet: u8, n: usize) -> Ipv4Addr {
 pub struct Agent {
     pub name: String,
     pub address: Ipv4Addr,
-    pub api: SocketAddr,
     child: Child,
 }
 
@@ -150,7 +149,6 @@ impl Agents {
             agents.push(Agent {
                 name,
                 address,
-                api,
                 child,
             });
         }

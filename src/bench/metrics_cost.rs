@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
-use super::harness::{command_line, loadavg, Api};
-use super::{pct_ms, table, throughput, BenchArgs, Kind, Level, Sys};
+use super::harness::{command_line, cpu_secs, loadavg, Api};
+use super::{pct_ms, table, throughput, BenchArgs, Kind, Level, Sys, MEMBERS};
 
 /// One measured window.
 pub struct Window {
@@ -19,6 +19,8 @@ pub struct Window {
     pub scrape_errors: u64,
     pub scrape_ms: Vec<Duration>,
     pub bytes: u64,
+    /// CPU of the three masters together over the window (cores).
+    pub masters_cores: f64,
 }
 
 /// Results of the metrics-cost phase.
@@ -106,7 +108,13 @@ pub async fn metrics_cost(args: &BenchArgs) -> anyhow::Result<MetricsCost> {
                     lat.clone(),
                 )
             });
+            let pids: Vec<u32> = (1..=MEMBERS as u64)
+                .filter_map(|id| cluster.pid(id))
+                .collect();
+            let cpu = || pids.iter().filter_map(|p| cpu_secs(*p)).sum::<f64>();
+            let (c0, t0) = (cpu(), Instant::now());
             let level = throughput(&sys, clients, duration, &value).await;
+            let masters_cores = (cpu() - c0) / t0.elapsed().as_secs_f64();
             if let Some(t) = task {
                 t.abort();
             }
@@ -125,6 +133,7 @@ pub async fn metrics_cost(args: &BenchArgs) -> anyhow::Result<MetricsCost> {
                 scrape_errors: errors.load(Ordering::Relaxed),
                 scrape_ms,
                 bytes: bytes.load(Ordering::Relaxed),
+                masters_cores,
             });
         }
     }
@@ -146,6 +155,7 @@ pub fn render_metrics_cost(args: &BenchArgs, r: &MetricsCost) -> String {
         "p50 ms",
         "p99 ms",
         "errors",
+        "masters' cores",
         "scrapes",
         "scrape p50 ms",
         "KiB per scrape",
@@ -163,6 +173,7 @@ pub fn render_metrics_cost(args: &BenchArgs, r: &MetricsCost) -> String {
                 format!("{:.1}", pct_ms(&w.level.latencies, 0.5)),
                 format!("{:.1}", pct_ms(&w.level.latencies, 0.99)),
                 w.level.errors.to_string(),
+                format!("{:.2}", w.masters_cores),
                 if w.scraped {
                     format!("{} ({} failed)", w.scrapes, w.scrape_errors)
                 } else {
@@ -199,6 +210,7 @@ pub fn render_metrics_cost(args: &BenchArgs, r: &MetricsCost) -> String {
         String::new(),
         String::new(),
         String::new(),
+        String::new(),
     ]);
     format!(
         "## Cost of scraping /metrics (issue #8)\n\n\
@@ -207,7 +219,8 @@ pub fn render_metrics_cost(args: &BenchArgs, r: &MetricsCost) -> String {
          /kv/KEY?upsert=true`, client i on master i mod 3), {} s per window after 1 s of \
          warm-up, alternating without and with a scraper that fetches every master's `/metrics` \
          every second (3 concurrent GETs per second, as one Prometheus with 3 targets at a 1 s \
-         interval), {} rounds. Throughput with scraping / without: **{:.2}** (means). Load \
+         interval), {} rounds. The masters' cores: their utime + stime (`/proc/PID/stat`) over the \
+         window, warm-up included, ÷ its wall time. Throughput with scraping / without: **{:.2}** (means). Load \
          average (1 min) {} before, {} after.\n\n{}",
         command_line(),
         args.metrics_clients,

@@ -97,6 +97,12 @@ pub struct Scheduling {
     pub creates_done: Option<Duration>,
     /// From the first create sent to the last pod seen with a node.
     pub all_bound: Option<Duration>,
+    /// From the first create sent to the last pod seen at all, and to the first pod bound.
+    pub all_seen: Option<Duration>,
+    pub first_bound: Option<Duration>,
+    /// (passes, seconds) of the scheduler's and the replication manager's loops on the leader
+    /// once every pod was bound.
+    pub loops: Vec<(String, Option<f64>, Option<f64>)>,
     pub bound: usize,
     pub rebound: usize,
     pub lists: usize,
@@ -185,6 +191,7 @@ pub async fn scheduling(args: &BenchArgs) -> anyhow::Result<Scheduling> {
         }
     }
     let mut bound_at: HashMap<String, (String, Instant)> = HashMap::new();
+    let mut seen_at: HashMap<String, Instant> = HashMap::new();
     let mut rebound = 0;
     let mut creates_done = None;
     let deadline = t0 + Duration::from_secs(args.sched_timeout_secs);
@@ -205,6 +212,7 @@ pub async fn scheduling(args: &BenchArgs) -> anyhow::Result<Scheduling> {
                 let Some(ev) = ev else { break };
                 let (pods, at) = view.apply(ev);
                 for p in pods {
+                    seen_at.entry(name_of(&p)).or_insert(at);
                     let node = node_of(&p);
                     if node.is_empty() {
                         continue;
@@ -239,6 +247,40 @@ pub async fn scheduling(args: &BenchArgs) -> anyhow::Result<Scheduling> {
         .then(|| bound_at.values().map(|(_, at)| *at).max())
         .flatten()
         .map(|last| last - t0);
+    let all_seen = (seen_at.len() >= n_pods)
+        .then(|| seen_at.values().max().map(|last| *last - t0))
+        .flatten();
+    let first_bound = bound_at.values().map(|(_, at)| *at - t0).min();
+    let leader = cluster.wait_leader(Duration::from_secs(30)).await;
+    let text = match leader {
+        Some(l) => async {
+            api.http
+                .get(format!("{}/metrics", cluster.url(l)))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()
+        }
+        .await
+        .unwrap_or_default(),
+        None => String::new(),
+    };
+    let loops = ["scheduler", "replication"]
+        .iter()
+        .map(|c| {
+            let m = |suffix: &str| {
+                metric(
+                    &text,
+                    &format!(
+                        "keelson_controller_sync_duration_seconds_{suffix}{{controller=\"{c}\"}}"
+                    ),
+                )
+            };
+            (c.to_string(), m("count"), m("sum"))
+        })
+        .collect();
     eprintln!(
         "bench: scheduling: {}/{n_pods} bound in {:?} ({:.0} pods/s)",
         bound_at.len(),
@@ -261,6 +303,9 @@ pub async fn scheduling(args: &BenchArgs) -> anyhow::Result<Scheduling> {
         ready,
         creates_done,
         all_bound,
+        all_seen,
+        first_bound,
+        loops,
         bound: bound_at.len(),
         rebound,
         lists: view.lists,
@@ -515,11 +560,34 @@ async fn window(
 pub struct HeartbeatCpu {
     pub nodes: usize,
     pub idle: CpuWindow,
+    /// The nodes registered but silent (all Ready=Unknown).
+    pub silent: CpuWindow,
     pub loaded: CpuWindow,
     pub ready: Duration,
     pub reconnects: u64,
+    pub sent: u64,
     pub load_before: String,
     pub load_after: String,
+}
+
+/// Nodes whose Ready condition has `status`.
+async fn ready_status_count(api: &Api, status: &str) -> usize {
+    match api.get(0, "/api/v1/nodes").await {
+        Ok(list) => list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| {
+                n.pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == status)
+                    })
+            })
+            .count(),
+        Err(_) => 0,
+    }
 }
 
 /// Phase `heartbeats`.
@@ -545,7 +613,31 @@ pub async fn heartbeats(args: &BenchArgs) -> anyhow::Result<HeartbeatCpu> {
         "bench: heartbeats: idle: leader {:.3} cores, followers {:?}",
         idle.leader, idle.followers
     );
-    let (beats, _, ready) = hollow_nodes(&api, n, Duration::from_millis(args.heartbeat_ms)).await?;
+    // The same nodes registered but silent: the lifecycle loop's pass over them every second
+    // without a beat (the first pass marks them Unknown; nothing is written after that).
+    let names = node_names(n);
+    register_nodes(&api, &names, 32).await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while ready_status_count(&api, "Unknown").await < n {
+        if Instant::now() > deadline {
+            bail!("the silent nodes never all became Unknown");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let silent = window(cluster, &api, leader, args.cpu_window_secs).await?;
+    eprintln!(
+        "bench: heartbeats: {n} silent nodes: leader {:.3} cores, followers {:?}",
+        silent.leader, silent.followers
+    );
+    let started = Instant::now();
+    let beats = Heartbeats::start(
+        api.urls.clone(),
+        &names,
+        Duration::from_millis(args.heartbeat_ms),
+    );
+    wait_nodes_ready(&api, &names, Duration::from_secs(180)).await?;
+    let ready = started.elapsed();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let now_leader = cluster.wait_leader(Duration::from_secs(30)).await;
     if now_leader != Some(leader) {
@@ -557,15 +649,18 @@ pub async fn heartbeats(args: &BenchArgs) -> anyhow::Result<HeartbeatCpu> {
         loaded.leader, loaded.followers, loaded.beats
     );
     let reconnects = beats.reconnects.load(Ordering::Relaxed);
+    let sent = beats.sent.load(Ordering::Relaxed);
     let load_after = loadavg();
     beats.stop();
     drop(sys);
     Ok(HeartbeatCpu {
         nodes: n,
         idle,
+        silent,
         loaded,
         ready,
         reconnects,
+        sent,
         load_before,
         load_after,
     })
@@ -614,6 +709,14 @@ pub fn render_scheduling(args: &BenchArgs, r: &Scheduling) -> String {
             format!("{} s", secs(r.creates_done)),
         ],
         vec![
+            format!("first create sent → last of {} pods seen (watch)", r.pods),
+            format!("{} s", secs(r.all_seen)),
+        ],
+        vec![
+            "first create sent → first pod bound".into(),
+            format!("{} s", secs(r.first_bound)),
+        ],
+        vec![
             format!("first create sent → last of {} pods bound", r.pods),
             format!("{} s", secs(r.all_bound)),
         ],
@@ -623,6 +726,13 @@ pub fn render_scheduling(args: &BenchArgs, r: &Scheduling) -> String {
             r.rebound.to_string(),
         ],
     ];
+    for (c, n, secs) in &r.loops {
+        let v = |x: &Option<f64>, p: usize| x.map_or("?".into(), |x| format!("{x:.p$}"));
+        rows.push(vec![
+            format!("leader's `{c}` loop until then: passes, seconds in passes"),
+            format!("{}, {} s", v(n, 0), v(secs, 1)),
+        ]);
+    }
     let mut conv = String::new();
     if let Some(c) = &r.convergence {
         let ms = |d: Option<Duration>| {
@@ -729,6 +839,13 @@ pub fn render_heartbeats(args: &BenchArgs, r: &HeartbeatCpu) -> String {
             beats(&r.idle),
         ],
         vec![
+            format!("{} nodes registered, silent (Ready=Unknown)", r.nodes),
+            c(r.silent.leader),
+            f(&r.silent),
+            c(r.silent.bench),
+            beats(&r.silent),
+        ],
+        vec![
             format!("{} nodes beating every {} ms", r.nodes, args.heartbeat_ms),
             c(r.loaded.leader),
             f(&r.loaded),
@@ -736,7 +853,7 @@ pub fn render_heartbeats(args: &BenchArgs, r: &HeartbeatCpu) -> String {
             beats(&r.loaded),
         ],
         vec![
-            "difference".into(),
+            "beating − idle".into(),
             c(r.loaded.leader - r.idle.leader),
             (0..r.idle.followers.len())
                 .map(|i| c(r.loaded.followers[i] - r.idle.followers[i]))
@@ -745,26 +862,37 @@ pub fn render_heartbeats(args: &BenchArgs, r: &HeartbeatCpu) -> String {
             c(r.loaded.bench - r.idle.bench),
             String::new(),
         ],
+        vec![
+            "beating − silent (the beats themselves)".into(),
+            c(r.loaded.leader - r.silent.leader),
+            (0..r.idle.followers.len())
+                .map(|i| c(r.loaded.followers[i] - r.silent.followers[i]))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            c(r.loaded.bench - r.silent.bench),
+            String::new(),
+        ],
     ];
     format!(
         "## Heartbeat cost: {} hollow nodes (issue #6)\n\n\
          Produced by `{}`.\n\n\
-         A fresh 3-master cluster. First {} s idle (no nodes); then {} Node objects registered \
-         through the API and one heartbeat stream each from the bench process to the leader \
-         (`POST /agent/heartbeats?node=NAME`, one line every {} ms, started at random offsets), \
-         all Ready after {:.1} s; 5 s later, {} s measured. Cores = (utime + stime) from \
-         `/proc/PID/stat` over the window ÷ its wall time. The loaded window also holds the node \
-         lifecycle loop's pass over {} nodes every second (no writes while all are Ready). \
-         Stream reconnections: {}. Load average (1 min) {} before, {} after.\n\n{}",
+         A fresh 3-master cluster, three windows of {} s in one run: idle (no nodes); {} Node \
+         objects registered through the API but silent (the node lifecycle loop marks them \
+         Unknown at once, then passes over them every second without writing); the same nodes \
+         beating, one heartbeat stream each from the bench process to the leader (`POST \
+         /agent/heartbeats?node=NAME`, one line every {} ms, started at random offsets; all \
+         Ready {:.1} s after the streams started, measured 5 s later). Cores = (utime + stime) \
+         from `/proc/PID/stat` over the window ÷ its wall time. Stream reconnections: {}; \
+         beats sent by the harness in all: {}. Load average (1 min) {} before, {} \
+         after.\n\n{}",
         r.nodes,
         command_line(),
         args.cpu_window_secs,
         r.nodes,
         args.heartbeat_ms,
         r.ready.as_secs_f64(),
-        args.cpu_window_secs,
-        r.nodes,
         r.reconnects,
+        r.sent,
         r.load_before,
         r.load_after,
         table(&header, &rows)

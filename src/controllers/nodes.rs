@@ -25,9 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::{event, Severity};
 use super::scheduler::set_condition;
-use super::util::{
-    condition, list, pod_active, pod_terminating, rv, s, store_key, stored_bytes,
-};
+use super::util::{condition, list, pod_active, pod_terminating, rv, s, store_key, stored_bytes};
 use super::{Context, ControllerMetrics};
 use crate::registry::{self, lookup};
 

@@ -281,7 +281,11 @@ mod tests {
     fn the_seed_manifests_read_as_v1() {
         for (file, kind, name) in [
             ("pod.json", "Pod", "mysite"),
-            ("replication-controller.json", "ReplicationController", "mysiteController"),
+            (
+                "replication-controller.json",
+                "ReplicationController",
+                "mysiteController",
+            ),
             ("service.json", "Service", "mysite"),
         ] {
             let path = format!("{}/examples/seed/{file}", env!("CARGO_MANIFEST_DIR"));

@@ -792,8 +792,16 @@ mod tests {
         assert!(marked["metadata"]["deletionTimestamp"].is_string());
         assert_eq!(pod_deletion(&marked, None, true), PodDeletion::Terminating);
         assert_eq!(pod_deletion(&marked, Some(0), true), PodDeletion::Now);
-        assert_eq!(pod_deletion(&pod, None, false), PodDeletion::Now, "node not Ready");
-        assert_eq!(pod_deletion(&pod, Some(0), true), PodDeletion::Now, "grace 0");
+        assert_eq!(
+            pod_deletion(&pod, None, false),
+            PodDeletion::Now,
+            "node not Ready"
+        );
+        assert_eq!(
+            pod_deletion(&pod, Some(0), true),
+            PodDeletion::Now,
+            "grace 0"
+        );
         let mut unbound = pod.clone();
         unbound["spec"]["nodeName"] = json!("");
         assert_eq!(pod_deletion(&unbound, None, true), PodDeletion::Now);

@@ -61,6 +61,11 @@ impl Api {
         (0, Value::Null)
     }
 
+    /// The API of a test cluster's masters (plain HTTP, no token).
+    pub fn of(c: &keelson_chaos::Cluster) -> Self {
+        Api::new(c.ids().iter().map(|id| c.url(*id)).collect(), None, None)
+    }
+
     pub async fn items(&self, path: &str) -> Vec<Value> {
         let (_, v) = self.call("GET", path, None).await;
         v["items"].as_array().cloned().unwrap_or_default()

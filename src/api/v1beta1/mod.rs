@@ -197,7 +197,9 @@ async fn item(
             obj["metadata"]["name"] = json!(id);
             update_object(&s, info, ns, &id, obj, Subresource::Main, "v1").await?
         }
-        Method::DELETE if info.kind == "Pod" => s.registry().delete_pod(ns, &id, None, None, None).await?,
+        Method::DELETE if info.kind == "Pod" => {
+            s.registry().delete_pod(ns, &id, None, None, None).await?
+        }
         Method::DELETE => s.registry().delete(info, ns, &id, None).await?,
         _ => {
             return Err(ApiError::method_not_allowed(format!(
