@@ -47,12 +47,14 @@ pub struct AgentArgs {
     /// running — for scale tests).
     #[arg(long, default_value = "docker")]
     pub runtime: String,
-    /// CPU capacity (cores) reported for the node.
-    #[arg(long, default_value = "4")]
-    pub cpu: String,
-    /// Memory capacity reported for the node.
-    #[arg(long, default_value = "8Gi")]
-    pub memory: String,
+    /// CPU capacity (cores) reported for the node (default: the machine's with Docker, 4 on a
+    /// hollow node).
+    #[arg(long)]
+    pub cpu: Option<String>,
+    /// Memory capacity reported for the node (default: the machine's with Docker, 8Gi on a
+    /// hollow node).
+    #[arg(long)]
+    pub memory: Option<String>,
     /// Maximum pods on the node.
     #[arg(long, default_value_t = 110)]
     pub max_pods: u32,
@@ -208,8 +210,13 @@ fn node_object(args: &AgentArgs, api_port: Option<u16>) -> Value {
         .map(|(k, v)| (k.to_string(), json!(v)))
         .chain([("kubernetes.io/hostname".to_string(), json!(args.name))])
         .collect();
-    let capacity =
-        json!({"cpu": args.cpu, "memory": args.memory, "pods": args.max_pods.to_string()});
+    let (machine_cpu, machine_memory) = match args.runtime.as_str() {
+        "hollow" => ("4".to_string(), "8Gi".to_string()),
+        _ => machine_capacity(),
+    };
+    let cpu = args.cpu.clone().unwrap_or(machine_cpu);
+    let memory = args.memory.clone().unwrap_or(machine_memory);
+    let capacity = json!({"cpu": cpu, "memory": memory, "pods": args.max_pods.to_string()});
     let mut node = json!({
         "apiVersion": "v1",
         "kind": "Node",
@@ -227,6 +234,25 @@ fn node_object(args: &AgentArgs, api_port: Option<u16>) -> Value {
         node["status"]["daemonEndpoints"] = json!({"kubeletEndpoint": {"Port": port}});
     }
     node
+}
+
+/// This machine's cores and memory (`/proc/meminfo`'s MemTotal), as Kubernetes quantities.
+fn machine_capacity() -> (String, String) {
+    let cpu = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let memory_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or(8 * 1024 * 1024);
+    (cpu.to_string(), format!("{memory_kib}Ki"))
 }
 
 /// Creates the Node, or refreshes its capacity and addresses if it exists.
