@@ -853,7 +853,7 @@ impl DockerRuntime {
             "hostIPs": [{"ip": self.address}],
             "startTime": old.get("startTime").cloned().unwrap_or_else(|| json!(crate::registry::strategy::now())),
             "containerStatuses": statuses,
-            "qosClass": old.get("qosClass").cloned().unwrap_or_else(|| json!("BestEffort")),
+            "qosClass": qos_class(pod),
         });
         if !pod_ip.is_empty() {
             status["podIP"] = json!(pod_ip);
@@ -973,6 +973,27 @@ pub struct LogQuery {
     pub tail_lines: Option<i64>,
 }
 
+/// The pod's quality-of-service class, as Kubernetes derives it from requests and limits.
+fn qos_class(pod: &Value) -> &'static str {
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in spec_containers(pod) {
+        let requests = c["resources"]["requests"].as_object();
+        let limits = c["resources"]["limits"].as_object();
+        any |= requests.is_some_and(|r| !r.is_empty()) || limits.is_some_and(|l| !l.is_empty());
+        for res in ["cpu", "memory"] {
+            let limit = limits.and_then(|l| l.get(res));
+            let request = requests.and_then(|r| r.get(res)).or(limit);
+            guaranteed &= limit.is_some() && request == limit;
+        }
+    }
+    match (any, guaranteed) {
+        (false, _) => "BestEffort",
+        (true, true) => "Guaranteed",
+        (true, false) => "Burstable",
+    }
+}
+
 /// Pod conditions with their transition times kept while their status holds.
 fn conditions(old_status: &Value, wanted: &[(&str, &str)]) -> Vec<Value> {
     let now = crate::registry::strategy::now();
@@ -1011,6 +1032,20 @@ mod tests {
         assert_eq!(ports["53/udp"], "");
         assert_eq!(ports["8080/tcp"], "9090");
         assert_eq!(ports.len(), 3);
+    }
+
+    #[test]
+    fn qos_classes() {
+        let pod = |resources: Value| json!({"spec": {"containers": [{"name": "c", "resources": resources}]}});
+        assert_eq!(qos_class(&pod(json!({}))), "BestEffort");
+        assert_eq!(
+            qos_class(&pod(json!({"requests": {"cpu": "100m"}}))),
+            "Burstable"
+        );
+        assert_eq!(
+            qos_class(&pod(json!({"limits": {"cpu": "1", "memory": "1Gi"}}))),
+            "Guaranteed"
+        );
     }
 
     #[test]

@@ -100,6 +100,8 @@ pub struct Scheduling {
     /// From the first create sent to the last pod seen at all, and to the first pod bound.
     pub all_seen: Option<Duration>,
     pub first_bound: Option<Duration>,
+    /// Pods that could not be created (after retries).
+    pub failed_creates: usize,
     /// (passes, seconds) of the scheduler's and the replication manager's loops on the leader
     /// once every pod was bound.
     pub loops: Vec<(String, Option<f64>, Option<f64>)>,
@@ -138,7 +140,8 @@ pub async fn scheduling(args: &BenchArgs) -> anyhow::Result<Scheduling> {
         view.apply(ev);
     }
     let t0 = Instant::now();
-    let mut creates: JoinSet<anyhow::Result<()>> = JoinSet::new();
+    // Each create task returns how many pods it failed to create.
+    let mut creates: JoinSet<usize> = JoinSet::new();
     match args.sched_mode {
         SchedMode::Rc => {
             let per = args.rc_replicas.max(1);
@@ -151,13 +154,14 @@ pub async fn scheduling(args: &BenchArgs) -> anyhow::Result<Scheduling> {
                         replicas,
                         json!({"app": "sched", "rc": format!("sched-{i}")}),
                     );
-                    api.post(
-                        i,
-                        "/api/v1/namespaces/default/replicationcontrollers",
-                        &body,
-                    )
-                    .await
-                    .map(drop)
+                    let path = "/api/v1/namespaces/default/replicationcontrollers";
+                    match api.post(i, path, &body).await {
+                        Ok(_) => 0,
+                        Err(e) => {
+                            eprintln!("bench: scheduling: create sched-{i}: {e:#}");
+                            replicas
+                        }
+                    }
                 });
             }
         }
@@ -166,23 +170,41 @@ pub async fn scheduling(args: &BenchArgs) -> anyhow::Result<Scheduling> {
             for c in 0..args.api_clients {
                 let (api, next) = (api.clone(), next.clone());
                 creates.spawn(async move {
+                    let mut failed = 0;
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         if i >= n_pods {
-                            return Ok(());
+                            return failed;
                         }
                         let mut pod = template(json!({"app": "sched"}));
                         pod["apiVersion"] = json!("v1");
                         pod["kind"] = json!("Pod");
                         pod["metadata"]["name"] = json!(format!("sched-{i}"));
+                        // A retry after a timeout may find the first attempt's pod.
                         let mut tries = 0;
-                        while let Err(e) = api
-                            .post(c + tries, "/api/v1/namespaces/default/pods", &pod)
-                            .await
-                        {
-                            tries += 1;
-                            if tries >= 5 {
-                                return Err(e);
+                        loop {
+                            let r = api
+                                .call(
+                                    c + tries,
+                                    reqwest::Method::POST,
+                                    "/api/v1/namespaces/default/pods",
+                                    Some(&pod),
+                                    "application/json",
+                                )
+                                .await;
+                            match r {
+                                Ok((code, _)) if (200..300).contains(&code) => break,
+                                Ok((409, _)) if tries > 0 => break,
+                                r if tries >= 4 => {
+                                    let why = match r {
+                                        Ok((code, v)) => format!("{code} {v}"),
+                                        Err(e) => format!("{e:#}"),
+                                    };
+                                    eprintln!("bench: scheduling: create sched-{i}: {why}");
+                                    failed += 1;
+                                    break;
+                                }
+                                _ => tries += 1,
                             }
                         }
                     }
@@ -195,18 +217,23 @@ pub async fn scheduling(args: &BenchArgs) -> anyhow::Result<Scheduling> {
     let mut rebound = 0;
     let mut creates_done = None;
     let deadline = t0 + Duration::from_secs(args.sched_timeout_secs);
-    let mut last_report = Instant::now();
+    let mut failed_creates = 0;
+    let mut report = tokio::time::interval(Duration::from_secs(10));
     loop {
         tokio::select! {
             Some(r) = creates.join_next(), if !creates.is_empty() => {
-                match r {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => eprintln!("bench: scheduling: create: {e:#}"),
-                    Err(e) => eprintln!("bench: scheduling: create task: {e}"),
-                }
+                failed_creates += r.unwrap_or(0);
                 if creates.is_empty() {
                     creates_done = Some(t0.elapsed());
                 }
+            }
+            _ = report.tick() => {
+                eprintln!(
+                    "bench: scheduling: {:.0} s: {} pods seen, {} bound",
+                    t0.elapsed().as_secs_f64(),
+                    view.pods.len(),
+                    bound_at.len()
+                );
             }
             ev = events.recv() => {
                 let Some(ev) = ev else { break };
@@ -228,26 +255,17 @@ pub async fn scheduling(args: &BenchArgs) -> anyhow::Result<Scheduling> {
             }
             _ = tokio::time::sleep_until(deadline.into()) => break,
         }
-        if last_report.elapsed() > Duration::from_secs(10) {
-            last_report = Instant::now();
-            eprintln!(
-                "bench: scheduling: {:.0} s: {} pods seen, {} bound",
-                t0.elapsed().as_secs_f64(),
-                view.pods.len(),
-                bound_at.len()
-            );
-        }
-        if bound_at.len() >= n_pods && creates.is_empty() {
+        if creates.is_empty() && bound_at.len() >= n_pods - failed_creates {
             break;
         }
     }
     follower.abort();
     drop(events);
-    let all_bound = (bound_at.len() >= n_pods)
+    let all_bound = (bound_at.len() >= n_pods - failed_creates)
         .then(|| bound_at.values().map(|(_, at)| *at).max())
         .flatten()
         .map(|last| last - t0);
-    let all_seen = (seen_at.len() >= n_pods)
+    let all_seen = (seen_at.len() >= n_pods - failed_creates)
         .then(|| seen_at.values().max().map(|last| *last - t0))
         .flatten();
     let first_bound = bound_at.values().map(|(_, at)| *at - t0).min();
@@ -305,6 +323,7 @@ pub async fn scheduling(args: &BenchArgs) -> anyhow::Result<Scheduling> {
         all_bound,
         all_seen,
         first_bound,
+        failed_creates,
         loops,
         bound: bound_at.len(),
         rebound,
@@ -721,6 +740,10 @@ pub fn render_scheduling(args: &BenchArgs, r: &Scheduling) -> String {
             format!("{} s", secs(r.all_bound)),
         ],
         vec!["**pods bound per second**".into(), format!("**{rate}**")],
+        vec![
+            "pods not created (failed after 5 attempts)".into(),
+            r.failed_creates.to_string(),
+        ],
         vec![
             "pods bound twice (nodeName changed)".into(),
             r.rebound.to_string(),
