@@ -693,7 +693,7 @@ pub fn render_scheduling(args: &BenchArgs, r: &Scheduling) -> String {
     };
     let rate = r
         .all_bound
-        .map(|d| format!("{:.0}", r.pods as f64 / d.as_secs_f64()))
+        .map(|d| format!("{:.0}", r.bound as f64 / d.as_secs_f64()))
         .unwrap_or_else(|| {
             format!(
                 "{} of {} bound within {} s",

@@ -175,6 +175,10 @@ impl LeaderGate {
                             let _ = t.await;
                         }
                     }
+                    // Only the leader reports what its loops see: a deposed leader's gauges
+                    // would be summed with the new one's.
+                    ctx.metrics.pending_pods.set(0);
+                    ctx.metrics.nodes.reset();
                 }
                 _ => {}
             }
