@@ -442,3 +442,45 @@ async fn a_pod_too_big_for_every_node_waits_for_a_big_enough_node() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_deleted_after_their_ttl() {
+    let c = Cluster::start(std::path::Path::new(BIN), 3, &["--event-ttl-secs", "1"]);
+    c.wait_leader(Duration::from_secs(30))
+        .await
+        .expect("leader");
+    let api = Api::of(&c);
+    let rc = json!({"metadata": {"name": "ttl"}, "spec": {"replicas": 1, "selector": {"app": "ttl"},
+                    "template": {"metadata": {"labels": {"app": "ttl"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+    let (code, v) = api
+        .call(
+            "POST",
+            "/api/v1/namespaces/default/replicationcontrollers",
+            Some(&rc),
+        )
+        .await;
+    assert_eq!(code, 201, "{v}");
+    let name = eventually(
+        Duration::from_secs(30),
+        "a SuccessfulCreate event",
+        || async {
+            api.items("/api/v1/namespaces/default/events")
+                .await
+                .iter()
+                .find(|e| e["reason"] == "SuccessfulCreate")
+                .map(|e| e["metadata"]["name"].as_str().unwrap().to_string())
+        },
+    )
+    .await;
+    eventually(Duration::from_secs(30), "the event collected", || async {
+        let (code, _) = api
+            .call(
+                "GET",
+                &format!("/api/v1/namespaces/default/events/{name}"),
+                None,
+            )
+            .await;
+        (code == 404).then_some(())
+    })
+    .await;
+}

@@ -367,6 +367,8 @@ pub struct ProxyResult {
     /// (direct, proxied) per round, run back to back.
     pub rounds: Vec<(Wrk, Wrk)>,
     pub endpoints: Vec<String>,
+    /// Docker's userland proxy processes running (they forward published ports on loopback).
+    pub docker_proxies: usize,
     pub load_before: String,
     pub load_after: String,
 }
@@ -439,6 +441,16 @@ pub async fn proxy(args: &BenchArgs) -> anyhow::Result<ProxyResult> {
     wait_http(&direct, Duration::from_secs(30)).await?;
     wait_http(&proxied, Duration::from_secs(30)).await?;
     eprintln!("bench: proxy: endpoints {endpoints:?}, service at {proxied}");
+    let docker_proxies = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    std::fs::read_to_string(e.path().join("comm"))
+                        .is_ok_and(|c| c.trim() == "docker-proxy")
+                })
+                .count()
+        })
+        .unwrap_or(0);
     let load_before = loadavg();
     let mut rounds = Vec::new();
     for r in 0..args.proxy_rounds {
@@ -463,6 +475,7 @@ pub async fn proxy(args: &BenchArgs) -> anyhow::Result<ProxyResult> {
     Ok(ProxyResult {
         rounds,
         endpoints,
+        docker_proxies,
         load_before,
         load_after,
     })
@@ -630,13 +643,19 @@ pub fn render_proxy(args: &BenchArgs, r: &ProxyResult) -> String {
          proxy, round robin over both endpoints), and in the same run straight at one pod's \
          published address (the first endpoint, node address + published host port: {}); \
          direct then proxied, {} rounds back to back. wrk, both agents, the pods and the \
-         masters share the machine's cores. Load average (1 min) {} before, {} after. Goal: \
+         masters share the machine's cores. Docker publishes the pods' ports on loopback \
+         addresses through its userland proxy ({} `docker-proxy` processes were running), so \
+         \"direct\" is wrk → docker-proxy → pod and \"proxied\" is wrk → keelson's proxy → \
+         docker-proxy → pod (one of the two pods, round robin). busybox httpd answers each \
+         request on a new connection (no keep-alive), so every request is a TCP connect through \
+         each hop. Load average (1 min) {} before, {} after. Goal: \
          proxied ≥ 0.9× direct.\n\n{}",
         command_line(),
         args.service_port,
         args.wrk_args,
         r.endpoints.first().cloned().unwrap_or_default(),
         r.rounds.len(),
+        r.docker_proxies,
         r.load_before,
         r.load_after,
         table(&header, &rows)

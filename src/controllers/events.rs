@@ -1,11 +1,13 @@
 //! Events for what users need to see (`kubectl describe`): Scheduled, FailedScheduling,
-//! SuccessfulCreate, SuccessfulDelete, NodeNotReady, NodeReady.
+//! SuccessfulCreate, SuccessfulDelete, NodeNotReady, NodeReady; and their garbage collection
+//! after `--event-ttl-secs`.
 
 use bytes::Bytes;
 use keelson_raft::Command;
 use serde_json::{json, Value};
 
-use super::util::s;
+use super::util::{list, rv, s, store_key};
+use super::Context;
 use crate::registry::strategy::{self, Names};
 use crate::registry::{self, lookup};
 
@@ -58,4 +60,39 @@ pub fn event(
         key,
         value: Bytes::from(serde_json::to_vec(&ev).ok()?),
     })
+}
+
+/// Deletes the events last seen more than the TTL ago, in batches.
+pub async fn collect_garbage(ctx: Context) -> Result<(), String> {
+    let cutoff = jiff::Timestamp::now()
+        .checked_sub(
+            jiff::SignedDuration::try_from(ctx.config.event_ttl).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
+    let expired: Vec<Command> = list(&ctx, "events")
+        .iter()
+        .filter(|e| {
+            [
+                "/lastTimestamp",
+                "/eventTime",
+                "/metadata/creationTimestamp",
+            ]
+            .iter()
+            .find_map(|p| s(e, p).parse::<jiff::Timestamp>().ok())
+            .is_some_and(|t| t < cutoff)
+        })
+        .map(|e| Command::Delete {
+            key: store_key("events", e),
+            precondition: Some(rv(e)),
+        })
+        .collect();
+    let mut batches = expired.into_iter().peekable();
+    while batches.peek().is_some() {
+        let batch: Vec<Command> = batches.by_ref().take(500).collect();
+        ctx.node
+            .write(Command::Batch(batch))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }

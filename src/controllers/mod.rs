@@ -37,6 +37,8 @@ pub struct LoopConfig {
     pub pod_eviction: Duration,
     /// Every loop also resyncs this often, whatever the watch says.
     pub resync: Duration,
+    /// Events last seen longer ago than this are deleted (kube-apiserver's `--event-ttl`).
+    pub event_ttl: Duration,
 }
 
 impl Default for LoopConfig {
@@ -45,6 +47,7 @@ impl Default for LoopConfig {
             node_grace: Duration::from_secs(10),
             pod_eviction: Duration::from_secs(30),
             resync: Duration::from_secs(5),
+            event_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -220,6 +223,14 @@ fn start_loops(ctx: &Context, token: CancellationToken) -> Vec<tokio::task::Join
             ctx.clone(),
             token.clone(),
             endpoints::sync,
+        )),
+        // Watches nothing: wakes every resync period.
+        tokio::spawn(util::run_loop(
+            "events",
+            &[],
+            ctx.clone(),
+            token.clone(),
+            events::collect_garbage,
         )),
         tokio::spawn(nodes::run(ctx.clone(), token)),
     ]

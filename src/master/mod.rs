@@ -79,6 +79,9 @@ pub struct MasterArgs {
     /// Pods on a node NotReady for this long are failed and replaced elsewhere.
     #[arg(long, default_value_t = 30_000)]
     pub pod_eviction_ms: u64,
+    /// Events last seen longer ago than this are deleted.
+    #[arg(long, default_value_t = 3600)]
+    pub event_ttl_secs: u64,
     /// How long a request waits for a leader and a quorum.
     #[arg(long, default_value_t = 10_000)]
     pub request_timeout_ms: u64,
@@ -222,6 +225,7 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
         config: controllers::LoopConfig {
             node_grace: Duration::from_millis(args.node_grace_ms),
             pod_eviction: Duration::from_millis(args.pod_eviction_ms),
+            event_ttl: Duration::from_secs(args.event_ttl_secs),
             ..Default::default()
         },
         heartbeats: heartbeats.clone(),
