@@ -260,8 +260,9 @@ pub enum PodEvent {
 }
 
 /// Follows the pods of `namespace` (with `selector`, a label selector, if not empty): a list on
-/// one of `urls`, then a watch from its resource version; both again (on the next master) when
-/// the watch ends. Events go to the returned channel; the task ends when its receiver is gone.
+/// one of `urls`, then a watch from its resource version (with bookmarks, one a second); both
+/// again (on the next master) when the watch ends or is silent for 5 s. Events go to the
+/// returned channel; the task ends when its receiver is gone.
 pub fn follow_pods(
     urls: Vec<String>,
     namespace: &str,
@@ -309,7 +310,9 @@ pub fn follow_pods(
                 return;
             }
             let resp = http
-                .get(format!("{url}{base}?watch=true&resourceVersion={rv}&{sel}"))
+                .get(format!(
+                    "{url}{base}?watch=true&allowWatchBookmarks=true&resourceVersion={rv}&{sel}"
+                ))
                 .send()
                 .await;
             let Ok(resp) = resp else { continue };
@@ -318,7 +321,9 @@ pub fn follow_pods(
             }
             let mut stream = resp.bytes_stream();
             let mut buf: Vec<u8> = Vec::new();
-            'read: while let Some(Ok(chunk)) = stream.next().await {
+            'read: while let Ok(Some(Ok(chunk))) =
+                tokio::time::timeout(Duration::from_secs(5), stream.next()).await
+            {
                 let now = Instant::now();
                 buf.extend_from_slice(&chunk);
                 while let Some(nl) = buf.iter().position(|b| *b == b'\n') {

@@ -269,6 +269,8 @@ pub async fn scheduling(args: &BenchArgs) -> anyhow::Result<Scheduling> {
         .then(|| seen_at.values().max().map(|last| *last - t0))
         .flatten();
     let first_bound = bound_at.values().map(|(_, at)| *at - t0).min();
+    // The pass that bound the pods is counted once it ends (after its events are written).
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let leader = cluster.wait_leader(Duration::from_secs(30)).await;
     let text = match leader {
         Some(l) => async {
@@ -358,40 +360,68 @@ async fn converge(
         &rc("converge", from, labels),
     )
     .await?;
-    let leader = cluster
-        .wait_leader(Duration::from_secs(30))
-        .await
-        .ok_or_else(|| anyhow!("no leader"))?;
-    let survivors: Vec<usize> = (0..MEMBERS).filter(|m| *m as u64 + 1 != leader).collect();
-    let urls: Vec<String> = survivors.iter().map(|m| api.urls[*m].clone()).collect();
-    let (mut events, follower) = follow_pods(urls, "default", "app=converge");
-    let mut view = PodView::default();
-    // At count first: `from` active pods, all bound, for a second.
+    // At count first: `from` active pods, all bound, in two lists a second apart (polled:
+    // nothing is timed yet).
+    let list_path = "/api/v1/namespaces/default/pods?labelSelector=app%3Dconverge";
+    let list = |m: usize| {
+        let api = api.clone();
+        async move {
+            let v = api.get(m, list_path).await?;
+            let pods: HashMap<String, Value> = v["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| (name_of(p), p.clone()))
+                .collect();
+            Ok::<_, anyhow::Error>(pods)
+        }
+    };
     let deadline = Instant::now() + Duration::from_secs(300);
-    let mut at_count_since: Option<Instant> = None;
-    loop {
-        tokio::select! {
-            ev = events.recv() => {
-                let Some(ev) = ev else { bail!("pod follower ended") };
-                view.apply(ev);
-            }
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-        }
-        if counts(&view.pods) == (from, from, from) {
-            let since = *at_count_since.get_or_insert_with(Instant::now);
-            if since.elapsed() > Duration::from_secs(1) {
-                break;
-            }
-        } else {
-            at_count_since = None;
-        }
+    let mut at_count = 0;
+    let mut last = (0, 0, 0);
+    while at_count < 2 {
         if Instant::now() > deadline {
+            let logs = save_logs(cluster);
             bail!(
-                "the controller never reached {from} bound pods: {:?}",
-                counts(&view.pods)
+                "the controller never reached {from} bound pods: last list (active, bound, \
+                 all) {last:?}; master logs copied to {logs}"
             );
         }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        match list(0).await {
+            Ok(pods) => {
+                last = counts(&pods);
+                at_count = if last == (from, from, from) {
+                    at_count + 1
+                } else {
+                    0
+                };
+            }
+            Err(e) => eprintln!("bench: scheduling: convergence: list: {e:#}"),
+        }
     }
+    // The leader as of now (leadership may move under load), a watch on the two others, and
+    // the leader checked again right before the kill.
+    let (leader, survivors, mut events, follower, mut view) = loop {
+        let leader = cluster
+            .wait_leader(Duration::from_secs(30))
+            .await
+            .ok_or_else(|| anyhow!("no leader"))?;
+        let survivors: Vec<usize> = (0..MEMBERS).filter(|m| *m as u64 + 1 != leader).collect();
+        let urls: Vec<String> = survivors.iter().map(|m| api.urls[*m].clone()).collect();
+        let (mut events, follower) = follow_pods(urls, "default", "app=converge");
+        let mut view = PodView::default();
+        match events.recv().await {
+            Some(ev) => {
+                view.apply(ev);
+            }
+            None => bail!("pod follower ended"),
+        }
+        if cluster.wait_leader(Duration::from_secs(5)).await == Some(leader) {
+            break (leader, survivors, events, follower, view);
+        }
+        follower.abort();
+    };
     let mut first_node: HashMap<String, String> = view
         .pods
         .values()
@@ -505,6 +535,18 @@ async fn converge(
         killed: leader,
         new_leader,
     })
+}
+
+/// Copies the masters' logs to a folder of their own (the cluster's folder goes with it);
+/// returns its path.
+fn save_logs(cluster: &keelson_chaos::Cluster) -> String {
+    let dir = std::env::temp_dir().join(format!("keelson-bench-logs-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    for id in cluster.ids() {
+        let name = format!("master-{id}.log");
+        let _ = std::fs::copy(cluster.root().join(&name), dir.join(&name));
+    }
+    dir.display().to_string()
 }
 
 /// CPU (cores) of each master over one window, and of this process.
@@ -752,7 +794,9 @@ pub fn render_scheduling(args: &BenchArgs, r: &Scheduling) -> String {
     for (c, n, secs) in &r.loops {
         let v = |x: &Option<f64>, p: usize| x.map_or("?".into(), |x| format!("{x:.p$}"));
         rows.push(vec![
-            format!("leader's `{c}` loop until then: passes, seconds in passes"),
+            format!(
+                "leader's `{c}` loop, 5 s after the last binding: passes ended, seconds in them"
+            ),
             format!("{}, {} s", v(n, 0), v(secs, 1)),
         ]);
     }
