@@ -8,7 +8,7 @@
 //! the same cluster with its data and its certificates. Ctrl-C or SIGTERM stops every
 //! child. Agents (`--agents N`, 2 by default, Docker unless `--runtime hollow`; `keelson up` first
 //! builds the local images `keelson/pause` and `user/mysite`) are `node-1..N`, at the masters'
-//! loopback address + 10 + i (127.0.0.11, .12… for the default 127.0.0.1; else on `--host`),
+//! loopback address + 10 + (i − 1) (127.0.0.11, .12… for the default 127.0.0.1; else on `--host`),
 //! serving metrics and container logs on port 10250+i and the services' ports through their
 //! proxies. Stopping `keelson up` leaves the containers running; the next run's agents adopt them.
 //! A master that dies (a chaos test's SIGKILL) is reported, not restarted: restarting is
@@ -126,9 +126,9 @@ fn agent_entries(args: &UpArgs) -> Vec<AgentEntry> {
             // On loopback every agent takes its own address (127.0.0.11, .12… next to masters on
             // 127.0.0.1), so their proxies and published ports behave like separate hosts.
             let address = match args.host {
-                IpAddr::V4(v4) if v4.is_loopback() && v4.octets()[3] as u32 + 10 + i <= 254 => {
+                IpAddr::V4(v4) if v4.is_loopback() && v4.octets()[3] as u32 + 9 + i <= 254 => {
                     let [a, b, c, d] = v4.octets();
-                    format!("{a}.{b}.{c}.{}", d as u32 + 10 + i)
+                    format!("{a}.{b}.{c}.{}", d as u32 + 9 + i)
                 }
                 _ => args.host.to_string(),
             };
@@ -469,15 +469,38 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             unsafe { libc::kill(pid as i32, libc::SIGTERM) };
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
+    stop_children(&mut children, Duration::from_secs(10)).await;
+    Ok(())
+}
+
+/// Waits for every signalled child to exit, saying each second which ones it still waits
+/// for; those still running after `grace` are killed.
+async fn stop_children(children: &mut [(String, tokio::process::Child)], grace: Duration) {
+    let started = Instant::now();
+    let mut next_report = started + Duration::from_secs(1);
+    loop {
+        let waiting: Vec<String> = children
+            .iter_mut()
+            .filter_map(|(id, c)| matches!(c.try_wait(), Ok(None)).then(|| id.clone()))
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        if started.elapsed() >= grace {
+            break;
+        }
+        if Instant::now() >= next_report {
+            println!("waiting for {} to stop", waiting.join(", "));
+            next_report += Duration::from_secs(1);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for (id, child) in children.iter_mut() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if tokio::time::timeout(left, child.wait()).await.is_err() {
-            eprintln!("{id} did not stop in time: killing it");
+        if matches!(child.try_wait(), Ok(None)) {
+            eprintln!("{id} did not stop in {grace:?}: killing it");
             let _ = child.kill().await;
         }
     }
-    Ok(())
 }
 
 async fn wait_for_leader(

@@ -305,6 +305,67 @@ async fn create_get_apply_scale_describe_delete() {
     assert!(out.stdout.is_empty());
 }
 
+/// The seed's manifests go through `/api/v1beta1`, as kubecfg sent them, so the seed's own ids
+/// (`mysiteController`, not an RFC 1123 name) are accepted, and core/v1 reads, scales and
+/// deletes the objects by those ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_manifests_verbatim() {
+    let e = env().await;
+    let seed = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/seed");
+    assert_eq!(
+        e.ok(&[
+            "create",
+            "-f",
+            &format!("{seed}/replication-controller.json")
+        ]),
+        "replicationcontroller/mysiteController created\n"
+    );
+    assert_eq!(
+        e.ok(&["create", "-f", &format!("{seed}/service.json")]),
+        "service/mysite created\n"
+    );
+    let rc = e.ok(&["get", "rc"]);
+    assert!(
+        rc.lines().any(|l| l.starts_with("mysiteController ")),
+        "{rc}"
+    );
+    // Again: AlreadyExists, as kubectl says it.
+    let out = e.ctl(&["create", "-f", &format!("{seed}/service.json")]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("(AlreadyExists)"),
+        "{}",
+        show(&out)
+    );
+    // Applying the file again changes nothing; a v1beta1 object lives in `default`.
+    assert_eq!(
+        e.ok(&["apply", "-f", &format!("{seed}/service.json")]),
+        "service/mysite unchanged\n"
+    );
+    let out = e.ctl(&["create", "-n", "other", "-f", &format!("{seed}/pod.json")]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not match the namespace \"other\""),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(
+        e.ok(&["scale", "rc", "mysiteController", "--replicas", "3"]),
+        "replicationcontroller/mysiteController scaled\n"
+    );
+    let json = e.ok(&["get", "rc", "mysiteController", "-o", "json"]);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["spec"]["replicas"], 3, "{json}");
+    assert_eq!(
+        e.ok(&["delete", "rc", "mysiteController"]),
+        "replicationcontroller \"mysiteController\" deleted\n"
+    );
+    assert_eq!(
+        e.ok(&["delete", "-f", &format!("{seed}/service.json")]),
+        "service \"mysite\" deleted\n"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_and_watch() {
     let e = env().await;

@@ -728,4 +728,9 @@ async fn bearer_tokens_are_required_except_for_health() {
         assert!(short.contains(&s), "short name {s}");
     }
     assert_eq!(a.get("/apis").await.0, 200);
+    // The official clients ask with a trailing slash.
+    for path in ["/api/", "/apis/", "/api/v1/"] {
+        assert_eq!(a.get(path).await.0, 200, "{path}");
+    }
+    assert_eq!(a.get("/api/v1/").await.1, api);
 }

@@ -1,4 +1,5 @@
-//! The official Python `kubernetes` client against a real 3-master cluster with a token file:
+//! The official Python `kubernetes` client against a real 3-master cluster with a token file
+//! and a hollow agent (a real `keelson agent` process, so its Node is what agents register):
 //! runs tests/python/client_scenario.py, which asserts every step itself.
 //!
 //! Without the `kubernetes` package the test is skipped with a message, unless `CI` is set
@@ -12,6 +13,15 @@ use keelson_chaos::Cluster;
 
 const BIN: &str = env!("CARGO_BIN_EXE_keelson");
 const TOKEN: &str = "python-client-token";
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// Whether `python3` can import `kubernetes`; the reason if not.
 fn client_available() -> Result<(), String> {
@@ -36,6 +46,41 @@ async fn python_kubernetes_client_scenario() {
     }
     let c = Cluster::start_with_token(Path::new(BIN), 3, TOKEN).await;
     let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, c.ca_pem().unwrap()).unwrap();
+    let masters: Vec<String> = c.ids().iter().map(|&id| c.url(id)).collect();
+    let agent_log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+    let agent = Command::new(BIN)
+        .args(["agent", "--runtime", "hollow", "--name", "py-node-1"])
+        .args(["--address", "127.0.0.1", "--token", TOKEN])
+        .arg("--ca-file")
+        .arg(&ca)
+        .args(["--masters", &masters.join(",")])
+        .stdin(Stdio::null())
+        .stdout(agent_log.try_clone().unwrap())
+        .stderr(agent_log)
+        .spawn()
+        .expect("start a hollow agent");
+    let _agent = KillOnDrop(agent);
+    let http = c.client_builder().build().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let registered = http
+            .get(format!("{}/api/v1/nodes/py-node-1", masters[0]))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if registered {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the hollow agent never registered its node:\n{}",
+            std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // The client talks to a follower-or-leader alike: master 3.
     let kubeconfig = dir.path().join("kubeconfig");
     c.write_kubeconfig(&kubeconfig, 3, TOKEN);

@@ -304,6 +304,17 @@ impl DockerRuntime {
         }
     }
 
+    /// The engine's version as the kubelet reports a runtime's (`docker://28.2.2`).
+    pub async fn version(&self) -> String {
+        match self.docker.version().await {
+            Ok(v) => format!("docker://{}", v.version.unwrap_or_default()),
+            Err(e) => {
+                tracing::warn!("docker version: {e}");
+                "docker://unknown".into()
+            }
+        }
+    }
+
     /// Every keelson container of this node, by pod uid.
     pub async fn observe(&self) -> anyhow::Result<HashMap<String, Vec<Observed>>> {
         self.list(&format!("{LABEL_NODE}={}", self.node)).await

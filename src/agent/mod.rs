@@ -9,6 +9,7 @@ pub mod docker;
 mod http;
 pub mod images;
 pub mod metrics;
+pub mod node_info;
 pub mod proxy;
 pub mod runtime;
 
@@ -144,7 +145,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             }
         },
     };
-    register(&masters, &args, api_port)
+    let node_info = match &runtime {
+        Runtime::Docker(d) => node_info::host(&d.version().await),
+        Runtime::Hollow(_) => node_info::hollow(&args.name),
+    };
+    register(&masters, &args, api_port, node_info)
         .await
         .context("register the node")?;
     tracing::info!(node = %args.name, runtime = %args.runtime, "agent running");
@@ -202,7 +207,7 @@ async fn cluster_id(masters: &Masters) -> anyhow::Result<String> {
     }
 }
 
-fn node_object(args: &AgentArgs, api_port: Option<u16>) -> Value {
+fn node_object(args: &AgentArgs, api_port: Option<u16>, node_info: Value) -> Value {
     let labels: serde_json::Map<String, Value> = args
         .labels
         .iter()
@@ -217,7 +222,7 @@ fn node_object(args: &AgentArgs, api_port: Option<u16>) -> Value {
     let cpu = args.cpu.clone().unwrap_or(machine_cpu);
     let memory = args.memory.clone().unwrap_or(machine_memory);
     let capacity = json!({"cpu": cpu, "memory": memory, "pods": args.max_pods.to_string()});
-    let mut node = json!({
+    json!({
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {"name": args.name, "labels": labels},
@@ -226,14 +231,12 @@ fn node_object(args: &AgentArgs, api_port: Option<u16>) -> Value {
             "capacity": capacity,
             "allocatable": capacity,
             "addresses": [{"type": "InternalIP", "address": args.address}, {"type": "Hostname", "address": args.name}],
-            "nodeInfo": {"kubeletVersion": format!("keelson-v{}", env!("CARGO_PKG_VERSION")), "containerRuntimeVersion": args.runtime},
+            "nodeInfo": node_info,
+            // Where masters fetch container logs (kubelet's field for it); 0: this agent
+            // serves no HTTP (its default address was taken).
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": api_port.unwrap_or(0)}},
         },
-    });
-    if let Some(port) = api_port {
-        // Where masters fetch container logs (kubelet's field for it).
-        node["status"]["daemonEndpoints"] = json!({"kubeletEndpoint": {"Port": port}});
-    }
-    node
+    })
 }
 
 /// This machine's cores and memory (`/proc/meminfo`'s MemTotal), as Kubernetes quantities.
@@ -260,8 +263,9 @@ async fn register(
     masters: &Masters,
     args: &AgentArgs,
     api_port: Option<u16>,
+    node_info: Value,
 ) -> anyhow::Result<()> {
-    let node = node_object(args, api_port);
+    let node = node_object(args, api_port, node_info);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         match masters

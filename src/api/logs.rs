@@ -97,6 +97,14 @@ pub async fn pod_log(
         .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
         .and_then(Value::as_u64)
         .unwrap_or(10250);
+    if port == 0 {
+        // The agent reported no endpoint (it runs without its HTTP server).
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            format!("the agent of node {node_name} does not serve logs"),
+        ));
+    }
     let namespace = ns.unwrap_or("default");
     let mut url = format!(
         "http://{address}:{port}/containerLogs/{namespace}/{name}/{container}?follow={}&previous={}&timestamps={}",

@@ -118,9 +118,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::scrape))
         .route("/version", get(version))
+        // Discovery, with and without the trailing slash (the official clients ask for
+        // `/api/v1/`).
         .route("/api", get(discovery::api_versions))
+        .route("/api/", get(discovery::api_versions))
         .route("/apis", get(discovery::api_groups))
+        .route("/apis/", get(discovery::api_groups))
         .route("/api/v1", get(discovery::core_v1))
+        .route("/api/v1/", get(discovery::core_v1))
         .route("/openapi/v3", get(openapi::index))
         .route("/openapi/v3/api/v1", get(openapi::core_v1))
         .route("/api/v1/{*rest}", axum::routing::any(v1::handle))

@@ -49,10 +49,33 @@ pub fn object_path(info: &ResourceInfo, ns: Option<&str>, name: &str) -> String 
 #[derive(Debug, Clone)]
 pub struct Manifest {
     pub source: String,
+    /// The object as core/v1 (a v1beta1 object converted as the masters convert it).
     pub object: Value,
+    /// The file's own v1beta1 object, if it was one: created through `/api/v1beta1`, as
+    /// kubecfg did, so the seed's lenient ids (`mysiteController`) stay valid.
+    pub v1beta1: Option<Value>,
 }
 
 impl Manifest {
+    /// Where and what to POST to create it: the v1beta1 collection with the file's own object
+    /// for a v1beta1 manifest (converted, it names the namespace `default`, v1beta1's only
+    /// one, so [`Manifest::namespace`] already refused any other), else the core/v1
+    /// collection with the object.
+    pub fn create_request(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+    ) -> anyhow::Result<(String, &Value)> {
+        match &self.v1beta1 {
+            Some(original) => {
+                let collection = v1beta1_collection(info)
+                    .ok_or_else(|| anyhow!("{} cannot be created through v1beta1", info.plural))?;
+                Ok((format!("/api/v1beta1/{collection}"), original))
+            }
+            None => Ok((collection_path(info, ns), &self.object)),
+        }
+    }
+
     /// Its resource, checking `apiVersion` and `kind`.
     pub fn info(&self) -> anyhow::Result<&'static ResourceInfo> {
         let kind = self.object["kind"].as_str().unwrap_or("");
@@ -151,13 +174,27 @@ pub fn manifests(source: &str, text: &str) -> anyhow::Result<Vec<Manifest>> {
         .with_context(|| format!("error parsing {source}"))?
         .into_iter()
         .map(|object| {
+            let v1beta1 = (object["apiVersion"] == "v1beta1").then(|| object.clone());
             Ok(Manifest {
                 source: source.to_string(),
                 object: from_v1beta1(object)
                     .with_context(|| format!("error converting {source} from v1beta1"))?,
+                v1beta1,
             })
         })
         .collect()
+}
+
+/// The v1beta1 collection that creates a resource's objects (the seed's API: no namespaces,
+/// camel-case names, nodes as minions).
+fn v1beta1_collection(info: &ResourceInfo) -> Option<&'static str> {
+    Some(match info.kind {
+        "Pod" => "pods",
+        "ReplicationController" => "replicationControllers",
+        "Service" => "services",
+        "Node" => "minions",
+        _ => return None,
+    })
 }
 
 /// A v1beta1 object (the seed's manifests: `id`, `desiredState`…) as v1, converted as the
@@ -294,6 +331,10 @@ mod tests {
             let info = ms[0].info().unwrap();
             assert_eq!(info.kind, kind);
             assert_eq!(ms[0].name(), Some(name));
+            // Created through v1beta1, with the file's own object.
+            let (path, body) = ms[0].create_request(info, Some("default")).unwrap();
+            assert!(path.starts_with("/api/v1beta1/"), "{path}");
+            assert_eq!(body["id"], name);
         }
     }
 
@@ -351,6 +392,7 @@ mod tests {
         let m = |v: Value| Manifest {
             source: "f".into(),
             object: v,
+            v1beta1: None,
         };
         assert!(m(json!({"apiVersion": "v1", "kind": "Pod"})).info().is_ok());
         assert!(m(json!({"apiVersion": "apps/v1", "kind": "Deployment"}))

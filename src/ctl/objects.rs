@@ -359,9 +359,13 @@ pub async fn create(ctx: &Ctx, a: FileArgs) -> anyhow::Result<()> {
 async fn create_one(ctx: &Ctx, m: &Manifest) -> anyhow::Result<String> {
     let info = m.info()?;
     let ns = m.namespace(info, &ctx.namespace, ctx.explicit_namespace)?;
-    let path = collection_path(info, ns.as_deref());
-    let created = ctx.client.send_json(Method::POST, &path, &m.object).await?;
-    let name = created["metadata"]["name"].as_str().unwrap_or("");
+    let (path, body) = m.create_request(info, ns.as_deref())?;
+    let created = ctx.client.send_json(Method::POST, &path, body).await?;
+    // A v1beta1 answer names the object by `id`.
+    let name = created["metadata"]["name"]
+        .as_str()
+        .or_else(|| created["id"].as_str())
+        .unwrap_or("");
     Ok(format!("{}/{name} created", info.singular))
 }
 
@@ -385,8 +389,8 @@ async fn apply_one(ctx: &Ctx, m: &Manifest) -> anyhow::Result<String> {
         let current = match ctx.client.get(&path).await {
             Ok(c) => c,
             Err(e) if server_code(&e) == Some(404) => {
-                let coll = collection_path(info, ns.as_deref());
-                match ctx.client.send_json(Method::POST, &coll, &m.object).await {
+                let (coll, body) = m.create_request(info, ns.as_deref())?;
+                match ctx.client.send_json(Method::POST, &coll, body).await {
                     Ok(_) => return Ok(format!("{}/{name} created", info.singular)),
                     // Created meanwhile: update it instead.
                     Err(e) if server_code(&e) == Some(409) => {

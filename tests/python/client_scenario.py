@@ -5,12 +5,17 @@ Usage: client_scenario.py KUBECONFIG
 
 Lists pods (none yet), creates a replication controller and two pods, reads them back,
 merge-patches a label, scales the controller through its scale subresource, and watches pods
-from a resource version, seeing a change made while the watch runs. Every step is asserted;
-any failure exits non-zero. Driven by tests/python_client.rs against a real 3-master cluster.
+from a resource version, seeing a change made while the watch runs. Then every kind that
+discovery reports is listed, read and watched through the client's typed API (so kinds added
+later are covered without editing this file), including the nodes of real agents. Every step
+is asserted; any failure exits non-zero. Driven by tests/python_client.rs against a real
+3-master cluster with a hollow agent.
 """
 
+import re
 import sys
 import threading
+import time
 
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
@@ -160,16 +165,78 @@ def main(kubeconfig):
     check(seen is not None, "the watch from %s never delivered the change" % rv)
     check(int(seen.metadata.resource_version) > int(rv), "the event is newer than %s" % rv)
 
-    # 7. Clean up; deleted objects are gone.
+    # 7. Every kind (nothing is deleted while this runs, so every listed object is watched).
+    every_kind(v1)
+
+    # 8. Clean up; deleted objects are gone (a bound pod once its agent confirms: graceful
+    # deletion marks it terminating first).
     v1.delete_namespaced_replication_controller("frontend", NS)
     for name in ("scenario-a", "scenario-b"):
         v1.delete_namespaced_pod(name, NS)
-    try:
-        v1.read_namespaced_pod("scenario-a", NS)
-        check(False, "a deleted pod must be gone")
-    except ApiException as e:
-        check(e.status == 404, "NotFound is 404, got %s" % e.status)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            p = v1.read_namespaced_pod("scenario-a", NS)
+            check(p.metadata.deletion_timestamp, "a deleted pod is gone or terminating")
+            check(time.monotonic() < deadline, "a deleted pod must be gone within 30 s")
+            time.sleep(0.2)
+        except ApiException as e:
+            check(e.status == 404, "NotFound is 404, got %s" % e.status)
+            break
     print("python client scenario: all steps passed")
+
+
+def snake(kind):
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", kind).lower()
+
+
+def every_kind(v1):
+    """Lists, reads and watches every kind discovery reports, through the typed API: the
+    client decodes every object into its model classes, which refuse missing required
+    fields (a Node without its full nodeInfo, say)."""
+    resources = [r for r in v1.get_api_resources().resources if "/" not in r.name]
+    kinds = sorted(r.kind for r in resources)
+    check("Node" in kinds and "Pod" in kinds, "discovery reports nodes and pods: %r" % kinds)
+    for r in resources:
+        verbs = set(r.verbs)
+        if not {"list", "get", "watch"} <= verbs:
+            continue
+        name = snake(r.kind)
+        if r.namespaced:
+            listing = getattr(v1, "list_%s_for_all_namespaces" % name)
+            read = lambda n, ns, name=name: getattr(v1, "read_namespaced_%s" % name)(n, ns)
+        else:
+            listing = getattr(v1, "list_%s" % name)
+            read = lambda n, ns, name=name: getattr(v1, "read_%s" % name)(n)
+        items = listing().items
+        for o in items[:20]:
+            got = read(o.metadata.name, o.metadata.namespace)
+            check(got.metadata.uid == o.metadata.uid, "%s %s read back" % (r.kind, o.metadata.name))
+        # A watch without a resource version starts with every object as ADDED.
+        want = {(o.metadata.namespace, o.metadata.name) for o in items}
+        added = set()
+        w = watch.Watch()
+        for event in w.stream(listing, timeout_seconds=5):
+            if event["type"] == "ADDED":
+                obj = event["object"]
+                added.add((obj.metadata.namespace, obj.metadata.name))
+            if want <= added:
+                w.stop()
+                break
+        check(want <= added, "%s: the watch announced %r of %r" % (r.kind, added, want))
+        print("kind %s: %d listed, read and watched" % (r.kind, len(items)))
+    nodes = v1.list_node().items
+    check(nodes, "an agent's node is listed")
+    for n in nodes:
+        info = n.status.node_info
+        for field in ("machine_id", "system_uuid", "boot_id", "kernel_version", "os_image",
+                      "container_runtime_version", "kubelet_version", "kube_proxy_version",
+                      "operating_system", "architecture"):
+            check(getattr(info, field), "node %s reports nodeInfo.%s" % (n.metadata.name, field))
+        types = {a.type for a in n.status.addresses}
+        check({"InternalIP", "Hostname"} <= types, "node addresses, got %r" % types)
+        check("pods" in n.status.capacity and "pods" in n.status.allocatable, "pods capacity")
+        check(n.status.daemon_endpoints.kubelet_endpoint.port is not None, "daemon endpoint")
 
 
 if __name__ == "__main__":
