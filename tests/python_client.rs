@@ -114,6 +114,7 @@ async fn python_kubernetes_client_scenario() {
     let output = std::fs::read_to_string(&out_path).unwrap_or_default();
     match status {
         Some(s) if s.success() => {
+            eprintln!("{output}");
             assert!(output.contains("all steps passed"), "{output}");
         }
         Some(s) => panic!("the Python client scenario failed ({s}):\n{output}"),

@@ -165,8 +165,25 @@ def main(kubeconfig):
     check(seen is not None, "the watch from %s never delivered the change" % rv)
     check(int(seen.metadata.resource_version) > int(rv), "the event is newer than %s" % rv)
 
-    # 7. Every kind (nothing is deleted while this runs, so every listed object is watched).
+    # 7. Every kind (nothing is deleted while this runs, so every listed object is watched),
+    # with at least one object of each: a namespace, and a service (whose endpoints follow).
+    v1.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="scenario-ns")))
+    v1.create_namespaced_service(
+        NS,
+        client.V1Service(
+            metadata=client.V1ObjectMeta(name="frontend"),
+            spec=client.V1ServiceSpec(
+                selector={"app": "frontend"}, ports=[client.V1ServicePort(port=80)]
+            ),
+        ),
+    )
+    deadline = time.monotonic() + 30
+    while not v1.list_namespaced_endpoints(NS, field_selector="metadata.name=frontend").items:
+        check(time.monotonic() < deadline, "the service's endpoints within 30 s")
+        time.sleep(0.1)
     every_kind(v1)
+    v1.delete_namespaced_service("frontend", NS)
+    v1.delete_namespace("scenario-ns")
 
     # 8. Clean up; deleted objects are gone (a bound pod once its agent confirms: graceful
     # deletion marks it terminating first).
@@ -209,6 +226,7 @@ def every_kind(v1):
             listing = getattr(v1, "list_%s" % name)
             read = lambda n, ns, name=name: getattr(v1, "read_%s" % name)(n)
         items = listing().items
+        check(items, "%s: at least one object to list" % r.kind)
         for o in items[:20]:
             got = read(o.metadata.name, o.metadata.namespace)
             check(got.metadata.uid == o.metadata.uid, "%s %s read back" % (r.kind, o.metadata.name))
