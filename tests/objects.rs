@@ -734,3 +734,118 @@ async fn bearer_tokens_are_required_except_for_health() {
     }
     assert_eq!(a.get("/api/v1/").await.1, api);
 }
+
+/// Trust boundary: a pod spec never reaches the host. Every host-reaching field is a 422 that
+/// names it, through core/v1 and through a replication controller's template, and nothing is
+/// stored; harmless fields that keelson ignores are accepted as Kubernetes accepts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_reaching_pod_specs_are_refused_by_field() {
+    let (c, leader, follower) = cluster().await;
+    let a = Api::new(c.url(follower));
+    let pods = "/api/v1/namespaces/default/pods";
+    let rcs = "/api/v1/namespaces/default/replicationcontrollers";
+    let container = json!({"name": "c", "image": "user/mysite"});
+    let with = |spec: Value| {
+        let mut s = json!({"containers": [container.clone()]});
+        json_patch::merge(&mut s, &spec);
+        s
+    };
+    let hostile = [
+        // The finding: a volume named like a host path, mounted.
+        (
+            json!({"volumes": [{"name": "/tmp/probe", "emptyDir": {}}],
+                   "containers": [{"name": "c", "image": "user/mysite", "volumeMounts": [{"name": "/tmp/probe", "mountPath": "/host"}]}]}),
+            "spec.volumes[0].name",
+        ),
+        (
+            json!({"volumes": [{"name": "root", "hostPath": {"path": "/"}}]}),
+            "spec.volumes[0].hostPath",
+        ),
+        (
+            json!({"volumes": [{"name": "n", "nfs": {"server": "127.0.0.1", "path": "/"}}]}),
+            "spec.volumes[0].nfs",
+        ),
+        (json!({"hostNetwork": true}), "spec.hostNetwork"),
+        (json!({"hostPID": true}), "spec.hostPID"),
+        (json!({"hostIPC": true}), "spec.hostIPC"),
+        (
+            json!({"containers": [{"name": "c", "image": "a", "securityContext": {"privileged": true}}]}),
+            "spec.containers[0].securityContext.privileged",
+        ),
+        (
+            json!({"containers": [{"name": "c", "image": "a", "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}]}),
+            "spec.containers[0].securityContext.capabilities.add",
+        ),
+        (
+            json!({"containers": [{"name": "c", "image": "a", "securityContext": {"allowPrivilegeEscalation": true}}]}),
+            "spec.containers[0].securityContext.allowPrivilegeEscalation",
+        ),
+        (
+            json!({"containers": [{"name": "c", "image": "a", "volumeDevices": [{"name": "d", "devicePath": "/dev/sda"}]}]}),
+            "spec.containers[0].volumeDevices",
+        ),
+        (
+            json!({"volumes": [{"name": "v", "emptyDir": {}}],
+                   "containers": [{"name": "c", "image": "a", "volumeMounts": [{"name": "v", "mountPath": "/a/../../etc"}]}]}),
+            "spec.containers[0].volumeMounts[0].mountPath",
+        ),
+        (
+            json!({"containers": [{"name": "c", "image": "a", "volumeMounts": [{"name": "none", "mountPath": "/x"}]}]}),
+            "spec.containers[0].volumeMounts[0].name",
+        ),
+        (
+            json!({"containers": [{"name": "c", "image": "Not A/Reference"}]}),
+            "spec.containers[0].image",
+        ),
+    ];
+    for (i, (spec, field)) in hostile.iter().enumerate() {
+        let name = format!("hostile-{i}");
+        let body = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": with(spec.clone())});
+        let (code, status) = a.post(pods, &body).await;
+        assert_eq!(code, 422, "{field}: {status}");
+        assert_eq!(status["reason"], "Invalid", "{status}");
+        let fields: Vec<&str> = status["details"]["causes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["field"].as_str())
+            .collect();
+        assert!(fields.contains(field), "{field} in {status}");
+        // The same spec as a controller's template.
+        let template = json!({"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": name},
+            "spec": {"replicas": 1, "selector": {"app": "h"},
+                     "template": {"metadata": {"labels": {"app": "h"}}, "spec": with(spec.clone())}}});
+        let (code, status) = a.post(rcs, &template).await;
+        let want = field.replacen("spec.", "spec.template.spec.", 1);
+        assert_eq!(code, 422, "{want}: {status}");
+        assert!(
+            status["message"].as_str().unwrap().contains(&want),
+            "{want} in {status}"
+        );
+    }
+    // Harmless fields that kubectl and the official clients send are accepted.
+    let harmless = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "harmless"}, "spec": {
+        "dnsPolicy": "ClusterFirst", "tolerations": [{"key": "k", "operator": "Exists"}], "securityContext": {},
+        "hostNetwork": false, "volumes": [{"name": "data", "emptyDir": {}}],
+        "containers": [{"name": "c", "image": "registry.local:5000/team/site:v1", "imagePullPolicy": "IfNotPresent",
+                        "securityContext": {"capabilities": {"drop": ["ALL"]}, "privileged": false},
+                        "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}});
+    let (code, created) = a.post(pods, &harmless).await;
+    assert_eq!(code, 201, "{created}");
+    // An update cannot add what a create could not.
+    let mut update = created.clone();
+    update["spec"]["hostNetwork"] = json!(true);
+    let (code, status) = a.put(&format!("{pods}/harmless"), &update).await;
+    assert_eq!(code, 422, "{status}");
+    // Nothing hostile was stored.
+    let (_, list) = Api::new(c.url(leader)).get(pods).await;
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(names, vec!["harmless"]);
+    let (_, list) = Api::new(c.url(leader)).get(rcs).await;
+    assert_eq!(list["items"], json!([]));
+}

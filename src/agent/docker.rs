@@ -4,7 +4,8 @@
 //! pod's network namespace and publishes every container port on the node's address, plus one
 //! container per spec container joined to it (`container:<pause>` network and IPC modes), so the
 //! containers of a pod share localhost. `emptyDir` volumes are host folders under the agent's
-//! data dir mounted into every container that names them.
+//! data dir mounted into every container that names them, only after [`super::volumes`] has
+//! checked that they lie inside the pod's own directory.
 //!
 //! Invariants:
 //! - Every container keelson starts carries the labels [`LABEL_CLUSTER`], [`LABEL_NODE`],
@@ -32,6 +33,7 @@ use serde_json::{json, Value};
 
 use super::images::PAUSE_IMAGE;
 use super::metrics;
+use super::volumes;
 
 pub const LABEL_CLUSTER: &str = "io.keelson.cluster";
 pub const LABEL_NODE: &str = "io.keelson.node";
@@ -156,6 +158,19 @@ struct Backoff {
     next: Instant,
     delay: Duration,
 }
+
+/// A container whose configuration the agent refuses (a volume that would reach the host):
+/// `CreateContainerConfigError`, as the kubelet reports a bad configuration.
+#[derive(Debug)]
+struct ConfigError(String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 /// Why a container is waiting.
 #[derive(Clone, Debug)]
@@ -433,10 +448,6 @@ impl DockerRuntime {
             .remove(&(uid.to_string(), container.to_string()));
     }
 
-    fn pod_dir(&self, uid: &str) -> PathBuf {
-        self.data_dir.join("pods").join(uid)
-    }
-
     /// Makes sure `image` is local: present, or pulled now (this machine has no registry, so a
     /// missing image normally fails here with the engine's message).
     async fn ensure_image(&self, image: &str) -> Result<(), String> {
@@ -566,32 +577,8 @@ impl DockerRuntime {
                 ))
             })
             .collect();
-        let volumes = pod.pointer("/spec/volumes").and_then(Value::as_array);
-        let mut binds = Vec::new();
-        for m in spec["volumeMounts"].as_array().into_iter().flatten() {
-            let vol = m["name"].as_str().unwrap_or("");
-            let is_empty_dir = volumes
-                .into_iter()
-                .flatten()
-                .any(|v| v["name"] == vol && v.get("emptyDir").is_some());
-            if !is_empty_dir {
-                continue;
-            }
-            let host = self.pod_dir(&meta(pod, "uid")).join("volumes").join(vol);
-            std::fs::create_dir_all(&host)?;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o777))?;
-            let ro = if m["readOnly"].as_bool() == Some(true) {
-                ":ro"
-            } else {
-                ""
-            };
-            binds.push(format!(
-                "{}:{}{ro}",
-                host.display(),
-                m["mountPath"].as_str().unwrap_or("/")
-            ));
-        }
+        let mounts = volumes::mounts(&self.data_dir.join("pods"), pod, spec)
+            .map_err(|e| anyhow::Error::new(ConfigError(e)))?;
         let limits = &spec["resources"]["limits"];
         let requests = &spec["resources"]["requests"];
         let body = ContainerCreateBody {
@@ -606,7 +593,7 @@ impl DockerRuntime {
             host_config: Some(HostConfig {
                 network_mode: Some(format!("container:{sandbox_id}")),
                 ipc_mode: Some(format!("container:{sandbox_id}")),
-                binds: Some(binds),
+                mounts: Some(mounts),
                 memory: quantity(&limits["memory"], 1.0),
                 nano_cpus: quantity(&limits["cpu"], 1e9),
                 cpu_shares: quantity(&requests["cpu"], 1024.0).map(|s| s.max(2)),
@@ -731,10 +718,15 @@ impl DockerRuntime {
                 }
                 Err(e) => {
                     self.back_off(&uid, &name);
+                    let reason = if e.is::<ConfigError>() {
+                        "CreateContainerConfigError"
+                    } else {
+                        "CreateContainerError"
+                    };
                     waiting.insert(
                         name.clone(),
                         Waiting {
-                            reason: "CreateContainerError",
+                            reason,
                             message: e.to_string(),
                         },
                     );
@@ -890,9 +882,10 @@ impl DockerRuntime {
         for r in stop_all(sandboxes).await {
             r?;
         }
-        let dir = self.pod_dir(uid);
-        if dir.exists() {
-            let _ = std::fs::remove_dir_all(&dir);
+        if let Ok(dir) = volumes::pod_dir(&self.data_dir.join("pods"), uid) {
+            if dir.exists() {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
         }
         self.backoff.lock().unwrap().retain(|(u, _), _| u != uid);
         Ok(())

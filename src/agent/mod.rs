@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod node_info;
 pub mod proxy;
 pub mod runtime;
+mod volumes;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;

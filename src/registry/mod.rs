@@ -9,6 +9,7 @@
 //! Invariants: nothing invalid is stored (strategies default and validate before proposing); a
 //! write to the main resource cannot change `status`, a write to `/status` cannot change `spec`.
 
+pub mod podspec;
 pub mod selectors;
 pub mod strategy;
 

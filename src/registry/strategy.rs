@@ -26,7 +26,7 @@ pub struct Cause {
     pub message: String,
 }
 
-fn required(field: impl Into<String>) -> Cause {
+pub(super) fn required(field: impl Into<String>) -> Cause {
     Cause {
         reason: "FieldValueRequired",
         field: field.into(),
@@ -34,7 +34,7 @@ fn required(field: impl Into<String>) -> Cause {
     }
 }
 
-fn invalid(field: impl Into<String>, value: impl std::fmt::Display, why: &str) -> Cause {
+pub(super) fn invalid(field: impl Into<String>, value: impl std::fmt::Display, why: &str) -> Cause {
     Cause {
         reason: "FieldValueInvalid",
         field: field.into(),
@@ -42,11 +42,19 @@ fn invalid(field: impl Into<String>, value: impl std::fmt::Display, why: &str) -
     }
 }
 
-fn duplicate(field: impl Into<String>, value: impl std::fmt::Display) -> Cause {
+pub(super) fn duplicate(field: impl Into<String>, value: impl std::fmt::Display) -> Cause {
     Cause {
         reason: "FieldValueDuplicate",
         field: field.into(),
         message: format!("Duplicate value: \"{value}\""),
+    }
+}
+
+pub(super) fn forbidden(field: impl Into<String>, why: &str) -> Cause {
+    Cause {
+        reason: "FieldValueForbidden",
+        field: field.into(),
+        message: format!("Forbidden: {why}"),
     }
 }
 
@@ -79,7 +87,7 @@ pub enum Names {
     Lenient,
 }
 
-fn is_dns1123_label(s: &str) -> bool {
+pub(super) fn is_dns1123_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()
@@ -572,7 +580,7 @@ fn validate(info: &ResourceInfo, obj: &Value, names: Names) -> Result<(), ApiErr
         "Pod" => {
             let pod: core::Pod = decode_typed(info, obj)?;
             match &pod.spec {
-                Some(spec) => validate_pod_spec(spec, "spec", &mut causes),
+                Some(spec) => super::podspec::validate_pod_spec(spec, "spec", &mut causes),
                 None => causes.push(required("spec")),
             }
         }
@@ -602,96 +610,6 @@ fn validate(info: &ResourceInfo, obj: &Value, names: Names) -> Result<(), ApiErr
         Ok(())
     } else {
         Err(invalid_error(info, &name, causes))
-    }
-}
-
-fn validate_pod_spec(spec: &core::PodSpec, at: &str, causes: &mut Vec<Cause>) {
-    if spec.containers.is_empty() {
-        causes.push(required(format!("{at}.containers")));
-    }
-    let volumes: BTreeSet<&str> = spec
-        .volumes
-        .iter()
-        .flatten()
-        .map(|v| v.name.as_str())
-        .collect();
-    let mut seen = BTreeSet::new();
-    for (i, c) in spec.containers.iter().enumerate() {
-        let f = format!("{at}.containers[{i}]");
-        if c.name.is_empty() {
-            causes.push(required(format!("{f}.name")));
-        } else if !is_dns1123_label(&c.name) {
-            causes.push(invalid(format!("{f}.name"), &c.name, "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-'"));
-        } else if !seen.insert(c.name.as_str()) {
-            causes.push(duplicate(format!("{f}.name"), &c.name));
-        }
-        if c.image.as_deref().is_none_or(str::is_empty) {
-            causes.push(required(format!("{f}.image")));
-        }
-        for (j, p) in c.ports.iter().flatten().enumerate() {
-            if !(1..=65535).contains(&p.container_port) {
-                causes.push(invalid(
-                    format!("{f}.ports[{j}].containerPort"),
-                    p.container_port,
-                    "must be between 1 and 65535, inclusive",
-                ));
-            }
-            if let Some(hp) = p.host_port {
-                if !(0..=65535).contains(&hp) {
-                    causes.push(invalid(
-                        format!("{f}.ports[{j}].hostPort"),
-                        hp,
-                        "must be between 0 and 65535, inclusive",
-                    ));
-                }
-            }
-            if let Some(proto) = &p.protocol {
-                if !["TCP", "UDP", "SCTP"].contains(&proto.as_str()) {
-                    causes.push(invalid(
-                        format!("{f}.ports[{j}].protocol"),
-                        proto,
-                        "supported values: \"SCTP\", \"TCP\", \"UDP\"",
-                    ));
-                }
-            }
-        }
-        if let Some(res) = &c.resources {
-            for (kind, map) in [("requests", &res.requests), ("limits", &res.limits)] {
-                for (k, q) in map.iter().flatten() {
-                    if !is_quantity(&q.0) {
-                        causes.push(invalid(
-                            format!("{f}.resources.{kind}[{k}]"),
-                            &q.0,
-                            "must be a quantity such as 100m, 0.5 or 128Mi",
-                        ));
-                    }
-                }
-            }
-        }
-        for (j, m) in c.volume_mounts.iter().flatten().enumerate() {
-            if !volumes.contains(m.name.as_str()) {
-                causes.push(Cause {
-                    reason: "FieldValueNotFound",
-                    field: format!("{f}.volumeMounts[{j}].name"),
-                    message: format!("Not found: \"{}\"", m.name),
-                });
-            }
-        }
-    }
-    let mut seen_vol = BTreeSet::new();
-    for (i, v) in spec.volumes.iter().flatten().enumerate() {
-        if !seen_vol.insert(v.name.as_str()) {
-            causes.push(duplicate(format!("{at}.volumes[{i}].name"), &v.name));
-        }
-    }
-    if let Some(p) = &spec.restart_policy {
-        if !["Always", "OnFailure", "Never"].contains(&p.as_str()) {
-            causes.push(invalid(
-                format!("{at}.restartPolicy"),
-                p,
-                "supported values: \"Always\", \"OnFailure\", \"Never\"",
-            ));
-        }
     }
 }
 
@@ -732,7 +650,7 @@ fn validate_controller(rc: &core::ReplicationController, causes: &mut Vec<Cause>
     }
     match &template.spec {
         Some(pod) => {
-            validate_pod_spec(pod, "spec.template.spec", causes);
+            super::podspec::validate_pod_spec(pod, "spec.template.spec", causes);
             if pod.restart_policy.as_deref().is_some_and(|p| p != "Always") {
                 causes.push(invalid(
                     "spec.template.spec.restartPolicy",
