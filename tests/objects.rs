@@ -849,3 +849,86 @@ async fn host_reaching_pod_specs_are_refused_by_field() {
     let (_, list) = Api::new(c.url(leader)).get(rcs).await;
     assert_eq!(list["items"], json!([]));
 }
+
+/// The finding: `PUT /kv/%2Fregistry%2Fpods%2Fdefault%2Fzzz?upsert=true` with `junk` made every
+/// pod list a 500. `/kv` keys now live in a space of their own: that key is a kv key like any
+/// other, the registry never sees it, and no kv read, list or watch shows API objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_is_fenced_from_the_registry() {
+    let (c, leader, follower) = cluster().await;
+    let a = Api::new(c.url(follower));
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "real"},
+                     "spec": {"containers": [{"name": "c", "image": "user/mysite"}]}});
+    assert_eq!(a.post(pods, &pod).await.0, 201);
+    let junk_key = "/kv/%2Fregistry%2Fpods%2Fdefault%2Fzzz";
+    let (code, v) = a
+        .call(
+            "PUT",
+            &format!("{junk_key}?upsert=true"),
+            "text/plain",
+            Some(b"junk".to_vec()),
+        )
+        .await;
+    assert!(code == 200 || code == 201, "{code} {v}");
+    // Every master still lists pods, with only the real one.
+    for id in c.ids() {
+        let (code, list) = Api::new(c.url(id)).get(pods).await;
+        assert_eq!(code, 200, "master {id}: {list}");
+        let names: Vec<&str> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["metadata"]["name"].as_str())
+            .collect();
+        assert_eq!(names, vec!["real"], "master {id}");
+    }
+    // The kv surface reads its own key back, and cannot reach the pod's.
+    let (code, v) = a.get(junk_key).await;
+    assert_eq!((code, v["value"].as_str()), (200, Some("junk")), "{v}");
+    let (code, _) = a.get("/kv/%2Fregistry%2Fpods%2Fdefault%2Freal").await;
+    assert_eq!(code, 404, "a pod is not a kv key");
+    let (_, list) = a.get("/kv?prefix=%2Fregistry%2F").await;
+    let keys: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["key"].as_str())
+        .collect();
+    assert_eq!(keys, vec!["/registry/pods/default/zzz"]);
+    let (code, _) = a
+        .call(
+            "DELETE",
+            "/kv/%2Fregistry%2Fpods%2Fdefault%2Freal",
+            "",
+            None,
+        )
+        .await;
+    assert_eq!(code, 404, "kv cannot delete a pod");
+    assert_eq!(
+        Api::new(c.url(leader)).get(&format!("{pods}/real")).await.0,
+        200
+    );
+    // A kv watch of everything starts with the kv keys only.
+    let http = reqwest::Client::new();
+    let mut resp = http
+        .get(format!("{}/kv?watch=true", c.url(leader)))
+        .send()
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !seen.contains('\n') {
+        assert!(std::time::Instant::now() < deadline, "no kv watch event");
+        if let Ok(Ok(Some(chunk))) =
+            tokio::time::timeout(Duration::from_secs(1), resp.chunk()).await
+        {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+    assert!(seen.contains("/registry/pods/default/zzz"), "{seen}");
+    assert!(
+        !seen.contains("\"real\""),
+        "a kv watch shows no API object: {seen}"
+    );
+}

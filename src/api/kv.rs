@@ -10,6 +10,10 @@
 //! - `GET /kv?prefix=P&watch=true&resourceVersion=N`: one JSON event per line for every change
 //!   after N; with N unset or 0, first an `ADDED` event per current key. 410 `Expired` when N is
 //!   older than the change feed's window.
+//!
+//! Invariant: **the surface is fenced.** Its keys live under [`SPACE`] in the store, a space of
+//! their own: no key given here can read, write or watch `/registry/` (the API objects), whose
+//! validation it would skip.
 
 use std::convert::Infallible;
 
@@ -62,6 +66,19 @@ impl Params {
             }),
         }
     }
+}
+
+/// Where this surface's keys live in the store.
+pub const SPACE: &str = "/kv/";
+
+/// The store key of a key of this surface.
+fn stored(key: &str) -> String {
+    format!("{SPACE}{key}")
+}
+
+/// The key of this surface a store key holds (every key of the fenced space has the prefix).
+fn visible(stored_key: &str) -> &str {
+    stored_key.strip_prefix(SPACE).unwrap_or(stored_key)
 }
 
 fn item(key: &str, r: &Record) -> Value {
@@ -140,7 +157,7 @@ async fn create(
         run(
             &s,
             Command::Create {
-                key: key.clone(),
+                key: stored(&key),
                 value,
             },
         )
@@ -158,12 +175,12 @@ async fn update(
     let value = value_of(body)?;
     let cmd = if truthy(&p.upsert) {
         Command::Put {
-            key: key.clone(),
+            key: stored(&key),
             value,
         }
     } else {
         Command::Update {
-            key: key.clone(),
+            key: stored(&key),
             value,
             precondition: p.rv()?,
         }
@@ -182,7 +199,7 @@ async fn remove(
         run(
             &s,
             Command::Delete {
-                key: key.clone(),
+                key: stored(&key),
                 precondition: p.rv()?,
             },
         )
@@ -204,7 +221,7 @@ async fn read(
     Query(p): Query<Params>,
 ) -> Result<Response, ApiError> {
     barrier(&s, &p).await?;
-    match s.node.get(&key) {
+    match s.node.get(&stored(&key)) {
         (Some(r), _) => Ok(Json(item(&key, &r)).into_response()),
         (None, _) => Err(ApiError::not_found(format!("key {key:?} not found"))),
     }
@@ -215,8 +232,8 @@ async fn list(State(s): State<ApiState>, Query(p): Query<Params>) -> Result<Resp
         return watch(s, p).await;
     }
     barrier(&s, &p).await?;
-    let (items, rv) = s.node.list(&p.prefix);
-    let items: Vec<Value> = items.iter().map(|(k, r)| item(k, r)).collect();
+    let (items, rv) = s.node.list(&stored(&p.prefix));
+    let items: Vec<Value> = items.iter().map(|(k, r)| item(visible(k), r)).collect();
     Ok(Json(json!({"items": items, "resourceVersion": rv})).into_response())
 }
 
@@ -233,14 +250,14 @@ fn event_line(kind: &str, key: &str, value: &[u8], rv: u64) -> Bytes {
 }
 
 async fn watch(s: ApiState, p: Params) -> Result<Response, ApiError> {
-    let prefix = p.prefix.clone();
+    let prefix = stored(&p.prefix);
     let (initial, sub): (Vec<Bytes>, Subscription) = match p.rv()? {
         None | Some(0) => {
             let (items, _rv, sub) = s.node.store.list_and_subscribe(&prefix);
             (
                 items
                     .iter()
-                    .map(|(k, r)| event_line("ADDED", k, &r.value, r.mod_rv))
+                    .map(|(k, r)| event_line("ADDED", visible(k), &r.value, r.mod_rv))
                     .collect(),
                 sub,
             )
@@ -264,7 +281,7 @@ async fn watch(s: ApiState, p: Params) -> Result<Response, ApiError> {
                     };
                     guard.metrics().watch_events.inc();
                     return Some((
-                        event_line(kind, &e.key, &e.value, e.rv),
+                        event_line(kind, visible(&e.key), &e.value, e.rv),
                         Some((sub, prefix, guard)),
                     ));
                 }

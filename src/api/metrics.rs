@@ -58,6 +58,8 @@ impl ApiMetrics {
             .expect("register");
         reg.register(Box::new(watch_events.clone()))
             .expect("register");
+        reg.register(Box::new(crate::registry::UNDECODABLE.clone()))
+            .expect("register");
         ApiMetrics {
             requests,
             latency,

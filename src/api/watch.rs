@@ -150,7 +150,9 @@ pub fn serve_with(
                 if spec.exact && *k != spec.prefix {
                     continue;
                 }
-                let v = registry::decode_record(r)?;
+                let Some(v) = registry::decode_records([(k.as_str(), r)]).pop() else {
+                    continue;
+                };
                 if spec.labels.matches_object(&v) && spec.fields.matches(&v) {
                     initial.push(line("ADDED", (spec.render)(&v)));
                 }

@@ -83,10 +83,7 @@ fn relevant(watched: &[&str], key: &str) -> bool {
 pub fn list(ctx: &Context, plural: &str) -> Vec<Value> {
     let info: &ResourceInfo = lookup(plural).expect("served resource");
     let (records, _) = ctx.node.list(&registry::prefix(info, None));
-    records
-        .iter()
-        .filter_map(|(_, r)| registry::decode_record(r).ok())
-        .collect()
+    registry::decode_records(records.iter().map(|(k, r)| (k.as_str(), r)))
 }
 
 /// A string field at a JSON pointer.

@@ -126,6 +126,39 @@ pub enum Subresource {
     Status,
 }
 
+/// Stored objects that could not be decoded, skipped by lists and watches (nothing invalid
+/// is stored through the API, but a store written by an older version, or around the API, may
+/// hold one: it must not turn every list into an error).
+pub static UNDECODABLE: std::sync::LazyLock<prometheus::IntCounter> =
+    std::sync::LazyLock::new(|| {
+        prometheus::IntCounter::new(
+            "keelson_registry_undecodable_objects_total",
+            "Stored objects skipped by lists and watches because they could not be decoded.",
+        )
+        .expect("valid metric")
+    });
+
+/// The objects of `records` that decode; each one that does not is logged and counted in
+/// [`UNDECODABLE`], and skipped.
+pub fn decode_records<'a>(records: impl IntoIterator<Item = (&'a str, &'a Record)>) -> Vec<Value> {
+    records
+        .into_iter()
+        .filter_map(|(key, r)| match decode_record(r) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                UNDECODABLE.inc();
+                tracing::warn!(
+                    key,
+                    rv = r.mod_rv,
+                    "skipping a stored object: {}",
+                    e.message
+                );
+                None
+            }
+        })
+        .collect()
+}
+
 /// An object as read: its JSON with `metadata.resourceVersion` set.
 pub fn decode_record(r: &Record) -> Result<Value, ApiError> {
     let mut v: Value = serde_json::from_slice(&r.value)
@@ -203,10 +236,7 @@ impl Registry {
             self.node.read_barrier().await?;
         }
         let (records, rv) = self.node.list(&prefix(info, ns));
-        let objects = records
-            .iter()
-            .map(|(_, r)| decode_record(r))
-            .collect::<Result<Vec<_>, _>>()?;
+        let objects = decode_records(records.iter().map(|(k, r)| (k.as_str(), r)));
         Ok((objects, rv))
     }
 
@@ -428,4 +458,28 @@ pub fn with_rv(mut obj: Value, rv: u64) -> Value {
         meta.insert("resourceVersion".into(), json!(rv.to_string()));
     }
     obj
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn undecodable_records_are_skipped_and_counted() {
+        let rec = |v: &str, rv| Record {
+            value: Bytes::from(v.to_string()),
+            create_rv: rv,
+            mod_rv: rv,
+        };
+        let good = rec(r#"{"metadata": {"name": "a"}}"#, 7);
+        let junk = rec("junk", 8);
+        let before = UNDECODABLE.get();
+        let out = decode_records([
+            ("/registry/pods/default/a", &good),
+            ("/registry/pods/default/zzz", &junk),
+        ]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0]["metadata"]["resourceVersion"], "7");
+        assert!(UNDECODABLE.get() > before);
+    }
 }

@@ -150,11 +150,19 @@ async fn collection(
         Method::GET => {
             let (labels, fields) = p.selectors(info.kind)?;
             let (objects, rv) = s.registry().list(info, namespace(info), true).await?;
-            let items = objects
+            // An object that does not convert is skipped (and counted), not a failed list.
+            let items: Vec<Value> = objects
                 .iter()
                 .filter(|o| labels.matches_object(o) && fields.matches(o))
-                .map(|o| to_v1beta1(info, o))
-                .collect::<Result<Vec<_>, _>>()?;
+                .filter_map(|o| match to_v1beta1(info, o) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        registry::UNDECODABLE.inc();
+                        tracing::warn!("v1beta1 list skips an object: {}", e.message);
+                        None
+                    }
+                })
+                .collect();
             let kind = format!("{}List", v1beta1_kind(info));
             Ok(Json(json!({"kind": kind, "apiVersion": "v1beta1", "resourceVersion": rv, "items": items})).into_response())
         }
