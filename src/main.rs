@@ -8,6 +8,7 @@ mod api;
 mod bench;
 mod controllers;
 mod ctl;
+mod files;
 mod master;
 mod registry;
 mod up;

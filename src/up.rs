@@ -200,13 +200,7 @@ fn ensure_token(data_dir: &Path) -> anyhow::Result<String> {
         }
     }
     let token = random_id();
-    std::fs::write(&path, format!("{token},admin,admin\n"))
-        .with_context(|| format!("write {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    }
+    crate::files::write_private(&path, &format!("{token},admin,admin\n"))?;
     Ok(token)
 }
 
@@ -247,8 +241,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             other => bail!("--runtime {other}: expected docker or hollow"),
         }
     }
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("create {}", args.data_dir.display()))?;
+    crate::files::private_dir(&args.data_dir)?;
     let data_dir = args.data_dir.canonicalize()?;
     let mut file = match ClusterFile::load(&data_dir)? {
         Some(mut existing) => {
@@ -382,9 +375,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     file.save(&data_dir)?;
     std::fs::write(data_dir.join("alerts.yml"), ALERT_RULES)?;
     std::fs::write(data_dir.join("prometheus.yml"), prometheus_config(&file))?;
-    std::fs::write(
-        data_dir.join("kubeconfig"),
-        kubeconfig(&file, &ca_pem, &token),
+    // The kubeconfig carries the admin token.
+    crate::files::write_private(
+        &data_dir.join("kubeconfig"),
+        &kubeconfig(&file, &ca_pem, &token),
     )?;
 
     let client = reqwest::Client::builder()

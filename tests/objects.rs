@@ -932,3 +932,37 @@ async fn kv_is_fenced_from_the_registry() {
         "a kv watch shows no API object: {seen}"
     );
 }
+
+/// The finding: `?watch=1&timeoutSeconds=18446744073709551615` panicked the request's task.
+/// The timeout is bounded now: the watch is served like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_watch_timeout_is_bounded() {
+    let (c, _leader, follower) = cluster().await;
+    let a = Api::new(c.url(follower));
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                     "spec": {"containers": [{"name": "c", "image": "user/mysite"}]}});
+    assert_eq!(a.post(pods, &pod).await.0, 201);
+    let mut resp = reqwest::Client::new()
+        .get(format!(
+            "{}{pods}?watch=1&timeoutSeconds=18446744073709551615",
+            c.url(follower)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let chunk = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+        .await
+        .expect("the watch's first event")
+        .expect("a stream, not a broken connection")
+        .expect("an event");
+    let event: Value =
+        serde_json::from_slice(chunk.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(event["type"], "ADDED");
+    assert_eq!(event["object"]["metadata"]["name"], "p");
+    // A limit above the page bound still pages.
+    let (code, list) = a.get(&format!("{pods}?limit=18446744073709551615")).await;
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+}

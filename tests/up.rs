@@ -99,6 +99,19 @@ async fn up_starts_stops_and_resumes_a_cluster() {
     }
     assert!(file["agents"].is_array());
     assert!(data.join("prometheus.yml").exists());
+    // Secrets are the owner's only; so are the data directories.
+    let mode = |p: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    };
+    for secret in ["kubeconfig", "tokens.csv", "ca.key", "apiserver.key"] {
+        assert_eq!(mode(&data.join(secret)), 0o600, "{secret}");
+    }
+    assert_eq!(mode(&data), 0o700, "the data directory");
+    for m in file["masters"].as_array().unwrap() {
+        let dir = std::path::PathBuf::from(m["data_dir"].as_str().unwrap());
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+    }
     let api = file["masters"][1]["api"].as_str().unwrap().to_string();
     assert!(api.starts_with("https://"), "{api}");
     assert_eq!(

@@ -127,7 +127,12 @@ impl RaftNode {
         cfg: NodeConfig,
         registry: &prometheus::Registry,
     ) -> Result<Arc<Self>, StartError> {
-        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+        // Private to its owner: it holds every object of the cluster.
+        let private = std::fs::create_dir_all(&cfg.data_dir).and_then(|()| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700))
+        });
+        private.map_err(|e| {
             StartError::Config(format!("cannot create {}: {e}", cfg.data_dir.display()))
         })?;
         let db = store::open_db(&cfg.data_dir)?;

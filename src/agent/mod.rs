@@ -115,8 +115,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             let data_dir = args.data_dir.clone().unwrap_or_else(|| {
                 std::env::temp_dir().join(format!("keelson-agent-{}", args.name))
             });
-            std::fs::create_dir_all(&data_dir)
-                .with_context(|| format!("create --data-dir {}", data_dir.display()))?;
+            crate::files::private_dir(&data_dir)
+                .with_context(|| format!("--data-dir {}", data_dir.display()))?;
             let cluster = cluster_id(&masters).await?;
             Runtime::Docker(Arc::new(docker::DockerRuntime::new(
                 engine,

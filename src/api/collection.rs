@@ -27,6 +27,14 @@ fn position(obj: &Value) -> String {
     )
 }
 
+/// The longest a watch runs, whatever its `timeoutSeconds` (kube-apiserver's watches last 30 to
+/// 60 minutes by default).
+pub const MAX_WATCH_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The most items one page holds, whatever its `limit`: a larger limit gets pages of this size
+/// with a `continue` token, as the API allows a server to answer.
+pub const MAX_PAGE: usize = 5000;
+
 /// `GET` a collection: a `{Kind}List`, or a Table when asked for.
 pub async fn list(
     s: &ApiState,
@@ -55,7 +63,9 @@ pub async fn list(
         if !(labels.matches_object(&obj) && fields.matches(&obj)) {
             continue;
         }
-        if p.limit.is_some_and(|l| l > 0 && items.len() == l) {
+        if p.limit
+            .is_some_and(|l| l > 0 && items.len() == l.min(MAX_PAGE))
+        {
             next = items.last().map(position);
             break;
         }
@@ -104,7 +114,10 @@ pub fn watch_spec(
         fields,
         from: p.rv()?,
         bookmarks: truthy(&p.allow_watch_bookmarks),
-        timeout: p.timeout_seconds.map(Duration::from_secs),
+        // Bounded (and so never an overflow): a watch may end at any time, clients re-watch.
+        timeout: p
+            .timeout_seconds
+            .map(|t| Duration::from_secs(t).min(MAX_WATCH_TIMEOUT)),
         render,
     })
 }

@@ -141,7 +141,7 @@ impl ClusterCerts {
         } else {
             let key = rcgen::KeyPair::generate()?;
             let cert = ca_params().self_signed(&key)?;
-            write_private(&self.ca_key, &key.serialize_pem())?;
+            crate::files::write_private(&self.ca_key, &key.serialize_pem())?;
             write_file(&self.ca_cert, &cert.pem())?;
             // A new CA: any older serving certificate is not signed by it.
             let _ = std::fs::remove_file(&self.cert);
@@ -169,7 +169,7 @@ impl ClusterCerts {
         params.use_authority_key_identifier_extension = true;
         let key = rcgen::KeyPair::generate()?;
         let cert = params.signed_by(&key, &issuer)?;
-        write_private(&self.key, &key.serialize_pem())?;
+        crate::files::write_private(&self.key, &key.serialize_pem())?;
         write_file(&self.cert, &cert.pem())?;
         Ok(())
     }
@@ -205,21 +205,6 @@ fn set_validity(params: &mut rcgen::CertificateParams) {
 
 fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
-}
-
-/// Writes a private key readable by its owner only.
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("write {}", path.display()))?;
-    f.write_all(text.as_bytes())
-        .with_context(|| format!("write {}", path.display()))
 }
 
 #[cfg(test)]
