@@ -484,3 +484,38 @@ async fn events_are_deleted_after_their_ttl() {
     })
     .await;
 }
+
+/// The schemathesis finding: a controller of `replicas: 2147483647` made one pass build two
+/// billion pods in memory, and the master ran out of memory. Passes are bounded now: pods come
+/// in bursts, the masters keep answering, and scaling down to 0 ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_replica_count_is_worked_off_in_bursts() {
+    let c = Cluster::start(std::path::Path::new(BIN), 3, &[]);
+    c.wait_leader(Duration::from_secs(30))
+        .await
+        .expect("leader");
+    let api = Api::of(&c);
+    let rc = json!({"metadata": {"name": "huge"}, "spec": {"replicas": 2147483647, "selector": {"app": "huge"},
+                    "template": {"metadata": {"labels": {"app": "huge"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+    let rcs = "/api/v1/namespaces/default/replicationcontrollers";
+    let (code, v) = api.call("POST", rcs, Some(&rc)).await;
+    assert_eq!(code, 201, "{v}");
+    let pods = "/api/v1/namespaces/default/pods?labelSelector=app%3Dhuge";
+    eventually(Duration::from_secs(60), "a first burst of pods", || async {
+        (api.items(pods).await.len() >= 500).then_some(())
+    })
+    .await;
+    scale(&api, "huge", 0).await;
+    eventually(Duration::from_secs(120), "every pod gone", || async {
+        api.items(pods).await.is_empty().then_some(())
+    })
+    .await;
+    // Every master answered throughout, and still does.
+    for id in c.ids() {
+        assert!(
+            c.is_running(id),
+            "master {id} died:\n{}",
+            c.log_tail(id, 20)
+        );
+    }
+}

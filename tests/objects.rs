@@ -966,3 +966,100 @@ async fn a_huge_watch_timeout_is_bounded() {
     assert_eq!(code, 200, "{list}");
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
 }
+
+/// Limits: a client that never finishes its headers (a slow loris) is cut after the header
+/// timeout while others are served; a body that stalls gets 408; past the in-flight cap a
+/// request is answered at once with 429 and `Retry-After`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_and_the_inflight_cap_answers_429() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let c = Cluster::start(
+        std::path::Path::new(BIN),
+        3,
+        &[
+            "--no-controllers",
+            "--header-read-timeout-ms",
+            "1000",
+            "--body-read-timeout-ms",
+            "3000",
+            "--max-mutating-requests-inflight",
+            "1",
+        ],
+    );
+    let leader = c
+        .wait_leader(Duration::from_secs(30))
+        .await
+        .expect("leader");
+    let url = c.url(leader);
+    let addr = url.trim_start_matches("http://").to_string();
+    let a = Api::new(url.clone());
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                                  "spec": {"containers": [{"name": "c", "image": "user/mysite"}]}})
+    };
+
+    // The slow loris: a header line every 300 ms, never the end of the headers.
+    let mut loris = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    loris
+        .write_all(b"GET /api/v1/namespaces/default/pods HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let cut = loop {
+        // Others are served meanwhile.
+        assert_eq!(a.get(pods).await.0, 200);
+        if loris.write_all(b"X-Slow: 1\r\n").await.is_err() {
+            break started.elapsed();
+        }
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(300), loris.read(&mut buf)).await {
+            Ok(Ok(_)) | Ok(Err(_)) => break started.elapsed(), // an answer or EOF: cut
+            Err(_) => {}
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the slow loris was never cut"
+        );
+    };
+    eprintln!("slow loris cut after {cut:?}");
+
+    // A write whose body stalls holds the only write slot: another write gets 429 at once.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(
+        format!("POST {pods} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"kind\"")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let mut refused = None;
+    let mut i = 0;
+    while refused.is_none() && std::time::Instant::now() < deadline {
+        i += 1;
+        let resp = a
+            .http
+            .post(format!("{url}{pods}"))
+            .json(&pod(&format!("p{i}")))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 429 {
+            let retry = resp.headers().get("retry-after").cloned();
+            let body: Value = resp.json().await.unwrap();
+            refused = Some((retry, body));
+        }
+    }
+    let (retry, body) = refused.expect("a write past the cap is refused with 429");
+    assert_eq!(retry.unwrap(), "1");
+    assert_eq!(body["reason"], "TooManyRequests", "{body}");
+    assert_eq!(body["details"]["retryAfterSeconds"], 1, "{body}");
+    // Reads are not writes: still served.
+    assert_eq!(a.get(pods).await.0, 200);
+    // The stalled body is cut with 408, and the slot is free again.
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_eq!(a.post(pods, &pod("after")).await.0, 201);
+}

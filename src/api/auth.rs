@@ -53,6 +53,10 @@ fn exempt(path: &str) -> bool {
     matches!(path, "/healthz" | "/livez" | "/readyz" | "/metrics")
 }
 
+/// The authenticated user of a request (a request extension), for per-user limits.
+#[derive(Debug, Clone)]
+pub struct User(pub String);
+
 /// Middleware: every other path needs `Authorization: Bearer <token>`.
 pub async fn authenticate(State(tokens): State<Tokens>, req: Request, next: Next) -> Response {
     let Some(map) = &tokens.0 else {
@@ -66,7 +70,12 @@ pub async fn authenticate(State(tokens): State<Tokens>, req: Request, next: Next
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     match header.and_then(|h| h.strip_prefix("Bearer ")) {
-        Some(t) if map.contains_key(t.trim()) => next.run(req).await,
+        Some(t) if map.contains_key(t.trim()) => {
+            let user = User(map[t.trim()].clone());
+            let mut req = req;
+            req.extensions_mut().insert(user);
+            next.run(req).await
+        }
         Some(_) => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "Unauthorized",

@@ -18,6 +18,7 @@ mod collection;
 mod discovery;
 mod fieldvalidation;
 mod kv;
+pub mod limits;
 mod logs;
 mod metrics;
 mod openapi;
@@ -57,6 +58,8 @@ pub struct ApiState {
     /// The API is served over HTTPS (`--tls-cert-file`): API addresses given as bare
     /// `HOST:PORT` (adding a master) are `https://` ones.
     pub tls: bool,
+    /// Requests in flight, long-running requests per user, body read time.
+    pub limits: Arc<limits::Limits>,
 }
 
 impl ApiState {
@@ -74,6 +77,7 @@ impl ApiState {
             tokens,
             unsafe_stale_reads: false,
             tls: false,
+            limits: limits::Limits::new(limits::LimitConfig::default()),
         }
     }
 
@@ -132,6 +136,10 @@ pub fn router(state: ApiState) -> Router {
         .merge(v1beta1::routes())
         .merge(cluster::routes())
         .merge(kv::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.limits.clone(),
+            limits::enforce,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.tokens.clone(),
             auth::authenticate,

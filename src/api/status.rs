@@ -47,6 +47,12 @@ impl ApiError {
         d["kind"] = json!(kind);
         self
     }
+    /// Adds `details.retryAfterSeconds` (the `Retry-After` header is the caller's).
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        let d = self.details.get_or_insert_with(|| json!({}));
+        d["retryAfterSeconds"] = json!(seconds);
+        self
+    }
     /// Adds `details.causes`.
     pub fn with_causes(mut self, causes: Vec<Value>) -> Self {
         let d = self.details.get_or_insert_with(|| json!({}));

@@ -24,6 +24,10 @@ use crate::registry::selectors::LabelSelector;
 use crate::registry::strategy::{self, Names};
 use crate::registry::{self, lookup, Subresource};
 
+/// Pods one pass may create or delete, over every controller (kube-controller-manager's
+/// `burstReplicas` is 500 too).
+pub const BURST_REPLICAS: usize = 500;
+
 /// How much a pod is worth keeping on scale-down: lower goes first.
 fn keep_rank(pod: &Value) -> (u8, std::cmp::Reverse<String>) {
     let rank = if s(pod, "/spec/nodeName").is_empty() {
@@ -88,6 +92,10 @@ pub async fn sync(ctx: Context) -> Result<(), String> {
     let mut commands = Vec::new();
     let mut status_updates = Vec::new();
     let (mut created, mut deleted) = (0u64, 0u64);
+    // Creations and deletions this pass may make: the rest follows on the next passes (each
+    // woken by this one's writes), so `replicas: 2147483647` is a long job, not one pass
+    // building two billion pods in memory.
+    let mut budget = BURST_REPLICAS;
 
     for rc in &rcs {
         let ns = s(rc, "/metadata/namespace");
@@ -114,7 +122,9 @@ pub async fn sync(ctx: Context) -> Result<(), String> {
         }
         let mut events = Vec::new();
         if active.len() < want {
-            for _ in active.len()..want {
+            let n = (want - active.len()).min(budget);
+            budget -= n;
+            for _ in 0..n {
                 let (key, pod) = pod_from_template(rc)?;
                 events.push(event(
                     rc,
@@ -130,7 +140,10 @@ pub async fn sync(ctx: Context) -> Result<(), String> {
                 created += 1;
             }
         } else {
-            for p in choose_victims(active.clone(), want) {
+            let victims = choose_victims(active.clone(), want);
+            let n = victims.len().min(budget);
+            budget -= n;
+            for p in victims.into_iter().take(n) {
                 events.push(event(
                     rc,
                     Severity::Normal,

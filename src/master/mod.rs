@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use crate::{api, controllers};
 use tokio_util::sync::CancellationToken;
 
+mod http;
 pub mod tls;
 
 /// Flags of `keelson master`.
@@ -92,6 +93,21 @@ pub struct MasterArgs {
     /// The PEM private key of `--tls-cert-file`.
     #[arg(long, requires = "tls_cert_file")]
     pub tls_private_key_file: Option<PathBuf>,
+    /// Requests in flight at most (long-running ones not counted); beyond: 429.
+    #[arg(long, default_value_t = 400)]
+    pub max_requests_inflight: usize,
+    /// Writes in flight at most (within `--max-requests-inflight`); beyond: 429.
+    #[arg(long, default_value_t = 200)]
+    pub max_mutating_requests_inflight: usize,
+    /// Long-running requests (watches, followed logs) one user may hold open.
+    #[arg(long, default_value_t = 5000)]
+    pub max_watches_per_user: usize,
+    /// How long a client may take to send a request's headers (both ports).
+    #[arg(long, default_value_t = 30_000)]
+    pub header_read_timeout_ms: u64,
+    /// How long a client may take to send a request's body (408 after).
+    #[arg(long, default_value_t = 60_000)]
+    pub body_read_timeout_ms: u64,
 }
 
 /// A parsed `--peers` entry; API addresses become `SCHEME://API_ADDR`.
@@ -207,9 +223,13 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     let node = RaftNode::start(cfg, &registry).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    let raft_server = tokio::spawn(serve(
+    let timeouts = http::Timeouts {
+        header_read: Duration::from_millis(args.header_read_timeout_ms),
+    };
+    let raft_server = tokio::spawn(http::serve(
         raft_listener,
         keelson_raft::server::router(node.clone()),
+        timeouts,
         stop_rx.clone(),
     ));
     let tokens = match &args.token_file {
@@ -253,17 +273,29 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     let mut api_state = api::ApiState::new(node.clone(), registry, tokens);
     api_state.unsafe_stale_reads = args.unsafe_stale_reads;
     api_state.tls = tls.is_some();
+    api_state.limits = api::limits::Limits::new(api::limits::LimitConfig {
+        max_inflight: args.max_requests_inflight,
+        max_mutating: args.max_mutating_requests_inflight,
+        max_watches_per_user: args.max_watches_per_user,
+        body_read: Duration::from_millis(args.body_read_timeout_ms),
+    });
     if args.unsafe_stale_reads {
         tracing::warn!("--unsafe-stale-reads: key/value reads may be stale; for testing the chaos checkers only");
     }
     let api_router = api::router(api_state).merge(heartbeat_routes);
     let api_server = match tls {
-        Some(config) => tokio::spawn(serve(
+        Some(config) => tokio::spawn(http::serve(
             tls::TlsListener::new(api_listener, config)?,
             api_router,
+            timeouts,
             stop_rx.clone(),
         )),
-        None => tokio::spawn(serve(api_listener, api_router, stop_rx.clone())),
+        None => tokio::spawn(http::serve(
+            api_listener,
+            api_router,
+            timeouts,
+            stop_rx.clone(),
+        )),
     };
 
     if !args.join {
@@ -289,22 +321,6 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     })
     .await;
     Ok(())
-}
-
-async fn serve<L>(listener: L, router: axum::Router, mut stop: watch::Receiver<bool>)
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    let shutdown = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
-    if let Err(e) = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::error!("server stopped: {e}");
-    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called, not when

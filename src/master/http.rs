@@ -1,0 +1,83 @@
+//! The HTTP/1.1 server loop of both master ports, in place of `axum::serve`, which cannot bound
+//! how long a client may take to send its request headers: a client that never finishes them
+//! (a slow loris) would hold its connection, and a task, forever. Here hyper reads headers under
+//! [`Timeouts::header_read`]; request bodies are bounded by the API's own body timeout layer.
+//!
+//! Graceful shutdown: on `stop`, every connection finishes its request in flight within
+//! [`SHUTDOWN_GRACE`] (a watch does not finish: it is cut) and closes; the loop returns once
+//! all have, so a master stops promptly however many watches it serves.
+
+use std::time::Duration;
+
+use axum::serve::Listener;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+/// How long a connection may take to finish its request after the stop signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// How long a client may take over the parts of a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// From the connection's start (or the previous response) to the end of the headers.
+    pub header_read: Duration,
+}
+
+/// Serves `router` on `listener` until `stop` turns true.
+pub async fn serve<L>(
+    mut listener: L,
+    router: Router,
+    timeouts: Timeouts,
+    mut stop: watch::Receiver<bool>,
+) where
+    L: Listener,
+    L::Io: Unpin,
+{
+    // Connections hold a receiver each; once every one is dropped, all have closed.
+    let (closed_tx, closed_rx) = watch::channel(());
+    loop {
+        let (io, _peer) = tokio::select! {
+            conn = listener.accept() => conn,
+            _ = stopped(&mut stop) => break,
+        };
+        let router = router.clone();
+        let mut stop = stop.clone();
+        let closed = closed_rx.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                router.clone().oneshot(req.map(axum::body::Body::new))
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeouts.header_read)
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::trace!("connection: {e}");
+                    }
+                }
+                _ = stopped(&mut stop) => {
+                    // Requests in flight finish; long-running ones (watches, which clients
+                    // resume elsewhere) are cut after the grace.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+                }
+            }
+            drop(closed);
+        });
+    }
+    drop(closed_rx);
+    closed_tx.closed().await;
+}
+
+/// Resolves once `stop` is true (without holding its lock across an await).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
