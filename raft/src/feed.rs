@@ -6,6 +6,12 @@
 //! the window's floor is [`Expired`] (HTTP 410 Gone), as Kubernetes clients expect; they
 //! re-list. The window lives in memory only: after a restart or a snapshot install its floor is
 //! the applied index at that moment.
+//!
+//! One log entry can change several keys (`Command::Batch`): those events share a resource
+//! version. A client resumes a watch from the version of the last event it saw, so a stream cut
+//! between two events of one entry would skip the rest of it; [`Subscription::next_index`] hands
+//! out an entry's events together, and live subscribers receive each publish (whole entries) as
+//! one item, so the end of an entry is known without waiting for the next one.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -37,7 +43,8 @@ pub struct Event {
 /// Items on the live channel.
 #[derive(Debug, Clone)]
 pub enum FeedItem {
-    Event(Arc<Event>),
+    /// The events of one publish: whole log entries, in order.
+    Events(Arc<[Arc<Event>]>),
     /// The state was replaced by a snapshot: every watch must end and re-list.
     Reset,
 }
@@ -94,17 +101,20 @@ impl Feed {
     /// Publishes events (in log order) to the window and the live subscribers.
     pub fn publish(&self, events: impl IntoIterator<Item = Event>) {
         let mut w = self.window.lock().expect("feed lock");
-        for event in events {
-            let event = Arc::new(event);
+        let events: Arc<[Arc<Event>]> = events.into_iter().map(Arc::new).collect();
+        if events.is_empty() {
+            return;
+        }
+        for event in events.iter() {
             w.head = w.head.max(event.rv);
             w.events.push_back(event.clone());
             while w.events.len() > self.capacity {
                 let evicted = w.events.pop_front().expect("non-empty");
                 w.floor = w.floor.max(evicted.rv);
             }
-            // No receivers is fine: nobody watches.
-            let _ = self.tx.send(FeedItem::Event(event));
         }
+        // No receivers is fine: nobody watches.
+        let _ = self.tx.send(FeedItem::Events(events));
     }
 
     /// Forgets the window: the state now stands at `applied`, reached without events.
@@ -151,17 +161,39 @@ pub struct Subscription {
 impl Subscription {
     /// The next event, in order.
     pub async fn next(&mut self) -> Result<Arc<Event>, WatchEnd> {
-        if let Some(e) = self.backlog.pop_front() {
-            return Ok(e);
-        }
         loop {
-            match self.rx.recv().await {
-                Ok(FeedItem::Event(e)) if e.rv > self.from => return Ok(e),
-                Ok(FeedItem::Event(_)) => continue,
-                Ok(FeedItem::Reset) => return Err(WatchEnd::Reset),
-                Err(broadcast::error::RecvError::Lagged(_)) => return Err(WatchEnd::Lagged),
-                Err(broadcast::error::RecvError::Closed) => return Err(WatchEnd::Closed),
+            if let Some(e) = self.backlog.pop_front() {
+                return Ok(e);
             }
+            self.receive().await?;
+        }
+    }
+
+    /// Every event of the next log entry that changed something (they share its resource
+    /// version), in order: a watch that sends them together never leaves a client between two
+    /// events of one version.
+    pub async fn next_index(&mut self) -> Result<Vec<Arc<Event>>, WatchEnd> {
+        let first = self.next().await?;
+        let mut entry = vec![first];
+        // The backlog and every live item hold whole entries.
+        while self.backlog.front().is_some_and(|e| e.rv == entry[0].rv) {
+            entry.extend(self.backlog.pop_front());
+        }
+        Ok(entry)
+    }
+
+    /// Moves the next live item's events (those after `from`) to the backlog.
+    async fn receive(&mut self) -> Result<(), WatchEnd> {
+        match self.rx.recv().await {
+            Ok(FeedItem::Events(events)) => {
+                let from = self.from;
+                self.backlog
+                    .extend(events.iter().filter(|e| e.rv > from).cloned());
+                Ok(())
+            }
+            Ok(FeedItem::Reset) => Err(WatchEnd::Reset),
+            Err(broadcast::error::RecvError::Lagged(_)) => Err(WatchEnd::Lagged),
+            Err(broadcast::error::RecvError::Closed) => Err(WatchEnd::Closed),
         }
     }
 }
@@ -208,6 +240,22 @@ mod tests {
         assert!(feed.subscribe(5).is_err());
         let mut sub = feed.subscribe(6).unwrap();
         assert_eq!(sub.next().await.unwrap().rv, 7);
+    }
+
+    #[tokio::test]
+    async fn an_entry_comes_whole() {
+        let feed = Feed::new(10, 0);
+        feed.publish([ev(1, "a"), ev(2, "b"), ev(2, "c")]);
+        // From the window: entry 2 together.
+        let mut sub = feed.subscribe(1).unwrap();
+        let keys = |events: Vec<Arc<Event>>| -> Vec<String> {
+            events.iter().map(|e| e.key.clone()).collect()
+        };
+        assert_eq!(keys(sub.next_index().await.unwrap()), ["b", "c"]);
+        // Live: entries 3 (three keys) and 4 in one publish.
+        feed.publish([ev(3, "d"), ev(3, "e"), ev(3, "f"), ev(4, "g")]);
+        assert_eq!(keys(sub.next_index().await.unwrap()), ["d", "e", "f"]);
+        assert_eq!(keys(sub.next_index().await.unwrap()), ["g"]);
     }
 
     #[tokio::test]

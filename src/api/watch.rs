@@ -5,6 +5,10 @@
 //! With selectors, an object that stops matching is sent as `DELETED` and one that starts
 //! matching as `ADDED`, as the Kubernetes API server does. A version older than the feed's
 //! window is an `ERROR` event carrying a 410 `Expired` Status.
+//!
+//! Events of one log entry (a `Batch` writing several objects, as the scheduler's) share a
+//! resource version; they go out as one chunk and bookmarks fall only between entries, so a
+//! client resuming from the last version it saw does not skip the rest of an entry.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -197,15 +201,20 @@ pub fn serve_with(
                 }
             };
             tokio::select! {
-                next = st.sub.next() => match next {
-                    Ok(e) => {
-                        st.seen = e.rv;
-                        if !st.in_scope(&e) {
-                            continue;
-                        }
-                        if let Some(l) = st.translate(&e) {
-                            st.metrics.watch_events.inc();
-                            return Some((l, st));
+                next = st.sub.next_index() => match next {
+                    Ok(entry) => {
+                        // One chunk per log entry, and `seen` moves past whole entries only:
+                        // a client resuming from any version it was sent (an event's or a
+                        // bookmark's) misses nothing of an entry that changed several objects.
+                        st.seen = entry[0].rv;
+                        let lines: Vec<Bytes> = entry
+                            .iter()
+                            .filter(|e| st.in_scope(e))
+                            .filter_map(|e| st.translate(e))
+                            .collect();
+                        if !lines.is_empty() {
+                            st.metrics.watch_events.inc_by(lines.len() as u64);
+                            return Some((Bytes::from(lines.concat()), st));
                         }
                     }
                     Err(end) => {
