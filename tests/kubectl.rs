@@ -149,6 +149,20 @@ async fn kubectl_scenario() {
             "{name} {short}: {resources}"
         );
     }
+    // explain, from the served OpenAPI document: a nested field, its type and its fields.
+    let explained = k.ok(&["explain", "pods.spec.containers"]);
+    assert!(
+        explained.contains("KIND:       Pod")
+            && explained.contains("FIELD: containers <[]Container>")
+            && explained.contains("image\t<string>")
+            && explained.contains("name\t<string> -required-"),
+        "{explained}"
+    );
+    let explained = k.ok(&["explain", "rc.spec.template.spec.containers.ports"]);
+    assert!(
+        explained.contains("containerPort\t<integer> -required-"),
+        "{explained}"
+    );
     // create -f, twice.
     let rc = k.file("rc.yaml", RC);
     assert!(k

@@ -41,14 +41,31 @@ impl Directive {
 #[derive(Debug, Default, Clone)]
 pub struct Warnings(pub Vec<String>);
 
+/// At most this many `Warning` headers per answer (the last one counting those left out):
+/// a body with hundreds of unknown fields would otherwise get an answer with hundreds of
+/// headers, which HTTP clients refuse (Python's at 100). kube-apiserver bounds its warnings
+/// the same way (4 KiB in all).
+const MAX_WARNING_HEADERS: usize = 16;
+
+/// Longest warning text, in characters, before it is cut (with `...`).
+const MAX_WARNING_CHARS: usize = 256;
+
 impl Warnings {
-    /// The headers, as `299 - "text"`.
+    /// The headers, as `299 - "text"`: at most [`MAX_WARNING_HEADERS`], each text quoted with
+    /// every character outside printable ASCII escaped, so that no warning is lost to an
+    /// invalid header value.
     pub fn headers(&self) -> axum::response::AppendHeaders<Vec<(HeaderName, HeaderValue)>> {
+        let mut texts: Vec<String> = self.0.clone();
+        if texts.len() > MAX_WARNING_HEADERS {
+            let left_out = texts.len() - (MAX_WARNING_HEADERS - 1);
+            texts.truncate(MAX_WARNING_HEADERS - 1);
+            texts.push(format!("{left_out} more warnings left out"));
+        }
         axum::response::AppendHeaders(
-            self.0
+            texts
                 .iter()
                 .filter_map(|w| {
-                    let text = format!("299 - {}", serde_json::to_string(w).ok()?);
+                    let text = format!("299 - {}", quote(w));
                     Some((
                         HeaderName::from_static("warning"),
                         HeaderValue::from_str(&text).ok()?,
@@ -59,14 +76,45 @@ impl Warnings {
     }
 }
 
-fn round_trip<T: DeserializeOwned + Serialize>(obj: &Value) -> Option<Value> {
-    let typed: T = serde_json::from_value(obj.clone()).ok()?;
-    serde_json::to_value(typed).ok()
+/// `text` as a quoted string of printable ASCII: `"` and `\` escaped, other characters as
+/// `\u{…}`, cut at [`MAX_WARNING_CHARS`].
+fn quote(text: &str) -> String {
+    let mut q = String::from("\"");
+    for (i, c) in text.chars().enumerate() {
+        if i == MAX_WARNING_CHARS {
+            q.push_str("...");
+            break;
+        }
+        match c {
+            '"' | '\\' => {
+                q.push('\\');
+                q.push(c);
+            }
+            ' '..='~' => q.push(c),
+            _ => q.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    q.push('"');
+    q
 }
 
-/// The object as its typed struct keeps it, if it decodes.
-fn typed_view(kind: &str, obj: &Value) -> Option<Value> {
-    match kind {
+/// The typed struct's view of `obj`, or where and why it does not decode (`spec.containers[0].
+/// ports: invalid type: …`).
+fn round_trip<T: DeserializeOwned + Serialize>(obj: &Value) -> Result<Value, String> {
+    let typed: T = serde_path_to_error::deserialize(obj).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            e.inner().to_string()
+        } else {
+            format!("{path}: {}", e.inner())
+        }
+    })?;
+    serde_json::to_value(typed).map_err(|e| e.to_string())
+}
+
+/// The object as its typed struct keeps it; `None` for a kind without one.
+fn typed_view(kind: &str, obj: &Value) -> Option<Result<Value, String>> {
+    Some(match kind {
         "Pod" => round_trip::<core::Pod>(obj),
         "ReplicationController" => round_trip::<core::ReplicationController>(obj),
         "Service" => round_trip::<core::Service>(obj),
@@ -74,8 +122,8 @@ fn typed_view(kind: &str, obj: &Value) -> Option<Value> {
         "Event" => round_trip::<core::Event>(obj),
         "Node" => round_trip::<core::Node>(obj),
         "Namespace" => round_trip::<core::Namespace>(obj),
-        _ => None,
-    }
+        _ => return None,
+    })
 }
 
 /// Removes the fields of `obj` that `known` lacks; returns their paths (`spec.containers[0].x`).
@@ -115,13 +163,22 @@ fn prune(obj: &mut Value, known: &Value, path: &str, found: &mut Vec<String>) {
 
 /// The unknown fields of `obj`, removed from it (a body that does not decode is left as is:
 /// validation reports it).
-pub fn strip_unknown(kind: &str, obj: &mut Value) -> Vec<String> {
-    let Some(known) = typed_view(kind, obj) else {
-        return Vec::new();
+pub fn strip_unknown(kind: &str, obj: &mut Value) -> Result<Vec<String>, ApiError> {
+    let known = match typed_view(kind, obj) {
+        None => return Ok(Vec::new()),
+        Some(Ok(known)) => known,
+        // Refused here, not later: a part that does not decode (a main-resource write's
+        // `status`, say) may be replaced by the stored one before validation, and the unknown
+        // fields around it would then be stored.
+        Some(Err(why)) => {
+            return Err(ApiError::bad_request(format!(
+                "{kind} in version \"v1\" cannot be handled as a {kind}: {why}"
+            )))
+        }
     };
     let mut found = Vec::new();
     prune(obj, &known, "", &mut found);
-    found
+    Ok(found)
 }
 
 /// Applies `directive` to an object about to be written: unknown fields refused, or dropped
@@ -131,7 +188,7 @@ pub fn check(
     obj: &mut Value,
     directive: Directive,
 ) -> Result<Warnings, ApiError> {
-    let unknown = strip_unknown(info.kind, obj);
+    let unknown = strip_unknown(info.kind, obj)?;
     if unknown.is_empty() {
         return Ok(Warnings::default());
     }
@@ -153,13 +210,40 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warnings_are_bounded_and_always_valid_headers() {
+        let many = Warnings(
+            (0..500)
+                .map(|i| format!("unknown field \"x{i}\\é\n\""))
+                .collect(),
+        );
+        let headers = many.headers().0;
+        assert_eq!(headers.len(), MAX_WARNING_HEADERS);
+        assert_eq!(headers[0].1, r#"299 - "unknown field \"x0\\\u{e9}\u{a}\"""#);
+        assert_eq!(headers[15].1, r#"299 - "485 more warnings left out""#);
+    }
     use serde_json::json;
+
+    #[test]
+    fn an_undecodable_body_is_refused_naming_the_field() {
+        let info = crate::registry::lookup("pods").unwrap();
+        let mut pod = json!({"metadata": {"name": "a"}, "spec": {"containers": []},
+                             "status": {"conditions": "no"}, "zz": 1});
+        let err = check(info, &mut pod, Directive::Ignore).unwrap_err();
+        assert_eq!(err.code, axum::http::StatusCode::BAD_REQUEST);
+        assert!(
+            err.message.contains("status.conditions: invalid type"),
+            "{}",
+            err.message
+        );
+    }
 
     #[test]
     fn unknown_fields_are_found_and_dropped() {
         let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "labels": {"x": "y"}, "creationTimestamp": null},
             "spec": {"containers": [{"name": "c", "image": "i", "bogus": 1, "resources": {"requests": {"cpu": "1"}}}], "extra": {"a": 1}}});
-        let found = strip_unknown("Pod", &mut pod);
+        let found = strip_unknown("Pod", &mut pod).unwrap();
         assert_eq!(found, vec!["spec.containers[0].bogus", "spec.extra"]);
         assert!(pod["spec"].get("extra").is_none());
         assert_eq!(pod["metadata"]["labels"]["x"], "y");

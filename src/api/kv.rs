@@ -18,7 +18,7 @@
 use std::convert::Infallible;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -30,6 +30,7 @@ use keelson_raft::{Command, OpResult};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::extract::{ApiPath, ApiQuery};
 use super::metrics::OpenWatch;
 use super::{ApiError, ApiState};
 
@@ -147,7 +148,7 @@ fn outcome(key: &str, result: OpResult) -> Result<Response, ApiError> {
 
 async fn create(
     State(s): State<ApiState>,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     check_key(&key)?;
@@ -167,8 +168,8 @@ async fn create(
 
 async fn update(
     State(s): State<ApiState>,
-    Path(key): Path<String>,
-    Query(p): Query<Params>,
+    ApiPath(key): ApiPath<String>,
+    ApiQuery(p): ApiQuery<Params>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     check_key(&key)?;
@@ -190,8 +191,8 @@ async fn update(
 
 async fn remove(
     State(s): State<ApiState>,
-    Path(key): Path<String>,
-    Query(p): Query<Params>,
+    ApiPath(key): ApiPath<String>,
+    ApiQuery(p): ApiQuery<Params>,
 ) -> Result<Response, ApiError> {
     check_key(&key)?;
     outcome(
@@ -217,8 +218,8 @@ async fn barrier(s: &ApiState, p: &Params) -> Result<(), ApiError> {
 
 async fn read(
     State(s): State<ApiState>,
-    Path(key): Path<String>,
-    Query(p): Query<Params>,
+    ApiPath(key): ApiPath<String>,
+    ApiQuery(p): ApiQuery<Params>,
 ) -> Result<Response, ApiError> {
     barrier(&s, &p).await?;
     match s.node.get(&stored(&key)) {
@@ -227,7 +228,10 @@ async fn read(
     }
 }
 
-async fn list(State(s): State<ApiState>, Query(p): Query<Params>) -> Result<Response, ApiError> {
+async fn list(
+    State(s): State<ApiState>,
+    ApiQuery(p): ApiQuery<Params>,
+) -> Result<Response, ApiError> {
     if truthy(&p.watch) {
         return watch(s, p).await;
     }

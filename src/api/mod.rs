@@ -16,6 +16,7 @@ pub mod auth;
 mod cluster;
 mod collection;
 mod discovery;
+mod extract;
 mod fieldvalidation;
 mod kv;
 pub mod limits;

@@ -1,218 +1,311 @@
 //! OpenAPI v3: `/openapi/v3` (the index) and `/openapi/v3/api/v1` (core/v1's document).
 //!
-//! kubectl reads the document to learn that PATCH takes `fieldValidation` (so `create -f` and
-//! `apply -f` validate on the server with their default, strict, validation) and to describe
-//! the kinds (`kubectl explain`). The PATCH operations list JSON, merge and apply patches but
-//! not strategic merge patch: kubectl then computes its strategic patches from its own
-//! compiled-in core/v1 types, which carry every list's merge key, rather than from these
-//! abbreviated schemas. The server accepts strategic merge patches all the same.
+//! The document describes exactly what keelson serves of core/v1: every served kind's full
+//! schema and everything it references ([`schemas`], from k8s-openapi's Kubernetes 1.37
+//! types), and for each resource only the operations, paths and query parameters the API
+//! answers (no `deletecollection`, `dryRun`, `pretty` or proxy paths), each with its success
+//! answer and the error answers (400, 401, 403, 404, 409, 410, 422, 429) as `Status`. It is
+//! built once and served with the hash the index names as its ETag.
+//!
+//! kubectl reads it to learn that PATCH takes `fieldValidation` (so `create -f` and `apply -f`
+//! validate on the server) and to describe the kinds (`kubectl explain`). The PATCH operations
+//! list JSON, merge and apply patches but not strategic merge patch, which the server accepts
+//! all the same: listed, kubectl would compute its strategic patches from these schemas, which
+//! lack kube-apiserver's `x-kubernetes-patch-merge-key` extensions; unlisted, it uses its own
+//! compiled-in core/v1 types, which carry every list's merge key. The deprecated
+//! `/api/v1/watch/…` paths are served but not listed; `watch=true` on a list is.
+
+mod schemas;
 
 use std::sync::OnceLock;
 
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
 use crate::registry::{ResourceInfo, RESOURCES};
+use schemas::{kind_name, list_name, reference, META, SCALE};
 
-const META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1";
+/// The error answers every operation declares, as kube-apiserver can give them.
+const ERRORS: &[(&str, &str)] = &[
+    ("400", "BadRequest"),
+    ("401", "Unauthorized"),
+    ("403", "Forbidden"),
+    ("404", "NotFound"),
+    ("409", "Conflict"),
+    ("410", "Gone"),
+    ("422", "Invalid"),
+    ("429", "TooManyRequests"),
+];
 
-fn schema_name(kind: &str) -> String {
-    format!("io.k8s.api.core.v1.{kind}")
+/// A query parameter.
+fn query(name: &str, schema: Value, description: &str) -> Value {
+    json!({"name": name, "in": "query", "description": description, "schema": schema})
 }
 
-fn reference(name: &str) -> Value {
-    json!({"allOf": [{"$ref": format!("#/components/schemas/{name}")}]})
+fn string() -> Value {
+    json!({"type": "string"})
 }
 
-fn string(description: &str) -> Value {
-    json!({"type": "string", "description": description, "default": ""})
+fn boolean() -> Value {
+    json!({"type": "boolean"})
 }
 
-fn free_object(description: &str) -> Value {
-    json!({"type": "object", "description": description, "x-kubernetes-preserve-unknown-fields": true})
+fn integer() -> Value {
+    json!({"type": "integer"})
 }
 
-/// The schema of a served kind: the envelope typed, `spec` and `status` open objects.
-fn kind_schema(info: &ResourceInfo) -> Value {
-    let mut props = Map::new();
-    props.insert(
-        "apiVersion".into(),
-        string("APIVersion defines the versioned schema of this representation of an object."),
-    );
-    props.insert(
-        "kind".into(),
-        string("Kind is a string value representing the REST resource this object represents."),
-    );
-    props.insert("metadata".into(), reference(&format!("{META}.ObjectMeta")));
-    match info.kind {
-        "Endpoints" => {
-            props.insert("subsets".into(), json!({"type": "array", "items": free_object("EndpointSubset"), "x-kubernetes-list-type": "atomic"}));
-        }
-        "Event" => {
-            props.insert(
-                "involvedObject".into(),
-                free_object("The object that this event is about."),
-            );
-            for f in [
-                "reason",
-                "message",
-                "type",
-                "firstTimestamp",
-                "lastTimestamp",
-                "reportingComponent",
-            ] {
-                props.insert(f.into(), string(f));
-            }
-            props.insert(
-                "count".into(),
-                json!({"type": "integer", "format": "int32"}),
-            );
-            props.insert(
-                "source".into(),
-                free_object("The component reporting this event."),
-            );
-        }
-        _ => {
-            props.insert(
-                "spec".into(),
-                free_object(&format!("The desired behavior of the {}.", info.singular)),
-            );
-            if info.has_status {
-                props.insert(
-                    "status".into(),
-                    free_object(&format!("The observed status of the {}.", info.singular)),
-                );
-            }
-        }
-    }
-    json!({
-        "type": "object",
-        "description": format!("{} (core/v1).", info.kind),
-        "properties": props,
-        "x-kubernetes-group-version-kind": [{"group": "", "version": "v1", "kind": info.kind}],
-    })
+fn path_param(name: &str, description: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "description": description, "schema": string()})
 }
 
-fn object_meta() -> Value {
-    let map = json!({"type": "object", "additionalProperties": {"type": "string", "default": ""}});
-    json!({
-        "type": "object",
-        "description": "ObjectMeta is metadata that all persisted resources must have.",
-        "properties": {
-            "name": string("Name must be unique within a namespace."),
-            "generateName": string("An optional prefix used to generate a unique name."),
-            "namespace": string("Namespace defines the space within which each name must be unique."),
-            "uid": string("UID is the unique in time and space value for this object."),
-            "resourceVersion": string("An opaque value that represents the internal version of this object."),
-            "generation": {"type": "integer", "format": "int64"},
-            "creationTimestamp": {"type": "string", "format": "date-time"},
-            "deletionTimestamp": {"type": "string", "format": "date-time"},
-            "labels": map,
-            "annotations": map,
-            "finalizers": {"type": "array", "items": {"type": "string", "default": ""}, "x-kubernetes-list-type": "set", "x-kubernetes-patch-strategy": "merge"},
-            "ownerReferences": {"type": "array", "items": free_object("OwnerReference"), "x-kubernetes-patch-merge-key": "uid", "x-kubernetes-patch-strategy": "merge"},
-            "managedFields": {"type": "array", "items": free_object("ManagedFieldsEntry")},
-        },
-    })
+fn resource_version() -> Value {
+    query("resourceVersion", string(), "resourceVersion sets a constraint on what resource versions a request may be served from: unset is a linearizable read, \"0\" or a version is served from the answering master's replica.")
 }
 
-fn param(name: &str, kind: &str, description: &str) -> Value {
-    json!({"name": name, "in": "query", "description": description, "schema": {"type": kind, "uniqueItems": true}})
-}
-
-fn ok(kind: &str) -> Value {
-    json!({"200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{}", schema_name(kind))}}}}})
-}
-
-/// The operations on one object (`get`, `put`, `patch`, `delete`).
-fn item_path(info: &ResourceInfo) -> Value {
-    let gvk = json!({"group": "", "version": "v1", "kind": info.kind});
-    let scope = if info.namespaced { "Namespaced" } else { "" };
-    let op = |verb: &str| format!("{verb}CoreV1{scope}{}", info.kind);
-    let patch_body = |ct: &str| {
-        (
-            ct.to_string(),
-            json!({"schema": {"$ref": format!("#/components/schemas/{META}.Patch")}}),
-        )
-    };
-    let content: Map<String, Value> = [
-        patch_body("application/apply-patch+yaml"),
-        patch_body("application/json-patch+json"),
-        patch_body("application/merge-patch+json"),
+fn list_params() -> Vec<Value> {
+    vec![
+        query("allowWatchBookmarks", boolean(), "allowWatchBookmarks requests watch events with type \"BOOKMARK\"."),
+        query("continue", string(), "The continue option should be set when retrieving more results from the server: the value of a previous list's metadata.continue."),
+        query("fieldSelector", string(), "A selector to restrict the list of returned objects by their fields (metadata.name, metadata.namespace, and per kind spec.nodeName, status.phase, involvedObject.*, …)."),
+        query("labelSelector", string(), "A selector to restrict the list of returned objects by their labels."),
+        query("limit", json!({"type": "integer", "minimum": 0}), "limit is a maximum number of responses to return for a list call; more are named by metadata.continue."),
+        resource_version(),
+        query("resourceVersionMatch", string(), "resourceVersionMatch determines how resourceVersion is applied to list calls (NotOlderThan, Exact)."),
+        query("sendInitialEvents", boolean(), "With watch=true, sendInitialEvents=true starts the watch with the current objects, then a bookmark."),
+        query("timeoutSeconds", json!({"type": "integer", "minimum": 0}), "Timeout for the list/watch call."),
+        query("watch", boolean(), "Watch for changes to the described resources and return them as a stream of add, update, and remove notifications."),
     ]
-    .into_iter()
-    .collect();
-    let mut params = vec![
-        json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string", "uniqueItems": true}}),
-    ];
-    if info.namespaced {
-        params.push(json!({"name": "namespace", "in": "path", "required": true, "schema": {"type": "string", "uniqueItems": true}}));
-    }
-    let write_params = vec![
-        param("dryRun", "string", "When present, indicates that modifications should not be persisted."),
-        param("fieldManager", "string", "fieldManager is a name associated with the actor or entity that is making these changes."),
-        param("fieldValidation", "string", "fieldValidation instructs the server on how to handle objects in the request containing unknown or duplicate fields. Valid values are: Ignore, Warn (the default), Strict."),
-    ];
-    let mut patch_params = write_params.clone();
-    patch_params.push(param(
-        "force",
-        "boolean",
-        "Force is going to \"force\" Apply requests.",
-    ));
-    json!({
-        "get": {"operationId": op("read"), "tags": ["core_v1"], "responses": ok(info.kind),
-                "x-kubernetes-action": "get", "x-kubernetes-group-version-kind": gvk},
-        "put": {"operationId": op("replace"), "tags": ["core_v1"], "parameters": write_params,
-                "requestBody": {"content": {"*/*": {"schema": {"$ref": format!("#/components/schemas/{}", schema_name(info.kind))}}}, "required": true},
-                "responses": ok(info.kind), "x-kubernetes-action": "put", "x-kubernetes-group-version-kind": gvk},
-        "patch": {"operationId": op("patch"), "tags": ["core_v1"], "parameters": patch_params,
-                  "requestBody": {"content": content, "required": true},
-                  "responses": ok(info.kind), "x-kubernetes-action": "patch", "x-kubernetes-group-version-kind": gvk},
-        "delete": {"operationId": op("delete"), "tags": ["core_v1"], "responses": ok(info.kind),
-                   "x-kubernetes-action": "delete", "x-kubernetes-group-version-kind": gvk},
-        "parameters": params,
-    })
 }
 
-/// The operations on a collection (`list`, `create`).
-fn collection_path(info: &ResourceInfo) -> Value {
-    let gvk = json!({"group": "", "version": "v1", "kind": info.kind});
+fn write_params() -> Vec<Value> {
+    vec![
+        query("fieldManager", string(), "fieldManager is a name associated with the actor or entity that is making these changes."),
+        query("fieldValidation", string(), "fieldValidation instructs the server on how to handle objects in the request containing unknown or duplicate fields. Valid values are: Ignore, Warn (the default), Strict."),
+    ]
+}
+
+fn patch_params() -> Vec<Value> {
+    let mut p = write_params();
+    p.push(query(
+        "force",
+        boolean(),
+        "Force is going to \"force\" Apply requests: the fields of other managers are taken over.",
+    ));
+    p
+}
+
+fn json_content(schema: Value) -> Value {
+    json!({"application/json": {"schema": schema}})
+}
+
+/// The answers of an operation: its successes (code → schema name) and every error.
+fn responses(success: &[(&str, &str)]) -> Value {
+    let mut r = Map::new();
+    for (code, schema) in success {
+        let description = if *code == "201" { "Created" } else { "OK" };
+        r.insert(
+            (*code).into(),
+            json!({"description": description, "content": json_content(reference(schema))}),
+        );
+    }
+    let status = format!("{META}.Status");
+    for (code, reason) in ERRORS {
+        r.insert(
+            (*code).into(),
+            json!({"description": reason, "content": json_content(reference(&status))}),
+        );
+    }
+    Value::Object(r)
+}
+
+/// The answers of a PATCH: as [`responses`], and 415 for a content type it does not take.
+fn patch_responses(success: &[(&str, &str)]) -> Value {
+    let mut r = responses(success);
+    r["415"] = json!({"description": "UnsupportedMediaType",
+                      "content": json_content(reference(&format!("{META}.Status")))});
+    r
+}
+
+/// The request body of a PATCH: the patch kinds listed to clients.
+fn patch_body() -> Value {
+    let patch = json!({"schema": reference(&format!("{META}.Patch"))});
+    json!({"required": true, "content": {
+        "application/apply-patch+yaml": patch,
+        "application/json-patch+json": patch,
+        "application/merge-patch+json": patch,
+    }})
+}
+
+/// One operation.
+struct Op<'a> {
+    id: String,
+    action: &'a str,
+    gvk: Value,
+    parameters: Vec<Value>,
+    body: Option<Value>,
+    responses: Value,
+}
+
+impl Op<'_> {
+    fn into_value(self) -> Value {
+        let mut op = json!({
+            "operationId": self.id,
+            "tags": ["core_v1"],
+            "responses": self.responses,
+            "x-kubernetes-action": self.action,
+            "x-kubernetes-group-version-kind": self.gvk,
+        });
+        if !self.parameters.is_empty() {
+            op["parameters"] = Value::Array(self.parameters);
+        }
+        if let Some(body) = self.body {
+            op["requestBody"] = body;
+        }
+        op
+    }
+}
+
+/// The paths of one resource.
+fn resource_paths(info: &ResourceInfo, paths: &mut Map<String, Value>) {
+    let kind = info.kind;
     let scope = if info.namespaced { "Namespaced" } else { "" };
-    json!({
-        "get": {"operationId": format!("listCoreV1{scope}{}", info.kind), "tags": ["core_v1"],
-                "parameters": [param("labelSelector", "string", "A selector to restrict the list of returned objects by their labels."),
-                               param("fieldSelector", "string", "A selector to restrict the list of returned objects by their fields."),
-                               param("watch", "boolean", "Watch for changes to the described resources.")],
-                "responses": {"200": {"description": "OK"}}, "x-kubernetes-action": "list", "x-kubernetes-group-version-kind": gvk},
-        "post": {"operationId": format!("createCoreV1{scope}{}", info.kind), "tags": ["core_v1"],
-                 "parameters": [param("fieldValidation", "string", "fieldValidation instructs the server on how to handle objects in the request containing unknown or duplicate fields.")],
-                 "requestBody": {"content": {"*/*": {"schema": {"$ref": format!("#/components/schemas/{}", schema_name(info.kind))}}}, "required": true},
-                 "responses": ok(info.kind), "x-kubernetes-action": "post", "x-kubernetes-group-version-kind": gvk},
-    })
+    let id = |verb: &str, suffix: &str| format!("{verb}CoreV1{scope}{kind}{suffix}");
+    let gvk = json!({"group": "", "version": "v1", "kind": kind});
+    let schema = kind_name(kind);
+    let object_body =
+        |schema: &str| json!({"required": true, "content": json_content(reference(schema))});
+    let base = if info.namespaced {
+        format!("/api/v1/namespaces/{{namespace}}/{}", info.plural)
+    } else {
+        format!("/api/v1/{}", info.plural)
+    };
+    let mut scope_params = Vec::new();
+    if info.namespaced {
+        scope_params.push(path_param(
+            "namespace",
+            "object name and auth scope, such as for teams and projects",
+        ));
+    }
+    let mut item_params = vec![path_param("name", &format!("name of the {kind}"))];
+    item_params.extend(scope_params.iter().cloned());
+
+    // The collection: list and create.
+    let mut collection = json!({
+        "get": Op { id: id("list", ""), action: "list", gvk: gvk.clone(), parameters: list_params(), body: None,
+                    responses: responses(&[("200", &list_name(kind))]) }.into_value(),
+        "post": Op { id: id("create", ""), action: "post", gvk: gvk.clone(), parameters: write_params(),
+                     body: Some(object_body(&schema)), responses: responses(&[("201", &schema)]) }.into_value(),
+    });
+    if !scope_params.is_empty() {
+        collection["parameters"] = Value::Array(scope_params.clone());
+    }
+    paths.insert(base.clone(), collection);
+
+    // Every namespace at once.
+    if info.namespaced {
+        paths.insert(
+            format!("/api/v1/{}", info.plural),
+            json!({"get": Op { id: format!("listCoreV1{kind}ForAllNamespaces"), action: "list", gvk: gvk.clone(),
+                               parameters: list_params(), body: None,
+                               responses: responses(&[("200", &list_name(kind))]) }.into_value()}),
+        );
+    }
+
+    // The object: read, replace, patch, delete.
+    paths.insert(
+        format!("{base}/{{name}}"),
+        json!({
+            "get": Op { id: id("read", ""), action: "get", gvk: gvk.clone(), parameters: vec![resource_version()],
+                        body: None, responses: responses(&[("200", &schema)]) }.into_value(),
+            "put": Op { id: id("replace", ""), action: "put", gvk: gvk.clone(), parameters: write_params(),
+                        body: Some(object_body(&schema)), responses: responses(&[("200", &schema)]) }.into_value(),
+            "patch": Op { id: id("patch", ""), action: "patch", gvk: gvk.clone(), parameters: patch_params(),
+                          body: Some(patch_body()), responses: patch_responses(&[("200", &schema), ("201", &schema)]) }.into_value(),
+            "delete": Op { id: id("delete", ""), action: "delete", gvk: gvk.clone(),
+                           parameters: vec![
+                               query("gracePeriodSeconds", json!({"type": "integer", "minimum": 0}), "The duration in seconds before the object should be deleted (pods)."),
+                               query("propagationPolicy", string(), "Whether and how garbage collection will be performed: Orphan, Background (the default) or Foreground (served as Background)."),
+                           ],
+                           body: Some(json!({"content": json_content(reference(&format!("{META}.DeleteOptions")))})),
+                           responses: responses(&[("200", &schema)]) }.into_value(),
+            "parameters": item_params,
+        }),
+    );
+
+    if info.has_status {
+        paths.insert(
+            format!("{base}/{{name}}/status"),
+            json!({
+                "get": Op { id: id("read", "Status"), action: "get", gvk: gvk.clone(), parameters: vec![resource_version()],
+                            body: None, responses: responses(&[("200", &schema)]) }.into_value(),
+                "put": Op { id: id("replace", "Status"), action: "put", gvk: gvk.clone(), parameters: write_params(),
+                            body: Some(object_body(&schema)), responses: responses(&[("200", &schema)]) }.into_value(),
+                "patch": Op { id: id("patch", "Status"), action: "patch", gvk: gvk.clone(), parameters: patch_params(),
+                              body: Some(patch_body()), responses: patch_responses(&[("200", &schema), ("201", &schema)]) }.into_value(),
+                "parameters": item_params,
+            }),
+        );
+    }
+
+    if info.has_scale {
+        let scale_gvk = json!({"group": "autoscaling", "version": "v1", "kind": "Scale"});
+        paths.insert(
+            format!("{base}/{{name}}/scale"),
+            json!({
+                "get": Op { id: id("read", "Scale"), action: "get", gvk: scale_gvk.clone(), parameters: vec![],
+                            body: None, responses: responses(&[("200", SCALE)]) }.into_value(),
+                "put": Op { id: id("replace", "Scale"), action: "put", gvk: scale_gvk.clone(), parameters: vec![],
+                            body: Some(object_body(SCALE)), responses: responses(&[("200", SCALE)]) }.into_value(),
+                "patch": Op { id: id("patch", "Scale"), action: "patch", gvk: scale_gvk,
+                              parameters: vec![],
+                              body: Some(json!({"required": true, "content": {
+                                  "application/json-patch+json": {"schema": reference(&format!("{META}.Patch"))},
+                                  "application/merge-patch+json": {"schema": reference(&format!("{META}.Patch"))},
+                              }})),
+                              responses: patch_responses(&[("200", SCALE)]) }.into_value(),
+                "parameters": item_params,
+            }),
+        );
+    }
+
+    if kind == "Pod" {
+        let mut log = responses(&[]);
+        log["200"] = json!({"description": "OK", "content": {"text/plain": {"schema": string()}}});
+        paths.insert(
+            format!("{base}/{{name}}/log"),
+            json!({
+                "get": Op { id: id("read", "Log"), action: "get", gvk: gvk.clone(),
+                            parameters: vec![
+                                query("container", string(), "The container for which to stream logs; required when the pod has several."),
+                                query("follow", boolean(), "Follow the log stream of the pod."),
+                                query("previous", boolean(), "Return the previous terminated container's logs."),
+                                query("tailLines", integer(), "The number of lines from the end of the logs to show."),
+                                query("timestamps", boolean(), "Add a timestamp at the beginning of every line."),
+                            ],
+                            body: None, responses: log }.into_value(),
+                "parameters": item_params,
+            }),
+        );
+    }
 }
 
 /// The core/v1 document.
 fn document() -> Value {
     let mut paths = Map::new();
-    let mut schemas = Map::new();
     for info in RESOURCES {
-        let base = if info.namespaced {
-            format!("/api/v1/namespaces/{{namespace}}/{}", info.plural)
-        } else {
-            format!("/api/v1/{}", info.plural)
-        };
-        paths.insert(base.clone(), collection_path(info));
-        paths.insert(format!("{base}/{{name}}"), item_path(info));
-        schemas.insert(schema_name(info.kind), kind_schema(info));
+        resource_paths(info, &mut paths);
     }
-    schemas.insert(format!("{META}.ObjectMeta"), object_meta());
-    schemas.insert(format!("{META}.Patch"), json!({"type": "object", "description": "Patch is provided to give a concrete name and type to the Kubernetes PATCH request body."}));
     json!({
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": "v1.37.0"},
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": {
+            "schemas": schemas::components(),
+            "securitySchemes": {"BearerToken": {"type": "apiKey", "in": "header", "name": "authorization",
+                                                 "description": "Bearer Token authentication"}},
+        },
+        "security": [{"BearerToken": []}],
     })
 }
 
@@ -234,12 +327,38 @@ pub async fn index() -> Response {
     axum::Json(json!({"paths": {"api/v1": {"serverRelativeURL": url}}})).into_response()
 }
 
-/// `GET /openapi/v3/api/v1`.
-pub async fn core_v1() -> Response {
+/// `GET /openapi/v3/api/v1`: the document, with its hash as a strong ETag; a client holding
+/// it (`If-None-Match`) gets 304. The document never changes while the process runs, so a
+/// client that asked by hash (as the index names it) may keep it for good.
+pub async fn core_v1(
+    headers: HeaderMap,
+    super::extract::ApiQuery(q): super::extract::ApiQuery<
+        std::collections::HashMap<String, String>,
+    >,
+) -> Response {
+    let (bytes, hash) = cached();
+    let etag = format!("\"{hash}\"");
+    let cache_control = if q.get("hash") == Some(hash) {
+        "public, immutable"
+    } else {
+        "no-cache, private"
+    };
+    let holds = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let head = [
+        (header::ETAG, etag.clone()),
+        (header::CACHE_CONTROL, cache_control.to_string()),
+    ];
+    if holds {
+        return (StatusCode::NOT_MODIFIED, head).into_response();
+    }
     (
         StatusCode::OK,
+        head,
         [(header::CONTENT_TYPE, "application/json")],
-        cached().0.clone(),
+        bytes.clone(),
     )
         .into_response()
 }
@@ -248,23 +367,68 @@ pub async fn core_v1() -> Response {
 mod tests {
     use super::*;
 
+    fn operations(doc: &Value) -> Vec<(&String, &String, &Value)> {
+        let mut ops = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                if method != "parameters" {
+                    ops.push((path, method, op));
+                }
+            }
+        }
+        ops
+    }
+
     #[test]
     fn every_kind_has_a_patch_with_field_validation() {
         let doc = document();
         for info in RESOURCES {
-            let patch = doc["paths"]
-                .as_object()
-                .unwrap()
-                .values()
-                .filter_map(|p| p.get("patch"))
-                .find(|p| p["x-kubernetes-group-version-kind"]["kind"] == info.kind)
-                .unwrap_or_else(|| panic!("no PATCH for {}", info.kind));
+            let patch = operations(&doc)
+                .into_iter()
+                .find(|(_, m, p)| {
+                    *m == "patch" && p["x-kubernetes-group-version-kind"]["kind"] == info.kind
+                })
+                .unwrap_or_else(|| panic!("no PATCH for {}", info.kind))
+                .2;
             assert!(patch["parameters"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .any(|p| p["name"] == "fieldValidation" && p["in"] == "query"));
-            assert!(doc["components"]["schemas"][schema_name(info.kind)].is_object());
+            assert!(doc["components"]["schemas"][kind_name(info.kind)].is_object());
         }
+    }
+
+    #[test]
+    fn every_operation_declares_the_errors_as_status_and_refs_resolve() {
+        let doc = document();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for (path, method, op) in operations(&doc) {
+            for (code, _) in ERRORS {
+                let r = &op["responses"][*code]["content"]["application/json"]["schema"]["$ref"];
+                assert_eq!(
+                    r,
+                    &json!(format!("#/components/schemas/{META}.Status")),
+                    "{method} {path} {code}"
+                );
+            }
+            let text = op.to_string();
+            for piece in text.split("#/components/schemas/").skip(1) {
+                let name = piece.split('"').next().unwrap();
+                assert!(schemas.contains_key(name), "{method} {path}: {name}");
+            }
+            assert!(
+                !text.contains("strategic-merge-patch"),
+                "strategic merge patch is not listed: {method} {path}"
+            );
+        }
+        assert!(doc["paths"]["/api/v1/namespaces/{namespace}/pods/{name}/status"].is_object());
+        assert!(
+            doc["paths"]["/api/v1/namespaces/{namespace}/replicationcontrollers/{name}/scale"]
+                .is_object()
+        );
+        assert!(doc["paths"]["/api/v1/nodes/{name}/status"].is_object());
+        assert!(doc["paths"]["/api/v1/pods"]["get"].is_object());
+        assert!(doc["paths"]["/api/v1/namespaces/{namespace}/events/{name}/status"].is_null());
     }
 }

@@ -5,13 +5,14 @@
 //! `/api/v1/namespaces/{name}[/status]` for namespaces themselves.
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::extract::{ApiPath, ApiQuery};
 use super::fieldvalidation::{self, Directive};
 use super::status::parse_json;
 use super::{collection, logs, table, watch, write};
@@ -160,9 +161,9 @@ impl Params {
 pub async fn handle(
     State(s): State<ApiState>,
     method: Method,
-    Path(rest): Path<String>,
-    Query(p): Query<Params>,
-    Query(log_params): Query<logs::LogParams>,
+    ApiPath(rest): ApiPath<String>,
+    ApiQuery(p): ApiQuery<Params>,
+    ApiQuery(log_params): ApiQuery<logs::LogParams>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {

@@ -64,18 +64,18 @@ pub async fn patch(
     Ok((w.headers(), Json(patched)).into_response())
 }
 
-/// The patch document: JSON; an apply configuration must be JSON too (YAML's JSON subset).
+/// The patch document: JSON; an apply configuration is YAML (kubectl sends YAML's JSON
+/// subset), whose syntax errors and non-JSON shapes (a map key that is not a string) are 400.
 fn parse_body(kind: PatchKind, body: &[u8]) -> Result<Value, ApiError> {
     if kind != PatchKind::Apply {
         return parse_json(body);
     }
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UnsupportedMediaType",
-            format!("this server accepts apply configurations in JSON (a subset of YAML), as kubectl sends them: {e}"),
-        )
-    })
+    match serde_json::from_slice(body) {
+        Ok(v) => Ok(v),
+        Err(_) => serde_norway::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("the apply configuration is not valid YAML: {e}"))
+        }),
+    }
 }
 
 /// Server-side apply: creates the object when absent, else merges with field ownership.

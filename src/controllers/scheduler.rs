@@ -328,8 +328,7 @@ pub async fn sync(ctx: Context) -> Result<(), String> {
 /// Sets (or replaces) a status condition.
 pub fn set_condition(obj: &mut Value, kind: &str, status: &str, reason: &str, message: &str) {
     let now = crate::registry::strategy::now();
-    let mut c =
-        json!({"type": kind, "status": status, "lastTransitionTime": now, "lastProbeTime": null});
+    let mut c = json!({"type": kind, "status": status, "lastTransitionTime": now});
     if !reason.is_empty() {
         c["reason"] = json!(reason);
     }

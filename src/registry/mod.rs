@@ -159,10 +159,13 @@ pub fn decode_records<'a>(records: impl IntoIterator<Item = (&'a str, &'a Record
         .collect()
 }
 
-/// An object as read: its JSON with `metadata.resourceVersion` set.
+/// An object as read: its JSON with `metadata.resourceVersion` set and no `null` members.
 pub fn decode_record(r: &Record) -> Result<Value, ApiError> {
     let mut v: Value = serde_json::from_slice(&r.value)
         .map_err(|e| ApiError::internal(format!("stored object undecodable: {e}")))?;
+    // Control loops write their own commands; whatever `null` they or an older version
+    // stored is not served.
+    drop_nulls(&mut v);
     if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.insert(
             "resourceVersion".into(),
@@ -170,6 +173,20 @@ pub fn decode_record(r: &Record) -> Result<Value, ApiError> {
         );
     }
     Ok(v)
+}
+
+/// Removes the members of every object (at any depth) whose value is `null`: a field set to
+/// `null` is a field left unset, as the typed structs read it, and the OpenAPI document types
+/// none of them as nullable (a `lastProbeTime: null` would be a string field holding `null`).
+pub fn drop_nulls(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, v| !v.is_null());
+            m.values_mut().for_each(drop_nulls);
+        }
+        Value::Array(a) => a.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
 }
 
 /// The JSON stored for an object: without `metadata.resourceVersion`.
@@ -241,7 +258,8 @@ impl Registry {
     }
 
     /// Stores a new object (already defaulted and validated).
-    pub async fn create(&self, info: &ResourceInfo, obj: Value) -> Result<Value, ApiError> {
+    pub async fn create(&self, info: &ResourceInfo, mut obj: Value) -> Result<Value, ApiError> {
+        drop_nulls(&mut obj);
         let name = meta_str(&obj, "name").unwrap_or_default().to_string();
         let k = key(info, meta_str(&obj, "namespace"), &name);
         match self
@@ -266,9 +284,10 @@ impl Registry {
     pub async fn update(
         &self,
         info: &ResourceInfo,
-        obj: Value,
+        mut obj: Value,
         precondition: Option<u64>,
     ) -> Result<Value, ApiError> {
+        drop_nulls(&mut obj);
         let name = meta_str(&obj, "name").unwrap_or_default().to_string();
         let k = key(info, meta_str(&obj, "namespace"), &name);
         match self

@@ -597,6 +597,10 @@ fn validate(info: &ResourceInfo, obj: &Value, names: Names) -> Result<(), ApiErr
         }
         "Event" => {
             decode_typed::<core::Event>(info, obj)?;
+            // Required by the schema (k8s-openapi's struct would default it to empty).
+            if !obj.get("involvedObject").is_some_and(Value::is_object) {
+                causes.push(required("involvedObject"));
+            }
         }
         "Node" => {
             decode_typed::<core::Node>(info, obj)?;

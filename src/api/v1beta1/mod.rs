@@ -11,7 +11,7 @@ pub mod convert;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
@@ -20,6 +20,7 @@ use k8s_openapi::api::core::v1 as core;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::extract::{ApiPath, ApiQuery};
 use super::status::parse_json;
 use super::v1::update_object;
 use super::watch::{self, WatchSpec};
@@ -141,8 +142,8 @@ impl Params {
 async fn collection(
     State(s): State<ApiState>,
     method: Method,
-    Path(name): Path<String>,
-    Query(p): Query<Params>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(p): ApiQuery<Params>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let info = resource(&name)?;
@@ -182,7 +183,7 @@ async fn collection(
 async fn item(
     State(s): State<ApiState>,
     method: Method,
-    Path((name, id)): Path<(String, String)>,
+    ApiPath((name, id)): ApiPath<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let info = resource(&name)?;
@@ -220,8 +221,8 @@ async fn item(
 
 async fn watch_collection(
     State(s): State<ApiState>,
-    Path(name): Path<String>,
-    Query(p): Query<Params>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(p): ApiQuery<Params>,
 ) -> Result<Response, ApiError> {
     let info = resource(&name)?;
     let (labels, fields) = p.selectors(info.kind)?;
