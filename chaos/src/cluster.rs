@@ -155,6 +155,16 @@ impl Cluster {
     /// cluster's CA ([`Cluster::ca_pem`]). Returns once every master serves an authenticated
     /// request.
     pub async fn start_with_token(bin: &Path, n: u64, token: &str) -> Cluster {
+        Self::start_with_token_and(bin, n, token, &[]).await
+    }
+
+    /// [`Cluster::start_with_token`] with more flags for every master.
+    pub async fn start_with_token_and(
+        bin: &Path,
+        n: u64,
+        token: &str,
+        extra_args: &[&str],
+    ) -> Cluster {
         let tmp = tempfile::Builder::new()
             .prefix("keelson-cluster-")
             .tempdir()
@@ -166,7 +176,11 @@ impl Cluster {
             bin,
             &root,
             n,
-            &["--token-file", tokens.to_str().expect("UTF-8 path")],
+            &[
+                &["--token-file", tokens.to_str().expect("UTF-8 path")],
+                extra_args,
+            ]
+            .concat(),
         );
         c._tmp = Some(tmp);
         let ca = TestCa::new();
