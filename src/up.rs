@@ -4,7 +4,9 @@
 //! The first run creates `DATA_DIR/cluster.json` (addresses, cluster id, pids, the CA) and a
 //! certificate authority (`ca.crt`, `ca.key`) with the masters' serving certificate
 //! (`apiserver.crt`, `apiserver.key`): the masters serve their API over HTTPS only, and
-//! `kubeconfig` carries the CA and the token. A later run with the same data directory resumes
+//! `kubeconfig` carries the CA and the token. Each master also gets a peer certificate of the
+//! same CA (`master-N-peer.crt`, `master-N-peer.key`, named `master-N` and its Raft IP) for
+//! mutual TLS on the Raft port. A later run with the same data directory resumes
 //! the same cluster with its data and its certificates. Ctrl-C or SIGTERM stops every
 //! child. Agents (`--agents N`, 2 by default, Docker unless `--runtime hollow`; `keelson up` first
 //! builds the local images `keelson/pause` and `user/mysite`) are `node-1..N`, at the masters'
@@ -315,6 +317,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .create(true)
             .append(true)
             .open(&log_path)?;
+        let raft_ip = m
+            .raft
+            .parse::<std::net::SocketAddr>()
+            .map(|a| a.ip())
+            .with_context(|| format!("master {}: Raft address {:?}", m.id, m.raft))?;
+        certs
+            .ensure_peer(&data_dir, m.id, raft_ip)
+            .with_context(|| format!("issue master {}'s peer certificate", m.id))?;
+        let (peer_cert, peer_key) = crate::master::tls::ClusterCerts::peer_paths(&data_dir, m.id);
         let child = Command::new(&exe)
             .arg("master")
             .args(["--id", &m.id.to_string()])
@@ -330,6 +341,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .arg(&certs.cert)
             .arg("--tls-private-key-file")
             .arg(&certs.key)
+            .arg("--peer-cert-file")
+            .arg(&peer_cert)
+            .arg("--peer-key-file")
+            .arg(&peer_key)
+            .arg("--peer-trusted-ca-file")
+            .arg(&certs.ca_cert)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -490,8 +490,9 @@ async fn garbage_on_the_raft_port_is_refused_without_harm() {
     let c = Cluster::start(std::path::Path::new(BIN), 1, &[]);
     let l = leader(&c).await;
     let raft = c.spec(l).raft;
-    let http = reqwest::Client::new();
-    let url = |p: &str| format!("http://{raft}/raft/{p}");
+    // A caller with a valid peer certificate: what an authenticated peer may still send.
+    let http = c.peer_client();
+    let url = |p: &str| c.raft_url(l, p);
     let hdr = ("x-keelson-cluster", c.cluster_id.clone());
     for path in ["append", "vote", "snapshot", "write", "read_index", "admin"] {
         let r = http
@@ -577,6 +578,8 @@ async fn data_dir_of_another_master_or_cluster_is_refused() {
     let run = |args: &[&str]| {
         std::process::Command::new(bin)
             .arg("master")
+            // Loopback only: the data directory checks, not peer TLS, are under test here.
+            .arg("--insecure-plaintext-peers")
             .arg("--data-dir")
             .arg(&spec.data_dir)
             .args([

@@ -7,6 +7,11 @@
 //! [`Cluster::start_with_token`] starts a cluster as `keelson up` does: a bearer token and the
 //! API over HTTPS, with a CA of the cluster's own (`ROOT/ca.crt`) and a serving certificate per
 //! master (`ROOT/master-N.crt`, for its address, `localhost` and 127.0.0.1).
+//!
+//! Every cluster speaks mutual TLS on the Raft port, as `keelson up` does: a peer CA of its own
+//! (`ROOT/peer-ca.crt`) and a peer certificate per master (`ROOT/master-N-peer.crt`, `.key`,
+//! named `master-N` and its Raft IP), issued when the master first starts. A cluster started with
+//! `--insecure-plaintext-peers` among its extra arguments gets none.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -85,6 +90,71 @@ impl TestCa {
         let cert = p.signed_by(&key, &issuer).expect("certificate");
         (cert.pem(), key.serialize_pem())
     }
+
+    /// A peer certificate for master `id` at `ip` (CN and DNS name `master-<id>`, the IP),
+    /// usable to serve and to call: (certificate, key), PEM.
+    pub fn issue_peer(&self, id: u64, ip: Ipv4Addr) -> (String, String) {
+        let ca_key = rcgen::KeyPair::from_pem(&self.key_pem).expect("CA key");
+        let issuer = rcgen::Issuer::new(Self::params(), ca_key);
+        let name = format!("master-{id}");
+        let mut p =
+            rcgen::CertificateParams::new(vec![name.clone(), ip.to_string()]).expect("names");
+        p.distinguished_name.push(rcgen::DnType::CommonName, name);
+        p.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        p.use_authority_key_identifier_extension = true;
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = p.signed_by(&key, &issuer).expect("certificate");
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// A certificate authority of its own and peer certificates it signs: for a cluster's Raft port,
+/// or for a hostile test's client that holds a certificate of ANOTHER CA.
+pub struct PeerCa(TestCa);
+
+impl PeerCa {
+    /// A new CA.
+    pub fn new() -> PeerCa {
+        PeerCa(TestCa::new())
+    }
+
+    /// The CA's certificate, PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.0.cert_pem
+    }
+
+    /// A peer certificate for `master-<id>` at `ip`: (certificate, key), PEM.
+    pub fn issue(&self, id: u64, ip: Ipv4Addr) -> (String, String) {
+        self.0.issue_peer(id, ip)
+    }
+
+    /// A reqwest client presenting a fresh certificate of this CA for `master-<id>` and
+    /// trusting `server_ca_pem` only.
+    pub fn client(&self, id: u64, server_ca_pem: &str) -> reqwest::Client {
+        let (cert, key) = self.issue(id, Ipv4Addr::LOCALHOST);
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(server_ca_pem.as_bytes()).expect("CA"),
+            )
+            .identity(
+                reqwest::Identity::from_pem(format!("{cert}\n{key}").as_bytes()).expect("identity"),
+            )
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("peer client")
+    }
+}
+
+impl Default for PeerCa {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 struct Master {
@@ -106,6 +176,8 @@ pub struct Cluster {
     tls: Option<TestCa>,
     /// The bearer token the masters require, if any.
     token: Option<String>,
+    /// The CA of the masters' peer certificates (mTLS on the Raft port).
+    peer_ca: PeerCa,
 }
 
 /// The address of master `id` of the cluster in `slot`: 127.SLOT.0.ID.
@@ -288,7 +360,53 @@ impl Cluster {
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             tls: None,
             token: None,
+            peer_ca: PeerCa::new(),
         }
+    }
+
+    /// True unless the masters run with `--insecure-plaintext-peers`.
+    pub fn peer_mtls(&self) -> bool {
+        !self
+            .extra_args
+            .iter()
+            .any(|a| a == "--insecure-plaintext-peers")
+    }
+
+    /// The CA of the masters' peer certificates.
+    pub fn peer_ca(&self) -> &PeerCa {
+        &self.peer_ca
+    }
+
+    /// `ROOT/master-<id>-peer.crt` and `.key`.
+    pub fn peer_cert_paths(&self, id: u64) -> (PathBuf, PathBuf) {
+        (
+            self.root.join(format!("master-{id}-peer.crt")),
+            self.root.join(format!("master-{id}-peer.key")),
+        )
+    }
+
+    /// Issues master `id`'s peer certificate anew (the files change; a running master keeps
+    /// the old one until restarted).
+    pub fn reissue_peer_cert(&self, id: u64) {
+        let ip = match self.spec(id).raft.ip() {
+            std::net::IpAddr::V4(ip) => ip,
+            std::net::IpAddr::V6(_) => Ipv4Addr::LOCALHOST,
+        };
+        let (cert_pem, key_pem) = self.peer_ca.issue(id, ip);
+        let (cert, key) = self.peer_cert_paths(id);
+        write_private(&key, &key_pem);
+        std::fs::write(&cert, cert_pem).expect("write the peer certificate");
+    }
+
+    /// A client of the Raft port holding a valid peer certificate (as a master would).
+    pub fn peer_client(&self) -> reqwest::Client {
+        self.peer_ca.client(0, self.peer_ca.cert_pem())
+    }
+
+    /// `https://RAFT_ADDR/raft/PATH` of master `id` (`http://` without peer mTLS).
+    pub fn raft_url(&self, id: u64, path: &str) -> String {
+        let scheme = if self.peer_mtls() { "https" } else { "http" };
+        format!("{scheme}://{}/raft/{path}", self.spec(id).raft)
     }
 
     /// The folder holding data directories and logs.
@@ -335,6 +453,24 @@ impl Cluster {
                 "--tls-private-key-file".into(),
                 key.into(),
             ];
+        }
+        if self.peer_mtls() {
+            let ca = self.root.join("peer-ca.crt");
+            if !ca.is_file() {
+                std::fs::write(&ca, self.peer_ca.cert_pem()).expect("write peer-ca.crt");
+            }
+            let (cert, key) = self.peer_cert_paths(id);
+            if !cert.is_file() || !key.is_file() {
+                self.reissue_peer_cert(id);
+            }
+            tls_args.extend([
+                "--peer-cert-file".into(),
+                cert.into(),
+                "--peer-key-file".into(),
+                key.into(),
+                "--peer-trusted-ca-file".into(),
+                ca.into(),
+            ]);
         }
         let mut cmd = Command::new(&self.bin);
         cmd.arg("master")
@@ -564,4 +700,18 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// Writes a private key, readable by its owner only.
+fn write_private(path: &Path, text: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .expect("open a key file");
+    f.write_all(text.as_bytes()).expect("write a key file");
 }

@@ -1,6 +1,8 @@
 //! Raft RPCs between masters: HTTP POSTs with bincode bodies over pooled connections.
 //!
 //! Every request carries the cluster id, so that a master of another cluster refuses it.
+//! Between masters the port speaks TLS with client certificates ([`PeerTls`]): each side proves
+//! it holds a certificate of the cluster's CA before a byte of HTTP is exchanged.
 //! Errors are mapped so that openraft backs off from a peer that is down or paused
 //! ([`Unreachable`]) instead of spinning on it. Outgoing connections are bound to the master's
 //! own address, so that packet filters between master addresses cut Raft traffic for real.
@@ -28,8 +30,32 @@ pub const CLUSTER_HEADER: &str = "x-keelson-cluster";
 /// Header naming the master that forwards a write, read index or membership request.
 pub const FROM_HEADER: &str = "x-keelson-from";
 
-/// Builds the HTTP client used between masters.
-pub fn http_client(local: Option<IpAddr>) -> reqwest::Client {
+/// The client side of peer mTLS, as PEM: this master's certificate and key, and the CA that
+/// signs every master's certificate (the only root trusted on the Raft port).
+///
+/// Kept as PEM so that this crate needs no TLS types of its own: the master loads the files,
+/// and the server side (a rustls `ServerConfig` that requires client certificates) stays with it.
+#[derive(Clone)]
+pub struct PeerTls {
+    /// The certificate (chain) followed by its private key (PKCS#8), PEM.
+    pub identity_pem: Vec<u8>,
+    /// The peer CA's certificate, PEM.
+    pub ca_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for PeerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the private key.
+        f.write_str("PeerTls { .. }")
+    }
+}
+
+/// Builds the HTTP client used between masters: over TLS with this master's certificate when
+/// `tls` is given (URLs are then `https://`), plain HTTP otherwise (loopback benches only).
+pub fn http_client(
+    local: Option<IpAddr>,
+    tls: Option<&PeerTls>,
+) -> Result<reqwest::Client, String> {
     let mut b = reqwest::Client::builder()
         .pool_idle_timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(8)
@@ -38,13 +64,38 @@ pub fn http_client(local: Option<IpAddr>) -> reqwest::Client {
     if let Some(ip) = local {
         b = b.local_address(ip);
     }
-    b.build().expect("build http client")
+    if let Some(tls) = tls {
+        let identity = reqwest::Identity::from_pem(&tls.identity_pem)
+            .map_err(|e| format!("peer certificate and key: {e}"))?;
+        let ca = reqwest::Certificate::from_pem(&tls.ca_pem)
+            .map_err(|e| format!("peer CA certificate: {e}"))?;
+        // Only the cluster's CA: a certificate from a public CA names no master.
+        b = b
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            .identity(identity)
+            .https_only(true);
+    }
+    b.build()
+        .map_err(|e| format!("build the peer HTTP client: {e}"))
+}
+
+/// `https` when the Raft port speaks TLS, `http` otherwise.
+pub fn scheme(tls: bool) -> &'static str {
+    if tls {
+        "https"
+    } else {
+        "http"
+    }
 }
 
 /// Creates one [`Connection`] per peer.
 #[derive(Clone)]
 pub struct Network {
     pub client: reqwest::Client,
+    /// `https` (peer mTLS) or `http`.
+    pub scheme: &'static str,
     pub cluster_id: std::sync::Arc<std::sync::RwLock<Option<String>>>,
 }
 
@@ -62,7 +113,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &MasterNode) -> Connection {
         Connection {
             target,
-            base: format!("http://{}/raft", node.raft),
+            base: format!("{}://{}/raft", self.scheme, node.raft),
             client: self.client.clone(),
             cluster_id: self.cluster_id.read().expect("cluster id lock").clone(),
         }

@@ -20,7 +20,7 @@ use crate::command::{Command, CommandResponse, Record};
 use crate::error::ClusterError;
 use crate::feed::{Expired, Subscription};
 use crate::metrics::RaftMetrics;
-use crate::network::{call, http_client, CallError, Network};
+use crate::network::{call, http_client, scheme, CallError, Network, PeerTls};
 use crate::store::{self, LogStore, OpenError, Shared, StateMachine};
 use crate::{codec, MasterNode, NodeId, Raft};
 
@@ -49,6 +49,8 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     /// Events kept for watches to resume from.
     pub feed_window: usize,
+    /// This master's side of peer mTLS; `None` speaks plain HTTP to peers (loopback benches).
+    pub peer_tls: Option<PeerTls>,
 }
 
 impl NodeConfig {
@@ -68,6 +70,7 @@ impl NodeConfig {
             keep_logs: 1_000,
             request_timeout: Duration::from_secs(10),
             feed_window: 10_000,
+            peer_tls: None,
         }
     }
 }
@@ -116,6 +119,7 @@ pub struct RaftNode {
     pub cluster_id: Arc<RwLock<Option<String>>>,
     db: Arc<rocksdb::DB>,
     client: reqwest::Client,
+    scheme: &'static str,
     request_timeout: Duration,
     data_dir: PathBuf,
 }
@@ -161,9 +165,12 @@ impl RaftNode {
                 .map_err(|e| StartError::Config(e.to_string()))?,
         );
         let cluster_id = Arc::new(RwLock::new(cluster_id));
-        let client = http_client(Some(cfg.raft_addr.ip()));
+        let client = http_client(Some(cfg.raft_addr.ip()), cfg.peer_tls.as_ref())
+            .map_err(StartError::Config)?;
+        let scheme = scheme(cfg.peer_tls.is_some());
         let network = Network {
             client: client.clone(),
+            scheme,
             cluster_id: cluster_id.clone(),
         };
         let raft = Raft::new(cfg.id, config, network, log, sm)
@@ -178,6 +185,7 @@ impl RaftNode {
             cluster_id,
             db,
             client,
+            scheme,
             request_timeout: cfg.request_timeout,
             data_dir: cfg.data_dir,
         });
@@ -213,11 +221,15 @@ impl RaftNode {
     }
 
     /// Adopts the cluster id of the leader that first contacts a joining master.
+    ///
+    /// Only reachable from the Raft port's router, which a caller reaches only after the mTLS
+    /// handshake: the caller holds a certificate of the cluster's CA. The refusal names neither
+    /// id, so that a caller learns nothing by guessing.
     pub fn adopt_cluster_id(&self, id: &str) -> Result<(), String> {
         let mut slot = self.cluster_id.write().expect("cluster id lock");
         match slot.as_deref() {
             Some(mine) if mine == id => Ok(()),
-            Some(mine) => Err(format!("this master belongs to cluster {mine}, not {id}")),
+            Some(_) => Err("this master belongs to another cluster".to_string()),
             None => {
                 store::record_cluster_id(&self.db, id).map_err(|e| e.to_string())?;
                 *slot = Some(id.to_string());
@@ -443,7 +455,7 @@ impl RaftNode {
         req: &Req,
         deadline: Instant,
     ) -> Result<Resp, ClusterError> {
-        let url = format!("http://{}/raft/{}", leader.raft, path);
+        let url = format!("{}://{}/raft/{}", self.scheme, leader.raft, path);
         let timeout = deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1));

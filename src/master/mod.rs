@@ -21,6 +21,7 @@ use crate::{api, controllers};
 use tokio_util::sync::CancellationToken;
 
 mod http;
+pub mod peer_tls;
 pub mod tls;
 
 /// Flags of `keelson master`.
@@ -108,6 +109,21 @@ pub struct MasterArgs {
     /// How long a client may take to send a request's body (408 after).
     #[arg(long, default_value_t = 60_000)]
     pub body_read_timeout_ms: u64,
+    /// This master's certificate on the Raft port (PEM), signed by `--peer-trusted-ca-file`:
+    /// served to peers and presented when calling them. Required, with the two below.
+    #[arg(long, requires_all = ["peer_key_file", "peer_trusted_ca_file"])]
+    pub peer_cert_file: Option<PathBuf>,
+    /// The PEM private key of `--peer-cert-file`.
+    #[arg(long, requires = "peer_cert_file")]
+    pub peer_key_file: Option<PathBuf>,
+    /// The CA (PEM) that signs every master's peer certificate; the only one trusted on the
+    /// Raft port.
+    #[arg(long, requires = "peer_cert_file")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// BENCH ONLY: plain HTTP between masters, without authentication. Refused unless the Raft
+    /// address and every peer's are loopback.
+    #[arg(long, hide = true, conflicts_with = "peer_cert_file")]
+    pub insecure_plaintext_peers: bool,
 }
 
 /// A parsed `--peers` entry; API addresses become `SCHEME://API_ADDR`.
@@ -191,6 +207,27 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
             Some(_) => {}
         }
     }
+    let peer_files = match (
+        &args.peer_cert_file,
+        &args.peer_key_file,
+        &args.peer_trusted_ca_file,
+    ) {
+        (Some(cert), Some(key), Some(ca)) => Some(peer_tls::PeerFiles { cert, key, ca }),
+        _ if args.insecure_plaintext_peers => {
+            let raft_addr = args.raft_addr.to_string();
+            let addrs = peers.values().map(|p| p.raft.as_str());
+            if !peer_tls::plaintext_allowed(addrs.chain([raft_addr.as_str()])) {
+                bail!("--insecure-plaintext-peers is for loopback benches only: every Raft address must be loopback");
+            }
+            tracing::warn!("--insecure-plaintext-peers: the Raft port is unauthenticated; for benches only");
+            None
+        }
+        _ => bail!("the Raft port requires mutual TLS: pass --peer-cert-file, --peer-key-file and --peer-trusted-ca-file"),
+    };
+    let peer_server = match &peer_files {
+        Some(files) => Some(files.server_config()?),
+        None => None,
+    };
     let (emin, emax) = parse_range(&args.election_timeout_ms)?;
     let mut cfg = NodeConfig::new(
         args.id,
@@ -206,6 +243,10 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     cfg.snapshot_every = args.snapshot_every;
     cfg.keep_logs = args.keep_logs;
     cfg.request_timeout = Duration::from_millis(args.request_timeout_ms);
+    cfg.peer_tls = match &peer_files {
+        Some(files) => Some(files.client()?),
+        None => None,
+    };
 
     let registry = prometheus::Registry::new();
     #[cfg(target_os = "linux")]
@@ -214,6 +255,14 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
             prometheus::process_collector::ProcessCollector::for_self(),
         ))
         .context("register process metrics")?;
+    let mut certs: Vec<(&str, &std::path::Path)> = Vec::new();
+    if let Some(files) = &peer_files {
+        certs.extend([("peer", files.cert), ("ca", files.ca)]);
+    }
+    if let Some(cert) = &args.tls_cert_file {
+        certs.push(("serving", cert));
+    }
+    peer_tls::register_expiry(&registry, &certs)?;
     let raft_listener = TcpListener::bind(args.raft_addr)
         .await
         .with_context(|| format!("listen on --raft-addr {}", args.raft_addr))?;
@@ -226,12 +275,22 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     let timeouts = http::Timeouts {
         header_read: Duration::from_millis(args.header_read_timeout_ms),
     };
-    let raft_server = tokio::spawn(http::serve(
-        raft_listener,
-        keelson_raft::server::router(node.clone()),
-        timeouts,
-        stop_rx.clone(),
-    ));
+    // With mTLS, a caller reaches the router (and the cluster id) only after its handshake.
+    let raft_router = keelson_raft::server::router(node.clone());
+    let raft_server = match peer_server {
+        Some(config) => tokio::spawn(http::serve(
+            tls::TlsListener::new(raft_listener, config)?,
+            raft_router,
+            timeouts,
+            stop_rx.clone(),
+        )),
+        None => tokio::spawn(http::serve(
+            raft_listener,
+            raft_router,
+            timeouts,
+            stop_rx.clone(),
+        )),
+    };
     let tokens = match &args.token_file {
         Some(path) => api::auth::Tokens::load(path)?,
         None => api::auth::Tokens::open(),

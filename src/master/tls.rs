@@ -175,8 +175,36 @@ impl ClusterCerts {
     }
 }
 
+impl ClusterCerts {
+    /// `DIR/master-<id>-peer.crt` and `.key`: master `id`'s certificate on the Raft port.
+    pub fn peer_paths(dir: &Path, id: u64) -> (PathBuf, PathBuf) {
+        (
+            dir.join(format!("master-{id}-peer.crt")),
+            dir.join(format!("master-{id}-peer.key")),
+        )
+    }
+
+    /// Creates master `id`'s peer certificate, signed by the CA (which must exist), unless it
+    /// exists: CN and DNS name `master-<id>` and its Raft IP. Remove the two files to re-issue.
+    pub fn ensure_peer(&self, dir: &Path, id: u64, raft_ip: IpAddr) -> anyhow::Result<()> {
+        let (cert, key) = Self::peer_paths(dir, id);
+        if cert.is_file() && key.is_file() {
+            return Ok(());
+        }
+        let pem = std::fs::read_to_string(&self.ca_key)
+            .with_context(|| format!("read {}", self.ca_key.display()))?;
+        let ca_key = rcgen::KeyPair::from_pem(&pem)
+            .with_context(|| format!("{} is not a private key", self.ca_key.display()))?;
+        let (cert_pem, key_pem) =
+            super::peer_tls::issue_peer_cert(ca_params(), ca_key, id, raft_ip)?;
+        crate::files::write_private(&key, &key_pem)?;
+        write_file(&cert, &cert_pem)?;
+        Ok(())
+    }
+}
+
 /// The CA's parameters: the same every time (see [`ClusterCerts::ensure`]).
-fn ca_params() -> rcgen::CertificateParams {
+pub(crate) fn ca_params() -> rcgen::CertificateParams {
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
@@ -193,7 +221,7 @@ fn ca_params() -> rcgen::CertificateParams {
 }
 
 /// Valid from the start of last year (clocks differ) for ten years.
-fn set_validity(params: &mut rcgen::CertificateParams) {
+pub(crate) fn set_validity(params: &mut rcgen::CertificateParams) {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -1,0 +1,265 @@
+//! The Raft port on a hostile network (issue 13), and peer certificate rotation, on real
+//! `keelson master` processes speaking mutual TLS between them.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use keelson_chaos::cluster::{free_addr, PeerCa};
+use keelson_chaos::{Cluster, Kv};
+
+const BIN: &str = env!("CARGO_BIN_EXE_keelson");
+const ROUTES: [&str; 6] = ["append", "vote", "snapshot", "write", "read_index", "admin"];
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+async fn leader(c: &Cluster) -> u64 {
+    c.wait_leader(secs(30)).await.expect("a leader")
+}
+
+/// Clients without a valid peer certificate: (who, client, scheme).
+fn hostile_clients(peer_ca_pem: &str) -> Vec<(&'static str, reqwest::Client, &'static str)> {
+    let no_identity = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(peer_ca_pem.as_bytes()).unwrap())
+        .timeout(secs(5))
+        .build()
+        .unwrap();
+    // A certificate named like a master, signed by ANOTHER CA.
+    let foreign = PeerCa::new().client(1, peer_ca_pem);
+    let plain = reqwest::Client::builder().timeout(secs(5)).build().unwrap();
+    vec![
+        ("no certificate", no_identity, "https"),
+        ("another CA's certificate", foreign, "https"),
+        ("plain HTTP", plain, "http"),
+    ]
+}
+
+/// Every route, from every hostile client, with the claims of the finding (another cluster id,
+/// a bincode `RemoveMaster { id: 3 }`): each must fail before any HTTP answer.
+async fn attack(raft: std::net::SocketAddr, peer_ca_pem: &str, secrets: &[&str]) {
+    for (who, client, scheme) in hostile_clients(peer_ca_pem) {
+        for route in ROUTES {
+            let got = client
+                .post(format!("{scheme}://{raft}/raft/{route}"))
+                .header("x-keelson-cluster", "evil")
+                .body(vec![1u8, 3])
+                .send()
+                .await;
+            match got {
+                Ok(r) => panic!(
+                    "{who}: /raft/{route} answered {}: {}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                ),
+                Err(e) => {
+                    let text = format!("{e:?}");
+                    for s in secrets {
+                        assert!(!text.contains(s), "{who}: the error names {s}: {text}");
+                    }
+                }
+            }
+        }
+    }
+    // Raw bytes: whatever comes back names nothing of the cluster.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(raft).await.unwrap();
+    let _ = s
+        .write_all(b"POST /raft/read_index HTTP/1.1\r\nhost: x\r\nx-keelson-cluster: x\r\ncontent-length: 0\r\n\r\n")
+        .await;
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(secs(5), s.read_to_end(&mut got)).await;
+    let text = String::from_utf8_lossy(&got);
+    for secret in secrets {
+        assert!(!text.contains(secret), "raw answer names {secret}: {text}");
+    }
+    assert!(!text.contains("HTTP/1.1"), "no HTTP answer: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_callers_are_refused_at_the_handshake() {
+    let bin = std::path::Path::new(BIN);
+    let c = Cluster::start(bin, 3, &[]);
+    let l = leader(&c).await;
+    let kv = Kv::new(&c.url(l), secs(10));
+    kv.create("before", "v").await.expect("write");
+    let before = c.status(l).await.unwrap();
+    let peer_ca = c.peer_ca().cert_pem().to_string();
+    let cluster_id = c.cluster_id.clone();
+    for id in c.ids() {
+        attack(
+            c.spec(id).raft,
+            &peer_ca,
+            &[&cluster_id, "master-2", "voters"],
+        )
+        .await;
+    }
+    // Membership and data are unchanged; the cluster still works.
+    let l = leader(&c).await;
+    let after = c.status(l).await.unwrap();
+    assert_eq!(before["voters"], after["voters"]);
+    assert_eq!(before["members"], after["members"]);
+    assert_eq!(
+        kv.get("before", false).await.unwrap().map(|(v, _)| v),
+        Some("v".into())
+    );
+    let (items, _) = kv.list("", false).await.unwrap();
+    assert_eq!(items.len(), 1, "nothing was written: {items:?}");
+    kv.create("after", "v").await.expect("still takes writes");
+
+    // A master that has never joined (started with --join, no cluster id) adopts nothing.
+    let ip = match c.spec(1).raft.ip() {
+        std::net::IpAddr::V4(ip) => ip,
+        _ => unreachable!(),
+    };
+    let (raft, api) = (free_addr(ip), free_addr(ip));
+    let dir = c.root().join("never-joined");
+    let (cert, key) = c.peer_cert_paths(9);
+    let (cert_pem, key_pem) = c.peer_ca().issue(9, ip);
+    std::fs::write(&cert, cert_pem).unwrap();
+    std::fs::write(&key, key_pem).unwrap();
+    let log = std::fs::File::create(c.root().join("master-9.log")).unwrap();
+    let mut fresh = std::process::Command::new(bin)
+        .args(["master", "--id", "9", "--join"])
+        .arg("--data-dir")
+        .arg(&dir)
+        .args([
+            "--raft-addr",
+            &raft.to_string(),
+            "--api-addr",
+            &api.to_string(),
+        ])
+        .arg("--peer-cert-file")
+        .arg(&cert)
+        .arg("--peer-key-file")
+        .arg(&key)
+        .arg("--peer-trusted-ca-file")
+        .arg(c.root().join("peer-ca.crt"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let status = |api: std::net::SocketAddr| async move {
+        reqwest::get(format!("http://{api}/cluster"))
+            .await
+            .ok()?
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+    };
+    let deadline = Instant::now() + secs(30);
+    while status(api).await.is_none() {
+        assert!(Instant::now() < deadline, "the fresh master never served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    attack(raft, &peer_ca, &[&cluster_id]).await;
+    let s = status(api).await.unwrap();
+    assert!(s["cluster_id"].is_null(), "adopted an id: {s}");
+    let _ = fresh.kill();
+    let _ = fresh.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_certificates_rotate_one_master_at_a_time() {
+    let mut c = Cluster::start(std::path::Path::new(BIN), 3, &[]);
+    leader(&c).await;
+    let urls: Vec<String> = c.ids().iter().map(|id| c.url(*id)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    // The writer: creates through every master in turn, recording what was acknowledged.
+    let writer = {
+        let (stop, acked, urls) = (stop.clone(), acked.clone(), urls.clone());
+        tokio::spawn(async move {
+            let clients: Vec<Kv> = urls.iter().map(|u| Kv::new(u, secs(2))).collect();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("rot/{i:06}");
+                if clients[i as usize % clients.len()]
+                    .create(&key, "v")
+                    .await
+                    .is_ok()
+                {
+                    acked.lock().unwrap().push(key);
+                }
+                i += 1;
+            }
+        })
+    };
+    // The watcher: the longest time during which no master reported a leader.
+    let watcher = {
+        let (stop, urls) = (stop.clone(), urls.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_millis(300))
+                .build()
+                .unwrap();
+            let (mut last_seen, mut worst) = (Instant::now(), Duration::ZERO);
+            while !stop.load(Ordering::Relaxed) {
+                let mut seen = false;
+                for u in &urls {
+                    let s = http.get(format!("{u}/cluster")).send().await;
+                    if let Ok(s) = s {
+                        if let Ok(v) = s.json::<serde_json::Value>().await {
+                            seen |= v["leader"].as_u64().is_some();
+                        }
+                    }
+                }
+                if seen {
+                    last_seen = Instant::now();
+                }
+                worst = worst.max(last_seen.elapsed());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            worst
+        })
+    };
+    let old: Vec<Vec<u8>> = c
+        .ids()
+        .iter()
+        .map(|id| std::fs::read(c.peer_cert_paths(*id).0).unwrap())
+        .collect();
+    // The procedure of docs/security.md: one master at a time.
+    for id in c.ids() {
+        c.reissue_peer_cert(id);
+        let status = c.terminate(id).expect("stopped");
+        assert!(status.success(), "clean stop of {id}");
+        c.spawn(id);
+        let l = leader(&c).await;
+        let applied = c.status(l).await.unwrap()["applied_index"]
+            .as_u64()
+            .unwrap();
+        assert!(
+            c.wait_applied(id, applied, secs(30)).await,
+            "master {id} rejoined\n{}",
+            c.log_tail(id, 20)
+        );
+    }
+    let n = acked.lock().unwrap().len();
+    let deadline = Instant::now() + secs(30);
+    while acked.lock().unwrap().len() < n + 20 {
+        assert!(Instant::now() < deadline, "writes stalled after rotation");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    let worst = watcher.await.unwrap();
+    for (id, old) in c.ids().iter().zip(old) {
+        assert_ne!(std::fs::read(c.peer_cert_paths(*id).0).unwrap(), old);
+    }
+    let l = leader(&c).await;
+    let (items, _) = Kv::new(&c.url(l), secs(10))
+        .list("rot/", false)
+        .await
+        .unwrap();
+    let stored: BTreeSet<String> = items.into_iter().map(|(k, _, _)| k).collect();
+    let acked = acked.lock().unwrap().clone();
+    let lost: Vec<&String> = acked.iter().filter(|k| !stored.contains(*k)).collect();
+    assert!(lost.is_empty(), "{} acknowledged writes lost", lost.len());
+    assert!(acked.len() > 20);
+    // Restarting the leader costs an election; there is never a longer gap than that.
+    assert!(worst < secs(3), "no leader for {worst:?}");
+}
