@@ -148,6 +148,10 @@ pub struct BenchArgs {
     /// metrics-cost: rounds of (without, with) scraping, each --duration-secs long.
     #[arg(long, default_value_t = 3)]
     pub metrics_rounds: usize,
+    /// keelson masters talk plain HTTP between them (`--insecure-plaintext-peers`) instead of
+    /// mutual TLS: to measure what peer mTLS costs against the default.
+    #[arg(long)]
+    pub plaintext_peers: bool,
 }
 
 /// The phases of `keelson bench`.
@@ -583,7 +587,12 @@ impl Sys {
         let sys = match kind {
             Kind::Keelson => {
                 let bin = std::env::current_exe().context("current_exe")?;
-                Sys::Keelson(Cluster::start(&bin, MEMBERS as u64, &[]))
+                let extra: &[&str] = if args.plaintext_peers {
+                    &["--insecure-plaintext-peers"]
+                } else {
+                    &[]
+                };
+                Sys::Keelson(Cluster::start(&bin, MEMBERS as u64, extra))
             }
             Kind::Etcd => Sys::Etcd(Etcd::start(&args.etcd_bin)?),
         };

@@ -263,3 +263,71 @@ async fn peer_certificates_rotate_one_master_at_a_time() {
     // Restarting the leader costs an election; there is never a longer gap than that.
     assert!(worst < secs(3), "no leader for {worst:?}");
 }
+
+/// `PUT /kv/KEY?upsert=true` throughput and latency on 3 masters, `clients` concurrent writers
+/// through the leader for `for_secs`: (ops/s, p50 ms, p99 ms, errors).
+async fn kv_write_load(c: &Cluster, clients: usize, for_secs: u64) -> (f64, f64, f64, usize) {
+    let l = leader(c).await;
+    let url = c.url(l);
+    let deadline = Instant::now() + secs(for_secs);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..clients {
+        let kv = Kv::new(&url, secs(10));
+        tasks.push(tokio::spawn(async move {
+            let (mut lat, mut errors, mut i) = (Vec::new(), 0usize, 0u64);
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match kv
+                    .put(&format!("bench/{w}/{}", i % 100), "0123456789abcdef")
+                    .await
+                {
+                    Ok(_) => lat.push(t.elapsed().as_secs_f64() * 1000.0),
+                    Err(_) => errors += 1,
+                }
+                i += 1;
+            }
+            (lat, errors)
+        }));
+    }
+    let (mut lat, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        lat.extend(l);
+        errors += e;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    (lat.len() as f64 / elapsed, pct(0.5), pct(0.99), errors)
+}
+
+/// The cost of peer mTLS on kv writes, against plaintext peers in the same run (docs/performance.md).
+/// `cargo test --release --test security -- --ignored --nocapture mtls_cost`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check: run by hand"]
+async fn mtls_cost_on_kv_writes() {
+    let bin = std::path::Path::new(BIN);
+    let for_secs: u64 = std::env::var("MTLS_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    println!("| peers | clients | ops/s | p50 ms | p99 ms | errors |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for round in 0..2 {
+        for (name, args) in [
+            ("mTLS", &[][..]),
+            ("plaintext", &["--insecure-plaintext-peers"][..]),
+        ] {
+            let c = Cluster::start(bin, 3, args);
+            leader(&c).await;
+            for clients in [1, 16] {
+                let (ops, p50, p99, errors) = kv_write_load(&c, clients, for_secs).await;
+                println!(
+                    "| {name} (round {}) | {clients} | {ops:.0} | {p50:.1} | {p99:.1} | {errors} |",
+                    round + 1
+                );
+            }
+        }
+    }
+}

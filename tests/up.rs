@@ -111,6 +111,21 @@ async fn up_starts_stops_and_resumes_a_cluster() {
     for m in file["masters"].as_array().unwrap() {
         let dir = std::path::PathBuf::from(m["data_dir"].as_str().unwrap());
         assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+        // Each master has a peer certificate, and its Raft port answers no plain caller (the
+        // finding of issue 13: `curl -H 'x-keelson-cluster: x' http://RAFT/raft/read_index`).
+        let id = m["id"].as_u64().unwrap();
+        assert_eq!(mode(&data.join(format!("master-{id}-peer.key"))), 0o600);
+        assert!(data.join(format!("master-{id}-peer.crt")).is_file());
+        let raft = m["raft"].as_str().unwrap();
+        let got = reqwest::Client::new()
+            .post(format!("http://{raft}/raft/read_index"))
+            .header("x-keelson-cluster", "x")
+            .send()
+            .await;
+        assert!(
+            got.is_err(),
+            "the Raft port answered a plain caller: {got:?}"
+        );
     }
     let api = file["masters"][1]["api"].as_str().unwrap().to_string();
     assert!(api.starts_with("https://"), "{api}");
