@@ -455,9 +455,10 @@ fn docs_name_no_machine_paths() {
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
         for (i, line) in text.lines().enumerate() {
-            for bad in ["/work/", "/home/", "/root/", "/Users/"] {
+            // Built from parts, so this file does not name them itself.
+            for bad in ["work", "home", "root", "Users"].map(|d| format!("/{d}/")) {
                 assert!(
-                    !line.contains(bad),
+                    !line.contains(&bad),
                     "{}:{}: names a machine's directory ({bad}): {line}",
                     f.display(),
                     i + 1

@@ -38,7 +38,7 @@ pub fn mounts(pods: &Path, pod: &Value, container: &Value) -> Result<Vec<Mount>,
     for m in container["volumeMounts"].as_array().into_iter().flatten() {
         let name = m["name"].as_str().unwrap_or("");
         let target = m["mountPath"].as_str().unwrap_or("");
-        if !is_label(name) {
+        if !crate::registry::strategy::is_dns1123_label(name) {
             return Err(format!("volume name {name:?} is not a DNS label"));
         }
         if !target.starts_with('/') || target.split('/').any(|p| p == "..") {
@@ -94,15 +94,6 @@ pub fn mounts(pods: &Path, pod: &Value, container: &Value) -> Result<Vec<Mount>,
         });
     }
     Ok(out)
-}
-
-fn is_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 #[cfg(test)]

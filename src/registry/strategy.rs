@@ -87,7 +87,7 @@ pub enum Names {
     Lenient,
 }
 
-pub(super) fn is_dns1123_label(s: &str) -> bool {
+pub fn is_dns1123_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()
