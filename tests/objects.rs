@@ -1067,3 +1067,117 @@ async fn slow_clients_are_cut_and_the_inflight_cap_answers_429() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert_eq!(a.post(pods, &pod("after")).await.0, 201);
 }
+
+/// Limits: metadata over 256 KiB is a 422 naming the field, an object over 1.5 MiB (or a kv
+/// value) a 413, and nothing is stored or changed; a made-up HTTP method does not become a
+/// metric label of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_metadata_and_objects_are_refused_and_store_nothing() {
+    let (c, leader, _follower) = cluster().await;
+    let a = Api::new(c.url(leader));
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = |name: &str, meta: Value, env: Value| {
+        let mut m = meta;
+        m["name"] = json!(name);
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": m,
+               "spec": {"containers": [{"name": "c", "image": "user/mysite", "env": env}]}})
+    };
+    let big = "x".repeat(100 * 1024);
+
+    // Annotations: 300 KiB in total is over Kubernetes' limit; 200 KiB is fine.
+    let over = json!({"annotations": {"a": big, "b": big, "c": big}});
+    let (code, body) = a.post(pods, &pod("annotated", over, json!([]))).await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["reason"], "Invalid", "{body}");
+    assert_eq!(
+        body["details"]["causes"][0]["field"], "metadata.annotations",
+        "{body}"
+    );
+    assert_eq!(
+        body["details"]["causes"][0]["reason"], "FieldValueTooLong",
+        "{body}"
+    );
+    assert_eq!(a.get(&format!("{pods}/annotated")).await.0, 404);
+    let under = json!({"annotations": {"a": big, "b": big}});
+    assert_eq!(
+        a.post(pods, &pod("annotated", under, json!([]))).await.0,
+        201
+    );
+
+    // The whole metadata: 6,000 valid labels are over 256 KiB.
+    let labels: serde_json::Map<String, Value> = (0..6000)
+        .map(|i| {
+            (
+                format!("label-{i:05}-{}", "k".repeat(20)),
+                json!("v".repeat(20)),
+            )
+        })
+        .collect();
+    let (code, body) = a
+        .post(pods, &pod("labelled", json!({"labels": labels}), json!([])))
+        .await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["details"]["causes"][0]["field"], "metadata", "{body}");
+    assert_eq!(a.get(&format!("{pods}/labelled")).await.0, 404);
+
+    // An object of 2 MiB: under the 3 MiB body limit, over the 1.5 MiB object limit.
+    let env: Vec<Value> = (0..20)
+        .map(|i| json!({"name": format!("E{i}"), "value": big}))
+        .collect();
+    let (code, body) = a.post(pods, &pod("huge", json!({}), json!(env))).await;
+    assert_eq!(code, 413, "{body}");
+    assert_eq!(body["reason"], "RequestEntityTooLarge", "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("1572864"),
+        "{body}"
+    );
+    assert_eq!(a.get(&format!("{pods}/huge")).await.0, 404);
+
+    // An update that grows an object over the limit changes nothing.
+    let small: Vec<Value> = env[..2].to_vec();
+    let (code, created) = a.post(pods, &pod("grows", json!({}), json!(small))).await;
+    assert_eq!(code, 201, "{created}");
+    let mut grown = created.clone();
+    grown["spec"]["containers"][0]["env"] = json!(env);
+    let (code, body) = a.put(&format!("{pods}/grows"), &grown).await;
+    assert_eq!(code, 413, "{body}");
+    let (_, now) = a.get(&format!("{pods}/grows")).await;
+    assert_eq!(
+        now["metadata"]["resourceVersion"], created["metadata"]["resourceVersion"],
+        "the refused update changed nothing"
+    );
+
+    // A kv value over the limit.
+    let (code, body) = a
+        .call(
+            "PUT",
+            "/kv/big?upsert=true",
+            "text/plain",
+            Some(vec![b'v'; 2 << 20]),
+        )
+        .await;
+    assert_eq!(code, 413, "{body}");
+    assert_eq!(a.get("/kv/big").await.0, 404);
+
+    // A made-up method is answered, and counted as `other`.
+    let (code, _) = a.call("FROBNICATE", pods, "", None).await;
+    assert!((400..500).contains(&code), "{code}");
+    let metrics = reqwest::get(format!("{}/metrics", c.url(leader)))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!metrics.contains("FROBNICATE"), "the method became a label");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("keelson_api_requests_total{") && l.contains("verb=\"other\"")),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("keelson_api_requests_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

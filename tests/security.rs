@@ -264,9 +264,22 @@ async fn peer_certificates_rotate_one_master_at_a_time() {
     assert!(worst < secs(3), "no leader for {worst:?}");
 }
 
-/// `PUT /kv/KEY?upsert=true` throughput and latency on 3 masters, `clients` concurrent writers
-/// through the leader for `for_secs`: (ops/s, p50 ms, p99 ms, errors).
-async fn kv_write_load(c: &Cluster, clients: usize, for_secs: u64) -> (f64, f64, f64, usize) {
+/// What the mTLS measurement writes: `PUT /kv/KEY?upsert=true` of 16 B, or a pod created
+/// through the API (`POST /api/v1/namespaces/default/pods`, nothing schedules it).
+#[derive(Clone, Copy)]
+enum Write {
+    Kv,
+    PodCreate,
+}
+
+/// Write throughput and latency on 3 masters, `clients` concurrent writers through the leader
+/// for `for_secs`: (ops/s, p50 ms, p99 ms, errors).
+async fn write_load(
+    c: &Cluster,
+    what: Write,
+    clients: usize,
+    for_secs: u64,
+) -> (f64, f64, f64, usize) {
     let l = leader(c).await;
     let url = c.url(l);
     let deadline = Instant::now() + secs(for_secs);
@@ -274,16 +287,30 @@ async fn kv_write_load(c: &Cluster, clients: usize, for_secs: u64) -> (f64, f64,
     let mut tasks = Vec::new();
     for w in 0..clients {
         let kv = Kv::new(&url, secs(10));
+        let (http, url) = (reqwest::Client::new(), url.clone());
         tasks.push(tokio::spawn(async move {
             let (mut lat, mut errors, mut i) = (Vec::new(), 0usize, 0u64);
             while Instant::now() < deadline {
                 let t = Instant::now();
-                match kv
-                    .put(&format!("bench/{w}/{}", i % 100), "0123456789abcdef")
-                    .await
-                {
-                    Ok(_) => lat.push(t.elapsed().as_secs_f64() * 1000.0),
-                    Err(_) => errors += 1,
+                let ok = match what {
+                    Write::Kv => kv
+                        .put(&format!("bench/{w}/{}", i % 100), "0123456789abcdef")
+                        .await
+                        .is_ok(),
+                    Write::PodCreate => http
+                        .post(format!("{url}/api/v1/namespaces/default/pods"))
+                        .json(&serde_json::json!({
+                            "apiVersion": "v1", "kind": "Pod",
+                            "metadata": {"name": format!("p-{w}-{i}")},
+                            "spec": {"containers": [{"name": "c", "image": "user/mysite"}]}}))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status() == 201),
+                };
+                if ok {
+                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                } else {
+                    errors += 1;
                 }
                 i += 1;
             }
@@ -302,32 +329,169 @@ async fn kv_write_load(c: &Cluster, clients: usize, for_secs: u64) -> (f64, f64,
     (lat.len() as f64 / elapsed, pct(0.5), pct(0.99), errors)
 }
 
-/// The cost of peer mTLS on kv writes, against plaintext peers in the same run (docs/performance.md).
-/// `cargo test --release --test security -- --ignored --nocapture mtls_cost`
+/// The cost of peer mTLS on kv writes and pod creates, against plaintext peers in the same run
+/// (docs/performance.md). `MTLS_BENCH_SECS=8 cargo test --test security -- --ignored
+/// --nocapture mtls_cost`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, not a check: run by hand"]
-async fn mtls_cost_on_kv_writes() {
+async fn mtls_cost_on_writes() {
     let bin = std::path::Path::new(BIN);
     let for_secs: u64 = std::env::var("MTLS_BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
-    println!("| peers | clients | ops/s | p50 ms | p99 ms | errors |");
-    println!("| --- | --- | --- | --- | --- | --- |");
+    println!("| peers | write | clients | ops/s | p50 ms | p99 ms | errors |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
     for round in 0..2 {
         for (name, args) in [
-            ("mTLS", &[][..]),
-            ("plaintext", &["--insecure-plaintext-peers"][..]),
+            ("mTLS", &["--no-controllers"][..]),
+            (
+                "plaintext",
+                &["--no-controllers", "--insecure-plaintext-peers"][..],
+            ),
         ] {
             let c = Cluster::start(bin, 3, args);
             leader(&c).await;
-            for clients in [1, 16] {
-                let (ops, p50, p99, errors) = kv_write_load(&c, clients, for_secs).await;
-                println!(
-                    "| {name} (round {}) | {clients} | {ops:.0} | {p50:.1} | {p99:.1} | {errors} |",
-                    round + 1
-                );
+            for (what, label) in [(Write::Kv, "kv put"), (Write::PodCreate, "pod create")] {
+                for clients in [1, 16] {
+                    let (ops, p50, p99, errors) = write_load(&c, what, clients, for_secs).await;
+                    println!(
+                        "| {name} (round {}) | {label} | {clients} | {ops:.0} | {p50:.1} | {p99:.1} | {errors} |",
+                        round + 1
+                    );
+                }
             }
         }
     }
+}
+
+/// POSTs `body` to master `to`'s `/raft/{route}` as the holder of master `as_id`'s certificate
+/// (signed by the cluster's peer CA), with the cluster's id and, if given, a forwarding header.
+async fn as_master(
+    c: &Cluster,
+    as_id: u64,
+    to: u64,
+    route: &str,
+    body: Vec<u8>,
+    from: Option<u64>,
+) -> (u16, String) {
+    let client = c.peer_ca().client(as_id, c.peer_ca().cert_pem());
+    let mut req = client
+        .post(c.raft_url(to, route))
+        .header("x-keelson-cluster", &c.cluster_id)
+        .body(body);
+    if let Some(from) = from {
+        req = req.header("x-keelson-from", from.to_string());
+    }
+    let r = req
+        .send()
+        .await
+        .expect("an authenticated caller is answered");
+    (r.status().as_u16(), r.text().await.unwrap_or_default())
+}
+
+/// A valid certificate speaks only for the master it names, and only while that master is a
+/// member: master 2's certificate cannot ask votes for master 3 or forward as master 1, and a
+/// removed master (its certificate still valid) can neither start an election nor forward.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_speaks_only_for_its_own_member_master() {
+    use keelson_raft::codec::encode;
+    use openraft::raft::VoteRequest;
+    use openraft::Vote;
+
+    let bin = std::path::Path::new(BIN);
+    let c = Cluster::start(bin, 3, &[]);
+    let l = leader(&c).await;
+    let kv = Kv::new(&c.url(l), secs(10));
+    kv.create("before", "v").await.expect("write");
+    let term = |s: &serde_json::Value| s["term"].as_u64().unwrap_or_default();
+    let before = c.status(l).await.unwrap();
+    let other = *c.ids().iter().find(|id| **id != l).unwrap();
+    let third = *c
+        .ids()
+        .iter()
+        .find(|id| **id != l && **id != other)
+        .unwrap();
+
+    // A vote for `third` at a far higher term, asked with `other`'s certificate.
+    let vote = |candidate: u64| {
+        encode(&VoteRequest::<u64>::new(Vote::new(1_000, candidate), None)).unwrap()
+    };
+    let (code, text) = as_master(&c, other, l, "vote", vote(third), None).await;
+    assert_eq!(code, 403, "{text}");
+    assert!(text.contains(&format!("names master {other}")), "{text}");
+    // Forwarding a write as another master.
+    let remove = encode(&keelson_raft::node::AdminRequest::RemoveMaster { id: third }).unwrap();
+    let (code, text) = as_master(&c, other, l, "admin", remove.clone(), Some(third)).await;
+    assert_eq!(code, 403, "{text}");
+    // A certificate of the right CA for a master that was never a member.
+    for route in ROUTES
+        .iter()
+        .filter(|r| !matches!(**r, "append" | "snapshot"))
+    {
+        let (code, text) = as_master(&c, 9, l, route, vote(9), None).await;
+        assert_eq!(code, 403, "/raft/{route}: {text}");
+        assert!(text.contains("not a member"), "{text}");
+    }
+    // Nothing moved: same leader, same term, same members.
+    let after = c.status(l).await.unwrap();
+    assert_eq!(term(&before), term(&after), "{before} {after}");
+    assert_eq!(before["voters"], after["voters"]);
+    assert_eq!(after["leader"], serde_json::json!(l));
+
+    // Remove `third` (still running, its certificate still valid): refused from then on.
+    let r = c
+        .client_builder()
+        .build()
+        .unwrap()
+        .delete(format!("{}/cluster/masters/{third}", c.url(l)))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "remove: {}",
+        r.text().await.unwrap()
+    );
+    let deadline = Instant::now() + secs(20);
+    loop {
+        let (code, text) = as_master(&c, third, l, "vote", vote(third), None).await;
+        if code == 403 {
+            assert!(text.contains("not a member"), "{text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the removed master is still heard: {code} {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let write = encode(&keelson_raft::Command::Batch(vec![])).unwrap();
+    let (code, text) = as_master(&c, third, l, "write", write, None).await;
+    assert_eq!(code, 403, "{text}");
+    // Nor may it lead: its appends are refused by both remaining masters.
+    let append = encode(
+        &openraft::raft::AppendEntriesRequest::<keelson_raft::TypeConfig> {
+            vote: Vote::new_committed(1_000, third),
+            prev_log_id: None,
+            entries: vec![],
+            leader_commit: None,
+        },
+    )
+    .unwrap();
+    let applied = c.status(l).await.unwrap()["applied_index"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        c.wait_applied(other, applied, secs(20)).await,
+        "{other} applies the removal"
+    );
+    for to in [l, other] {
+        let (code, text) = as_master(&c, third, to, "append", append.clone(), None).await;
+        assert_eq!(code, 403, "append to {to}: {text}");
+    }
+    // The remaining pair still takes writes, and the leader's term never moved.
+    kv.create("after", "v").await.expect("still takes writes");
+    let last = c.status(l).await.unwrap();
+    assert_eq!(term(&before), term(&last), "{last}");
 }

@@ -398,9 +398,11 @@ impl Cluster {
         std::fs::write(&cert, cert_pem).expect("write the peer certificate");
     }
 
-    /// A client of the Raft port holding a valid peer certificate (as a master would).
+    /// A client of the Raft port holding a valid peer certificate of a member (the first
+    /// master's, as that master would): the masters refuse a certificate of a non-member.
     pub fn peer_client(&self) -> reqwest::Client {
-        self.peer_ca.client(0, self.peer_ca.cert_pem())
+        let id = self.ids().first().copied().unwrap_or(1);
+        self.peer_ca.client(id, self.peer_ca.cert_pem())
     }
 
     /// `https://RAFT_ADDR/raft/PATH` of master `id` (`http://` without peer mTLS).

@@ -254,6 +254,18 @@ impl RaftNode {
         membership.nodes().next().is_none() || membership.get_node(&self.id).is_some()
     }
 
+    /// True once this master knows a membership: it was initialized, or has joined.
+    pub fn has_membership(&self) -> bool {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .next()
+            .is_some()
+    }
+
     /// True when master `id` is in the membership this master knows.
     pub fn knows_member(&self, id: NodeId) -> bool {
         self.raft

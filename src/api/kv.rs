@@ -92,6 +92,17 @@ fn item(key: &str, r: &Record) -> Value {
 }
 
 fn value_of(body: Bytes) -> Result<Bytes, ApiError> {
+    let max = crate::registry::MAX_OBJECT_BYTES;
+    if body.len() > max {
+        return Err(ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!(
+                "the value of {} bytes is over the limit of {max} bytes",
+                body.len()
+            ),
+        ));
+    }
     std::str::from_utf8(&body)
         .map_err(|e| ApiError::bad_request(format!("value is not UTF-8: {e}")))?;
     Ok(body)

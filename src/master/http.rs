@@ -14,8 +14,31 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use keelson_raft::server::PeerIdentity;
+use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio_rustls::server::TlsStream;
 use tower::ServiceExt;
+
+/// What a connection's transport proved about its caller, attached to each of its requests: on
+/// the Raft port, the master its client certificate names. Plain TCP and TLS without a client
+/// certificate (the API port) prove nothing.
+pub trait Peer {
+    fn identity(&self) -> Option<PeerIdentity>;
+}
+
+impl Peer for TcpStream {
+    fn identity(&self) -> Option<PeerIdentity> {
+        None
+    }
+}
+
+impl Peer for TlsStream<TcpStream> {
+    fn identity(&self) -> Option<PeerIdentity> {
+        let cert = self.get_ref().1.peer_certificates()?.first()?;
+        Some(PeerIdentity(super::peer_tls::certified_master(cert)))
+    }
+}
 
 /// How long a connection may take to finish its request after the stop signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -35,7 +58,7 @@ pub async fn serve<L>(
     mut stop: watch::Receiver<bool>,
 ) where
     L: Listener,
-    L::Io: Unpin,
+    L::Io: Unpin + Peer,
 {
     // Connections hold a receiver each; once every one is dropped, all have closed.
     let (closed_tx, closed_rx) = watch::channel(());
@@ -47,9 +70,14 @@ pub async fn serve<L>(
         let router = router.clone();
         let mut stop = stop.clone();
         let closed = closed_rx.clone();
+        let identity = io.identity();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                router.clone().oneshot(req.map(axum::body::Body::new))
+                let mut req = req.map(axum::body::Body::new);
+                if let Some(identity) = identity {
+                    req.extensions_mut().insert(identity);
+                }
+                router.clone().oneshot(req)
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())

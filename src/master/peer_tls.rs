@@ -113,6 +113,22 @@ pub fn issue_peer_cert(
     Ok((cert.pem(), key.serialize_pem()))
 }
 
+/// The master a verified peer certificate names: its DNS name `master-<id>` (as
+/// [`issue_peer_cert`] writes it), checked with webpki's own name matching. `None` when it names
+/// no master, or more than one.
+pub fn certified_master(cert: &CertificateDer<'_>) -> Option<u64> {
+    let cert = webpki::EndEntityCert::try_from(cert).ok()?;
+    let mut ids = cert
+        .valid_dns_names()
+        .filter_map(|n| n.strip_prefix("master-")?.parse::<u64>().ok())
+        .filter(|id| {
+            let name = rustls::pki_types::ServerName::try_from(format!("master-{id}"));
+            name.is_ok_and(|n| cert.verify_is_valid_for_subject_name(&n).is_ok())
+        });
+    let id = ids.next()?;
+    ids.all(|other| other == id).then_some(id)
+}
+
 /// Registers `keelson_certificate_expiry_timestamp_seconds{cert}` for each (label, PEM file).
 /// A file that does not parse is logged and left out.
 pub fn register_expiry(

@@ -189,13 +189,33 @@ pub fn drop_nulls(v: &mut Value) {
     }
 }
 
-/// The JSON stored for an object: without `metadata.resourceVersion`.
-fn encode_object(obj: &Value) -> Bytes {
+/// Largest object stored, in bytes of its JSON: etcd's default request limit
+/// (`--max-request-bytes`), which bounds every Kubernetes object too. Also the bound on a `/kv`
+/// value.
+pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
+
+/// The JSON stored for an object: without `metadata.resourceVersion`, and at most
+/// [`MAX_OBJECT_BYTES`] (else 413 `RequestEntityTooLarge`, nothing stored).
+fn encode_object(info: &ResourceInfo, obj: &Value) -> Result<Bytes, ApiError> {
     let mut v = obj.clone();
     if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
     }
-    Bytes::from(serde_json::to_vec(&v).expect("json"))
+    let bytes = serde_json::to_vec(&v).expect("json");
+    if bytes.len() > MAX_OBJECT_BYTES {
+        let name = meta_str(obj, "name").unwrap_or_default();
+        return Err(ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!(
+                "{} \"{name}\" is too large: {} bytes, over the limit of {MAX_OBJECT_BYTES} bytes for a stored object",
+                info.kind,
+                bytes.len()
+            ),
+        )
+        .with_details(name, info.plural));
+    }
+    Ok(Bytes::from(bytes))
 }
 
 /// `metadata.name`, `metadata.namespace` and `metadata.resourceVersion` of an object.
@@ -265,7 +285,7 @@ impl Registry {
         match self
             .run(Command::Create {
                 key: k,
-                value: encode_object(&obj),
+                value: encode_object(info, &obj)?,
             })
             .await?
         {
@@ -293,7 +313,7 @@ impl Registry {
         match self
             .run(Command::Update {
                 key: k,
-                value: encode_object(&obj),
+                value: encode_object(info, &obj)?,
                 precondition,
             })
             .await?
@@ -428,7 +448,7 @@ impl Registry {
                 );
                 updates.push(Command::Update {
                     key,
-                    value: encode_object(&pod),
+                    value: encode_object(pods, &pod)?,
                     precondition: Some(rv),
                 });
             }

@@ -558,6 +558,61 @@ fn decode_typed<T: serde::de::DeserializeOwned>(
         .map_err(|e| ApiError::bad_request(format!("{} in body: {e}", info.kind)))
 }
 
+/// Largest total size of an object's annotations (keys and values), as Kubernetes'
+/// `TotalAnnotationSizeLimitB`, and of its whole `metadata` as JSON. `managedFields` is left
+/// out of the latter: server-side apply grows it with the object, which
+/// [`super::MAX_OBJECT_BYTES`] bounds.
+pub const MAX_METADATA_BYTES: usize = 256 * 1024;
+
+fn too_long(field: &str, max: usize) -> Cause {
+    Cause {
+        reason: "FieldValueTooLong",
+        field: field.into(),
+        message: format!("Too long: must have at most {max} bytes"),
+    }
+}
+
+/// Bytes of `v` as compact JSON, counted without building the text.
+fn json_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    serde_json::to_writer(&mut c, v).expect("counting never fails");
+    c.0
+}
+
+fn validate_metadata_size(obj: &Value, causes: &mut Vec<Cause>) {
+    let Some(meta) = obj.get("metadata").and_then(Value::as_object) else {
+        return;
+    };
+    if let Some(annotations) = meta.get("annotations").and_then(Value::as_object) {
+        let total: usize = annotations
+            .iter()
+            .map(|(k, v)| k.len() + v.as_str().map_or_else(|| json_len(v), str::len))
+            .sum();
+        if total > MAX_METADATA_BYTES {
+            causes.push(too_long("metadata.annotations", MAX_METADATA_BYTES));
+            return;
+        }
+    }
+    let total: usize = meta
+        .iter()
+        .filter(|(k, _)| *k != "managedFields")
+        .map(|(k, v)| k.len() + json_len(v))
+        .sum();
+    if total > MAX_METADATA_BYTES {
+        causes.push(too_long("metadata", MAX_METADATA_BYTES));
+    }
+}
+
 /// Validates `obj` as `info`'s kind.
 fn validate(info: &ResourceInfo, obj: &Value, names: Names) -> Result<(), ApiError> {
     let name = super::meta_str(obj, "name").unwrap_or_default().to_string();
@@ -576,6 +631,7 @@ fn validate(info: &ResourceInfo, obj: &Value, names: Names) -> Result<(), ApiErr
         false,
         &mut causes,
     );
+    validate_metadata_size(obj, &mut causes);
     match info.kind {
         "Pod" => {
             let pod: core::Pod = decode_typed(info, obj)?;

@@ -8,6 +8,7 @@
 //!   that lists and subscribes under that lock sees a consistent cut (list at N, events > N).
 //! - A snapshot install replaces memory and disk in one synced write batch, then resets the feed.
 
+use std::collections::BTreeSet;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +31,7 @@ use crate::{MasterNode, NodeId, TypeConfig};
 
 const KEY_APPLIED: &[u8] = b"sm_applied";
 const KEY_MEMBERSHIP: &[u8] = b"sm_membership";
+const KEY_REMOVED: &[u8] = b"sm_removed";
 const SNAPSHOT_FILE: &str = "snapshot.bin";
 
 /// What the state machine holds.
@@ -38,6 +40,22 @@ pub struct SmState {
     pub space: KeySpace,
     pub last_applied: Option<LogId<NodeId>>,
     pub membership: StoredMembership<NodeId, MasterNode>,
+    /// Masters that were members and are no longer (the Raft port refuses their certificates):
+    /// kept across restarts, a re-added master leaves the set.
+    pub removed: BTreeSet<NodeId>,
+}
+
+impl SmState {
+    /// Moves to `next` membership, recording who left.
+    fn change_membership(&mut self, next: StoredMembership<NodeId, MasterNode>) {
+        let ids = |m: &StoredMembership<NodeId, MasterNode>| -> BTreeSet<NodeId> {
+            m.membership().nodes().map(|(id, _)| *id).collect()
+        };
+        let (before, after) = (ids(&self.membership), ids(&next));
+        self.removed.extend(before.difference(&after));
+        self.removed.retain(|id| !after.contains(id));
+        self.membership = next;
+    }
 }
 
 /// The state shared between openraft's state machine and the readers (API, watches).
@@ -61,6 +79,11 @@ struct StoredSnapshot {
 }
 
 impl Shared {
+    /// True when master `id` was a member and no longer is, as far as this replica applied.
+    pub fn was_removed(&self, id: NodeId) -> bool {
+        self.state.read().expect("state lock").removed.contains(&id)
+    }
+
     /// The record under `key`, from this replica (possibly stale: call a read barrier first
     /// for a linearizable read).
     pub fn get(&self, key: &str) -> (Option<Record>, u64) {
@@ -141,6 +164,9 @@ impl StateMachine {
         let membership: StoredMembership<NodeId, MasterNode> = meta_get(&db, KEY_MEMBERSHIP)
             .map_err(corrupt)?
             .unwrap_or_default();
+        let removed: BTreeSet<NodeId> = meta_get(&db, KEY_REMOVED)
+            .map_err(corrupt)?
+            .unwrap_or_default();
         let mut space = KeySpace::new();
         {
             let cf = db.cf_handle(CF_STATE).expect("state cf");
@@ -169,6 +195,7 @@ impl StateMachine {
                     space,
                     last_applied,
                     membership,
+                    removed,
                 }),
                 feed: Feed::new(feed_window, applied),
                 snapshot_seq: AtomicU64::new(0),
@@ -260,6 +287,7 @@ fn write_applied(
         KEY_APPLIED,
         codec::encode(&st.last_applied).map_err(enc)?,
     );
+    batch.put_cf(&meta, KEY_REMOVED, codec::encode(&st.removed).map_err(enc)?);
     batch.put_cf(
         &meta,
         KEY_MEMBERSHIP,
@@ -340,7 +368,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     responses.push(resp);
                 }
                 EntryPayload::Membership(m) => {
-                    st.membership = StoredMembership::new(Some(entry.log_id), m);
+                    st.change_membership(StoredMembership::new(Some(entry.log_id), m));
                     responses.push(CommandResponse {
                         index,
                         results: vec![],
@@ -393,7 +421,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             st.space = space;
             st.last_applied = meta.last_log_id;
-            st.membership = meta.last_membership.clone();
+            st.change_membership(meta.last_membership.clone());
             write_applied(db, &mut batch, &st)?;
             db.write_opt(batch, &synced())
                 .map_err(|e| storage_err(StorageIOError::write_state_machine, e))?;
