@@ -23,6 +23,8 @@ pub struct RaftMetrics {
     pub proposal_seconds: Histogram,
     pub snapshot_builds: IntGauge,
     pub snapshot_installs: IntGauge,
+    pub feed_window_events: IntGauge,
+    pub feed_window_bytes: IntGauge,
     pub disk_bytes: IntGauge,
     pub objects: IntGauge,
 }
@@ -135,6 +137,16 @@ impl RaftMetrics {
                 reg,
                 "keelson_raft_snapshot_installs",
                 "Snapshots received and installed by this master since start.",
+            ),
+            feed_window_events: gauge(
+                reg,
+                "keelson_raft_feed_window_events",
+                "Events held in the change feed's replay window.",
+            ),
+            feed_window_bytes: gauge(
+                reg,
+                "keelson_raft_feed_window_bytes",
+                "Bytes (keys, values, previous values) held in the change feed's replay window.",
             ),
             disk_bytes: gauge(
                 reg,

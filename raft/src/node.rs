@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, CommandResponse, Record};
 use crate::error::ClusterError;
-use crate::feed::{Expired, Subscription};
+use crate::feed::{Expired, Subscription, WindowLimits};
 use crate::metrics::RaftMetrics;
 use crate::network::{call, http_client, scheme, CallError, Network, PeerTls};
 use crate::store::{self, LogStore, OpenError, Shared, StateMachine};
@@ -49,6 +49,9 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     /// Events kept for watches to resume from.
     pub feed_window: usize,
+    /// Bytes (keys, values and previous values) kept for watches to resume from; the window
+    /// drops its oldest entries when either bound is passed.
+    pub feed_window_bytes: usize,
     /// This master's side of peer mTLS; `None` speaks plain HTTP to peers (loopback benches).
     pub peer_tls: Option<PeerTls>,
 }
@@ -69,7 +72,8 @@ impl NodeConfig {
             snapshot_every: 10_000,
             keep_logs: 1_000,
             request_timeout: Duration::from_secs(10),
-            feed_window: 10_000,
+            feed_window: WindowLimits::default().events,
+            feed_window_bytes: WindowLimits::default().bytes,
             peer_tls: None,
         }
     }
@@ -142,7 +146,11 @@ impl RaftNode {
         let db = store::open_db(&cfg.data_dir)?;
         let cluster_id =
             store::check_identity(&db, &cfg.data_dir, cfg.id, cfg.cluster_id.as_deref())?;
-        let sm = StateMachine::open(db.clone(), &cfg.data_dir, cfg.feed_window)?;
+        let window = WindowLimits {
+            events: cfg.feed_window,
+            bytes: cfg.feed_window_bytes,
+        };
+        let sm = StateMachine::open(db.clone(), &cfg.data_dir, window)?;
         let log = LogStore::new(db.clone());
         let shared = sm.shared.clone();
 
@@ -587,6 +595,9 @@ async fn export_metrics(node: Arc<RaftNode>) {
         g.snapshot_installs
             .set(node.store.snapshots_installed.load(Ordering::Relaxed) as i64);
         g.objects.set(node.store.len() as i64);
+        let (events, bytes) = node.store.feed.held();
+        g.feed_window_events.set(events as i64);
+        g.feed_window_bytes.set(bytes as i64);
         if disk_tick.elapsed() > Duration::from_secs(5) {
             disk_tick = Instant::now();
             let dir = node.data_dir.clone();

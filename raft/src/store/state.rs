@@ -25,7 +25,7 @@ use super::{synced, OpenError, CF_META, CF_STATE};
 use crate::codec;
 use crate::command::{apply_command, Change, CommandResponse, KeySpace, Record};
 use crate::error::storage_err;
-use crate::feed::{Event, EventKind, Feed, Subscription};
+use crate::feed::{Event, EventKind, Feed, Subscription, WindowLimits};
 use crate::{MasterNode, NodeId, TypeConfig};
 
 const KEY_APPLIED: &[u8] = b"sm_applied";
@@ -129,7 +129,11 @@ fn meta_get<T: serde::de::DeserializeOwned>(db: &DB, key: &[u8]) -> Result<Optio
 }
 
 impl StateMachine {
-    pub(crate) fn open(db: Arc<DB>, dir: &Path, feed_window: usize) -> Result<Self, OpenError> {
+    pub(crate) fn open(
+        db: Arc<DB>,
+        dir: &Path,
+        feed_window: WindowLimits,
+    ) -> Result<Self, OpenError> {
         let corrupt = |reason: String| OpenError::Corrupt {
             path: dir.display().to_string(),
             reason,
