@@ -24,6 +24,10 @@ use crate::network::{call, http_client, scheme, CallError, Network, PeerTls};
 use crate::store::{self, LogStore, OpenError, Shared, StateMachine};
 use crate::{codec, MasterNode, NodeId, Raft};
 
+/// Default of [`NodeConfig::max_snapshot_bytes`]: 4 GiB, twice etcd's default backend quota.
+/// keelson holds its whole state in memory, so a larger snapshot is not a cluster it can run.
+pub const DEFAULT_MAX_SNAPSHOT_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+
 /// How one master runs its Raft member.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -52,6 +56,10 @@ pub struct NodeConfig {
     /// Bytes (keys, values and previous values) kept for watches to resume from; the window
     /// drops its oldest entries when either bound is passed.
     pub feed_window_bytes: usize,
+    /// Largest snapshot this master accepts from a leader (and expects to send): a chunk that
+    /// would end beyond it is refused before any memory is reserved for it. The same on every
+    /// master of a cluster.
+    pub max_snapshot_bytes: u64,
     /// This master's side of peer mTLS; `None` speaks plain HTTP to peers (loopback benches).
     pub peer_tls: Option<PeerTls>,
 }
@@ -74,6 +82,7 @@ impl NodeConfig {
             request_timeout: Duration::from_secs(10),
             feed_window: WindowLimits::default().events,
             feed_window_bytes: WindowLimits::default().bytes,
+            max_snapshot_bytes: DEFAULT_MAX_SNAPSHOT_BYTES,
             peer_tls: None,
         }
     }
@@ -126,6 +135,8 @@ pub struct RaftNode {
     scheme: &'static str,
     request_timeout: Duration,
     data_dir: PathBuf,
+    /// Largest snapshot accepted from a leader ([`NodeConfig::max_snapshot_bytes`]).
+    pub max_snapshot_bytes: u64,
 }
 
 impl RaftNode {
@@ -196,6 +207,7 @@ impl RaftNode {
             scheme,
             request_timeout: cfg.request_timeout,
             data_dir: cfg.data_dir,
+            max_snapshot_bytes: cfg.max_snapshot_bytes,
         });
         tokio::spawn(export_metrics(node.clone()));
         Ok(node)
@@ -569,6 +581,7 @@ async fn export_metrics(node: Arc<RaftNode>) {
     let mut rx = node.raft.metrics();
     let mut last_leader = None;
     let mut disk_tick = Instant::now() - Duration::from_secs(60);
+    let mut snapshot_oversized = false;
     loop {
         let m = rx.borrow_and_update().clone();
         let g = &node.metrics;
@@ -598,6 +611,19 @@ async fn export_metrics(node: Arc<RaftNode>) {
         let (events, bytes) = node.store.feed.held();
         g.feed_window_events.set(events as i64);
         g.feed_window_bytes.set(bytes as i64);
+        let snapshot_bytes = node.store.snapshot_bytes.load(Ordering::Relaxed);
+        g.snapshot_bytes.set(snapshot_bytes as i64);
+        let oversized = snapshot_bytes > node.max_snapshot_bytes;
+        if oversized && !snapshot_oversized {
+            // Followers refuse every chunk past their limit: one that needs this snapshot
+            // cannot catch up until the limit is raised on every master.
+            tracing::error!(
+                snapshot_bytes,
+                max_snapshot_bytes = node.max_snapshot_bytes,
+                "this master's snapshot is larger than max_snapshot_bytes: followers will refuse it"
+            );
+        }
+        snapshot_oversized = oversized;
         if disk_tick.elapsed() > Duration::from_secs(5) {
             disk_tick = Instant::now();
             let dir = node.data_dir.clone();

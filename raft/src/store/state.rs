@@ -52,6 +52,8 @@ pub struct Shared {
     /// Counts snapshot builds and installs, for metrics.
     pub snapshots_built: AtomicU64,
     pub snapshots_installed: AtomicU64,
+    /// Size of the current snapshot's data: what a leader sends a follower that needs it.
+    pub snapshot_bytes: AtomicU64,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -165,6 +167,7 @@ impl StateMachine {
             Err(e) => return Err(corrupt(e.to_string())),
         };
         let applied = last_applied.map_or(0, |l| l.index);
+        let snapshot_bytes = current_snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
         Ok(StateMachine {
             shared: Arc::new(Shared {
                 db,
@@ -179,6 +182,7 @@ impl StateMachine {
                 current_snapshot: Mutex::new(current_snapshot),
                 snapshots_built: AtomicU64::new(0),
                 snapshots_installed: AtomicU64::new(0),
+                snapshot_bytes: AtomicU64::new(snapshot_bytes),
             }),
         })
     }
@@ -206,6 +210,9 @@ impl StateMachine {
                 .map_err(err)?;
         }
         *self.shared.current_snapshot.lock().expect("snapshot lock") = Some(snap.clone());
+        self.shared
+            .snapshot_bytes
+            .store(snap.data.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 }
