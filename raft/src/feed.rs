@@ -1,23 +1,31 @@
 //! The change feed: every change that apply makes, in log order, with a bounded replay window.
 //!
-//! Watches subscribe from a resource version N and receive every event with `rv > N`: first
-//! the backlog still held in the window, then live events. Subscribing and publishing take the
-//! same lock, so the hand-over from backlog to live has no gap and no duplicate. A version below
+//! Watches subscribe from a resource version N and receive every event with `rv > N`, read
+//! from the window: first what it already holds, then what is published later. Subscribing and
+//! publishing take the same lock, so the hand-over has no gap and no duplicate. A version below
 //! the window's floor is [`Expired`] (HTTP 410 Gone), as Kubernetes clients expect; they
 //! re-list. The window lives in memory only: after a restart or a snapshot install its floor is
 //! the applied index at that moment.
 //!
+//! The window is bounded twice ([`WindowLimits`]): in events, and in bytes (keys, values and
+//! previous values), so that a run of large objects cannot hold memory that an event count
+//! alone would allow. Beyond either bound it drops its oldest entries and its floor rises; the
+//! newest entry is always kept, so the window exceeds its bounds by at most one entry.
+//! The window is the only buffer: a subscription holds a position in it and at most the entry
+//! it is handing out, so a watcher that stops reading pins nothing else; once the window has
+//! dropped events it had not taken, it ends with [`WatchEnd::Lagged`] and its client re-lists.
+//!
 //! One log entry can change several keys (`Command::Batch`): those events share a resource
 //! version. A client resumes a watch from the version of the last event it saw, so a stream cut
-//! between two events of one entry would skip the rest of it; [`Subscription::next_index`] hands
-//! out an entry's events together, and live subscribers receive each publish (whole entries) as
-//! one item, so the end of an entry is known without waiting for the next one.
+//! between two events of one entry would skip the rest of it; the window drops whole entries,
+//! and [`Subscription::next_index`] hands out an entry's events together, so the end of an
+//! entry is known without waiting for the next one.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 
 /// What happened to a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,13 +48,31 @@ pub struct Event {
     pub prev: Option<Bytes>,
 }
 
-/// Items on the live channel.
-#[derive(Debug, Clone)]
-pub enum FeedItem {
-    /// The events of one publish: whole log entries, in order.
-    Events(Arc<[Arc<Event>]>),
-    /// The state was replaced by a snapshot: every watch must end and re-list.
-    Reset,
+impl Event {
+    /// What the event weighs in the window: its key, value and previous value.
+    pub fn size(&self) -> usize {
+        self.key.len() + self.value.len() + self.prev.as_ref().map_or(0, Bytes::len)
+    }
+}
+
+/// How much the replay window holds; it drops its oldest entries when either bound is passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowLimits {
+    /// Events kept.
+    pub events: usize,
+    /// Bytes kept, counted by [`Event::size`].
+    pub bytes: usize,
+}
+
+impl Default for WindowLimits {
+    /// 10,000 events or 64 MiB: a few minutes of a busy cluster's writes, and at most a few
+    /// dozen of the largest objects (1.5 MiB, each counted twice by an update).
+    fn default() -> Self {
+        WindowLimits {
+            events: 10_000,
+            bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 /// The requested version is older than what the window holds.
@@ -69,131 +95,186 @@ pub enum WatchEnd {
 }
 
 struct Window {
+    /// In log order (`rv` never decreases).
     events: VecDeque<Arc<Event>>,
+    /// Sum of [`Event::size`] over `events`.
+    bytes: usize,
     /// Every event with `rv > floor` is in `events`.
     floor: u64,
     /// Highest resource version published.
     head: u64,
+    /// Counts resets: a subscription taken before the last one has ended.
+    generation: u64,
+}
+
+impl Window {
+    /// Drops the oldest entries, whole, until both limits hold. The newest entry is always
+    /// kept, even alone over a limit, so that the live subscribers can still take it; it is
+    /// dropped on the next publish.
+    fn trim(&mut self, limits: WindowLimits) {
+        while self.events.len() > limits.events || self.bytes > limits.bytes {
+            let oldest = match self.events.front() {
+                Some(e) if e.rv < self.head => e.rv,
+                _ => break,
+            };
+            // Watches resume after whole entries: an entry is kept or dropped as one.
+            while self.events.front().is_some_and(|e| e.rv == oldest) {
+                let e = self.events.pop_front().expect("non-empty");
+                self.bytes -= e.size();
+            }
+            self.floor = self.floor.max(oldest);
+        }
+    }
 }
 
 /// The change feed of one master.
 pub struct Feed {
-    window: Mutex<Window>,
-    capacity: usize,
-    tx: broadcast::Sender<FeedItem>,
+    window: Arc<RwLock<Window>>,
+    limits: WindowLimits,
+    /// Ticks on every publish and reset; subscriptions wait on it. Dropped with the feed, which
+    /// ends them ([`WatchEnd::Closed`]).
+    tick: watch::Sender<u64>,
 }
 
 impl Feed {
-    /// A feed holding up to `capacity` events, starting after resource version `floor`.
-    pub fn new(capacity: usize, floor: u64) -> Self {
-        let (tx, _) = broadcast::channel(capacity.clamp(1024, 65536));
+    /// A feed holding up to `limits`, starting after resource version `floor`.
+    pub fn new(limits: WindowLimits, floor: u64) -> Self {
+        let (tick, _) = watch::channel(0);
         Feed {
-            window: Mutex::new(Window {
+            window: Arc::new(RwLock::new(Window {
                 events: VecDeque::new(),
+                bytes: 0,
                 floor,
                 head: floor,
-            }),
-            capacity: capacity.max(1),
-            tx,
+                generation: 0,
+            })),
+            limits: WindowLimits {
+                events: limits.events.max(1),
+                bytes: limits.bytes,
+            },
+            tick,
         }
     }
 
     /// Publishes events (in log order) to the window and the live subscribers.
     pub fn publish(&self, events: impl IntoIterator<Item = Event>) {
-        let mut w = self.window.lock().expect("feed lock");
-        let events: Arc<[Arc<Event>]> = events.into_iter().map(Arc::new).collect();
-        if events.is_empty() {
-            return;
-        }
-        for event in events.iter() {
-            w.head = w.head.max(event.rv);
-            w.events.push_back(event.clone());
-            while w.events.len() > self.capacity {
-                let evicted = w.events.pop_front().expect("non-empty");
-                w.floor = w.floor.max(evicted.rv);
+        {
+            let mut w = self.window.write().expect("feed lock");
+            let before = w.events.len();
+            for event in events {
+                w.head = w.head.max(event.rv);
+                w.bytes += event.size();
+                w.events.push_back(Arc::new(event));
             }
+            if w.events.len() == before {
+                return;
+            }
+            w.trim(self.limits);
         }
-        // No receivers is fine: nobody watches.
-        let _ = self.tx.send(FeedItem::Events(events));
+        self.tick.send_modify(|t| *t += 1);
     }
 
     /// Forgets the window: the state now stands at `applied`, reached without events.
     pub fn reset(&self, applied: u64) {
-        let mut w = self.window.lock().expect("feed lock");
-        w.events.clear();
-        w.floor = applied;
-        w.head = applied;
-        let _ = self.tx.send(FeedItem::Reset);
+        {
+            let mut w = self.window.write().expect("feed lock");
+            w.events.clear();
+            w.bytes = 0;
+            w.floor = applied;
+            w.head = applied;
+            w.generation += 1;
+        }
+        self.tick.send_modify(|t| *t += 1);
     }
 
     /// The oldest resource version a watch can start from, and the newest published.
     pub fn bounds(&self) -> (u64, u64) {
-        let w = self.window.lock().expect("feed lock");
+        let w = self.window.read().expect("feed lock");
         (w.floor, w.head)
+    }
+
+    /// What the window holds: events and bytes (for metrics).
+    pub fn held(&self) -> (usize, usize) {
+        let w = self.window.read().expect("feed lock");
+        (w.events.len(), w.bytes)
     }
 
     /// Subscribes to every event with `rv > from`.
     pub fn subscribe(&self, from: u64) -> Result<Subscription, Expired> {
-        let w = self.window.lock().expect("feed lock");
+        let w = self.window.read().expect("feed lock");
         if from < w.floor {
             return Err(Expired {
                 requested: from,
                 floor: w.floor,
             });
         }
-        let backlog: VecDeque<Arc<Event>> =
-            w.events.iter().filter(|e| e.rv > from).cloned().collect();
         Ok(Subscription {
-            backlog,
-            rx: self.tx.subscribe(),
-            from,
+            window: self.window.clone(),
+            tick: self.tick.subscribe(),
+            generation: w.generation,
+            seen: from,
+            entry: VecDeque::new(),
         })
     }
 }
 
-/// A live subscription: the backlog first, then live events.
+/// A subscription: a position in the window, and the entry being handed out.
 pub struct Subscription {
-    backlog: VecDeque<Arc<Event>>,
-    rx: broadcast::Receiver<FeedItem>,
-    from: u64,
+    window: Arc<RwLock<Window>>,
+    tick: watch::Receiver<u64>,
+    generation: u64,
+    /// Every event with `rv <= seen` has been taken from the window.
+    seen: u64,
+    /// Events of the entry taken last and not yet handed out.
+    entry: VecDeque<Arc<Event>>,
 }
 
 impl Subscription {
     /// The next event, in order.
     pub async fn next(&mut self) -> Result<Arc<Event>, WatchEnd> {
-        loop {
-            if let Some(e) = self.backlog.pop_front() {
-                return Ok(e);
-            }
-            self.receive().await?;
+        if self.entry.is_empty() {
+            self.take_entry().await?;
         }
+        Ok(self.entry.pop_front().expect("an entry has events"))
     }
 
     /// Every event of the next log entry that changed something (they share its resource
     /// version), in order: a watch that sends them together never leaves a client between two
     /// events of one version.
     pub async fn next_index(&mut self) -> Result<Vec<Arc<Event>>, WatchEnd> {
-        let first = self.next().await?;
-        let mut entry = vec![first];
-        // The backlog and every live item hold whole entries.
-        while self.backlog.front().is_some_and(|e| e.rv == entry[0].rv) {
-            entry.extend(self.backlog.pop_front());
+        if self.entry.is_empty() {
+            self.take_entry().await?;
         }
-        Ok(entry)
+        Ok(self.entry.drain(..).collect())
     }
 
-    /// Moves the next live item's events (those after `from`) to the backlog.
-    async fn receive(&mut self) -> Result<(), WatchEnd> {
-        match self.rx.recv().await {
-            Ok(FeedItem::Events(events)) => {
-                let from = self.from;
-                self.backlog
-                    .extend(events.iter().filter(|e| e.rv > from).cloned());
-                Ok(())
+    /// Takes the next entry after `seen` from the window, waiting for one to be published.
+    /// Cancel-safe: it changes nothing before its only await point returns.
+    async fn take_entry(&mut self) -> Result<(), WatchEnd> {
+        loop {
+            // Mark the current tick seen before looking, so that a publish after the look
+            // wakes the wait below.
+            self.tick.mark_unchanged();
+            {
+                let w = self.window.read().expect("feed lock");
+                if w.generation != self.generation {
+                    return Err(WatchEnd::Reset);
+                }
+                if self.seen < w.floor {
+                    // The window dropped events this subscription had not taken.
+                    return Err(WatchEnd::Lagged);
+                }
+                let start = w.events.partition_point(|e| e.rv <= self.seen);
+                if let Some(rv) = w.events.get(start).map(|e| e.rv) {
+                    let entry = w.events.range(start..).take_while(|e| e.rv == rv);
+                    self.entry.extend(entry.cloned());
+                    self.seen = rv;
+                    return Ok(());
+                }
             }
-            Ok(FeedItem::Reset) => Err(WatchEnd::Reset),
-            Err(broadcast::error::RecvError::Lagged(_)) => Err(WatchEnd::Lagged),
-            Err(broadcast::error::RecvError::Closed) => Err(WatchEnd::Closed),
+            if self.tick.changed().await.is_err() {
+                return Err(WatchEnd::Closed);
+            }
         }
     }
 }
@@ -201,6 +282,13 @@ impl Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn limit(events: usize) -> WindowLimits {
+        WindowLimits {
+            events,
+            ..WindowLimits::default()
+        }
+    }
 
     fn ev(rv: u64, key: &str) -> Event {
         Event {
@@ -214,7 +302,7 @@ mod tests {
 
     #[tokio::test]
     async fn backlog_then_live_without_gap() {
-        let feed = Feed::new(10, 0);
+        let feed = Feed::new(limit(10), 0);
         feed.publish([ev(1, "a"), ev(2, "b"), ev(3, "c")]);
         let mut sub = feed.subscribe(1).unwrap();
         feed.publish([ev(4, "d")]);
@@ -227,7 +315,7 @@ mod tests {
 
     #[tokio::test]
     async fn versions_below_the_window_expire() {
-        let feed = Feed::new(2, 5);
+        let feed = Feed::new(limit(2), 5);
         assert!(matches!(
             feed.subscribe(4),
             Err(Expired {
@@ -244,7 +332,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_entry_comes_whole() {
-        let feed = Feed::new(10, 0);
+        let feed = Feed::new(limit(10), 0);
         feed.publish([ev(1, "a"), ev(2, "b"), ev(2, "c")]);
         // From the window: entry 2 together.
         let mut sub = feed.subscribe(1).unwrap();
@@ -260,11 +348,145 @@ mod tests {
 
     #[tokio::test]
     async fn reset_ends_watches() {
-        let feed = Feed::new(10, 0);
+        let feed = Feed::new(limit(10), 0);
         let mut sub = feed.subscribe(0).unwrap();
         feed.reset(100);
         assert_eq!(sub.next().await.unwrap_err(), WatchEnd::Reset);
         assert!(feed.subscribe(99).is_err());
         assert!(feed.subscribe(100).is_ok());
+    }
+
+    fn big(rv: u64, key: &str, len: usize) -> Event {
+        Event {
+            rv,
+            kind: EventKind::Updated,
+            key: key.into(),
+            value: Bytes::from(vec![b'v'; len]),
+            prev: Some(Bytes::from(vec![b'p'; len])),
+        }
+    }
+
+    const KIB: usize = 1024;
+
+    #[tokio::test]
+    async fn large_events_keep_the_window_under_its_byte_budget() {
+        let limits = WindowLimits {
+            events: 10_000,
+            bytes: 256 * KIB,
+        };
+        let feed = Feed::new(limits, 0);
+        // 1,000 updates of 16 KiB (value and previous value: 32 KiB each), far under the event
+        // bound: the bytes decide.
+        for rv in 1..=1000 {
+            feed.publish([big(rv, "k", 16 * KIB)]);
+            let (events, bytes) = feed.held();
+            assert!(bytes <= limits.bytes, "{bytes} bytes held at rv {rv}");
+            assert_eq!(bytes, events * (32 * KIB + 1));
+        }
+        let (events, _) = feed.held();
+        assert_eq!(events, 7, "256 KiB holds 7 events of 32 KiB and a byte");
+        assert_eq!(feed.bounds(), (993, 1000));
+        // From the floor on, everything is there.
+        let mut sub = feed.subscribe(993).unwrap();
+        assert_eq!(sub.next().await.unwrap().rv, 994);
+    }
+
+    #[tokio::test]
+    async fn a_watch_from_below_the_raised_floor_expires() {
+        let feed = Feed::new(
+            WindowLimits {
+                events: 10_000,
+                bytes: 100 * KIB,
+            },
+            0,
+        );
+        let mut early = feed.subscribe(0).unwrap();
+        feed.publish([big(1, "a", 30 * KIB)]);
+        feed.publish([big(2, "b", 30 * KIB)]);
+        feed.publish([big(3, "c", 30 * KIB)]);
+        // 3 × 60 KiB: only the newest fits; the floor moved to the last version dropped.
+        assert_eq!(feed.bounds(), (2, 3));
+        assert_eq!(
+            feed.subscribe(1).err(),
+            Some(Expired {
+                requested: 1,
+                floor: 2
+            })
+        );
+        assert!(feed.subscribe(2).is_ok());
+        // A watch that had not taken 1 and 2 before they were dropped has lagged.
+        assert_eq!(early.next().await.unwrap_err(), WatchEnd::Lagged);
+    }
+
+    #[tokio::test]
+    async fn entries_are_dropped_whole() {
+        let feed = Feed::new(
+            WindowLimits {
+                events: 10_000,
+                bytes: 50 * KIB,
+            },
+            0,
+        );
+        // Entry 1 has three events of 10 KiB (20 KiB each with the previous value); then entry 2.
+        feed.publish([
+            big(1, "a", 10 * KIB),
+            big(1, "b", 10 * KIB),
+            big(1, "c", 10 * KIB),
+        ]);
+        assert_eq!(
+            feed.held().0,
+            3,
+            "the newest entry stays, even over the budget"
+        );
+        feed.publish([big(2, "d", 10 * KIB)]);
+        // Dropping "a" alone would have been enough for the bytes; the whole entry goes.
+        assert_eq!(feed.held().0, 1);
+        assert_eq!(feed.bounds(), (1, 2));
+        let mut sub = feed.subscribe(1).unwrap();
+        let entry = sub.next_index().await.unwrap();
+        assert_eq!(entry.len(), 1);
+        assert_eq!(entry[0].key, "d");
+        // The event bound drops whole entries too.
+        let feed = Feed::new(limit(3), 0);
+        feed.publish([ev(1, "a"), ev(1, "b"), ev(2, "c"), ev(2, "d")]);
+        assert_eq!(feed.bounds(), (1, 2));
+        assert_eq!(feed.held().0, 2);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_watch_pins_only_its_entry() {
+        let feed = Feed::new(
+            WindowLimits {
+                events: 10_000,
+                bytes: 100 * KIB,
+            },
+            0,
+        );
+        let mut stalled = feed.subscribe(0).unwrap();
+        feed.publish([big(1, "a", 10 * KIB)]);
+        let first = stalled.next().await.unwrap();
+        for rv in 2..=100 {
+            feed.publish([big(rv, "k", 10 * KIB)]);
+        }
+        // The window dropped 1..=96; nothing but the test's handle holds event 1, and the
+        // watch holds no copy of what it has not taken.
+        assert_eq!(Arc::strong_count(&first), 1);
+        assert!(feed.held().1 <= 100 * KIB);
+        assert_eq!(stalled.next().await.unwrap_err(), WatchEnd::Lagged);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_watch_wakes_on_publish_and_ends_when_the_feed_closes() {
+        let feed = Feed::new(limit(10), 0);
+        let mut sub = feed.subscribe(0).unwrap();
+        let waiter = tokio::spawn(async move {
+            let e = sub.next().await.unwrap();
+            (e.rv, sub.next().await.unwrap_err())
+        });
+        tokio::task::yield_now().await;
+        feed.publish([ev(1, "a")]);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        drop(feed);
+        assert_eq!(waiter.await.unwrap(), (1, WatchEnd::Closed));
     }
 }

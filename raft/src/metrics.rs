@@ -23,6 +23,10 @@ pub struct RaftMetrics {
     pub proposal_seconds: Histogram,
     pub snapshot_builds: IntGauge,
     pub snapshot_installs: IntGauge,
+    pub snapshot_bytes: IntGauge,
+    pub snapshot_chunks_refused: IntCounter,
+    pub feed_window_events: IntGauge,
+    pub feed_window_bytes: IntGauge,
     pub disk_bytes: IntGauge,
     pub objects: IntGauge,
 }
@@ -135,6 +139,26 @@ impl RaftMetrics {
                 reg,
                 "keelson_raft_snapshot_installs",
                 "Snapshots received and installed by this master since start.",
+            ),
+            snapshot_bytes: gauge(
+                reg,
+                "keelson_raft_snapshot_bytes",
+                "Size of the current snapshot's data, as sent to a follower that needs it.",
+            ),
+            snapshot_chunks_refused: counter(
+                reg,
+                "keelson_raft_snapshot_chunks_refused_total",
+                "Snapshot chunks refused: past max_snapshot_bytes, or not continuing the data received.",
+            ),
+            feed_window_events: gauge(
+                reg,
+                "keelson_raft_feed_window_events",
+                "Events held in the change feed's replay window.",
+            ),
+            feed_window_bytes: gauge(
+                reg,
+                "keelson_raft_feed_window_bytes",
+                "Bytes (keys, values, previous values) held in the change feed's replay window.",
             ),
             disk_bytes: gauge(
                 reg,

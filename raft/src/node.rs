@@ -18,11 +18,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, CommandResponse, Record};
 use crate::error::ClusterError;
-use crate::feed::{Expired, Subscription};
+use crate::feed::{Expired, Subscription, WindowLimits};
 use crate::metrics::RaftMetrics;
 use crate::network::{call, http_client, scheme, CallError, Network, PeerTls};
 use crate::store::{self, LogStore, OpenError, Shared, StateMachine};
 use crate::{codec, MasterNode, NodeId, Raft};
+
+/// Default of [`NodeConfig::max_snapshot_bytes`]: 4 GiB, twice etcd's default backend quota.
+/// keelson holds its whole state in memory, so a larger snapshot is not a cluster it can run.
+pub const DEFAULT_MAX_SNAPSHOT_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
 /// How one master runs its Raft member.
 #[derive(Debug, Clone)]
@@ -49,6 +53,13 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     /// Events kept for watches to resume from.
     pub feed_window: usize,
+    /// Bytes (keys, values and previous values) kept for watches to resume from; the window
+    /// drops its oldest entries when either bound is passed.
+    pub feed_window_bytes: usize,
+    /// Largest snapshot this master accepts from a leader (and expects to send): a chunk that
+    /// would end beyond it is refused before any memory is reserved for it. The same on every
+    /// master of a cluster.
+    pub max_snapshot_bytes: u64,
     /// This master's side of peer mTLS; `None` speaks plain HTTP to peers (loopback benches).
     pub peer_tls: Option<PeerTls>,
 }
@@ -69,7 +80,9 @@ impl NodeConfig {
             snapshot_every: 10_000,
             keep_logs: 1_000,
             request_timeout: Duration::from_secs(10),
-            feed_window: 10_000,
+            feed_window: WindowLimits::default().events,
+            feed_window_bytes: WindowLimits::default().bytes,
+            max_snapshot_bytes: DEFAULT_MAX_SNAPSHOT_BYTES,
             peer_tls: None,
         }
     }
@@ -122,6 +135,8 @@ pub struct RaftNode {
     scheme: &'static str,
     request_timeout: Duration,
     data_dir: PathBuf,
+    /// Largest snapshot accepted from a leader ([`NodeConfig::max_snapshot_bytes`]).
+    pub max_snapshot_bytes: u64,
 }
 
 impl RaftNode {
@@ -142,7 +157,11 @@ impl RaftNode {
         let db = store::open_db(&cfg.data_dir)?;
         let cluster_id =
             store::check_identity(&db, &cfg.data_dir, cfg.id, cfg.cluster_id.as_deref())?;
-        let sm = StateMachine::open(db.clone(), &cfg.data_dir, cfg.feed_window)?;
+        let window = WindowLimits {
+            events: cfg.feed_window,
+            bytes: cfg.feed_window_bytes,
+        };
+        let sm = StateMachine::open(db.clone(), &cfg.data_dir, window)?;
         let log = LogStore::new(db.clone());
         let shared = sm.shared.clone();
 
@@ -188,6 +207,7 @@ impl RaftNode {
             scheme,
             request_timeout: cfg.request_timeout,
             data_dir: cfg.data_dir,
+            max_snapshot_bytes: cfg.max_snapshot_bytes,
         });
         tokio::spawn(export_metrics(node.clone()));
         Ok(node)
@@ -280,6 +300,8 @@ impl RaftNode {
     /// Proposes `cmd` through Raft, forwarding it to the leader when this master is not the
     /// leader, and returns once it is committed and applied.
     pub async fn write(&self, cmd: Command) -> Result<CommandResponse, ClusterError> {
+        // Before encoding: that recursion, too, is only safe at an accepted depth.
+        cmd.check_depth().map_err(ClusterError::Invalid)?;
         let size = codec::encode(&cmd)
             .map_err(|e| ClusterError::Invalid(e.to_string()))?
             .len() as u64;
@@ -313,6 +335,8 @@ impl RaftNode {
         if !self.is_member() {
             return Err(ClusterError::Removed);
         }
+        // Every entry appended must decode on every follower (and on restart).
+        cmd.check_depth().map_err(ClusterError::Invalid)?;
         self.metrics.proposals.inc();
         let start = Instant::now();
         let remaining = deadline.saturating_duration_since(start);
@@ -569,6 +593,7 @@ async fn export_metrics(node: Arc<RaftNode>) {
     let mut rx = node.raft.metrics();
     let mut last_leader = None;
     let mut disk_tick = Instant::now() - Duration::from_secs(60);
+    let mut snapshot_oversized = false;
     loop {
         let m = rx.borrow_and_update().clone();
         let g = &node.metrics;
@@ -595,6 +620,22 @@ async fn export_metrics(node: Arc<RaftNode>) {
         g.snapshot_installs
             .set(node.store.snapshots_installed.load(Ordering::Relaxed) as i64);
         g.objects.set(node.store.len() as i64);
+        let (events, bytes) = node.store.feed.held();
+        g.feed_window_events.set(events as i64);
+        g.feed_window_bytes.set(bytes as i64);
+        let snapshot_bytes = node.store.snapshot_bytes.load(Ordering::Relaxed);
+        g.snapshot_bytes.set(snapshot_bytes as i64);
+        let oversized = snapshot_bytes > node.max_snapshot_bytes;
+        if oversized && !snapshot_oversized {
+            // Followers refuse every chunk past their limit: one that needs this snapshot
+            // cannot catch up until the limit is raised on every master.
+            tracing::error!(
+                snapshot_bytes,
+                max_snapshot_bytes = node.max_snapshot_bytes,
+                "this master's snapshot is larger than max_snapshot_bytes: followers will refuse it"
+            );
+        }
+        snapshot_oversized = oversized;
         if disk_tick.elapsed() > Duration::from_secs(5) {
             disk_tick = Instant::now();
             let dir = node.data_dir.clone();

@@ -24,6 +24,7 @@ pub use log::LogStore;
 pub use state::{Shared, SmState, StateMachine};
 
 use crate::codec;
+use crate::feed::WindowLimits;
 
 pub(crate) const CF_LOGS: &str = "logs";
 pub(crate) const CF_META: &str = "meta";
@@ -140,7 +141,7 @@ pub(crate) fn synced() -> rocksdb::WriteOptions {
 }
 
 /// Opens a master's storage: the log store and the state machine over one database.
-pub fn open(dir: &Path, feed_window: usize) -> Result<(LogStore, StateMachine), OpenError> {
+pub fn open(dir: &Path, feed_window: WindowLimits) -> Result<(LogStore, StateMachine), OpenError> {
     let db = open_db(dir)?;
     let sm = StateMachine::open(db.clone(), dir, feed_window)?;
     Ok((LogStore::new(db), sm))
@@ -161,7 +162,7 @@ mod conformance {
     impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
         async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<u64>> {
             let dir = TempDir::new().expect("tempdir");
-            let (log, sm) = open(dir.path(), 1000).expect("open store");
+            let (log, sm) = open(dir.path(), WindowLimits::default()).expect("open store");
             Ok((dir, log, sm))
         }
     }

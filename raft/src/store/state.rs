@@ -26,7 +26,7 @@ use super::{synced, OpenError, CF_META, CF_STATE};
 use crate::codec;
 use crate::command::{apply_command, Change, CommandResponse, KeySpace, Record};
 use crate::error::storage_err;
-use crate::feed::{Event, EventKind, Feed, Subscription};
+use crate::feed::{Event, EventKind, Feed, Subscription, WindowLimits};
 use crate::{MasterNode, NodeId, TypeConfig};
 
 const KEY_APPLIED: &[u8] = b"sm_applied";
@@ -70,6 +70,8 @@ pub struct Shared {
     /// Counts snapshot builds and installs, for metrics.
     pub snapshots_built: AtomicU64,
     pub snapshots_installed: AtomicU64,
+    /// Size of the current snapshot's data: what a leader sends a follower that needs it.
+    pub snapshot_bytes: AtomicU64,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -152,7 +154,11 @@ fn meta_get<T: serde::de::DeserializeOwned>(db: &DB, key: &[u8]) -> Result<Optio
 }
 
 impl StateMachine {
-    pub(crate) fn open(db: Arc<DB>, dir: &Path, feed_window: usize) -> Result<Self, OpenError> {
+    pub(crate) fn open(
+        db: Arc<DB>,
+        dir: &Path,
+        feed_window: WindowLimits,
+    ) -> Result<Self, OpenError> {
         let corrupt = |reason: String| OpenError::Corrupt {
             path: dir.display().to_string(),
             reason,
@@ -187,6 +193,7 @@ impl StateMachine {
             Err(e) => return Err(corrupt(e.to_string())),
         };
         let applied = last_applied.map_or(0, |l| l.index);
+        let snapshot_bytes = current_snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
         Ok(StateMachine {
             shared: Arc::new(Shared {
                 db,
@@ -202,6 +209,7 @@ impl StateMachine {
                 current_snapshot: Mutex::new(current_snapshot),
                 snapshots_built: AtomicU64::new(0),
                 snapshots_installed: AtomicU64::new(0),
+                snapshot_bytes: AtomicU64::new(snapshot_bytes),
             }),
         })
     }
@@ -229,6 +237,9 @@ impl StateMachine {
                 .map_err(err)?;
         }
         *self.shared.current_snapshot.lock().expect("snapshot lock") = Some(snap.clone());
+        self.shared
+            .snapshot_bytes
+            .store(snap.data.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 }
