@@ -1025,13 +1025,27 @@ async fn slow_clients_are_cut_and_the_inflight_cap_answers_429() {
     eprintln!("slow loris cut after {cut:?}");
 
     // A write whose body stalls holds the only write slot: another write gets 429 at once.
-    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    slow.write_all(
-        format!("POST {pods} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"kind\"")
-            .as_bytes(),
-    )
-    .await
-    .unwrap();
+    // (The master's own writes may hold the slot at that moment: then the stalled write is
+    // itself refused at once, and is sent again.)
+    let stalled_deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut slow = loop {
+        let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        slow.write_all(
+            format!("POST {pods} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"kind\"")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut first = [0u8; 64];
+        match tokio::time::timeout(Duration::from_millis(300), slow.read(&mut first)).await {
+            Err(_) => break slow, // no answer: it waits for its body, holding the slot
+            Ok(got) => assert!(
+                std::time::Instant::now() < stalled_deadline,
+                "the stalled write is always answered at once: {got:?} {}",
+                String::from_utf8_lossy(&first)
+            ),
+        }
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(7);
     let mut refused = None;
     let mut seen = Vec::new();
