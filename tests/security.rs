@@ -301,7 +301,7 @@ async fn write_load(
                         .post(format!("{url}/api/v1/namespaces/default/pods"))
                         .json(&serde_json::json!({
                             "apiVersion": "v1", "kind": "Pod",
-                            "metadata": {"name": format!("p-{w}-{i}")},
+                            "metadata": {"name": format!("p-{clients}-{w}-{i}")},
                             "spec": {"containers": [{"name": "c", "image": "user/mysite"}]}}))
                         .send()
                         .await
