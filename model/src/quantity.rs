@@ -10,7 +10,10 @@ pub fn is_quantity(s: &str) -> bool {
     parse_quantity(s).is_some()
 }
 
-/// Parses a quantity into its value in base units (cores, bytes).
+/// Parses a quantity into its value in base units (cores, bytes). The value is finite and
+/// non-negative: a quantity whose value a double cannot hold (`5e10010`, or `0e400`, which is
+/// 0 × ∞) is refused, since the scheduler sums requests and compares them with a node's
+/// capacity, and NaN compares false with everything (such a pod would fit on any node).
 pub fn parse_quantity(s: &str) -> Option<f64> {
     let s = s.trim();
     let split = s
@@ -36,7 +39,8 @@ pub fn parse_quantity(s: &str) -> Option<f64> {
         e if e.starts_with('e') || e.starts_with('E') => 10f64.powi(e[1..].parse().ok()?),
         _ => return None,
     };
-    (n >= 0.0).then_some(n * mult)
+    let value = n * mult;
+    (n >= 0.0 && value.is_finite()).then_some(value)
 }
 
 #[cfg(test)]
@@ -51,5 +55,16 @@ mod tests {
         assert_eq!(parse_quantity("1e3"), Some(1000.0));
         assert_eq!(parse_quantity("lots"), None);
         assert_eq!(parse_quantity("-1"), None);
+    }
+
+    /// Found by the `quantity` fuzz target (fuzz/regressions/quantity/): values a double
+    /// cannot hold were accepted as infinity or NaN.
+    #[test]
+    fn values_beyond_a_double_are_refused() {
+        assert_eq!(parse_quantity("005e010010"), None);
+        assert_eq!(parse_quantity("0e400"), None);
+        assert_eq!(parse_quantity(&format!("1{}", "0".repeat(400))), None);
+        assert!(parse_quantity("1e300").is_some_and(f64::is_finite));
+        assert_eq!(parse_quantity("0e-400"), Some(0.0));
     }
 }
