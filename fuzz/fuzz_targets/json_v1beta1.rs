@@ -41,7 +41,7 @@ fn from_v1beta1<T: Serialize + DeserializeOwned>(body: &Value, from: From<T>, to
     }
 }
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: keelson_fuzz::report_stack_overflows(), |data: &[u8]| {
     let Ok(body) = serde_json::from_slice::<Value>(data) else {
         return;
     };

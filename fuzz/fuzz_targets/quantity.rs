@@ -40,7 +40,7 @@ fn kubernetes_accepts(s: &str) -> bool {
     }
 }
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: keelson_fuzz::report_stack_overflows(), |data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else {
         return;
     };

@@ -35,7 +35,7 @@ fn check<T: Serialize + DeserializeOwned>(body: &[u8]) {
     assert_eq!(first, second, "encode(decode(encode(m))) != encode(m)");
 }
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: keelson_fuzz::report_stack_overflows(), |data: &[u8]| {
     let Some((&which, body)) = data.split_first() else {
         return;
     };

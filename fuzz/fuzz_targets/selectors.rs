@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 /// Kinds with selectable fields of their own, and one with none.
 const KINDS: [&str; 5] = ["Pod", "Node", "Event", "Namespace", "Service"];
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: keelson_fuzz::report_stack_overflows(), |data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };

@@ -11,7 +11,7 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Value};
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: keelson_fuzz::report_stack_overflows(), |data: &[u8]| {
     let Some(newline) = data.iter().position(|&b| b == b'\n') else {
         return;
     };
