@@ -44,6 +44,7 @@ impl ClusterError {
 }
 
 /// Turns any displayable error into a storage error for openraft (which stops the node).
+#[cfg(feature = "storage")]
 pub(crate) fn storage_err<E: std::fmt::Display>(
     make: impl FnOnce(openraft::AnyError) -> openraft::StorageIOError<NodeId>,
     e: E,

@@ -14,15 +14,28 @@
 //! - [`network`]: Raft RPCs between masters over HTTP with bincode bodies.
 //! - [`node`]: [`node::RaftNode`], the facade the master uses: writes with forwarding to the
 //!   leader, linearizable and local reads, membership changes.
+//! - [`server`]: the Raft port, and [`message`]: keelson's own requests on it.
+//!
+//! The `storage` feature (on by default) brings the running member: `store`, `feed`,
+//! `network`, `node`, `server` and `metrics`. Without it the crate is its wire format only —
+//! [`codec`], [`command`], [`error`], [`message`] and the type configuration below — which the
+//! fuzz targets link without building RocksDB.
 
 pub mod codec;
 pub mod command;
 pub mod error;
+#[cfg(feature = "storage")]
 pub mod feed;
+pub mod message;
+#[cfg(feature = "storage")]
 pub mod metrics;
+#[cfg(feature = "storage")]
 pub mod network;
+#[cfg(feature = "storage")]
 pub mod node;
+#[cfg(feature = "storage")]
 pub mod server;
+#[cfg(feature = "storage")]
 pub mod store;
 
 use std::fmt;
@@ -32,6 +45,7 @@ use serde::{Deserialize, Serialize};
 
 pub use command::{Command, CommandResponse, OpResult};
 pub use error::ClusterError;
+#[cfg(feature = "storage")]
 pub use node::RaftNode;
 
 /// A master's address book entry, replicated inside the Raft membership.

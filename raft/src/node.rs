@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::command::{Command, CommandResponse, Record};
 use crate::error::ClusterError;
@@ -88,29 +88,8 @@ impl NodeConfig {
     }
 }
 
-/// What a master reports about itself and the cluster.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct NodeStatus {
-    pub id: NodeId,
-    pub cluster_id: Option<String>,
-    pub state: String,
-    pub term: u64,
-    pub leader: Option<NodeId>,
-    pub last_log_index: u64,
-    pub applied_index: u64,
-    pub snapshot_index: u64,
-    pub purged_index: u64,
-    pub voters: Vec<NodeId>,
-    pub learners: Vec<NodeId>,
-    pub members: BTreeMap<NodeId, MasterNode>,
-}
-
-/// Membership requests, forwarded to the leader like writes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum AdminRequest {
-    AddMaster { id: NodeId, node: MasterNode },
-    RemoveMaster { id: NodeId },
-}
+/// What `admin` takes and answers, at the path the master and `ctl` have always used.
+pub use crate::message::{AdminRequest, NodeStatus};
 
 /// Why a master could not start.
 #[derive(Debug, thiserror::Error)]

@@ -26,7 +26,8 @@ mod openapi;
 mod patch;
 mod printers;
 mod scale;
-mod smp;
+/// Strategic merge patch, from the model crate.
+use keelson_model::smp;
 mod status;
 mod table;
 pub mod v1;

@@ -10,7 +10,8 @@
 //! write to the main resource cannot change `status`, a write to `/status` cannot change `spec`.
 
 pub mod podspec;
-pub mod selectors;
+/// Label and field selectors, from the model crate.
+pub use keelson_model::selectors;
 pub mod strategy;
 
 use bytes::Bytes;

@@ -13,10 +13,12 @@ use serde_json::{json, Map, Value};
 use super::{ResourceInfo, Subresource};
 use crate::api::ApiError;
 
+/// Quantities live in the model crate; re-exported where validation and the scheduler found them.
+pub use keelson_model::quantity::{is_quantity, parse_quantity};
+
 /// Annotation of a Service whose endpoints use the first port of the pod's first container
 /// (the seed's v1beta1 service without `containerPort`).
-pub const FIRST_CONTAINER_PORT: &str =
-    crate::api::v1beta1::convert::FIRST_CONTAINER_PORT_ANNOTATION;
+pub const FIRST_CONTAINER_PORT: &str = keelson_model::v1beta1::FIRST_CONTAINER_PORT_ANNOTATION;
 
 /// One validation failure, as a Kubernetes `StatusCause`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,40 +126,6 @@ fn is_label_value(s: &str) -> bool {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
             && s.as_bytes()[0].is_ascii_alphanumeric()
             && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric())
-}
-
-/// A resource quantity such as `100m`, `0.5`, `128Mi`, `1e3`.
-pub fn is_quantity(s: &str) -> bool {
-    parse_quantity(s).is_some()
-}
-
-/// Parses a quantity into its value in base units (cores, bytes).
-pub fn parse_quantity(s: &str) -> Option<f64> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(s.len());
-    let (num, suffix) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        e if e.starts_with('e') || e.starts_with('E') => 10f64.powi(e[1..].parse().ok()?),
-        _ => return None,
-    };
-    (n >= 0.0).then_some(n * mult)
 }
 
 fn validate_name(name: &str, names: Names, label_only: bool, causes: &mut Vec<Cause>) {
@@ -800,16 +768,6 @@ mod tests {
         assert!(!is_qualified_name("bad key"));
         assert!(is_label_value(""));
         assert!(!is_label_value("-x"));
-    }
-
-    #[test]
-    fn quantities() {
-        assert_eq!(parse_quantity("100m"), Some(0.1));
-        assert_eq!(parse_quantity("128Mi"), Some(128.0 * 1024.0 * 1024.0));
-        assert_eq!(parse_quantity("2"), Some(2.0));
-        assert_eq!(parse_quantity("1e3"), Some(1000.0));
-        assert_eq!(parse_quantity("lots"), None);
-        assert_eq!(parse_quantity("-1"), None);
     }
 
     #[test]

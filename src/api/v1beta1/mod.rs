@@ -6,7 +6,8 @@
 //! `?labels=` selectors, and `/api/v1beta1/watch/{resource}`. v1beta1 has no namespaces: its
 //! objects live in `default`. Ids keep the seed's leniency (`mysiteController` is accepted).
 
-pub mod convert;
+/// v1beta1 ↔ core/v1 conversion, from the model crate.
+pub use keelson_model::v1beta1 as convert;
 
 use std::sync::Arc;
 

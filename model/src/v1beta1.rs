@@ -927,9 +927,9 @@ pub fn node_to_v1beta1(n: &Node) -> Value {
 mod tests {
     use super::*;
 
-    const POD: &str = include_str!("../../../examples/seed/pod.json");
-    const CONTROLLER: &str = include_str!("../../../examples/seed/replication-controller.json");
-    const SERVICE: &str = include_str!("../../../examples/seed/service.json");
+    const POD: &str = include_str!("../../examples/seed/pod.json");
+    const CONTROLLER: &str = include_str!("../../examples/seed/replication-controller.json");
+    const SERVICE: &str = include_str!("../../examples/seed/service.json");
 
     fn parse(s: &str) -> Value {
         serde_json::from_str(s).expect("seed manifest is JSON")

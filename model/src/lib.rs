@@ -1,0 +1,19 @@
+//! keelson's model floor: what API objects mean, as pure functions, below the API server and
+//! the registry.
+//!
+//! This is the first step of issue #15's "model layer at the bottom", which holds selectors,
+//! quantities and time: it starts with the code that parses and transforms untrusted input, so
+//! the fuzz targets (`fuzz/`) can link it without RocksDB, openraft or axum. Invariant: **no
+//! I/O and no server types** — nothing here imports the API server, the registry, controllers
+//! or agents; they import it (and re-export it at their old paths).
+//!
+//! Map:
+//! - [`selectors`]: label (equality- and set-based) and field selectors, parsing and matching.
+//! - [`quantity`]: resource quantities (`100m`, `128Mi`) and their values.
+//! - [`smp`]: strategic merge patch with core/v1's patch strategies.
+//! - [`v1beta1`]: conversion between the seed's v1beta1 objects and core/v1.
+
+pub mod quantity;
+pub mod selectors;
+pub mod smp;
+pub mod v1beta1;
