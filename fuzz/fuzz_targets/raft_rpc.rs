@@ -35,11 +35,9 @@ fn check<T: Serialize + DeserializeOwned>(body: &[u8]) {
     assert_eq!(first, second, "encode(decode(encode(m))) != encode(m)");
 }
 
-/// Answers carrying openraft's `RaftError` are fuzzed only up to this size. Longer ones can
-/// nest `AnyError` sources deeply enough to overflow the stack: a known finding, not fixed yet
-/// (docs/fuzzing.md, `fuzz/unfixed/raft_rpc/`), which the fuzzer would otherwise report again
-/// at random. 8 KiB is at most 2,730 levels, half of what overflows 2 MiB. Remove this once
-/// `codec::decode` bounds nesting.
+/// Answers carrying openraft's `RaftError` are decoded only up to this size, as the master
+/// does (`network::MAX_RPC_ANSWER`, in the `storage` part of keelson-raft): longer ones can nest
+/// `AnyError` sources deeply enough to overflow the stack (docs/fuzzing.md).
 const KNOWN_DEEP_ERROR_CHAINS: usize = 8 * 1024;
 
 fuzz_target!(init: keelson_fuzz::report_stack_overflows(), |data: &[u8]| {

@@ -134,6 +134,12 @@ pub enum CallError {
     Refused(String, String),
 }
 
+/// Largest answer to openraft's RPCs (append, vote, snapshot) decoded. Their answers are a few
+/// dozen bytes; only an error can be long, and openraft's `AnyError` nests its sources, so a
+/// long one could be nested deeply enough to overflow the decoding stack (a fuzzing finding,
+/// docs/fuzzing.md). 8 KiB holds at most 2,730 levels, half of what overflows a 2 MiB stack.
+pub const MAX_RPC_ANSWER: usize = 8 * 1024;
+
 /// POSTs a bincode-encoded `req` to `url` and decodes the bincode answer.
 pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
     client: &reqwest::Client,
@@ -142,6 +148,19 @@ pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
     from: Option<u64>,
     req: &Req,
     timeout: Duration,
+) -> Result<Resp, CallError> {
+    call_limited(client, url, cluster_id, from, req, timeout, usize::MAX).await
+}
+
+/// [`call`], with answers over `max_answer` bytes refused undecoded.
+async fn call_limited<Req: Serialize, Resp: DeserializeOwned>(
+    client: &reqwest::Client,
+    url: &str,
+    cluster_id: Option<&str>,
+    from: Option<u64>,
+    req: &Req,
+    timeout: Duration,
+    max_answer: usize,
 ) -> Result<Resp, CallError> {
     let body = codec::encode(req).map_err(|e| CallError::Refused(url.into(), e.to_string()))?;
     let mut builder = client.post(url).timeout(timeout).body(body);
@@ -169,6 +188,15 @@ pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
             format!("{status}: {}", String::from_utf8_lossy(&bytes)),
         ));
     }
+    if bytes.len() > max_answer {
+        return Err(CallError::Lost(
+            url.into(),
+            format!(
+                "an answer of {} bytes, over the {max_answer} expected",
+                bytes.len()
+            ),
+        ));
+    }
     codec::decode(&bytes)
         .map_err(|e| CallError::Lost(url.into(), format!("undecodable answer: {e}")))
 }
@@ -186,13 +214,14 @@ impl Connection {
         E: std::error::Error + DeserializeOwned,
     {
         let url = format!("{}/{}", self.base, path);
-        let answer: Result<Resp, RaftError<NodeId, E>> = call(
+        let answer: Result<Resp, RaftError<NodeId, E>> = call_limited(
             &self.client,
             &url,
             self.cluster_id.as_deref(),
             None,
             req,
             option.hard_ttl(),
+            MAX_RPC_ANSWER,
         )
         .await
         .map_err(|e| match e {
