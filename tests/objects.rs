@@ -1195,3 +1195,104 @@ async fn oversized_metadata_and_objects_are_refused_and_store_nothing() {
             .join("\n")
     );
 }
+
+/// Reads a watch until the server ends it (its `timeoutSeconds`): every event but bookmarks, as
+/// (type, name, resourceVersion).
+async fn events_until_end(url: &str) -> Vec<(String, String, u64)> {
+    let resp = reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{url}");
+    let text = resp.text().await.unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["type"] != "BOOKMARK")
+        .map(|e| {
+            assert_ne!(e["type"], "ERROR", "{e}");
+            let meta = &e["object"]["metadata"];
+            (
+                e["type"].as_str().unwrap().to_string(),
+                meta["name"].as_str().unwrap().to_string(),
+                meta["resourceVersion"].as_str().unwrap().parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Issue #14: several writes in one log entry each get their own resource version, and a watch
+/// resumed from any of them — in the middle of the entry too — gets exactly the events after
+/// it. The batched entry is the one an orphaning delete writes: every dependent pod loses its
+/// owner reference in one Raft command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resumes_exactly_from_any_version_inside_a_batched_entry() {
+    let (c, leader, follower) = cluster().await;
+    let l = Api::new(c.url(leader));
+    let (code, rc) = l
+        .post(
+            "/api/v1/namespaces/default/replicationcontrollers",
+            &json!({"metadata": {"name": "owner"}, "spec": {"replicas": 0, "selector": {"app": "b"},
+                "template": {"metadata": {"labels": {"app": "b"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}),
+        )
+        .await;
+    assert_eq!(code, 201, "{rc}");
+    let uid = rc["metadata"]["uid"].as_str().unwrap();
+    let owner = json!([{"apiVersion": "v1", "kind": "ReplicationController", "name": "owner", "uid": uid, "controller": true}]);
+    for i in 0..5 {
+        let pod = json!({"metadata": {"name": format!("b{i}"), "labels": {"app": "b"}, "ownerReferences": owner},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+        let (code, body) = l.post("/api/v1/namespaces/default/pods", &pod).await;
+        assert_eq!(code, 201, "{body}");
+    }
+    let (_, list) = l.get("/api/v1/namespaces/default/pods").await;
+    let from: u64 = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (code, body) = l
+        .call(
+            "DELETE",
+            "/api/v1/namespaces/default/replicationcontrollers/owner?propagationPolicy=Orphan",
+            "",
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+
+    // On a follower: the five updates, in one entry, at five versions.
+    let pods = format!("{}/api/v1/namespaces/default/pods", c.url(follower));
+    let watch = |rv: u64| format!("{pods}?watch=true&resourceVersion={rv}&timeoutSeconds=2");
+    let all = events_until_end(&watch(from)).await;
+    assert_eq!(all.len(), 5, "{all:?}");
+    let entry = keelson_raft::revision::index_of(all[0].2);
+    for (i, (kind, _, rv)) in all.iter().enumerate() {
+        assert_eq!(kind, "MODIFIED");
+        assert_eq!(
+            keelson_raft::revision::index_of(*rv),
+            entry,
+            "one entry: {all:?}"
+        );
+        if i > 0 {
+            assert!(all[i - 1].2 < *rv, "versions increase: {all:?}");
+        }
+    }
+    // The list after the entry is at its end.
+    let (_, after) = Api::new(c.url(follower))
+        .get("/api/v1/namespaces/default/pods")
+        .await;
+    let end: u64 = after["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(end >= all[4].2, "list at {end}, after {all:?}");
+
+    // Resumed from each event's version: exactly the rest of the entry.
+    for (i, (_, name, rv)) in all.iter().enumerate() {
+        let rest = events_until_end(&watch(*rv)).await;
+        assert_eq!(rest, all[i + 1..], "resumed after {name} at {rv}");
+    }
+}

@@ -108,7 +108,7 @@ async fn failover_scenario(n: u64) {
     c.spawn(l1);
     let (want, rv) = kv_s.list("k/", false).await.unwrap();
     assert!(
-        c.wait_applied(l1, rv, secs(30)).await,
+        c.wait_rv(l1, rv, secs(30)).await,
         "restarted master caught up\n{}",
         c.log_tail(l1, 20)
     );
@@ -154,7 +154,7 @@ async fn lagging_master_is_caught_up_by_snapshot() {
     c.spawn(lagging);
     let (_, rv) = kv.list("s/", false).await.unwrap();
     assert!(
-        c.wait_applied(lagging, rv, secs(30)).await,
+        c.wait_rv(lagging, rv, secs(30)).await,
         "lagging master caught up\n{}",
         c.log_tail(lagging, 20)
     );
@@ -204,7 +204,7 @@ async fn master_with_lost_disk_rejoins_as_new_member() {
     assert!(r.status().is_success(), "add: {}", r.text().await.unwrap());
     let (_, rv) = kv.list("d/", false).await.unwrap();
     assert!(
-        c.wait_applied(4, rv, secs(30)).await,
+        c.wait_rv(4, rv, secs(30)).await,
         "new member filled\n{}",
         c.log_tail(4, 20)
     );

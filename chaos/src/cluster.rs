@@ -676,7 +676,14 @@ impl Cluster {
         None
     }
 
-    /// Waits until master `id` has applied at least `index`.
+    /// Waits until master `id` has applied the write at resource version `rv` (a list's or an
+    /// object's): the entry that holds it ([`keelson_raft::revision::index_of`]).
+    pub async fn wait_rv(&self, id: u64, rv: u64, timeout: Duration) -> bool {
+        self.wait_applied(id, keelson_raft::revision::index_of(rv), timeout)
+            .await
+    }
+
+    /// Waits until master `id` has applied at least log index `index`.
     pub async fn wait_applied(&self, id: u64, index: u64, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {

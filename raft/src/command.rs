@@ -12,10 +12,12 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::revision::{self, MAX_OPS_PER_ENTRY};
+
 /// How deeply batches may nest: `Batch([Put])` is depth 1. keelson itself writes depth 1 (the
 /// controllers' and the registry's batches of plain operations); the margin is for callers that
 /// group batches. Decoding refuses anything deeper (see `decode_batch`), and so does
-/// [`Command::check_depth`] before a command is proposed, so that every entry a leader appends
+/// [`Command::check_bounds`] before a command is proposed, so that every entry a leader appends
 /// decodes on every follower.
 pub const MAX_BATCH_DEPTH: usize = 8;
 
@@ -60,12 +62,34 @@ impl Command {
         deepest
     }
 
-    /// Refuses a command nested deeper than [`MAX_BATCH_DEPTH`]: followers could not decode it.
-    pub fn check_depth(&self) -> Result<(), String> {
+    /// How many operations the command holds once batches are flattened: the number of
+    /// results it gets. Iterative, like [`Command::batch_depth`].
+    pub fn op_count(&self) -> usize {
+        let mut count = 0;
+        let mut stack = vec![self];
+        while let Some(cmd) = stack.pop() {
+            match cmd {
+                Command::Batch(cmds) => stack.extend(cmds),
+                _ => count += 1,
+            }
+        }
+        count
+    }
+
+    /// Refuses a command that one log entry cannot hold: nested deeper than
+    /// [`MAX_BATCH_DEPTH`] (followers could not decode it) or with more than
+    /// [`MAX_OPS_PER_ENTRY`] operations (they would run out of resource versions).
+    pub fn check_bounds(&self) -> Result<(), String> {
         let depth = self.batch_depth();
         if depth > MAX_BATCH_DEPTH {
             return Err(format!(
                 "batches nested {depth} deep (at most {MAX_BATCH_DEPTH})"
+            ));
+        }
+        let ops = self.op_count();
+        if ops > MAX_OPS_PER_ENTRY {
+            return Err(format!(
+                "{ops} operations in one command (at most {MAX_OPS_PER_ENTRY})"
             ));
         }
         Ok(())
@@ -125,6 +149,11 @@ pub enum OpResult {
     Conflict { current_rv: u64 },
     /// An update or delete found no such key.
     NotFound,
+    /// Not applied: the entry holds more than [`MAX_OPS_PER_ENTRY`] operations, and this one
+    /// is past the last resource version the entry can give. Leaders refuse such commands
+    /// before proposing them ([`Command::check_bounds`]); apply refuses them again, the same
+    /// way on every replica, whoever appended the entry.
+    Refused,
 }
 
 impl OpResult {
@@ -134,8 +163,8 @@ impl OpResult {
     }
 }
 
-/// The answer to a [`Command`]: one result per (flattened) operation, and the log index the
-/// command was applied at.
+/// The answer to a [`Command`]: one result per (flattened) operation, and the log index of the
+/// entry that held it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandResponse {
     pub index: u64,
@@ -146,9 +175,9 @@ pub struct CommandResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     pub value: Bytes,
-    /// Log index of the entry that created the key.
+    /// Resource version of the write that created the key ([`crate::revision`]).
     pub create_rv: u64,
-    /// Log index of the entry that last wrote the key: the resource version.
+    /// Resource version of the write that last wrote the key: the key's resource version.
     pub mod_rv: u64,
 }
 
@@ -163,6 +192,8 @@ pub enum Change {
     Delete {
         key: String,
         prev: Record,
+        /// The resource version of the delete.
+        rv: u64,
     },
 }
 
@@ -171,6 +202,8 @@ pub type KeySpace = BTreeMap<String, Record>;
 
 /// Applies `cmd`, written by the log entry at `index`, to `space`; records every change in
 /// `changes` in order. Deterministic: the same state, command and index give the same result.
+/// The operation at position `p` (batches flattened) writes at resource version
+/// [`revision::of_write`]`(index, p)`.
 pub fn apply_command(
     space: &mut KeySpace,
     index: u64,
@@ -178,29 +211,34 @@ pub fn apply_command(
     changes: &mut Vec<Change>,
 ) -> CommandResponse {
     let mut results = Vec::new();
-    apply_into(space, index, cmd, changes, &mut results);
+    let mut stack = vec![cmd];
+    // Depth-first, in order: a batch's commands are pushed last to first.
+    while let Some(cmd) = stack.pop() {
+        match cmd {
+            Command::Batch(cmds) => stack.extend(cmds.iter().rev()),
+            op => {
+                let position = results.len();
+                let result = if position < MAX_OPS_PER_ENTRY {
+                    apply_op(space, revision::of_write(index, position), op, changes)
+                } else {
+                    OpResult::Refused
+                };
+                results.push(result);
+            }
+        }
+    }
     CommandResponse { index, results }
 }
 
-fn apply_into(
-    space: &mut KeySpace,
-    index: u64,
-    cmd: &Command,
-    changes: &mut Vec<Change>,
-    out: &mut Vec<OpResult>,
-) {
-    let result = match cmd {
-        Command::Batch(cmds) => {
-            for c in cmds {
-                apply_into(space, index, c, changes, out);
-            }
-            return;
-        }
+/// Applies one operation (not a batch) at resource version `rv`.
+fn apply_op(space: &mut KeySpace, rv: u64, cmd: &Command, changes: &mut Vec<Change>) -> OpResult {
+    match cmd {
+        Command::Batch(_) => unreachable!("apply_command flattens batches"),
         Command::Create { key, value } => match space.get(key) {
             Some(existing) => OpResult::AlreadyExists {
                 current_rv: existing.mod_rv,
             },
-            None => store(space, index, key, value, changes),
+            None => store(space, rv, key, value, changes),
         },
         Command::Update {
             key,
@@ -208,17 +246,17 @@ fn apply_into(
             precondition,
         } => match space.get(key) {
             None => OpResult::NotFound,
-            Some(existing) if precondition.is_some_and(|rv| rv != existing.mod_rv) => {
+            Some(existing) if precondition.is_some_and(|p| p != existing.mod_rv) => {
                 OpResult::Conflict {
                     current_rv: existing.mod_rv,
                 }
             }
-            Some(_) => store(space, index, key, value, changes),
+            Some(_) => store(space, rv, key, value, changes),
         },
-        Command::Put { key, value } => store(space, index, key, value, changes),
+        Command::Put { key, value } => store(space, rv, key, value, changes),
         Command::Delete { key, precondition } => match space.get(key) {
             None => OpResult::NotFound,
-            Some(existing) if precondition.is_some_and(|rv| rv != existing.mod_rv) => {
+            Some(existing) if precondition.is_some_and(|p| p != existing.mod_rv) => {
                 OpResult::Conflict {
                     current_rv: existing.mod_rv,
                 }
@@ -226,23 +264,23 @@ fn apply_into(
             Some(_) => {
                 let prev = space.remove(key).expect("checked above");
                 let result = OpResult::Deleted {
-                    rv: index,
+                    rv,
                     prev: prev.value.clone(),
                 };
                 changes.push(Change::Delete {
                     key: key.clone(),
                     prev,
+                    rv,
                 });
                 result
             }
         },
-    };
-    out.push(result);
+    }
 }
 
 fn store(
     space: &mut KeySpace,
-    index: u64,
+    rv: u64,
     key: &str,
     value: &Bytes,
     changes: &mut Vec<Change>,
@@ -250,8 +288,8 @@ fn store(
     let prev = space.get(key).cloned();
     let record = Record {
         value: value.clone(),
-        create_rv: prev.as_ref().map_or(index, |p| p.create_rv),
-        mod_rv: index,
+        create_rv: prev.as_ref().map_or(rv, |p| p.create_rv),
+        mod_rv: rv,
     };
     space.insert(key.to_string(), record.clone());
     let created = prev.is_none();
@@ -260,7 +298,7 @@ fn store(
         record,
         prev,
     });
-    OpResult::Stored { rv: index, created }
+    OpResult::Stored { rv, created }
 }
 
 #[cfg(test)]
@@ -269,6 +307,10 @@ mod tests {
 
     fn b(s: &str) -> Bytes {
         Bytes::from(s.to_string())
+    }
+
+    fn w(index: u64, position: usize) -> u64 {
+        revision::of_write(index, position)
     }
 
     /// A golden script: each step is (index, command, expected results).
@@ -284,7 +326,7 @@ mod tests {
                     value: b("1"),
                 },
                 vec![OpResult::Stored {
-                    rv: 1,
+                    rv: w(1, 0),
                     created: true,
                 }],
             ),
@@ -294,26 +336,30 @@ mod tests {
                     key: "a".into(),
                     value: b("2"),
                 },
-                vec![OpResult::AlreadyExists { current_rv: 1 }],
+                vec![OpResult::AlreadyExists {
+                    current_rv: w(1, 0),
+                }],
             ),
             (
                 3,
                 Command::Update {
                     key: "a".into(),
                     value: b("3"),
-                    precondition: Some(2),
+                    precondition: Some(w(2, 0)),
                 },
-                vec![OpResult::Conflict { current_rv: 1 }],
+                vec![OpResult::Conflict {
+                    current_rv: w(1, 0),
+                }],
             ),
             (
                 4,
                 Command::Update {
                     key: "a".into(),
                     value: b("4"),
-                    precondition: Some(1),
+                    precondition: Some(w(1, 0)),
                 },
                 vec![OpResult::Stored {
-                    rv: 4,
+                    rv: w(4, 0),
                     created: false,
                 }],
             ),
@@ -330,9 +376,11 @@ mod tests {
                 6,
                 Command::Delete {
                     key: "a".into(),
-                    precondition: Some(1),
+                    precondition: Some(w(1, 0)),
                 },
-                vec![OpResult::Conflict { current_rv: 4 }],
+                vec![OpResult::Conflict {
+                    current_rv: w(4, 0),
+                }],
             ),
             (
                 7,
@@ -343,7 +391,7 @@ mod tests {
                     },
                     Command::Batch(vec![Command::Delete {
                         key: "a".into(),
-                        precondition: Some(4),
+                        precondition: Some(w(4, 0)),
                     }]),
                     Command::Delete {
                         key: "a".into(),
@@ -352,11 +400,11 @@ mod tests {
                 ]),
                 vec![
                     OpResult::Stored {
-                        rv: 7,
+                        rv: w(7, 0),
                         created: true,
                     },
                     OpResult::Deleted {
-                        rv: 7,
+                        rv: w(7, 1),
                         prev: b("4"),
                     },
                     OpResult::NotFound,
@@ -373,8 +421,8 @@ mod tests {
             space["b"],
             Record {
                 value: b("7"),
-                create_rv: 7,
-                mod_rv: 7
+                create_rv: w(7, 0),
+                mod_rv: w(7, 0)
             }
         );
         // Only successful operations produce changes: create a, update a, put b, delete a.
@@ -403,10 +451,10 @@ mod tests {
             },
             &mut changes,
         );
-        assert_eq!(space["k"].create_rv, 3);
-        assert_eq!(space["k"].mod_rv, 9);
+        assert_eq!(space["k"].create_rv, w(3, 0));
+        assert_eq!(space["k"].mod_rv, w(9, 0));
         match &changes[1] {
-            Change::Put { prev: Some(p), .. } => assert_eq!(p.mod_rv, 3),
+            Change::Put { prev: Some(p), .. } => assert_eq!(p.mod_rv, w(3, 0)),
             other => panic!("unexpected change {other:?}"),
         }
     }
@@ -449,7 +497,7 @@ mod tests {
         for depth in 0..=MAX_BATCH_DEPTH {
             let cmd = nested(depth);
             assert_eq!(cmd.batch_depth(), depth);
-            assert!(cmd.check_depth().is_ok());
+            assert!(cmd.check_bounds().is_ok());
             let back: Command = crate::codec::decode(&crate::codec::encode(&cmd).unwrap()).unwrap();
             assert_eq!(back, cmd);
         }
@@ -469,7 +517,7 @@ mod tests {
     #[test]
     fn deeper_batches_are_refused_not_a_crash() {
         let too_deep = nested(MAX_BATCH_DEPTH + 1);
-        assert!(too_deep.check_depth().is_err());
+        assert!(too_deep.check_bounds().is_err());
         let err =
             crate::codec::decode::<Command>(&crate::codec::encode(&too_deep).unwrap()).unwrap_err();
         assert!(err.to_string().contains("nested deeper"), "{err}");
@@ -524,9 +572,48 @@ mod tests {
         assert_eq!(
             resp.results,
             vec![OpResult::Stored {
-                rv: 1,
+                rv: w(1, 0),
                 created: true
             }]
         );
+    }
+
+    /// Every operation of a batch gets its own resource version, in order, between those of
+    /// the entries around it; a batch over the limit is refused before proposing, and past the
+    /// limit apply refuses the rest the same way everywhere.
+    #[test]
+    fn each_operation_of_an_entry_has_its_own_version() {
+        let puts = |n: usize| {
+            Command::Batch(
+                (0..n)
+                    .map(|i| Command::Put {
+                        key: format!("k{i}"),
+                        value: b("v"),
+                    })
+                    .collect(),
+            )
+        };
+        let mut space = KeySpace::new();
+        let mut changes = Vec::new();
+        let resp = apply_command(&mut space, 5, &puts(3), &mut changes);
+        let rvs: Vec<u64> = resp
+            .results
+            .iter()
+            .map(|r| match r {
+                OpResult::Stored { rv, .. } => *rv,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(rvs, vec![w(5, 0), w(5, 1), w(5, 2)]);
+        assert!(revision::through_entry(4) < rvs[0] && rvs[2] < revision::through_entry(5));
+
+        let too_many = puts(MAX_OPS_PER_ENTRY + 1);
+        assert_eq!(too_many.op_count(), MAX_OPS_PER_ENTRY + 1);
+        assert!(too_many.check_bounds().unwrap_err().contains("operations"));
+        assert!(puts(MAX_OPS_PER_ENTRY).check_bounds().is_ok());
+        let resp = apply_command(&mut KeySpace::new(), 6, &too_many, &mut Vec::new());
+        assert_eq!(resp.results.len(), MAX_OPS_PER_ENTRY + 1);
+        assert_eq!(resp.results.last(), Some(&OpResult::Refused));
+        assert!(resp.results[MAX_OPS_PER_ENTRY - 1].is_success());
     }
 }

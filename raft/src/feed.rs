@@ -5,7 +5,7 @@
 //! publishing take the same lock, so the hand-over has no gap and no duplicate. A version below
 //! the window's floor is [`Expired`] (HTTP 410 Gone), as Kubernetes clients expect; they
 //! re-list. The window lives in memory only: after a restart or a snapshot install its floor is
-//! the applied index at that moment.
+//! the version of the applied state at that moment.
 //!
 //! The window is bounded twice ([`WindowLimits`]): in events, and in bytes (keys, values and
 //! previous values), so that a run of large objects cannot hold memory that an event count
@@ -15,17 +15,20 @@
 //! it is handing out, so a watcher that stops reading pins nothing else; once the window has
 //! dropped events it had not taken, it ends with [`WatchEnd::Lagged`] and its client re-lists.
 //!
-//! One log entry can change several keys (`Command::Batch`): those events share a resource
-//! version. A client resumes a watch from the version of the last event it saw, so a stream cut
-//! between two events of one entry would skip the rest of it; the window drops whole entries,
-//! and [`Subscription::next_index`] hands out an entry's events together, so the end of an
-//! entry is known without waiting for the next one.
+//! One log entry can change several keys (`Command::Batch`), each at its own resource version
+//! ([`crate::revision`]: the entry's index and the write's position in it). A watch resumed
+//! from any of them, even in the middle of an entry, gets exactly the events after it. The
+//! window drops whole entries (its floor is then [`revision::through_entry`] of the last one
+//! dropped), and [`Subscription::next_index`] hands out an entry's events together, so the end
+//! of an entry is known without waiting for the next one.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use tokio::sync::watch;
+
+use crate::revision;
 
 /// What happened to a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +41,7 @@ pub enum EventKind {
 /// One change, as watchers see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
-    /// Resource version: the log index of the entry that made the change.
+    /// Resource version of the change ([`crate::revision`]).
     pub rv: u64,
     pub kind: EventKind,
     pub key: String,
@@ -112,17 +115,22 @@ impl Window {
     /// kept, even alone over a limit, so that the live subscribers can still take it; it is
     /// dropped on the next publish.
     fn trim(&mut self, limits: WindowLimits) {
+        let newest = revision::index_of(self.head);
         while self.events.len() > limits.events || self.bytes > limits.bytes {
-            let oldest = match self.events.front() {
-                Some(e) if e.rv < self.head => e.rv,
+            let oldest = match self.events.front().map(|e| revision::index_of(e.rv)) {
+                Some(index) if index < newest => index,
                 _ => break,
             };
-            // Watches resume after whole entries: an entry is kept or dropped as one.
-            while self.events.front().is_some_and(|e| e.rv == oldest) {
+            // Subscriptions take whole entries: an entry is kept or dropped as one.
+            while self
+                .events
+                .front()
+                .is_some_and(|e| revision::index_of(e.rv) == oldest)
+            {
                 let e = self.events.pop_front().expect("non-empty");
                 self.bytes -= e.size();
             }
-            self.floor = self.floor.max(oldest);
+            self.floor = self.floor.max(revision::through_entry(oldest));
         }
     }
 }
@@ -238,9 +246,9 @@ impl Subscription {
         Ok(self.entry.pop_front().expect("an entry has events"))
     }
 
-    /// Every event of the next log entry that changed something (they share its resource
-    /// version), in order: a watch that sends them together never leaves a client between two
-    /// events of one version.
+    /// The events after the subscription's position in the next log entry that changed
+    /// something, in order: a watch that sends them together never leaves a client in the
+    /// middle of an entry (though one that does resumes exactly).
     pub async fn next_index(&mut self) -> Result<Vec<Arc<Event>>, WatchEnd> {
         if self.entry.is_empty() {
             self.take_entry().await?;
@@ -265,10 +273,15 @@ impl Subscription {
                     return Err(WatchEnd::Lagged);
                 }
                 let start = w.events.partition_point(|e| e.rv <= self.seen);
-                if let Some(rv) = w.events.get(start).map(|e| e.rv) {
-                    let entry = w.events.range(start..).take_while(|e| e.rv == rv);
+                if let Some(index) = w.events.get(start).map(|e| revision::index_of(e.rv)) {
+                    let entry = w
+                        .events
+                        .range(start..)
+                        .take_while(|e| revision::index_of(e.rv) == index);
                     self.entry.extend(entry.cloned());
-                    self.seen = rv;
+                    // The whole entry is taken: were the window to drop it now (its floor
+                    // rising to its end), this subscription has lost nothing.
+                    self.seen = revision::through_entry(index);
                     return Ok(());
                 }
             }
@@ -290,6 +303,16 @@ mod tests {
         }
     }
 
+    /// Resource version of the write at `position` in entry `index`.
+    fn w(index: u64, position: usize) -> u64 {
+        revision::of_write(index, position)
+    }
+
+    /// Resource version of the state through entry `index`.
+    fn through(index: u64) -> u64 {
+        revision::through_entry(index)
+    }
+
     fn ev(rv: u64, key: &str) -> Event {
         Event {
             rv,
@@ -303,57 +326,78 @@ mod tests {
     #[tokio::test]
     async fn backlog_then_live_without_gap() {
         let feed = Feed::new(limit(10), 0);
-        feed.publish([ev(1, "a"), ev(2, "b"), ev(3, "c")]);
-        let mut sub = feed.subscribe(1).unwrap();
-        feed.publish([ev(4, "d")]);
+        feed.publish([ev(w(1, 0), "a"), ev(w(2, 0), "b"), ev(w(3, 0), "c")]);
+        let mut sub = feed.subscribe(w(1, 0)).unwrap();
+        feed.publish([ev(w(4, 0), "d")]);
         let got: Vec<u64> = [sub.next().await, sub.next().await, sub.next().await]
             .into_iter()
             .map(|e| e.unwrap().rv)
             .collect();
-        assert_eq!(got, vec![2, 3, 4]);
+        assert_eq!(got, vec![w(2, 0), w(3, 0), w(4, 0)]);
     }
 
     #[tokio::test]
     async fn versions_below_the_window_expire() {
-        let feed = Feed::new(limit(2), 5);
-        assert!(matches!(
-            feed.subscribe(4),
-            Err(Expired {
-                requested: 4,
-                floor: 5
+        let feed = Feed::new(limit(2), through(5));
+        assert_eq!(
+            feed.subscribe(through(4)).err(),
+            Some(Expired {
+                requested: through(4),
+                floor: through(5)
             })
-        ));
-        feed.publish([ev(6, "a"), ev(7, "b"), ev(8, "c")]);
-        assert_eq!(feed.bounds(), (6, 8));
-        assert!(feed.subscribe(5).is_err());
-        let mut sub = feed.subscribe(6).unwrap();
-        assert_eq!(sub.next().await.unwrap().rv, 7);
+        );
+        feed.publish([ev(w(6, 0), "a"), ev(w(7, 0), "b"), ev(w(8, 0), "c")]);
+        assert_eq!(feed.bounds(), (through(6), w(8, 0)));
+        assert!(feed.subscribe(through(5)).is_err());
+        assert!(feed.subscribe(w(6, 0)).is_err());
+        let mut sub = feed.subscribe(through(6)).unwrap();
+        assert_eq!(sub.next().await.unwrap().rv, w(7, 0));
     }
 
     #[tokio::test]
     async fn an_entry_comes_whole() {
         let feed = Feed::new(limit(10), 0);
-        feed.publish([ev(1, "a"), ev(2, "b"), ev(2, "c")]);
+        feed.publish([ev(w(1, 0), "a"), ev(w(2, 0), "b"), ev(w(2, 1), "c")]);
         // From the window: entry 2 together.
-        let mut sub = feed.subscribe(1).unwrap();
+        let mut sub = feed.subscribe(through(1)).unwrap();
         let keys = |events: Vec<Arc<Event>>| -> Vec<String> {
             events.iter().map(|e| e.key.clone()).collect()
         };
         assert_eq!(keys(sub.next_index().await.unwrap()), ["b", "c"]);
         // Live: entries 3 (three keys) and 4 in one publish.
-        feed.publish([ev(3, "d"), ev(3, "e"), ev(3, "f"), ev(4, "g")]);
+        feed.publish([
+            ev(w(3, 0), "d"),
+            ev(w(3, 1), "e"),
+            ev(w(3, 2), "f"),
+            ev(w(4, 0), "g"),
+        ]);
         assert_eq!(keys(sub.next_index().await.unwrap()), ["d", "e", "f"]);
         assert_eq!(keys(sub.next_index().await.unwrap()), ["g"]);
+        // Resumed from the middle of entry 3: exactly the rest of it, then entry 4.
+        for (from, rest) in [
+            (w(3, 0), vec!["e", "f"]),
+            (w(3, 1), vec!["f"]),
+            (w(3, 2), vec![]),
+            (through(3), vec![]),
+        ] {
+            let mut sub = feed.subscribe(from).unwrap();
+            let mut got = keys(sub.next_index().await.unwrap());
+            if !rest.is_empty() {
+                assert_eq!(got, rest, "from {from}");
+                got = keys(sub.next_index().await.unwrap());
+            }
+            assert_eq!(got, ["g"], "from {from}");
+        }
     }
 
     #[tokio::test]
     async fn reset_ends_watches() {
         let feed = Feed::new(limit(10), 0);
         let mut sub = feed.subscribe(0).unwrap();
-        feed.reset(100);
+        feed.reset(through(100));
         assert_eq!(sub.next().await.unwrap_err(), WatchEnd::Reset);
-        assert!(feed.subscribe(99).is_err());
-        assert!(feed.subscribe(100).is_ok());
+        assert!(feed.subscribe(through(99)).is_err());
+        assert!(feed.subscribe(through(100)).is_ok());
     }
 
     fn big(rv: u64, key: &str, len: usize) -> Event {
@@ -377,18 +421,18 @@ mod tests {
         let feed = Feed::new(limits, 0);
         // 1,000 updates of 16 KiB (value and previous value: 32 KiB each), far under the event
         // bound: the bytes decide.
-        for rv in 1..=1000 {
-            feed.publish([big(rv, "k", 16 * KIB)]);
+        for index in 1..=1000 {
+            feed.publish([big(w(index, 0), "k", 16 * KIB)]);
             let (events, bytes) = feed.held();
-            assert!(bytes <= limits.bytes, "{bytes} bytes held at rv {rv}");
+            assert!(bytes <= limits.bytes, "{bytes} bytes held at entry {index}");
             assert_eq!(bytes, events * (32 * KIB + 1));
         }
         let (events, _) = feed.held();
         assert_eq!(events, 7, "256 KiB holds 7 events of 32 KiB and a byte");
-        assert_eq!(feed.bounds(), (993, 1000));
+        assert_eq!(feed.bounds(), (through(993), w(1000, 0)));
         // From the floor on, everything is there.
-        let mut sub = feed.subscribe(993).unwrap();
-        assert_eq!(sub.next().await.unwrap().rv, 994);
+        let mut sub = feed.subscribe(through(993)).unwrap();
+        assert_eq!(sub.next().await.unwrap().rv, w(994, 0));
     }
 
     #[tokio::test]
@@ -401,19 +445,19 @@ mod tests {
             0,
         );
         let mut early = feed.subscribe(0).unwrap();
-        feed.publish([big(1, "a", 30 * KIB)]);
-        feed.publish([big(2, "b", 30 * KIB)]);
-        feed.publish([big(3, "c", 30 * KIB)]);
-        // 3 × 60 KiB: only the newest fits; the floor moved to the last version dropped.
-        assert_eq!(feed.bounds(), (2, 3));
+        feed.publish([big(w(1, 0), "a", 30 * KIB)]);
+        feed.publish([big(w(2, 0), "b", 30 * KIB)]);
+        feed.publish([big(w(3, 0), "c", 30 * KIB)]);
+        // 3 × 60 KiB: only the newest fits; the floor moved to the end of the last entry dropped.
+        assert_eq!(feed.bounds(), (through(2), w(3, 0)));
         assert_eq!(
-            feed.subscribe(1).err(),
+            feed.subscribe(w(2, 0)).err(),
             Some(Expired {
-                requested: 1,
-                floor: 2
+                requested: w(2, 0),
+                floor: through(2)
             })
         );
-        assert!(feed.subscribe(2).is_ok());
+        assert!(feed.subscribe(through(2)).is_ok());
         // A watch that had not taken 1 and 2 before they were dropped has lagged.
         assert_eq!(early.next().await.unwrap_err(), WatchEnd::Lagged);
     }
@@ -429,27 +473,32 @@ mod tests {
         );
         // Entry 1 has three events of 10 KiB (20 KiB each with the previous value); then entry 2.
         feed.publish([
-            big(1, "a", 10 * KIB),
-            big(1, "b", 10 * KIB),
-            big(1, "c", 10 * KIB),
+            big(w(1, 0), "a", 10 * KIB),
+            big(w(1, 1), "b", 10 * KIB),
+            big(w(1, 2), "c", 10 * KIB),
         ]);
         assert_eq!(
             feed.held().0,
             3,
             "the newest entry stays, even over the budget"
         );
-        feed.publish([big(2, "d", 10 * KIB)]);
+        feed.publish([big(w(2, 0), "d", 10 * KIB)]);
         // Dropping "a" alone would have been enough for the bytes; the whole entry goes.
         assert_eq!(feed.held().0, 1);
-        assert_eq!(feed.bounds(), (1, 2));
-        let mut sub = feed.subscribe(1).unwrap();
+        assert_eq!(feed.bounds(), (through(1), w(2, 0)));
+        let mut sub = feed.subscribe(through(1)).unwrap();
         let entry = sub.next_index().await.unwrap();
         assert_eq!(entry.len(), 1);
         assert_eq!(entry[0].key, "d");
         // The event bound drops whole entries too.
         let feed = Feed::new(limit(3), 0);
-        feed.publish([ev(1, "a"), ev(1, "b"), ev(2, "c"), ev(2, "d")]);
-        assert_eq!(feed.bounds(), (1, 2));
+        feed.publish([
+            ev(w(1, 0), "a"),
+            ev(w(1, 1), "b"),
+            ev(w(2, 0), "c"),
+            ev(w(2, 1), "d"),
+        ]);
+        assert_eq!(feed.bounds(), (through(1), w(2, 1)));
         assert_eq!(feed.held().0, 2);
     }
 
@@ -463,10 +512,10 @@ mod tests {
             0,
         );
         let mut stalled = feed.subscribe(0).unwrap();
-        feed.publish([big(1, "a", 10 * KIB)]);
+        feed.publish([big(w(1, 0), "a", 10 * KIB)]);
         let first = stalled.next().await.unwrap();
-        for rv in 2..=100 {
-            feed.publish([big(rv, "k", 10 * KIB)]);
+        for index in 2..=100 {
+            feed.publish([big(w(index, 0), "k", 10 * KIB)]);
         }
         // The window dropped 1..=96; nothing but the test's handle holds event 1, and the
         // watch holds no copy of what it has not taken.
@@ -484,9 +533,9 @@ mod tests {
             (e.rv, sub.next().await.unwrap_err())
         });
         tokio::task::yield_now().await;
-        feed.publish([ev(1, "a")]);
+        feed.publish([ev(w(1, 0), "a")]);
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         drop(feed);
-        assert_eq!(waiter.await.unwrap(), (1, WatchEnd::Closed));
+        assert_eq!(waiter.await.unwrap(), (w(1, 0), WatchEnd::Closed));
     }
 }

@@ -3,8 +3,9 @@
 //! Invariant: this crate knows nothing about pods, services or any API object. It replicates
 //! opaque values under string keys through a closed [`Command`] enum, applies them
 //! deterministically (preconditions are checked in apply, so every replica reaches the same
-//! verdict) and stamps every write with its *resource version*: the Raft log index of the entry
-//! that wrote it — one global, monotonic clock, as etcd's revision is.
+//! verdict) and stamps every write with its *resource version* ([`revision`]): the Raft log index
+//! of the entry that wrote it and the write's position in that entry — one global, totally
+//! ordered clock, as etcd's revision is.
 //!
 //! Map:
 //! - [`command`]: the replicated commands and their deterministic application to a key space.
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod network;
 #[cfg(feature = "storage")]
 pub mod node;
+pub mod revision;
 #[cfg(feature = "storage")]
 pub mod server;
 #[cfg(feature = "storage")]

@@ -280,7 +280,7 @@ impl RaftNode {
     /// leader, and returns once it is committed and applied.
     pub async fn write(&self, cmd: Command) -> Result<CommandResponse, ClusterError> {
         // Before encoding: that recursion, too, is only safe at an accepted depth.
-        cmd.check_depth().map_err(ClusterError::Invalid)?;
+        cmd.check_bounds().map_err(ClusterError::Invalid)?;
         let size = codec::encode(&cmd)
             .map_err(|e| ClusterError::Invalid(e.to_string()))?
             .len() as u64;
@@ -315,7 +315,7 @@ impl RaftNode {
             return Err(ClusterError::Removed);
         }
         // Every entry appended must decode on every follower (and on restart).
-        cmd.check_depth().map_err(ClusterError::Invalid)?;
+        cmd.check_bounds().map_err(ClusterError::Invalid)?;
         self.metrics.proposals.inc();
         let start = Instant::now();
         let remaining = deadline.saturating_duration_since(start);

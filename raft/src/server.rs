@@ -556,7 +556,10 @@ mod tests {
                 "chunk at {offset}: {answer:?}"
             );
         }
-        assert_eq!(node.get("k"), (Some(record), 10));
+        assert_eq!(
+            node.get("k"),
+            (Some(record), crate::revision::through_entry(10))
+        );
         assert_eq!(
             node.store
                 .snapshot_bytes

@@ -154,6 +154,9 @@ fn outcome(key: &str, result: OpResult) -> Result<Response, ApiError> {
             "key {key:?} was modified: it is at resourceVersion {current_rv}"
         ))),
         OpResult::NotFound => Err(ApiError::not_found(format!("key {key:?} not found"))),
+        OpResult::Refused => Err(ApiError::internal(format!(
+            "the write of key {key:?} was refused: its log entry held too many operations"
+        ))),
     }
 }
 

@@ -19,6 +19,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use keelson_raft::feed::{Event, EventKind, Subscription};
+use keelson_raft::revision;
 use serde_json::{json, Value};
 
 use super::metrics::{ApiMetrics, OpenWatch};
@@ -203,10 +204,11 @@ pub fn serve_with(
             tokio::select! {
                 next = st.sub.next_index() => match next {
                     Ok(entry) => {
-                        // One chunk per log entry, and `seen` moves past whole entries only:
-                        // a client resuming from any version it was sent (an event's or a
-                        // bookmark's) misses nothing of an entry that changed several objects.
-                        st.seen = entry[0].rv;
+                        // One chunk per log entry. Every event has its own version, so a
+                        // client resuming from any version it was sent gets exactly what
+                        // follows; a bookmark names the end of the last entry taken.
+                        let last = entry.last().expect("an entry has events").rv;
+                        st.seen = revision::through_entry(revision::index_of(last));
                         let lines: Vec<Bytes> = entry
                             .iter()
                             .filter(|e| st.in_scope(e))

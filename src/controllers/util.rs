@@ -23,7 +23,7 @@ pub async fn run_loop<F, Fut>(
     F: Fn(Context) -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
-    let mut sub = match ctx.node.watch(ctx.node.store.applied()) {
+    let mut sub = match ctx.node.watch(ctx.node.store.applied_rv()) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("{name}: cannot watch the store: {e}");
@@ -57,7 +57,7 @@ pub async fn run_loop<F, Fut>(
                     Ok(_) => {}
                     Err(_) => {
                         // Lagged or reset: resubscribe from now and resync.
-                        match ctx.node.watch(ctx.node.store.applied()) {
+                        match ctx.node.watch(ctx.node.store.applied_rv()) {
                             Ok(s) => sub = s,
                             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                         }

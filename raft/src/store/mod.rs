@@ -18,7 +18,7 @@ mod state;
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamilyDescriptor, Options, DB};
+use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, DB};
 
 pub use log::LogStore;
 pub use state::{Shared, SmState, StateMachine};
@@ -31,6 +31,13 @@ pub(crate) const CF_META: &str = "meta";
 pub(crate) const CF_STATE: &str = "state";
 
 const KEY_NODE_ID: &[u8] = b"node_id";
+const KEY_FORMAT: &[u8] = b"format";
+
+/// The format of the data a master keeps, written when its directory is first used and checked
+/// at every start. 2: resource versions are `index × 2^16 + position` ([`crate::revision`]).
+/// Directories written before formats were recorded hold format 1 (resource versions were bare
+/// log indexes) and are refused: their stored versions would go backwards.
+pub const FORMAT: u32 = 2;
 const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
 
 /// Why a data directory cannot be used by this master.
@@ -55,6 +62,52 @@ pub enum OpenError {
     },
     #[error("cannot read the state in {path}: {reason}")]
     Corrupt { path: String, reason: String },
+    #[error("the data directory {path} holds data format {found}, and this keelson reads format {FORMAT} only: {hint}")]
+    Format {
+        path: String,
+        found: u32,
+        hint: &'static str,
+    },
+}
+
+/// Records the data format in a new directory, and refuses one written in another format.
+/// A directory is new when its `meta` column family is empty: everything keelson writes there
+/// (the master id first of all) is written after this check.
+fn check_format(db: &DB, dir: &Path) -> Result<(), OpenError> {
+    let path = dir.display().to_string();
+    let corrupt = |reason: String| OpenError::Corrupt {
+        path: path.clone(),
+        reason,
+    };
+    let meta = db.cf_handle(CF_META).expect("meta column family");
+    let found: u32 = match db
+        .get_cf(&meta, KEY_FORMAT)
+        .map_err(|e| corrupt(e.to_string()))?
+    {
+        Some(bytes) => codec::decode(&bytes).map_err(|e| corrupt(e.to_string()))?,
+        None if db.iterator_cf(&meta, IteratorMode::Start).next().is_none() => {
+            let bytes = codec::encode(&FORMAT).expect("encode u32");
+            db.put_cf_opt(&meta, KEY_FORMAT, bytes, &synced())
+                .map_err(|e| corrupt(e.to_string()))?;
+            FORMAT
+        }
+        None => 1,
+    };
+    match found {
+        FORMAT => Ok(()),
+        older if older < FORMAT => Err(OpenError::Format {
+            path,
+            found: older,
+            hint: "it was written by an older keelson, whose resource versions were log indexes; \
+                   start this master with an empty --data-dir and let it join (keelson master \
+                   --join), or restore the cluster from a backup",
+        }),
+        newer => Err(OpenError::Format {
+            path,
+            found: newer,
+            hint: "it was written by a newer keelson; run that version",
+        }),
+    }
 }
 
 /// Opens (or creates) the database of a master.
@@ -72,6 +125,7 @@ pub fn open_db(dir: &Path) -> Result<Arc<DB>, OpenError> {
         path: dir.display().to_string(),
         source,
     })?;
+    check_format(&db, dir)?;
     Ok(Arc::new(db))
 }
 
@@ -192,5 +246,45 @@ mod conformance {
             check_identity(&db, dir.path(), 1, None).unwrap(),
             Some("c1".into())
         );
+    }
+
+    #[test]
+    fn the_data_format_is_recorded_and_checked() {
+        // A new directory records format 2 and opens again.
+        let dir = TempDir::new().unwrap();
+        let db = open_db(dir.path()).unwrap();
+        check_identity(&db, dir.path(), 1, Some("c1")).unwrap();
+        drop(db);
+        open_db(dir.path()).expect("a directory of this format opens");
+
+        // A directory written before formats were recorded (meta without a format): refused,
+        // naming both formats and what to do, and left as it was.
+        let old = TempDir::new().unwrap();
+        let db = open_db(old.path()).unwrap();
+        let meta = db.cf_handle(CF_META).unwrap();
+        db.delete_cf(&meta, KEY_FORMAT).unwrap();
+        check_identity(&db, old.path(), 1, Some("c1")).unwrap();
+        drop(db);
+        let err = open_db(old.path()).err().expect("format 1 is refused");
+        assert!(matches!(err, OpenError::Format { found: 1, .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("data format 1") && text.contains("format 2"),
+            "{text}"
+        );
+        assert!(text.contains("--join"), "{text}");
+        assert!(open_db(old.path()).is_err(), "the refusal wrote nothing");
+
+        // A newer format is refused too.
+        let newer = TempDir::new().unwrap();
+        let db = open_db(newer.path()).unwrap();
+        let meta = db.cf_handle(CF_META).unwrap();
+        db.put_cf(&meta, KEY_FORMAT, codec::encode(&(FORMAT + 1)).unwrap())
+            .unwrap();
+        drop(db);
+        let err = open_db(newer.path())
+            .err()
+            .expect("a newer format is refused");
+        assert!(err.to_string().contains("newer keelson"), "{err}");
     }
 }

@@ -27,6 +27,7 @@ use crate::codec;
 use crate::command::{apply_command, Change, CommandResponse, KeySpace, Record};
 use crate::error::storage_err;
 use crate::feed::{Event, EventKind, Feed, Subscription, WindowLimits};
+use crate::revision;
 use crate::{MasterNode, NodeId, TypeConfig};
 
 const KEY_APPLIED: &[u8] = b"sm_applied";
@@ -87,28 +88,28 @@ impl Shared {
     }
 
     /// The record under `key`, from this replica (possibly stale: call a read barrier first
-    /// for a linearizable read).
+    /// for a linearizable read), with the resource version of the state it was read from.
     pub fn get(&self, key: &str) -> (Option<Record>, u64) {
         let st = self.state.read().expect("state lock");
-        (st.space.get(key).cloned(), applied_index(&st))
+        (st.space.get(key).cloned(), applied_rv(&st))
     }
 
-    /// Records whose key starts with `prefix`, in key order, with the applied index they were
-    /// read at.
+    /// Records whose key starts with `prefix`, in key order, with the resource version of the
+    /// state they were read from.
     pub fn list(&self, prefix: &str) -> (Vec<(String, Record)>, u64) {
         let st = self.state.read().expect("state lock");
-        (scan(&st.space, prefix), applied_index(&st))
+        (scan(&st.space, prefix), applied_rv(&st))
     }
 
     /// A consistent list and a subscription to every change after it.
     pub fn list_and_subscribe(&self, prefix: &str) -> (Vec<(String, Record)>, u64, Subscription) {
         let st = self.state.read().expect("state lock");
-        let applied = applied_index(&st);
+        let rv = applied_rv(&st);
         let sub = self
             .feed
-            .subscribe(applied)
-            .expect("the feed always covers the applied index");
-        (scan(&st.space, prefix), applied, sub)
+            .subscribe(rv)
+            .expect("the feed always covers the applied state");
+        (scan(&st.space, prefix), rv, sub)
     }
 
     /// Number of records stored.
@@ -125,10 +126,20 @@ impl Shared {
     pub fn applied(&self) -> u64 {
         applied_index(&self.state.read().expect("state lock"))
     }
+
+    /// The resource version of the applied state ([`revision::through_entry`] of the applied
+    /// index): a watch from it sees every later write.
+    pub fn applied_rv(&self) -> u64 {
+        applied_rv(&self.state.read().expect("state lock"))
+    }
 }
 
 fn applied_index(st: &SmState) -> u64 {
     st.last_applied.map_or(0, |l| l.index)
+}
+
+fn applied_rv(st: &SmState) -> u64 {
+    revision::through_entry(applied_index(st))
 }
 
 fn scan(space: &KeySpace, prefix: &str) -> Vec<(String, Record)> {
@@ -204,7 +215,7 @@ impl StateMachine {
                     membership,
                     removed,
                 }),
-                feed: Feed::new(feed_window, applied),
+                feed: Feed::new(feed_window, revision::through_entry(applied)),
                 snapshot_seq: AtomicU64::new(0),
                 current_snapshot: Mutex::new(current_snapshot),
                 snapshots_built: AtomicU64::new(0),
@@ -249,7 +260,6 @@ fn record_changes(
     batch: &mut WriteBatch,
     changes: Vec<Change>,
     events: &mut Vec<Event>,
-    index: u64,
 ) -> Result<(), StorageError<NodeId>> {
     let cf = db.cf_handle(CF_STATE).expect("state cf");
     for change in changes {
@@ -264,17 +274,17 @@ fn record_changes(
                     EventKind::Created
                 };
                 events.push(Event {
-                    rv: index,
+                    rv: record.mod_rv,
                     kind,
                     key,
                     value: record.value,
                     prev: prev.map(|p| p.value),
                 });
             }
-            Change::Delete { key, prev } => {
+            Change::Delete { key, prev, rv } => {
                 batch.delete_cf(&cf, key.as_bytes());
                 events.push(Event {
-                    rv: index,
+                    rv,
                     kind: EventKind::Deleted,
                     key,
                     value: prev.value.clone(),
@@ -375,7 +385,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(cmd) => {
                     let mut changes = Vec::new();
                     let resp = apply_command(&mut st.space, index, &cmd, &mut changes);
-                    record_changes(db, &mut batch, changes, &mut events, index)?;
+                    record_changes(db, &mut batch, changes, &mut events)?;
                     responses.push(resp);
                 }
                 EntryPayload::Membership(m) => {
@@ -436,7 +446,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             write_applied(db, &mut batch, &st)?;
             db.write_opt(batch, &synced())
                 .map_err(|e| storage_err(StorageIOError::write_state_machine, e))?;
-            self.shared.feed.reset(applied_index(&st));
+            self.shared.feed.reset(applied_rv(&st));
         }
         self.save_snapshot(&StoredSnapshot {
             meta: meta.clone(),
