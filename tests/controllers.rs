@@ -519,3 +519,109 @@ async fn a_huge_replica_count_is_worked_off_in_bursts() {
         );
     }
 }
+
+/// Issue #14: a burst of big writes kept the quorum live-locked. Ten replication controllers of
+/// 600 replicas each (pods with a 4 KiB annotation), created at once: the first pass of the
+/// replication loop creates 5,000 pods and their events, about 30 MB, which was one log entry —
+/// an append no follower could take within the RPC timeout (the heartbeat interval), so
+/// heartbeats waited behind it, followers campaigned, and each new leader inherited the same
+/// entry. Without the bounds this test saw 30 terms in 25 s. Now the loop's writes are packed
+/// into entries of at most 512 KiB and appends carry at most 1 MiB: the same leader, in the same
+/// term, sees every pod created. (Tests never fail on timing: the deadline is generous; the
+/// assertion is that leadership never moved.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_thousands_of_pods_keeps_one_leader() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let c = Cluster::start(std::path::Path::new(BIN), 3, &[]);
+    let leader = c
+        .wait_leader(Duration::from_secs(30))
+        .await
+        .expect("leader");
+    let api = Api::of(&c);
+
+    // Every 50 ms, every master's view: (term, leader) as it reports them.
+    let stop = Arc::new(AtomicBool::new(false));
+    let urls: Vec<String> = c.ids().iter().map(|id| c.url(*id)).collect();
+    let monitor = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_millis(500))
+                .build()
+                .unwrap();
+            let mut seen = BTreeSet::new();
+            while !stop.load(Ordering::Relaxed) {
+                for url in &urls {
+                    let status: Option<Value> =
+                        match http.get(format!("{url}/cluster")).send().await {
+                            Ok(r) => r.json().await.ok(),
+                            Err(_) => None,
+                        };
+                    if let Some(s) = status {
+                        seen.insert((s["term"].as_u64(), s["leader"].as_u64()));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            seen
+        })
+    };
+
+    const RCS: usize = 10;
+    const REPLICAS: u64 = 600;
+    let creates = (0..RCS).map(|i| {
+        let api = &api;
+        async move {
+            let rc = json!({"metadata": {"name": format!("burst-{i}")}, "spec": {"replicas": REPLICAS,
+                "selector": {"app": format!("burst-{i}")},
+                "template": {"metadata": {"labels": {"app": format!("burst-{i}")},
+                    "annotations": {"note": "n".repeat(4096)}},
+                    "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]}}}});
+            let (code, body) = api
+                .call(
+                    "POST",
+                    "/api/v1/namespaces/default/replicationcontrollers",
+                    Some(&rc),
+                )
+                .await;
+            assert_eq!(code, 201, "{body}");
+        }
+    });
+    futures::future::join_all(creates).await;
+
+    eventually(
+        Duration::from_secs(300),
+        "every replica created",
+        || async {
+            let rcs = api
+                .items("/api/v1/namespaces/default/replicationcontrollers")
+                .await;
+            let created: u64 = rcs
+                .iter()
+                .filter_map(|rc| rc["status"]["replicas"].as_u64())
+                .sum();
+            (created == RCS as u64 * REPLICAS).then_some(())
+        },
+    )
+    .await;
+    let pods = api.items("/api/v1/namespaces/default/pods").await;
+    assert_eq!(pods.len(), RCS * REPLICAS as usize);
+
+    stop.store(true, Ordering::Relaxed);
+    let seen = monitor.await.unwrap();
+    let terms: BTreeSet<Option<u64>> = seen.iter().map(|(t, _)| *t).collect();
+    let leaders: BTreeSet<Option<u64>> = seen.iter().map(|(_, l)| *l).collect();
+    assert_eq!(
+        leaders,
+        BTreeSet::from([Some(leader)]),
+        "leadership moved during the burst: {seen:?}\n{}",
+        c.log_tail(leader, 40)
+    );
+    assert_eq!(
+        terms.len(),
+        1,
+        "the term changed during the burst: {seen:?}"
+    );
+}

@@ -21,6 +21,11 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, bincode::Erro
     bincode::DefaultOptions::new().serialize(value)
 }
 
+/// The size of `value` once encoded, without encoding it into memory.
+pub fn encoded_size<T: Serialize + ?Sized>(value: &T) -> Result<u64, bincode::Error> {
+    bincode::DefaultOptions::new().serialized_size(value)
+}
+
 /// Decodes `bytes` into a `T`, refusing trailing bytes and oversized lengths.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
     options().deserialize(bytes)

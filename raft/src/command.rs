@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::codec;
 use crate::revision::{self, MAX_OPS_PER_ENTRY};
 
 /// How deeply batches may nest: `Batch([Put])` is depth 1. keelson itself writes depth 1 (the
@@ -134,6 +135,40 @@ fn decode_batch<'de, D: Deserializer<'de>>(decoder: D) -> Result<Vec<Command>, D
         )));
     }
     Vec::<Command>::deserialize(decoder)
+}
+
+/// Largest command one log entry may hold, encoded: a single object of the API's largest
+/// (1.5 MiB) with room to spare. Every append, and so every heartbeat that waits behind one,
+/// stays small enough to reach a follower well within the RPC timeout.
+pub const MAX_ENTRY_BYTES: u64 = 2 * 1024 * 1024;
+
+/// What [`pack`] aims for: many small operations share an entry up to this size.
+pub const PACKED_ENTRY_BYTES: u64 = 512 * 1024;
+
+/// Groups `ops` into as few commands as fit in `max_bytes` (encoded) and
+/// [`MAX_OPS_PER_ENTRY`] operations each, keeping their order: flattening the result gives
+/// `ops` back. An operation larger than `max_bytes` gets a command of its own (and is refused
+/// at proposal if over [`MAX_ENTRY_BYTES`]).
+pub fn pack(ops: Vec<Command>, max_bytes: u64) -> Vec<Command> {
+    // A Batch costs its tag and a length: a few bytes, counted once per command.
+    const BATCH_OVERHEAD: u64 = 16;
+    let mut out = Vec::new();
+    let (mut current, mut bytes, mut count) = (Vec::new(), BATCH_OVERHEAD, 0usize);
+    for op in ops {
+        let size = codec::encoded_size(&op).unwrap_or(u64::MAX);
+        let n = op.op_count();
+        if !current.is_empty() && (bytes + size > max_bytes || count + n > MAX_OPS_PER_ENTRY) {
+            out.push(Command::Batch(std::mem::take(&mut current)));
+            (bytes, count) = (BATCH_OVERHEAD, 0);
+        }
+        bytes = bytes.saturating_add(size);
+        count += n;
+        current.push(op);
+    }
+    if !current.is_empty() {
+        out.push(Command::Batch(current));
+    }
+    out
 }
 
 /// What a single operation did.
@@ -615,5 +650,99 @@ mod tests {
         assert_eq!(resp.results.len(), MAX_OPS_PER_ENTRY + 1);
         assert_eq!(resp.results.last(), Some(&OpResult::Refused));
         assert!(resp.results[MAX_OPS_PER_ENTRY - 1].is_success());
+    }
+
+    /// `pack` over random runs of operations (single ones and small batches, values of random
+    /// sizes): flattening its commands gives the operations back in order, each command fits
+    /// its budget unless it is one operation alone, and applying the packed commands gives
+    /// every operation the result it gets when applied one by one.
+    #[test]
+    fn packing_keeps_every_operation_in_order_within_the_budget() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let flatten = |cmds: &[Command]| -> Vec<Command> {
+            let mut out = Vec::new();
+            let mut stack: Vec<&Command> = cmds.iter().rev().collect();
+            while let Some(c) = stack.pop() {
+                match c {
+                    Command::Batch(inner) => stack.extend(inner.iter().rev()),
+                    op => out.push(op.clone()),
+                }
+            }
+            out
+        };
+        for round in 0..200 {
+            let budget = 1 + next(64 * 1024);
+            let ops: Vec<Command> = (0..next(300))
+                .map(|i| {
+                    let put = |k: u64, len: u64| Command::Put {
+                        key: format!("k{}", k % 20),
+                        value: Bytes::from(vec![b'x'; len as usize]),
+                    };
+                    match next(4) {
+                        0 => Command::Batch((0..next(4)).map(|j| put(i + j, next(2000))).collect()),
+                        1 => Command::Delete {
+                            key: format!("k{}", i % 20),
+                            precondition: None,
+                        },
+                        _ => put(i, next(if round % 10 == 0 { 200_000 } else { 3000 })),
+                    }
+                })
+                .collect();
+            let packed = pack(ops.clone(), budget);
+            assert_eq!(flatten(&packed), flatten(&ops), "round {round}");
+            for cmd in &packed {
+                let size = codec::encoded_size(cmd).unwrap();
+                let Command::Batch(inner) = cmd else {
+                    panic!("pack makes batches")
+                };
+                assert!(
+                    size <= budget + 16 || inner.len() == 1,
+                    "round {round}: {size} bytes over {budget} in {} commands",
+                    inner.len()
+                );
+                assert!(cmd.check_bounds().is_ok());
+            }
+            let (mut one, mut packed_space) = (KeySpace::new(), KeySpace::new());
+            let singly: Vec<OpResult> = ops
+                .iter()
+                .enumerate()
+                .flat_map(|(i, c)| {
+                    apply_command(&mut one, i as u64 + 1, c, &mut Vec::new()).results
+                })
+                .map(|r| strip_rv(&r))
+                .collect();
+            let together: Vec<OpResult> = packed
+                .iter()
+                .enumerate()
+                .flat_map(|(i, c)| {
+                    apply_command(&mut packed_space, i as u64 + 1, c, &mut Vec::new()).results
+                })
+                .map(|r| strip_rv(&r))
+                .collect();
+            assert_eq!(singly, together, "round {round}");
+        }
+    }
+
+    /// A result without its versions, which depend on how operations share entries.
+    fn strip_rv(r: &OpResult) -> OpResult {
+        match r {
+            OpResult::Stored { created, .. } => OpResult::Stored {
+                rv: 0,
+                created: *created,
+            },
+            OpResult::Deleted { prev, .. } => OpResult::Deleted {
+                rv: 0,
+                prev: prev.clone(),
+            },
+            OpResult::AlreadyExists { .. } => OpResult::AlreadyExists { current_rv: 0 },
+            OpResult::Conflict { .. } => OpResult::Conflict { current_rv: 0 },
+            other => other.clone(),
+        }
     }
 }

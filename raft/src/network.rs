@@ -18,7 +18,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::AnyError;
+use openraft::{AnyError, Entry};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -140,6 +140,22 @@ pub enum CallError {
 /// docs/fuzzing.md). 8 KiB holds at most 2,730 levels, half of what overflows a 2 MiB stack.
 pub const MAX_RPC_ANSWER: usize = 8 * 1024;
 
+/// Most bytes of entries one AppendEntries carries (one larger entry goes alone; entries are at
+/// most `command::MAX_ENTRY_BYTES`).
+pub const MAX_APPEND_BYTES: u64 = 1024 * 1024;
+
+/// How many of `entries`, from the first, fit in `max_bytes` encoded: at least one.
+fn entries_within(entries: &[Entry<TypeConfig>], max_bytes: u64) -> usize {
+    let mut total = 0u64;
+    for (i, entry) in entries.iter().enumerate() {
+        total = total.saturating_add(codec::encoded_size(entry).unwrap_or(u64::MAX));
+        if total > max_bytes {
+            return i.max(1);
+        }
+    }
+    entries.len()
+}
+
 /// POSTs a bincode-encoded `req` to `url` and decodes the bincode answer.
 pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
     client: &reqwest::Client,
@@ -238,11 +254,24 @@ impl Connection {
 impl RaftNetwork<TypeConfig> for Connection {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, MasterNode, RaftError<NodeId>>>
     {
-        self.rpc("append", &rpc, &option).await
+        // A long run of entries goes in pieces of at most MAX_APPEND_BYTES, each answered
+        // `PartialSuccess` up to its last entry: openraft sends the rest next. No append takes
+        // long enough to miss its timeout (the heartbeat interval), and a heartbeat waits
+        // behind one piece at most.
+        let keep = entries_within(&rpc.entries, MAX_APPEND_BYTES);
+        if keep == rpc.entries.len() {
+            return self.rpc("append", &rpc, &option).await;
+        }
+        rpc.entries.truncate(keep);
+        let last = rpc.entries.last().map(|e| e.log_id);
+        match self.rpc("append", &rpc, &option).await? {
+            AppendEntriesResponse::Success => Ok(AppendEntriesResponse::PartialSuccess(last)),
+            other => Ok(other),
+        }
     }
 
     async fn install_snapshot(

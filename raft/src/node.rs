@@ -16,7 +16,9 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
 use serde::Serialize;
 
-use crate::command::{Command, CommandResponse, Record};
+use crate::command::{
+    self, Command, CommandResponse, OpResult, Record, MAX_ENTRY_BYTES, PACKED_ENTRY_BYTES,
+};
 use crate::error::ClusterError;
 use crate::feed::{Expired, Subscription, WindowLimits};
 use crate::metrics::RaftMetrics;
@@ -27,6 +29,20 @@ use crate::{codec, MasterNode, NodeId, Raft};
 /// Default of [`NodeConfig::max_snapshot_bytes`]: 4 GiB, twice etcd's default backend quota.
 /// keelson holds its whole state in memory, so a larger snapshot is not a cluster it can run.
 pub const DEFAULT_MAX_SNAPSHOT_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+
+/// Refuses a command one log entry cannot hold ([`Command::check_bounds`], and over
+/// [`MAX_ENTRY_BYTES`] encoded).
+fn check_entry(cmd: &Command) -> Result<(), ClusterError> {
+    // Before sizing: that recursion, too, is only safe at an accepted depth.
+    cmd.check_bounds().map_err(ClusterError::Invalid)?;
+    let size = codec::encoded_size(cmd).map_err(|e| ClusterError::Invalid(e.to_string()))?;
+    if size > MAX_ENTRY_BYTES {
+        return Err(ClusterError::Invalid(format!(
+            "a command of {size} bytes is over the {MAX_ENTRY_BYTES} bytes a log entry may hold"
+        )));
+    }
+    Ok(())
+}
 
 /// How one master runs its Raft member.
 #[derive(Debug, Clone)]
@@ -279,16 +295,7 @@ impl RaftNode {
     /// Proposes `cmd` through Raft, forwarding it to the leader when this master is not the
     /// leader, and returns once it is committed and applied.
     pub async fn write(&self, cmd: Command) -> Result<CommandResponse, ClusterError> {
-        // Before encoding: that recursion, too, is only safe at an accepted depth.
-        cmd.check_bounds().map_err(ClusterError::Invalid)?;
-        let size = codec::encode(&cmd)
-            .map_err(|e| ClusterError::Invalid(e.to_string()))?
-            .len() as u64;
-        if size > codec::MAX_MESSAGE / 4 {
-            return Err(ClusterError::Invalid(format!(
-                "command of {size} bytes is too large"
-            )));
-        }
+        check_entry(&cmd)?;
         let deadline = Instant::now() + self.request_timeout;
         self.until_leader(deadline, |leader| {
             let cmd = cmd.clone();
@@ -305,6 +312,20 @@ impl RaftNode {
         .await
     }
 
+    /// Writes many operations, in order, in as few log entries as their size allows
+    /// ([`command::pack`]: up to 512 KiB each), one entry after another, and returns every
+    /// operation's result in order. Not atomic, as a `Batch` is not: on an error the entries
+    /// before it are applied and the rest are not written; callers recompute from the state.
+    /// Bounded entries keep the quorum live under any burst: no append grows so large that a
+    /// heartbeat behind it misses its timeout.
+    pub async fn write_batch(&self, ops: Vec<Command>) -> Result<Vec<OpResult>, ClusterError> {
+        let mut results = Vec::with_capacity(ops.len());
+        for entry in command::pack(ops, PACKED_ENTRY_BYTES) {
+            results.extend(self.write(entry).await?.results);
+        }
+        Ok(results)
+    }
+
     /// Proposes `cmd` on this master, which must be the leader.
     pub async fn write_local(
         &self,
@@ -314,8 +335,8 @@ impl RaftNode {
         if !self.is_member() {
             return Err(ClusterError::Removed);
         }
-        // Every entry appended must decode on every follower (and on restart).
-        cmd.check_bounds().map_err(ClusterError::Invalid)?;
+        // Every entry appended must decode on every follower (and on restart), and stay small.
+        check_entry(&cmd)?;
         self.metrics.proposals.inc();
         let start = Instant::now();
         let remaining = deadline.saturating_duration_since(start);

@@ -193,7 +193,7 @@ pub async fn sync(ctx: Context) -> Result<(), String> {
     }
     if !commands.is_empty() {
         ctx.node
-            .write(Command::Batch(commands))
+            .write_batch(commands)
             .await
             .map_err(|e| e.to_string())?;
     }

@@ -86,13 +86,9 @@ pub async fn collect_garbage(ctx: Context) -> Result<(), String> {
             precondition: Some(rv(e)),
         })
         .collect();
-    let mut batches = expired.into_iter().peekable();
-    while batches.peek().is_some() {
-        let batch: Vec<Command> = batches.by_ref().take(500).collect();
-        ctx.node
-            .write(Command::Batch(batch))
-            .await
-            .map_err(|e| e.to_string())?;
-    }
+    ctx.node
+        .write_batch(expired)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(())
 }

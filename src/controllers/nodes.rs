@@ -165,7 +165,7 @@ async fn pass(ctx: &Context, not_ready_since: &mut HashMap<String, Instant>) -> 
     }
     if !commands.is_empty() {
         ctx.node
-            .write(Command::Batch(commands))
+            .write_batch(commands)
             .await
             .map_err(|e| e.to_string())?;
     }

@@ -199,13 +199,12 @@ pub async fn sync(ctx: Context) -> Result<(), String> {
     if commands.is_empty() {
         return Ok(());
     }
-    let resp = ctx
+    let results = ctx
         .node
-        .write(Command::Batch(commands))
+        .write_batch(commands)
         .await
         .map_err(|e| e.to_string())?;
-    let failed = resp
-        .results
+    let failed = results
         .iter()
         .filter(|r| !matches!(r, OpResult::Stored { .. } | OpResult::Deleted { .. }))
         .count();

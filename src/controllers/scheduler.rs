@@ -249,13 +249,12 @@ pub async fn sync(ctx: Context) -> Result<(), String> {
     }
     if !binds.is_empty() {
         let n = binds.len();
-        let resp = ctx
+        let results = ctx
             .node
-            .write(Command::Batch(binds))
+            .write_batch(binds)
             .await
             .map_err(|e| e.to_string())?;
-        let ok = resp
-            .results
+        let ok = results
             .iter()
             .filter(|r| matches!(r, OpResult::Stored { .. }))
             .count();
@@ -268,15 +267,14 @@ pub async fn sync(ctx: Context) -> Result<(), String> {
             .with_label_values(&["conflict"])
             .inc_by((n - ok) as u64);
         // Events only for bindings that took effect.
-        let events: Vec<Command> = resp
-            .results
+        let events: Vec<Command> = results
             .iter()
             .zip(bound_events)
             .filter(|(r, _)| r.is_success())
             .filter_map(|(_, e)| e)
             .collect();
         if !events.is_empty() {
-            let _ = ctx.node.write(Command::Batch(events)).await;
+            let _ = ctx.node.write_batch(events).await;
         }
     }
     // Report unschedulable pods once per distinct reason.
@@ -318,7 +316,7 @@ pub async fn sync(ctx: Context) -> Result<(), String> {
     }
     if !updates.is_empty() {
         ctx.node
-            .write(Command::Batch(updates))
+            .write_batch(updates)
             .await
             .map_err(|e| e.to_string())?;
     }

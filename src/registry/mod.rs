@@ -457,8 +457,8 @@ impl Registry {
                 return Ok(0);
             }
             let n = updates.len();
-            let resp = self.node.write(Command::Batch(updates)).await?;
-            if resp.results.iter().all(OpResult::is_success) {
+            let results = self.node.write_batch(updates).await?;
+            if results.iter().all(OpResult::is_success) {
                 return Ok(n);
             }
         }
