@@ -39,7 +39,9 @@ pub struct LogStore {
 impl LogStore {
     pub(crate) fn new(db: Arc<DB>) -> Self {
         let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
-        let flush_db = db.clone();
+        // Weak: the database closes where its owners drop it, never on this thread as the
+        // process exits (RocksDB closing during static destruction aborts it).
+        let flush_db = Arc::downgrade(&db);
         std::thread::Builder::new()
             .name("raft-log-flush".into())
             .spawn(move || {
@@ -47,7 +49,10 @@ impl LogStore {
                 while let Ok(first) = rx.recv() {
                     let mut batch = vec![first];
                     batch.extend(rx.try_iter());
-                    let result = flush_db.flush_wal(true).map_err(std::io::Error::other);
+                    let result = match flush_db.upgrade() {
+                        Some(db) => db.flush_wal(true).map_err(std::io::Error::other),
+                        None => Err(std::io::Error::other("the database is closed")),
+                    };
                     for cb in batch {
                         cb.log_io_completed(
                             result
