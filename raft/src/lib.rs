@@ -34,6 +34,8 @@ pub mod metrics;
 pub mod network;
 #[cfg(feature = "storage")]
 pub mod node;
+#[cfg(feature = "storage")]
+pub mod proposer;
 pub mod revision;
 #[cfg(feature = "storage")]
 pub mod server;

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
 use serde::Serialize;
 
@@ -23,6 +23,7 @@ use crate::error::ClusterError;
 use crate::feed::{Expired, Subscription, WindowLimits};
 use crate::metrics::RaftMetrics;
 use crate::network::{call, http_client, scheme, CallError, Network, PeerTls};
+use crate::proposer::{write_error, Proposer};
 use crate::store::{self, LogStore, OpenError, Shared, StateMachine};
 use crate::{codec, MasterNode, NodeId, Raft};
 
@@ -31,8 +32,8 @@ use crate::{codec, MasterNode, NodeId, Raft};
 pub const DEFAULT_MAX_SNAPSHOT_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
 /// Refuses a command one log entry cannot hold ([`Command::check_bounds`], and over
-/// [`MAX_ENTRY_BYTES`] encoded).
-fn check_entry(cmd: &Command) -> Result<(), ClusterError> {
+/// [`MAX_ENTRY_BYTES`] encoded); returns its encoded size.
+fn check_entry(cmd: &Command) -> Result<u64, ClusterError> {
     // Before sizing: that recursion, too, is only safe at an accepted depth.
     cmd.check_bounds().map_err(ClusterError::Invalid)?;
     let size = codec::encoded_size(cmd).map_err(|e| ClusterError::Invalid(e.to_string()))?;
@@ -41,7 +42,7 @@ fn check_entry(cmd: &Command) -> Result<(), ClusterError> {
             "a command of {size} bytes is over the {MAX_ENTRY_BYTES} bytes a log entry may hold"
         )));
     }
-    Ok(())
+    Ok(size)
 }
 
 /// How one master runs its Raft member.
@@ -132,6 +133,8 @@ pub struct RaftNode {
     data_dir: PathBuf,
     /// Largest snapshot accepted from a leader ([`NodeConfig::max_snapshot_bytes`]).
     pub max_snapshot_bytes: u64,
+    /// Groups this master's proposals into entries.
+    proposer: Proposer,
 }
 
 impl RaftNode {
@@ -191,8 +194,10 @@ impl RaftNode {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let metrics = RaftMetrics::register(registry);
+        let proposer = Proposer::start(raft.clone());
         let node = Arc::new(RaftNode {
             id: cfg.id,
+            proposer,
             raft,
             store: shared,
             metrics,
@@ -336,24 +341,16 @@ impl RaftNode {
             return Err(ClusterError::Removed);
         }
         // Every entry appended must decode on every follower (and on restart), and stay small.
-        check_entry(&cmd)?;
+        let size = check_entry(&cmd)?;
         self.metrics.proposals.inc();
         let start = Instant::now();
         let remaining = deadline.saturating_duration_since(start);
-        let result = match tokio::time::timeout(remaining, self.raft.client_write(cmd)).await {
+        // Grouped with concurrent writes into one entry (proposer.rs).
+        let result = match tokio::time::timeout(remaining, self.proposer.propose(cmd, size)).await {
             Err(_) => Err(ClusterError::Indeterminate(
                 "the write was proposed but not committed in time".into(),
             )),
-            Ok(Ok(resp)) => Ok(resp.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(ClusterError::NotLeader {
-                    leader: f.leader_id.zip(f.leader_node),
-                })
-            }
-            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
-                Err(ClusterError::Invalid(e.to_string()))
-            }
-            Ok(Err(RaftError::Fatal(e))) => Err(ClusterError::Fatal(e.to_string())),
+            Ok(result) => result,
         };
         match &result {
             Ok(_) => self
@@ -423,15 +420,7 @@ impl RaftNode {
 
     /// Runs a membership change on this master, which must be the leader.
     pub async fn admin_local(&self, req: AdminRequest) -> Result<NodeStatus, ClusterError> {
-        let map = |e: RaftError<NodeId, ClientWriteError<NodeId, MasterNode>>| match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ClusterError::NotLeader {
-                leader: f.leader_id.zip(f.leader_node),
-            },
-            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-                ClusterError::Invalid(e.to_string())
-            }
-            RaftError::Fatal(e) => ClusterError::Fatal(e.to_string()),
-        };
+        let map = write_error;
         match req {
             AdminRequest::AddMaster { id, node } => {
                 // As a learner first (blocking until it has caught up), then as a voter.
