@@ -9,6 +9,8 @@
 //! Five phases, each bounded in time (`--only` picks some):
 //! 1. `writes`: throughput and latency of upserts under several levels of concurrency;
 //! 2. `failover`: SIGKILL the leader, time until the next acknowledged write, restart it;
+//!    `leader-stop` does the same with SIGTERM (a graceful stop: both systems hand leadership
+//!    over before they exit);
 //! 3. `memory`: resident memory with N objects stored, and time for a SIGKILLed member to serve
 //!    a local read again after a restart;
 //! 4. `api-creates`: pods created per second through the object API (`POST
@@ -36,7 +38,7 @@ mod pods;
 mod scale;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -152,6 +154,21 @@ pub struct BenchArgs {
     /// mutual TLS: to measure what peer mTLS costs against the default.
     #[arg(long)]
     pub plaintext_peers: bool,
+    /// leader-stop: rounds of SIGTERM of the leader.
+    #[arg(long, default_value_t = 20)]
+    pub stops: usize,
+    /// keelson masters' Raft heartbeat interval (`keelson master --heartbeat-ms`).
+    #[arg(long, default_value_t = crate::master::DEFAULT_HEARTBEAT_MS)]
+    pub raft_heartbeat_ms: u64,
+    /// keelson masters' election timeout range (`keelson master --election-timeout-ms`).
+    #[arg(long, default_value = crate::master::DEFAULT_ELECTION_TIMEOUT_MS)]
+    pub raft_election_ms: String,
+    /// etcd's `--heartbeat-interval` (its default: 100).
+    #[arg(long, default_value_t = 100)]
+    pub etcd_heartbeat_ms: u64,
+    /// etcd's `--election-timeout` (its default: 1000).
+    #[arg(long, default_value_t = 1000)]
+    pub etcd_election_ms: u64,
 }
 
 /// The phases of `keelson bench`.
@@ -159,6 +176,7 @@ pub struct BenchArgs {
 pub enum Phase {
     Writes,
     Failover,
+    LeaderStop,
     Memory,
     ApiCreates,
     Watchers,
@@ -174,7 +192,12 @@ impl Phase {
     fn default_on(self) -> bool {
         matches!(
             self,
-            Phase::Writes | Phase::Failover | Phase::Memory | Phase::ApiCreates | Phase::Watchers
+            Phase::Writes
+                | Phase::Failover
+                | Phase::LeaderStop
+                | Phase::Memory
+                | Phase::ApiCreates
+                | Phase::Watchers
         )
     }
 }
@@ -200,7 +223,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         kinds.push(Kind::Etcd);
     }
     let mut results = Vec::new();
-    if args.runs(Phase::Writes) || args.runs(Phase::Failover) || args.runs(Phase::Memory) {
+    let cluster_phases = [Phase::Writes, Phase::Failover, Phase::LeaderStop, Phase::Memory];
+    if cluster_phases.iter().any(|p| args.runs(*p)) {
         for kind in kinds {
             results.push(measure(kind, &args, &value).await?);
         }
@@ -301,6 +325,8 @@ struct Results {
     levels: Vec<Level>,
     failovers: Vec<Duration>,
     failover_errors: usize,
+    stops: Vec<Duration>,
+    stop_errors: usize,
     memory: Option<Memory>,
 }
 
@@ -369,7 +395,13 @@ async fn measure(kind: Kind, args: &BenchArgs, value: &str) -> anyhow::Result<Re
     } else {
         0
     };
-    let (failovers, failover_errors) = failover(&mut sys, rounds, value).await?;
+    let (failovers, failover_errors) = failover(&mut sys, rounds, value, Stop::Kill).await?;
+    let rounds = if args.runs(Phase::LeaderStop) {
+        args.stops
+    } else {
+        0
+    };
+    let (stops, stop_errors) = failover(&mut sys, rounds, value, Stop::Term).await?;
     drop(sys);
     let memory = if args.objects > 0 && args.runs(Phase::Memory) {
         eprintln!("bench: {kind:?}: {} objects", args.objects);
@@ -383,6 +415,8 @@ async fn measure(kind: Kind, args: &BenchArgs, value: &str) -> anyhow::Result<Re
         levels,
         failovers,
         failover_errors,
+        stops,
+        stop_errors,
         memory,
     })
 }
@@ -421,10 +455,22 @@ async fn throughput(sys: &Sys, clients: usize, duration: Duration, value: &str) 
 /// acknowledged. A probe write, bounded by one second, starts every 10 ms, as a client that
 /// retries would, so the result does not depend on how long a doomed request hangs. Returns the
 /// sorted times and the number of rounds without an acknowledged write within [`SETTLE_TIMEOUT`].
+/// How phase 2 stops the leader.
+#[derive(Clone, Copy, Debug)]
+enum Stop {
+    /// SIGKILL: a crash.
+    Kill,
+    /// SIGTERM: a graceful stop.
+    Term,
+}
+
+/// Phase 2 (`failover`, `leader-stop`): stop the leader `rounds` times; the times from the
+/// signal to the next acknowledged write, and the rounds with none.
 async fn failover(
     sys: &mut Sys,
     rounds: usize,
     value: &str,
+    how: Stop,
 ) -> anyhow::Result<(Vec<Duration>, usize)> {
     let (mut times, mut errors) = (Vec::new(), 0);
     for round in 0..rounds {
@@ -432,7 +478,10 @@ async fn failover(
             .settled_leader()
             .await
             .ok_or_else(|| anyhow!("no leader"))?;
-        sys.kill(leader);
+        match how {
+            Stop::Kill => sys.kill(leader),
+            Stop::Term => sys.signal_term(leader),
+        }
         let killed = Instant::now();
         let survivors: Vec<usize> = (0..MEMBERS).filter(|m| *m != leader).collect();
         let (mut probes, mut ack, w) = (JoinSet::new(), None, sys.writer());
@@ -463,7 +512,9 @@ async fn failover(
             Some(t) => times.push(t),
             None => errors += 1,
         }
-        eprintln!("bench: {:?}: failover {}: {ack:?}", sys.kind(), round + 1);
+        eprintln!("bench: {:?}: {how:?} {}: {ack:?}", sys.kind(), round + 1);
+        // After a SIGTERM, reap the exit (bounded: a member that hangs is killed).
+        sys.reap(leader).await;
         sys.spawn(leader);
         sys.wait_caught_up(leader).await;
     }
@@ -587,14 +638,19 @@ impl Sys {
         let sys = match kind {
             Kind::Keelson => {
                 let bin = std::env::current_exe().context("current_exe")?;
-                let extra: &[&str] = if args.plaintext_peers {
-                    &["--insecure-plaintext-peers"]
-                } else {
-                    &[]
-                };
-                Sys::Keelson(Cluster::start(&bin, MEMBERS as u64, extra))
+                let heartbeat = args.raft_heartbeat_ms.to_string();
+                let mut extra = vec![
+                    "--heartbeat-ms",
+                    &heartbeat,
+                    "--election-timeout-ms",
+                    &args.raft_election_ms,
+                ];
+                if args.plaintext_peers {
+                    extra.push("--insecure-plaintext-peers");
+                }
+                Sys::Keelson(Cluster::start(&bin, MEMBERS as u64, &extra))
             }
-            Kind::Etcd => Sys::Etcd(Etcd::start(&args.etcd_bin)?),
+            Kind::Etcd => Sys::Etcd(Etcd::start(args)?),
         };
         sys.settled_leader()
             .await
@@ -670,6 +726,32 @@ impl Sys {
         }
     }
 
+    /// SIGTERM to member `m`, without waiting.
+    fn signal_term(&self, m: usize) {
+        if let Some(pid) = self.pid(m) {
+            // SAFETY: signalling a child process this bench started.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        }
+    }
+
+    /// Waits (at most 15 s, then SIGKILL) until member `m` has exited, and reaps it.
+    async fn reap(&mut self, m: usize) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.pid(m).is_some() && Instant::now() < deadline && !self.exited(m) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.kill(m);
+    }
+
+    /// True once member `m`'s process has exited.
+    fn exited(&mut self, m: usize) -> bool {
+        let child = match self {
+            Sys::Keelson(c) => return c.has_exited(m as u64 + 1),
+            Sys::Etcd(e) => e.children[m].as_mut(),
+        };
+        child.map_or(true, |c| matches!(c.try_wait(), Ok(Some(_))))
+    }
+
     /// Starts member `m` again on its data.
     fn spawn(&mut self, m: usize) {
         match self {
@@ -712,6 +794,8 @@ impl Sys {
 /// removed (and the processes killed) on drop.
 struct Etcd {
     bin: PathBuf,
+    /// `--heartbeat-interval` and `--election-timeout`, in ms.
+    timers: (u64, u64),
     root: PathBuf,
     peers: Vec<SocketAddr>,
     clients: Vec<SocketAddr>,
@@ -720,13 +804,14 @@ struct Etcd {
 }
 
 impl Etcd {
-    fn start(bin: &Path) -> anyhow::Result<Etcd> {
+    fn start(args: &BenchArgs) -> anyhow::Result<Etcd> {
         let root =
             std::env::temp_dir().join(format!("keelson-bench-etcd-{}", rand::random::<u32>()));
         std::fs::create_dir_all(&root)?;
         let ip = |m: usize| Ipv4Addr::new(127, 0, 2, m as u8 + 1);
         let mut etcd = Etcd {
-            bin: bin.to_path_buf(),
+            bin: args.etcd_bin.clone(),
+            timers: (args.etcd_heartbeat_ms, args.etcd_election_ms),
             root,
             peers: (0..MEMBERS).map(|m| free_addr(ip(m))).collect(),
             clients: (0..MEMBERS).map(|m| free_addr(ip(m))).collect(),
@@ -782,6 +867,8 @@ impl Etcd {
                 "new",
             ])
             .args(["--initial-cluster-token", "keelson-bench"])
+            .args(["--heartbeat-interval", &self.timers.0.to_string()])
+            .args(["--election-timeout", &self.timers.1.to_string()])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -885,6 +972,34 @@ fn first_line(cmd: &mut Command) -> Option<String> {
 }
 
 /// The markdown report.
+/// The election settings both systems ran with.
+fn timers(args: &BenchArgs) -> String {
+    format!(
+        "Election settings: keelson heartbeat {} ms, election timeout {} ms; etcd heartbeat {} \
+         ms, election timeout {} ms.",
+        args.raft_heartbeat_ms, args.raft_election_ms, args.etcd_heartbeat_ms, args.etcd_election_ms
+    )
+}
+
+/// The table of a stop phase: rounds acknowledged and the times to the next write.
+fn stop_table(results: &[Results], of: impl Fn(&Results) -> (&Vec<Duration>, usize)) -> String {
+    let header = ["system", "acknowledged", "p50 ms", "p99 ms", "max ms"].map(String::from);
+    let rows: Vec<Vec<String>> = (results.iter())
+        .map(|r| {
+            let (f, errors) = of(r);
+            let q = |q| format!("{:.0}", pct_ms(f, q));
+            vec![
+                r.kind.name().into(),
+                format!("{}/{}", f.len(), f.len() + errors),
+                q(0.5),
+                q(0.99),
+                q(1.0),
+            ]
+        })
+        .collect();
+    table(&header, &rows)
+}
+
 fn render(args: &BenchArgs, results: &[Results]) -> String {
     let cpu = first_line(Command::new("sh").args(["-c", "grep -m1 'model name' /proc/cpuinfo"]));
     let cpu = cpu
@@ -899,7 +1014,8 @@ fn render(args: &BenchArgs, results: &[Results]) -> String {
         "# keelson performance, side by side with etcd\n\n\
          Produced by `{command}` (`keelson bench --help` lists the flags).\n\n\
          - Machine: {cores} cores ({cpu}), Linux {kernel}; load generator and clusters share it.\n\
-         - keelson {} (3 masters, release build, default flags); {} (3 members, default flags). \
+         - keelson {} (3 masters, release build, default flags but the election settings \
+         below); {} (3 members, likewise). \
          One system runs at a time, on loopback.\n\
          - Every write is an upsert of a {} B value, acknowledged after an fsync on a majority \
          (both systems' defaults). Each client is a closed loop over its own HTTP/1.1 keep-alive \
@@ -956,27 +1072,22 @@ fn render(args: &BenchArgs, results: &[Results]) -> String {
             "## Failover: SIGKILL of the leader to the next acknowledged write\n\n\
              {} rounds per system: SIGKILL the leader; every 10 ms send a probe write (1 s \
              timeout) to a survivor until one is acknowledged; restart the killed member; wait \
-             until all 3 agree on a leader and it has applied what the leader had. Election \
-             settings are each system's defaults \
-             (keelson: heartbeat 50 ms, election timeout 250-500 ms; etcd: heartbeat 100 ms, \
-             election timeout 1000 ms).\n\n",
-            args.failovers
+             until all 3 agree on a leader and it has applied what the leader had. {}\n\n",
+            args.failovers,
+            timers(args)
         );
-        let header = ["system", "acknowledged", "p50 ms", "p99 ms", "max ms"].map(String::from);
-        let rows: Vec<Vec<String>> = (results.iter())
-            .map(|r| {
-                let (f, n) = (&r.failovers, r.failovers.len() + r.failover_errors);
-                let q = |q| format!("{:.0}", pct_ms(f, q));
-                vec![
-                    r.kind.name().into(),
-                    format!("{}/{n}", f.len()),
-                    q(0.5),
-                    q(0.99),
-                    q(1.0),
-                ]
-            })
-            .collect();
-        s += &table(&header, &rows);
+        s += &stop_table(results, |r| (&r.failovers, r.failover_errors));
+    }
+    if args.stops > 0 && args.runs(Phase::LeaderStop) && !results.is_empty() {
+        s += &format!(
+            "## Leader stop: SIGTERM of the leader to the next acknowledged write\n\n\
+             {} rounds per system, as the failover rounds but with SIGTERM: a graceful stop, \
+             where each system hands leadership to a follower before it exits (keelson: \
+             `keelson_raft::handover`; etcd: its leadership transfer on stop). {}\n\n",
+            args.stops,
+            timers(args)
+        );
+        s += &stop_table(results, |r| (&r.stops, r.stop_errors));
     }
     if args.objects > 0 && args.runs(Phase::Memory) && !results.is_empty() {
         s += &format!(

@@ -680,3 +680,62 @@ async fn exactly_one_master_reports_leadership_in_metrics() {
     assert!(metric(&c, l2, "keelson_raft_term").await.unwrap() > term);
     let _ = KvError::Transport(String::new());
 }
+
+/// SIGTERM of the leader under writes: it hands leadership to a caught-up follower before it
+/// exits (keelson_raft::handover), and loses no acknowledged write.
+async fn leader_stop_scenario(n: u64) {
+    let mut c = Cluster::start(std::path::Path::new(BIN), n, &[]);
+    let l1 = leader(&c).await;
+    let term1 = c.status(l1).await.unwrap()["term"].as_u64().unwrap();
+    let followers: Vec<u64> = c.ids().into_iter().filter(|id| *id != l1).collect();
+    let urls = followers.iter().map(|id| c.url(*id)).collect();
+    let (stop, acked, writer) = spawn_writer(urls, "stop/");
+    wait_acked(&acked, 50).await;
+
+    let status = c.terminate(l1).expect("exit status");
+    assert!(
+        status.success(),
+        "the leader stops cleanly: {status:?}\n{}",
+        c.log_tail(l1, 20)
+    );
+    let log = c.log_tail(l1, 200);
+    let to: u64 = log
+        .lines()
+        .find_map(|l| l.split("handed leadership to master ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("the leader handed over before it exited\n{log}"));
+    assert!(followers.contains(&to), "handed to a follower, not {to}");
+    let l2 = leader(&c).await;
+    assert_eq!(l2, to, "the chosen follower leads");
+    let term2 = c.status(l2).await.unwrap()["term"].as_u64().unwrap();
+    if n == 3 {
+        // The old leader's vote and the candidate's are a majority: one election, at once.
+        assert_eq!(term2, term1 + 1, "one election, the hand-over's");
+    } else {
+        assert!(term2 > term1, "the term rose");
+    }
+
+    // Writes go on, and every acknowledged one is there.
+    let before = acked.lock().unwrap().len();
+    wait_acked(&acked, before + 50).await;
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    let (items, _) = Kv::new(&c.url(l2), secs(10))
+        .list("stop/", false)
+        .await
+        .unwrap();
+    let stored: BTreeSet<String> = items.into_iter().map(|(k, _, _)| k).collect();
+    let acked = acked.lock().unwrap().clone();
+    let lost: Vec<&String> = acked.iter().filter(|k| !stored.contains(*k)).collect();
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_the_leader_of_three_hands_over_at_once() {
+    leader_stop_scenario(3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_the_leader_of_five_hands_over_after_the_lease() {
+    leader_stop_scenario(5).await;
+}

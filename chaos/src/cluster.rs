@@ -552,6 +552,14 @@ impl Cluster {
         self.masters.get(&id).is_some_and(|m| m.child.is_some())
     }
 
+    /// True once master `id`'s process has exited, or when it is not running.
+    pub fn has_exited(&mut self, id: u64) -> bool {
+        match self.masters.get_mut(&id).and_then(|m| m.child.as_mut()) {
+            Some(child) => matches!(child.try_wait(), Ok(Some(_))),
+            None => true,
+        }
+    }
+
     /// Process id of master `id`.
     pub fn pid(&self, id: u64) -> Option<u32> {
         self.masters.get(&id)?.child.as_ref().map(|c| c.id())

@@ -27,6 +27,8 @@ pub mod command;
 pub mod error;
 #[cfg(feature = "storage")]
 pub mod feed;
+#[cfg(feature = "storage")]
+pub mod handover;
 pub mod message;
 #[cfg(feature = "storage")]
 pub mod metrics;
@@ -37,6 +39,8 @@ pub mod node;
 #[cfg(feature = "storage")]
 pub mod proposer;
 pub mod revision;
+#[cfg(feature = "storage")]
+pub mod runtime;
 #[cfg(feature = "storage")]
 pub mod server;
 #[cfg(feature = "storage")]

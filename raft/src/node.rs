@@ -21,9 +21,11 @@ use crate::command::{
 };
 use crate::error::ClusterError;
 use crate::feed::{Expired, Subscription, WindowLimits};
+use crate::handover::{Tenure, WriteGate};
 use crate::metrics::RaftMetrics;
 use crate::network::{call, http_client, scheme, CallError, Network, PeerTls};
 use crate::proposer::{write_error, Proposer};
+use crate::runtime::RaftRuntime;
 use crate::store::{self, LogStore, OpenError, Shared, StateMachine};
 use crate::{codec, MasterNode, NodeId, Raft};
 
@@ -127,14 +129,22 @@ pub struct RaftNode {
     pub metrics: RaftMetrics,
     pub cluster_id: Arc<RwLock<Option<String>>>,
     db: Arc<rocksdb::DB>,
-    client: reqwest::Client,
-    scheme: &'static str,
+    pub(crate) client: reqwest::Client,
+    pub(crate) scheme: &'static str,
     request_timeout: Duration,
     data_dir: PathBuf,
     /// Largest snapshot accepted from a leader ([`NodeConfig::max_snapshot_bytes`]).
     pub max_snapshot_bytes: u64,
     /// Groups this master's proposals into entries.
     proposer: Proposer,
+    /// Closed while leadership is handed over (`handover.rs`).
+    pub(crate) gate: WriteGate,
+    /// Since when this master leads (`handover.rs`).
+    pub(crate) tenure: Tenure,
+    /// The leader lease: `election_timeout_max`.
+    pub(crate) election_max: Duration,
+    /// Raft's own threads: dropped (stopping its tasks) with the node.
+    runtime: RaftRuntime,
 }
 
 impl RaftNode {
@@ -182,19 +192,30 @@ impl RaftNode {
                 .map_err(|e| StartError::Config(e.to_string()))?,
         );
         let cluster_id = Arc::new(RwLock::new(cluster_id));
-        let client = http_client(Some(cfg.raft_addr.ip()), cfg.peer_tls.as_ref())
-            .map_err(StartError::Config)?;
+        // Two clients, so that replication's connections live on the Raft runtime and
+        // forwarded requests' on the API's.
+        let client_for = |what| {
+            http_client(Some(cfg.raft_addr.ip()), cfg.peer_tls.as_ref())
+                .map_err(|e| StartError::Config(format!("{what}: {e}")))
+        };
+        let client = client_for("forwarding client")?;
         let scheme = scheme(cfg.peer_tls.is_some());
         let network = Network {
-            client: client.clone(),
+            client: client_for("replication client")?,
             scheme,
             cluster_id: cluster_id.clone(),
         };
-        let raft = Raft::new(cfg.id, config, network, log, sm)
+        let runtime = RaftRuntime::new()
+            .map_err(|e| StartError::Raft(format!("cannot start Raft's threads: {e}")))?;
+        // openraft spawns its tasks where it is created.
+        let raft = runtime
+            .handle()
+            .spawn(Raft::new(cfg.id, config, network, log, sm))
             .await
+            .map_err(|e| StartError::Raft(e.to_string()))?
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let metrics = RaftMetrics::register(registry);
-        let proposer = Proposer::start(raft.clone());
+        let proposer = Proposer::start(raft.clone(), runtime.handle());
         let node = Arc::new(RaftNode {
             id: cfg.id,
             proposer,
@@ -208,6 +229,10 @@ impl RaftNode {
             request_timeout: cfg.request_timeout,
             data_dir: cfg.data_dir,
             max_snapshot_bytes: cfg.max_snapshot_bytes,
+            gate: WriteGate::default(),
+            tenure: Tenure::default(),
+            election_max: Duration::from_millis(cfg.election_max_ms),
+            runtime,
         });
         tokio::spawn(export_metrics(node.clone()));
         Ok(node)
@@ -340,6 +365,10 @@ impl RaftNode {
         if !self.is_member() {
             return Err(ClusterError::Removed);
         }
+        // Closed while leadership is handed over: the write goes to the next leader.
+        let Some(_pass) = self.gate.enter() else {
+            return Err(ClusterError::NoQuorum);
+        };
         // Every entry appended must decode on every follower (and on restart), and stay small.
         let size = check_entry(&cmd)?;
         self.metrics.proposals.inc();
@@ -571,6 +600,11 @@ impl RaftNode {
             && self.is_member()
     }
 
+    /// Raft's own runtime, for the Raft port's server.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        self.runtime.handle()
+    }
+
     /// Stops Raft; the store is closed when the last handle is dropped.
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
@@ -587,6 +621,8 @@ async fn export_metrics(node: Arc<RaftNode>) {
         let m = rx.borrow_and_update().clone();
         let g = &node.metrics;
         g.is_leader.set((m.state == ServerState::Leader) as i64);
+        node.tenure
+            .observe(m.state == ServerState::Leader, m.current_term);
         g.term.set(m.current_term as i64);
         g.leader_id.set(m.current_leader.unwrap_or(0) as i64);
         if m.current_leader.is_some() && m.current_leader != last_leader {

@@ -50,10 +50,10 @@ pub(crate) struct Proposer {
 }
 
 impl Proposer {
-    /// Starts the grouping task for `raft`; it ends when the proposer is dropped.
-    pub(crate) fn start(raft: Raft) -> Self {
+    /// Starts the grouping task for `raft` on `runtime`; it ends when the proposer is dropped.
+    pub(crate) fn start(raft: Raft, runtime: &tokio::runtime::Handle) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx));
+        runtime.spawn(run(raft, rx));
         Proposer { queue }
     }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -88,6 +88,7 @@ pub fn router(node: Arc<RaftNode>) -> Router {
         .route("/raft/write", post(write))
         .route("/raft/read_index", post(read_index))
         .route("/raft/admin", post(admin))
+        .route("/raft/campaign", post(campaign))
         .layer(middleware::from_fn_with_state(node.clone(), check_cluster))
         .layer(DefaultBodyLimit::max(codec::MAX_MESSAGE as usize))
         .with_state(node)
@@ -365,6 +366,22 @@ async fn read_index(State(node): State<Arc<RaftNode>>, body: Bytes) -> Response 
 async fn admin(State(node): State<Arc<RaftNode>>, body: Bytes) -> Response {
     serve_rpc(&body, |req: AdminRequest| async move {
         Ok(node.admin_local(req).await)
+    })
+    .await
+}
+
+/// The leader hands leadership over (`handover.rs`): its FROM header, checked against its
+/// certificate by `check_cluster`, names it.
+async fn campaign(State(node): State<Arc<RaftNode>>, headers: HeaderMap, body: Bytes) -> Response {
+    let from = headers
+        .get(FROM_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<NodeId>().ok());
+    serve_rpc(&body, |(): ()| async move {
+        Ok(match from {
+            Some(from) => node.campaign(from).await,
+            None => Err(ClusterError::Invalid(format!("missing {FROM_HEADER} header"))),
+        })
     })
     .await
 }

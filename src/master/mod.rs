@@ -51,11 +51,12 @@ pub struct MasterArgs {
     /// `--peers` when the cluster is created.
     #[arg(long)]
     pub cluster_id: Option<String>,
-    /// Raft heartbeat interval.
-    #[arg(long, default_value_t = 50)]
+    /// Raft heartbeat interval; also how long the leader waits for an append's answer.
+    #[arg(long, default_value_t = DEFAULT_HEARTBEAT_MS)]
     pub heartbeat_ms: u64,
-    /// Raft election timeout range, `MIN-MAX` milliseconds.
-    #[arg(long, default_value = "250-500")]
+    /// Raft election timeout range, `MIN-MAX` milliseconds. A follower that stops hearing from
+    /// its leader campaigns after MAX (the leader's lease) plus a random time in the range.
+    #[arg(long, default_value = DEFAULT_ELECTION_TIMEOUT_MS)]
     pub election_timeout_ms: String,
     /// Build a snapshot after this many log entries.
     #[arg(long, default_value_t = 10_000)]
@@ -180,6 +181,14 @@ fn parse_range(s: &str) -> anyhow::Result<(u64, u64)> {
     Ok((a, b))
 }
 
+/// Default of `--heartbeat-ms`.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 50;
+/// Default of `--election-timeout-ms`.
+pub const DEFAULT_ELECTION_TIMEOUT_MS: &str = "250-500";
+
+/// How long a stopping leader tries to hand its leadership over before it just stops.
+const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Runs a master until SIGTERM or Ctrl-C.
 pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     if args.id == 0 {
@@ -276,21 +285,22 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
         header_read: Duration::from_millis(args.header_read_timeout_ms),
     };
     // With mTLS, a caller reaches the router (and the cluster id) only after its handshake.
+    // The Raft port is served on Raft's own runtime (keelson_raft::runtime), so API load never
+    // delays a heartbeat or a vote.
     let raft_router = keelson_raft::server::router(node.clone());
-    let raft_server = match peer_server {
-        Some(config) => tokio::spawn(http::serve(
-            tls::TlsListener::new(raft_listener, config)?,
-            raft_router,
-            timeouts,
-            stop_rx.clone(),
-        )),
-        None => tokio::spawn(http::serve(
-            raft_listener,
-            raft_router,
-            timeouts,
-            stop_rx.clone(),
-        )),
-    };
+    let raft_listener = raft_listener.into_std().context("the Raft listener")?;
+    let raft_stop = stop_rx.clone();
+    let raft_server = node.runtime().spawn(async move {
+        let listener = TcpListener::from_std(raft_listener)?;
+        match peer_server {
+            Some(config) => {
+                let listener = tls::TlsListener::new(listener, config)?;
+                http::serve(listener, raft_router, timeouts, raft_stop).await
+            }
+            None => http::serve(listener, raft_router, timeouts, raft_stop).await,
+        }
+        anyhow::Ok(())
+    });
     let tokens = match &args.token_file {
         Some(path) => api::auth::Tokens::load(path)?,
         None => api::auth::Tokens::open(),
@@ -372,6 +382,9 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     tracing::info!("stopping");
     loops_stop.cancel();
     let _ = loops.await;
+    // A leader hands over before its listeners close, so the cluster need not wait out an
+    // election timeout; writes arriving meanwhile are forwarded to the next leader.
+    node.hand_over(HAND_OVER_TIMEOUT).await;
     let _ = stop_tx.send(true);
     node.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), async {

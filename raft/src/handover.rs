@@ -1,0 +1,246 @@
+//! Graceful leader stop: before it exits, a leader hands its leadership to an up-to-date
+//! follower, so the cluster does not wait out an election timeout.
+//!
+//! openraft 0.9 has no leader transfer, but its vote rule allows one. A master refuses every
+//! vote while the lease of the leader it follows runs (`election_timeout_max` since it last
+//! heard from it); a leader's own lease runs from its election, so a leader that has led longer
+//! than the lease grants the vote of a candidate whose log is at least as long as its own. The
+//! procedure ([`RaftNode::hand_over`]):
+//!
+//! 1. close the write gate: new proposals on this master are answered `NoQuorum` (certainly no
+//!    effect: the forwarding layer retries them with the next leader), and the writes already
+//!    proposed are awaited, so the log stops growing;
+//! 2. wait until a voter has replicated the whole log, and pick it;
+//! 3. in a cluster of more than three voters the candidate needs votes beyond the leader's:
+//!    stop heartbeats and let the followers' leases run out first (the lease, not a random
+//!    election timeout on top of it);
+//! 4. ask the chosen follower to campaign (`/raft/campaign`), and wait until it leads.
+//!
+//! With three masters, the old leader's vote and the candidate's own are a majority, so the
+//! new leader is elected in one round trip. If any step fails or times out, the master simply
+//! stops: the followers elect a leader after their timeouts, as after a crash.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use openraft::ServerState;
+use tokio::sync::Notify;
+
+use crate::error::ClusterError;
+use crate::network::call;
+use crate::node::RaftNode;
+use crate::NodeId;
+
+/// Lets proposals through until it is closed, and counts those in flight.
+#[derive(Default)]
+pub(crate) struct WriteGate {
+    closed: AtomicBool,
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+/// A proposal let through the gate; dropping it ends the proposal.
+pub(crate) struct Pass<'a>(&'a WriteGate);
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl WriteGate {
+    /// A pass for one proposal, or `None` once the gate is closed.
+    pub(crate) fn enter(&self) -> Option<Pass<'_>> {
+        // Counted before the check: a closer that sees no proposal in flight after closing
+        // knows that every later one sees the gate closed.
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let pass = Pass(self);
+        (!self.closed.load(Ordering::SeqCst)).then_some(pass)
+    }
+
+    /// Closes the gate and waits until no proposal is in flight, or until `deadline`; true when
+    /// the proposals drained.
+    async fn close_and_drain(&self, deadline: Instant) -> bool {
+        self.closed.store(true, Ordering::SeqCst);
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || tokio::time::timeout(left, idle).await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    fn open(&self) {
+        self.closed.store(false, Ordering::SeqCst);
+    }
+}
+
+/// When this master was elected, as seen in openraft's metrics: its lease over its own vote runs
+/// from then (seen at or after the election, so waiting from here is never too short).
+#[derive(Default)]
+pub(crate) struct Tenure(Mutex<Option<(u64, Instant)>>);
+
+impl Tenure {
+    /// Records a leadership observed in `term` (kept from its first sighting), or its end.
+    pub(crate) fn observe(&self, leading: bool, term: u64) {
+        let mut slot = self.0.lock().expect("tenure lock");
+        match (*slot, leading) {
+            (Some((t, _)), true) if t == term => {}
+            (_, true) => *slot = Some((term, Instant::now())),
+            (_, false) => *slot = None,
+        }
+    }
+
+    fn since(&self) -> Option<Instant> {
+        self.0.lock().expect("tenure lock").map(|(_, at)| at)
+    }
+}
+
+impl RaftNode {
+    /// Hands leadership to an up-to-date follower, when this master leads; returns that
+    /// follower once it leads, or `None` (not the leader, no follower caught up, or no new
+    /// leader before `timeout`). Call it just before stopping: this master campaigns no more.
+    pub async fn hand_over(&self, timeout: Duration) -> Option<NodeId> {
+        let start = Instant::now();
+        let deadline = start + timeout;
+        if self.raft.metrics().borrow().state != ServerState::Leader {
+            return None;
+        }
+        // This master is leaving: it must not win the next election back.
+        self.raft.runtime_config().elect(false);
+        let drained = self.gate.close_and_drain(deadline).await;
+        let chosen = if drained {
+            self.caught_up_follower(deadline).await
+        } else {
+            None
+        };
+        let handed = match chosen {
+            Some((target, voters)) => self.campaign_at(target, voters, deadline).await,
+            None => None,
+        };
+        self.gate.open();
+        match handed {
+            Some(to) => tracing::info!(
+                "handed leadership to master {to} in {} ms",
+                start.elapsed().as_millis()
+            ),
+            None => tracing::warn!(
+                drained,
+                "could not hand leadership over: the followers elect a leader after their timeout"
+            ),
+        }
+        handed
+    }
+
+    /// The voter that has replicated this leader's whole log (the first such, by id), with the
+    /// number of voters; waits for one until `deadline`.
+    async fn caught_up_follower(&self, deadline: Instant) -> Option<(NodeId, usize)> {
+        let mut rx = self.raft.metrics();
+        loop {
+            let found = {
+                let m = rx.borrow_and_update();
+                if m.state != ServerState::Leader {
+                    return None;
+                }
+                let last = m.last_log_index;
+                let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+                let matched = m.replication.as_ref()?;
+                let target = voters.iter().copied().find(|id| {
+                    *id != self.id
+                        && matched.get(id).is_some_and(|l| l.map(|l| l.index) >= last)
+                });
+                target.map(|t| (t, voters.len()))
+            };
+            if found.is_some() {
+                return found;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return None,
+            }
+        }
+    }
+
+    /// Asks `target` to campaign and waits until it leads.
+    async fn campaign_at(&self, target: NodeId, voters: usize, deadline: Instant) -> Option<NodeId> {
+        // This leader grants the vote only once its lease over its own vote has run out: at
+        // once unless it was elected less than a lease ago.
+        if let Some(since) = self.tenure.since() {
+            let lease_end = since + self.election_max + Duration::from_millis(10);
+            tokio::time::sleep_until(lease_end.into()).await;
+        }
+        if voters > 3 {
+            // Beyond three, the candidate needs the votes of followers, which refuse while
+            // their lease from this leader runs: let it run out, without heartbeats.
+            self.raft.runtime_config().heartbeat(false);
+            tokio::time::sleep(self.election_max + Duration::from_millis(25)).await;
+        }
+        let node = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&target)
+            .cloned()?;
+        let url = format!("{}://{}/raft/campaign", self.scheme, node.raft);
+        let left = deadline.saturating_duration_since(Instant::now());
+        let cluster = self.cluster_id();
+        let asked = call::<(), Result<(), ClusterError>>(
+            &self.client,
+            &url,
+            cluster.as_deref(),
+            Some(self.id),
+            &(),
+            left.max(Duration::from_millis(1)),
+        )
+        .await;
+        let refusal = match asked {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(why) = refusal {
+            tracing::warn!("master {target} would not campaign: {why}");
+            return None;
+        }
+        let mut rx = self.raft.metrics();
+        loop {
+            let leader = rx.borrow_and_update().current_leader;
+            if leader.is_some_and(|l| l != self.id) {
+                return leader;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return None,
+            }
+        }
+    }
+
+    /// Campaigns at once, when asked by the leader this master follows (the Raft port's
+    /// `/raft/campaign`, whose caller is proved by its certificate).
+    pub async fn campaign(&self, asked_by: NodeId) -> Result<(), ClusterError> {
+        if self.leader().map(|(id, _)| id) != Some(asked_by) {
+            return Err(ClusterError::Invalid(format!(
+                "master {asked_by} is not the leader this master follows"
+            )));
+        }
+        tracing::info!("master {asked_by} hands leadership over: campaigning");
+        self.raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| ClusterError::Fatal(e.to_string()))
+    }
+}
