@@ -10,7 +10,8 @@
 //! 1. `writes`: throughput and latency of upserts under several levels of concurrency;
 //! 2. `failover`: SIGKILL the leader, time until the next acknowledged write, restart it;
 //!    `leader-stop` does the same with SIGTERM (a graceful stop: both systems hand leadership
-//!    over before they exit);
+//!    over before they exit); `stability` (only when named) counts leader changes during
+//!    minutes of write load;
 //! 3. `memory`: resident memory with N objects stored, and time for a SIGKILLed member to serve
 //!    a local read again after a restart;
 //! 4. `api-creates`: pods created per second through the object API (`POST
@@ -154,6 +155,12 @@ pub struct BenchArgs {
     /// mutual TLS: to measure what peer mTLS costs against the default.
     #[arg(long)]
     pub plaintext_peers: bool,
+    /// stability: seconds of load during which leader changes are counted.
+    #[arg(long, default_value_t = 300)]
+    pub stability_secs: u64,
+    /// stability: closed-loop writers.
+    #[arg(long, default_value_t = 256)]
+    pub stability_clients: usize,
     /// leader-stop: rounds of SIGTERM of the leader.
     #[arg(long, default_value_t = 20)]
     pub stops: usize,
@@ -177,6 +184,7 @@ pub enum Phase {
     Writes,
     Failover,
     LeaderStop,
+    Stability,
     Memory,
     ApiCreates,
     Watchers,
@@ -223,7 +231,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         kinds.push(Kind::Etcd);
     }
     let mut results = Vec::new();
-    let cluster_phases = [Phase::Writes, Phase::Failover, Phase::LeaderStop, Phase::Memory];
+    let cluster_phases = [
+        Phase::Writes,
+        Phase::Stability,
+        Phase::Failover,
+        Phase::LeaderStop,
+        Phase::Memory,
+    ];
     if cluster_phases.iter().any(|p| args.runs(*p)) {
         for kind in kinds {
             results.push(measure(kind, &args, &value).await?);
@@ -327,6 +341,8 @@ struct Results {
     failover_errors: usize,
     stops: Vec<Duration>,
     stop_errors: usize,
+    /// Phase `stability`: the load, and the leader changes during it.
+    stability: Option<(Level, u64)>,
     memory: Option<Memory>,
 }
 
@@ -390,6 +406,19 @@ async fn measure(kind: Kind, args: &BenchArgs, value: &str) -> anyhow::Result<Re
         );
         levels.push(level);
     }
+    let stability = if args.runs(Phase::Stability) {
+        let duration = Duration::from_secs(args.stability_secs);
+        let before = sys.term().await;
+        let level = throughput(&sys, args.stability_clients, duration, value).await;
+        let changes = sys.term().await.saturating_sub(before);
+        eprintln!(
+            "bench: {kind:?}: stability: {:.0} ops/s, {changes} leader changes",
+            level.ops_per_sec
+        );
+        Some((level, changes))
+    } else {
+        None
+    };
     let rounds = if args.runs(Phase::Failover) {
         args.failovers
     } else {
@@ -417,6 +446,7 @@ async fn measure(kind: Kind, args: &BenchArgs, value: &str) -> anyhow::Result<Re
         failover_errors,
         stops,
         stop_errors,
+        stability,
         memory,
     })
 }
@@ -692,6 +722,25 @@ impl Sys {
                 .map(|id| id as usize - 1),
             Sys::Etcd(e) => e.settled_leader().await,
         }
+    }
+
+    /// The highest term any member reports: it rises by one at least with every election.
+    async fn term(&self) -> u64 {
+        let mut term = 0;
+        for m in 0..MEMBERS {
+            let t = match self {
+                Sys::Keelson(c) => c
+                    .status(m as u64 + 1)
+                    .await
+                    .and_then(|s| s["term"].as_u64()),
+                Sys::Etcd(e) => e
+                    .call(m, "/v3/maintenance/status", &json!({}))
+                    .await
+                    .and_then(|s| s["raftTerm"].as_str()?.parse().ok()),
+            };
+            term = term.max(t.unwrap_or(0));
+        }
+        term
     }
 
     /// The index member `m` has applied.
@@ -1077,6 +1126,31 @@ fn render(args: &BenchArgs, results: &[Results]) -> String {
             timers(args)
         );
         s += &stop_table(results, |r| (&r.failovers, r.failover_errors));
+    }
+    if results.iter().any(|r| r.stability.is_some()) {
+        s += &format!(
+            "## Stability: leader changes under load\n\n\
+             {} closed-loop writers for {} s, as in the write phase; leader changes are the rise \
+             of the highest term any member reports (each election raises it at least by one). \
+             {}\n\n",
+            args.stability_clients,
+            args.stability_secs,
+            timers(args)
+        );
+        let header = ["system", "ops/s", "p99 ms", "errors", "leader changes"].map(String::from);
+        let rows: Vec<Vec<String>> = (results.iter())
+            .filter_map(|r| Some((r.kind, r.stability.as_ref()?)))
+            .map(|(kind, (l, changes))| {
+                vec![
+                    kind.name().into(),
+                    format!("{:.0}", l.ops_per_sec),
+                    format!("{:.1}", pct_ms(&l.latencies, 0.99)),
+                    l.errors.to_string(),
+                    changes.to_string(),
+                ]
+            })
+            .collect();
+        s += &table(&header, &rows);
     }
     if args.stops > 0 && args.runs(Phase::LeaderStop) && !results.is_empty() {
         s += &format!(

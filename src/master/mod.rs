@@ -182,9 +182,9 @@ fn parse_range(s: &str) -> anyhow::Result<(u64, u64)> {
 }
 
 /// Default of `--heartbeat-ms`.
-pub const DEFAULT_HEARTBEAT_MS: u64 = 50;
+pub const DEFAULT_HEARTBEAT_MS: u64 = 20;
 /// Default of `--election-timeout-ms`.
-pub const DEFAULT_ELECTION_TIMEOUT_MS: &str = "250-500";
+pub const DEFAULT_ELECTION_TIMEOUT_MS: &str = "60-120";
 
 /// How long a stopping leader tries to hand its leadership over before it just stops.
 const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(3);
