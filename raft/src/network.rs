@@ -179,6 +179,19 @@ async fn call_limited<Req: Serialize, Resp: DeserializeOwned>(
     max_answer: usize,
 ) -> Result<Resp, CallError> {
     let body = codec::encode(req).map_err(|e| CallError::Refused(url.into(), e.to_string()))?;
+    send_encoded(client, url, cluster_id, from, body, timeout, max_answer).await
+}
+
+/// [`call_limited`] of a request already encoded.
+async fn send_encoded<Resp: DeserializeOwned>(
+    client: &reqwest::Client,
+    url: &str,
+    cluster_id: Option<&str>,
+    from: Option<u64>,
+    body: Vec<u8>,
+    timeout: Duration,
+    max_answer: usize,
+) -> Result<Resp, CallError> {
     let mut builder = client.post(url).timeout(timeout).body(body);
     if let Some(id) = cluster_id {
         builder = builder.header(CLUSTER_HEADER, id);
@@ -217,30 +230,72 @@ async fn call_limited<Req: Serialize, Resp: DeserializeOwned>(
         .map_err(|e| CallError::Lost(url.into(), format!("undecodable answer: {e}")))
 }
 
+/// How long an append or a vote keeps going after openraft stopped waiting for its answer
+/// (openraft 0.9 waits one heartbeat interval for an append). Delivered late, an append still
+/// refreshes the follower's lease and lands its entries; cancelled, it would leave a follower
+/// on a loaded machine hearing nothing until it campaigns. Bounded, so a paused peer holds at
+/// most this many seconds of requests.
+const DELIVER_WITHIN: Duration = Duration::from_secs(1);
+
+/// Whether an RPC outlives openraft's wait for it ([`DELIVER_WITHIN`]).
+#[derive(Clone, Copy, PartialEq)]
+enum Delivery {
+    /// Sent on a task of its own, which finishes however long openraft waits: appends and
+    /// votes, which a peer may take in any order.
+    Detached,
+    /// Cancelled with openraft's wait: snapshot chunks, which must arrive in order.
+    Awaited,
+}
+
 impl Connection {
     async fn rpc<Req, Resp, E>(
         &self,
         path: &str,
         req: &Req,
         option: &RPCOption,
+        delivery: Delivery,
     ) -> Result<Resp, RPCError<NodeId, MasterNode, RaftError<NodeId, E>>>
     where
         Req: Serialize,
-        Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
+        Resp: DeserializeOwned + Send + 'static,
+        E: std::error::Error + DeserializeOwned + Send + 'static,
     {
         let url = format!("{}/{}", self.base, path);
-        let answer: Result<Resp, RaftError<NodeId, E>> = call_limited(
-            &self.client,
-            &url,
-            self.cluster_id.as_deref(),
-            None,
-            req,
-            option.hard_ttl(),
-            MAX_RPC_ANSWER,
-        )
-        .await
-        .map_err(|e| match e {
+        let (client, cluster_id) = (self.client.clone(), self.cluster_id.clone());
+        let sent = match codec::encode(req) {
+            Err(e) => Err(CallError::Refused(url, e.to_string())),
+            Ok(body) if delivery == Delivery::Detached => {
+                let timeout = option.hard_ttl().max(DELIVER_WITHIN);
+                let task = tokio::spawn(async move {
+                    send_encoded::<Result<Resp, RaftError<NodeId, E>>>(
+                        &client,
+                        &url,
+                        cluster_id.as_deref(),
+                        None,
+                        body,
+                        timeout,
+                        MAX_RPC_ANSWER,
+                    )
+                    .await
+                });
+                task.await.unwrap_or_else(|e| {
+                    Err(CallError::Lost(self.base.clone(), e.to_string()))
+                })
+            }
+            Ok(body) => {
+                send_encoded(
+                    &client,
+                    &url,
+                    cluster_id.as_deref(),
+                    None,
+                    body,
+                    option.hard_ttl(),
+                    MAX_RPC_ANSWER,
+                )
+                .await
+            }
+        };
+        let answer: Result<Resp, RaftError<NodeId, E>> = sent.map_err(|e| match e {
             // Down, paused or refusing: let openraft back off rather than spin.
             CallError::Connect(..) | CallError::Refused(..) => {
                 RPCError::Unreachable(Unreachable::new(&e))
@@ -264,11 +319,11 @@ impl RaftNetwork<TypeConfig> for Connection {
         // behind one piece at most.
         let keep = entries_within(&rpc.entries, MAX_APPEND_BYTES);
         if keep == rpc.entries.len() {
-            return self.rpc("append", &rpc, &option).await;
+            return self.rpc("append", &rpc, &option, Delivery::Detached).await;
         }
         rpc.entries.truncate(keep);
         let last = rpc.entries.last().map(|e| e.log_id);
-        match self.rpc("append", &rpc, &option).await? {
+        match self.rpc("append", &rpc, &option, Delivery::Detached).await? {
             AppendEntriesResponse::Success => Ok(AppendEntriesResponse::PartialSuccess(last)),
             other => Ok(other),
         }
@@ -282,7 +337,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, MasterNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.rpc("snapshot", &rpc, &option).await
+        self.rpc("snapshot", &rpc, &option, Delivery::Awaited).await
     }
 
     async fn vote(
@@ -290,7 +345,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, MasterNode, RaftError<NodeId>>> {
-        self.rpc("vote", &rpc, &option).await
+        self.rpc("vote", &rpc, &option, Delivery::Detached).await
     }
 
     fn backoff(&self) -> Backoff {
