@@ -739,3 +739,95 @@ async fn sigterm_of_the_leader_of_three_hands_over_at_once() {
 async fn sigterm_of_the_leader_of_five_hands_over_after_the_lease() {
     leader_stop_scenario(5).await;
 }
+
+/// Three masters started as docs/operations.md says, without `--cluster-id`: the id derived
+/// from `--peers` is recorded, a leader is elected and writes work, and a restart without the
+/// flag keeps the recorded id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_created_without_an_explicit_id_elects_and_keeps_its_derived_id() {
+    use keelson_chaos::cluster::free_addr;
+    use std::net::Ipv4Addr;
+    struct Masters(Vec<std::process::Child>);
+    impl Drop for Masters {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let root = tempfile::tempdir().unwrap();
+    let ip = Ipv4Addr::LOCALHOST;
+    let addrs: Vec<_> = (0..3).map(|_| (free_addr(ip), free_addr(ip))).collect();
+    let peers: Vec<String> = (addrs.iter().enumerate())
+        .map(|(i, (raft, api))| format!("{}={raft}/{api}", i + 1))
+        .collect();
+    let peers = peers.join(",");
+    let start = |i: usize| {
+        let (raft, api) = addrs[i];
+        let log = std::fs::File::create(root.path().join(format!("m{}.log", i + 1))).unwrap();
+        std::process::Command::new(BIN)
+            .arg("master")
+            .args(["--id", &(i + 1).to_string()])
+            .arg("--data-dir")
+            .arg(root.path().join(format!("d{}", i + 1)))
+            .args(["--raft-addr", &raft.to_string(), "--api-addr", &api.to_string()])
+            .args(["--peers", &peers, "--insecure-plaintext-peers"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    };
+    let mut masters = Masters((0..3).map(start).collect());
+    let url = |i: usize| format!("http://{}", addrs[i].1);
+    let client = reqwest::Client::new();
+    let status = |i: usize| {
+        let req = client
+            .get(format!("{}/cluster", url(i)))
+            .timeout(Duration::from_millis(500));
+        async move { req.send().await.ok()?.json::<serde_json::Value>().await.ok() }
+    };
+    let ids_and_leader = || async {
+        let mut ids = Vec::new();
+        let mut leaders = Vec::new();
+        for i in 0..3 {
+            let s = status(i).await?;
+            ids.push(s["cluster_id"].as_str()?.to_string());
+            leaders.push(s["leader"].as_u64()?);
+        }
+        Some((ids, leaders))
+    };
+    let deadline = Instant::now() + secs(30);
+    let first = loop {
+        if let Some((ids, leaders)) = ids_and_leader().await {
+            if ids.iter().all(|id| *id == ids[0]) && leaders.iter().all(|l| *l == leaders[0]) {
+                break ids[0].clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no agreed leader and cluster id without --cluster-id:\n{}",
+            std::fs::read_to_string(root.path().join("m1.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    Kv::new(&url(1), secs(5))
+        .create("derived", "id")
+        .await
+        .expect("a write through a follower or the leader");
+    // Restarted without the flag, a master keeps the id it recorded.
+    let _ = masters.0[2].kill();
+    let _ = masters.0[2].wait();
+    masters.0[2] = start(2);
+    let deadline = Instant::now() + secs(30);
+    loop {
+        if let Some(s) = status(2).await {
+            if s["leader"].as_u64().is_some() {
+                assert_eq!(s["cluster_id"].as_str(), Some(first.as_str()));
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "restarted master never rejoined");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -165,6 +165,16 @@ impl RaftNode {
         let db = store::open_db(&cfg.data_dir)?;
         let cluster_id =
             store::check_identity(&db, &cfg.data_dir, cfg.id, cfg.cluster_id.as_deref())?;
+        // A master creating a cluster without an explicit id records the derived one.
+        let cluster_id = match (cluster_id, &cfg.default_cluster_id) {
+            (None, Some(default)) => {
+                store::record_cluster_id(&db, default).map_err(|e| {
+                    StartError::Config(format!("cannot record the cluster id: {e}"))
+                })?;
+                Some(default.clone())
+            }
+            (id, _) => id,
+        };
         let window = WindowLimits {
             events: cfg.feed_window,
             bytes: cfg.feed_window_bytes,
