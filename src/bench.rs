@@ -1026,7 +1026,10 @@ fn timers(args: &BenchArgs) -> String {
     format!(
         "Election settings: keelson heartbeat {} ms, election timeout {} ms; etcd heartbeat {} \
          ms, election timeout {} ms.",
-        args.raft_heartbeat_ms, args.raft_election_ms, args.etcd_heartbeat_ms, args.etcd_election_ms
+        args.raft_heartbeat_ms,
+        args.raft_election_ms,
+        args.etcd_heartbeat_ms,
+        args.etcd_election_ms
     )
 }
 

@@ -771,7 +771,12 @@ async fn a_cluster_created_without_an_explicit_id_elects_and_keeps_its_derived_i
             .args(["--id", &(i + 1).to_string()])
             .arg("--data-dir")
             .arg(root.path().join(format!("d{}", i + 1)))
-            .args(["--raft-addr", &raft.to_string(), "--api-addr", &api.to_string()])
+            .args([
+                "--raft-addr",
+                &raft.to_string(),
+                "--api-addr",
+                &api.to_string(),
+            ])
             .args(["--peers", &peers, "--insecure-plaintext-peers"])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -785,7 +790,14 @@ async fn a_cluster_created_without_an_explicit_id_elects_and_keeps_its_derived_i
         let req = client
             .get(format!("{}/cluster", url(i)))
             .timeout(Duration::from_millis(500));
-        async move { req.send().await.ok()?.json::<serde_json::Value>().await.ok() }
+        async move {
+            req.send()
+                .await
+                .ok()?
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+        }
     };
     let ids_and_leader = || async {
         let mut ids = Vec::new();

@@ -153,10 +153,13 @@ impl RaftNode {
                 }
                 let last = m.last_log_index;
                 let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+                if !voters.iter().any(|id| *id != self.id) {
+                    // A single master: nobody to hand over to.
+                    return None;
+                }
                 let matched = m.replication.as_ref()?;
                 let target = voters.iter().copied().find(|id| {
-                    *id != self.id
-                        && matched.get(id).is_some_and(|l| l.map(|l| l.index) >= last)
+                    *id != self.id && matched.get(id).is_some_and(|l| l.map(|l| l.index) >= last)
                 });
                 target.map(|t| (t, voters.len()))
             };
@@ -172,7 +175,12 @@ impl RaftNode {
     }
 
     /// Asks `target` to campaign and waits until it leads.
-    async fn campaign_at(&self, target: NodeId, voters: usize, deadline: Instant) -> Option<NodeId> {
+    async fn campaign_at(
+        &self,
+        target: NodeId,
+        voters: usize,
+        deadline: Instant,
+    ) -> Option<NodeId> {
         // This leader grants the vote only once its lease over its own vote has run out: at
         // once unless it was elected less than a lease ago.
         if let Some(since) = self.tenure.since() {

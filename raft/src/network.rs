@@ -262,11 +262,14 @@ impl Connection {
     {
         let url = format!("{}/{}", self.base, path);
         let (client, cluster_id) = (self.client.clone(), self.cluster_id.clone());
+        let timeout = match delivery {
+            Delivery::Detached => option.hard_ttl().max(DELIVER_WITHIN),
+            Delivery::Awaited => option.hard_ttl(),
+        };
         let sent = match codec::encode(req) {
             Err(e) => Err(CallError::Refused(url, e.to_string())),
-            Ok(body) if delivery == Delivery::Detached => {
-                let timeout = option.hard_ttl().max(DELIVER_WITHIN);
-                let task = tokio::spawn(async move {
+            Ok(body) => {
+                let send = async move {
                     send_encoded::<Result<Resp, RaftError<NodeId, E>>>(
                         &client,
                         &url,
@@ -277,22 +280,14 @@ impl Connection {
                         MAX_RPC_ANSWER,
                     )
                     .await
-                });
-                task.await.unwrap_or_else(|e| {
-                    Err(CallError::Lost(self.base.clone(), e.to_string()))
-                })
-            }
-            Ok(body) => {
-                send_encoded(
-                    &client,
-                    &url,
-                    cluster_id.as_deref(),
-                    None,
-                    body,
-                    option.hard_ttl(),
-                    MAX_RPC_ANSWER,
-                )
-                .await
+                };
+                match delivery {
+                    // A spawned task is not cancelled when openraft drops this future.
+                    Delivery::Detached => tokio::spawn(send)
+                        .await
+                        .unwrap_or_else(|e| Err(CallError::Lost(self.base.clone(), e.to_string()))),
+                    Delivery::Awaited => send.await,
+                }
             }
         };
         let answer: Result<Resp, RaftError<NodeId, E>> = sent.map_err(|e| match e {
@@ -323,7 +318,10 @@ impl RaftNetwork<TypeConfig> for Connection {
         }
         rpc.entries.truncate(keep);
         let last = rpc.entries.last().map(|e| e.log_id);
-        match self.rpc("append", &rpc, &option, Delivery::Detached).await? {
+        match self
+            .rpc("append", &rpc, &option, Delivery::Detached)
+            .await?
+        {
             AppendEntriesResponse::Success => Ok(AppendEntriesResponse::PartialSuccess(last)),
             other => Ok(other),
         }

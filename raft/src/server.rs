@@ -380,7 +380,9 @@ async fn campaign(State(node): State<Arc<RaftNode>>, headers: HeaderMap, body: B
     serve_rpc(&body, |(): ()| async move {
         Ok(match from {
             Some(from) => node.campaign(from).await,
-            None => Err(ClusterError::Invalid(format!("missing {FROM_HEADER} header"))),
+            None => Err(ClusterError::Invalid(format!(
+                "missing {FROM_HEADER} header"
+            ))),
         })
     })
     .await
