@@ -165,11 +165,11 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 20)]
     pub stops: usize,
     /// keelson masters' Raft heartbeat interval (`keelson master --heartbeat-ms`).
-    #[arg(long, default_value_t = crate::master::DEFAULT_HEARTBEAT_MS)]
+    #[arg(long, default_value_t = keelson_raft::node::DEFAULT_HEARTBEAT_MS)]
     pub raft_heartbeat_ms: u64,
     /// keelson masters' election timeout range (`keelson master --election-timeout-ms`).
-    #[arg(long, default_value = crate::master::DEFAULT_ELECTION_TIMEOUT_MS)]
-    pub raft_election_ms: String,
+    #[arg(long, default_value_t = crate::master::ElectionTimeout::default())]
+    pub raft_election_ms: crate::master::ElectionTimeout,
     /// etcd's `--heartbeat-interval` (its default: 100).
     #[arg(long, default_value_t = 100)]
     pub etcd_heartbeat_ms: u64,
@@ -669,11 +669,12 @@ impl Sys {
             Kind::Keelson => {
                 let bin = std::env::current_exe().context("current_exe")?;
                 let heartbeat = args.raft_heartbeat_ms.to_string();
+                let election = args.raft_election_ms.to_string();
                 let mut extra = vec![
                     "--heartbeat-ms",
                     &heartbeat,
                     "--election-timeout-ms",
-                    &args.raft_election_ms,
+                    &election,
                 ];
                 if args.plaintext_peers {
                     extra.push("--insecure-plaintext-peers");

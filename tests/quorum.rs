@@ -3,11 +3,12 @@
 //! condition with a deadline.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::writer::{assert_none_lost, Writer};
 use keelson_chaos::{Cluster, Kv, KvError};
+
+mod common;
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_keelson");
@@ -231,75 +232,20 @@ async fn master_with_lost_disk_rejoins_as_new_member() {
         .expect("write through the new member");
 }
 
-/// A writer that records every acknowledged create, rotating over the given masters.
-fn spawn_writer(
-    urls: Vec<String>,
-    prefix: &'static str,
-) -> (
-    Arc<AtomicBool>,
-    Arc<Mutex<Vec<String>>>,
-    tokio::task::JoinHandle<()>,
-) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let (s, a) = (stop.clone(), acked.clone());
-    let handle = tokio::spawn(async move {
-        let clients: Vec<Kv> = urls.iter().map(|u| Kv::new(u, secs(2))).collect();
-        let mut i = 0u64;
-        while !s.load(Ordering::Relaxed) {
-            let key = format!("{prefix}{i:06}");
-            if clients[i as usize % clients.len()]
-                .create(&key, "v")
-                .await
-                .is_ok()
-            {
-                a.lock().unwrap().push(key);
-            }
-            i += 1;
-        }
-    });
-    (stop, acked, handle)
-}
-
-async fn wait_acked(acked: &Arc<Mutex<Vec<String>>>, n: usize) {
-    let deadline = Instant::now() + secs(60);
-    while acked.lock().unwrap().len() < n {
-        assert!(
-            Instant::now() < deadline,
-            "writer stalled at {}",
-            acked.lock().unwrap().len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_all_masters_loses_no_acknowledged_write() {
     let mut c = Cluster::start(std::path::Path::new(BIN), 3, &[]);
     leader(&c).await;
     let urls = c.ids().iter().map(|id| c.url(*id)).collect();
-    let (stop, acked, writer) = spawn_writer(urls, "all/");
-    wait_acked(&acked, 150).await;
+    let writer = Writer::spawn(urls, "all/");
+    writer.wait_more(150).await;
     for id in c.ids() {
         c.kill(id);
     }
-    stop.store(true, Ordering::Relaxed);
-    writer.await.unwrap();
-    let acked: Vec<String> = acked.lock().unwrap().clone();
+    let acked = writer.stop().await;
     c.start_all();
     let l = leader(&c).await;
-    let (items, _) = Kv::new(&c.url(l), secs(10))
-        .list("all/", false)
-        .await
-        .unwrap();
-    let stored: BTreeSet<String> = items.into_iter().map(|(k, _, _)| k).collect();
-    let lost: Vec<&String> = acked.iter().filter(|k| !stored.contains(*k)).collect();
-    assert!(
-        lost.is_empty(),
-        "{} acknowledged writes lost, e.g. {:?}",
-        lost.len(),
-        &lost[..lost.len().min(5)]
-    );
+    assert_none_lost(&c.url(l), "all/", &acked).await;
     assert!(acked.len() >= 150);
 }
 
@@ -343,8 +289,8 @@ async fn membership_three_to_five_to_three_under_load() {
     let mut c = Cluster::start(bin, 3, &[]);
     leader(&c).await;
     // Masters 2 and 3 stay members throughout; the writer uses them.
-    let (stop, acked, writer) = spawn_writer(vec![c.url(2), c.url(3)], "m/");
-    wait_acked(&acked, 30).await;
+    let writer = Writer::spawn(vec![c.url(2), c.url(3)], "m/");
+    writer.wait_more(30).await;
     let http = reqwest::Client::builder()
         .timeout(secs(90))
         .build()
@@ -376,8 +322,7 @@ async fn membership_three_to_five_to_three_under_load() {
         voters(c.status(2).await.unwrap()),
         BTreeSet::from([1, 2, 3, 4, 5])
     );
-    let before = acked.lock().unwrap().len();
-    wait_acked(&acked, before + 30).await;
+    writer.wait_more(30).await;
     for id in [1, 4] {
         let r = http
             .delete(format!("{}/cluster/masters/{id}", c.url(3)))
@@ -395,10 +340,8 @@ async fn membership_three_to_five_to_three_under_load() {
         voters(c.status(l).await.unwrap()),
         BTreeSet::from([2, 3, 5])
     );
-    let before = acked.lock().unwrap().len();
-    wait_acked(&acked, before + 30).await;
-    stop.store(true, Ordering::Relaxed);
-    writer.await.unwrap();
+    writer.wait_more(30).await;
+    let acked = writer.stop().await;
 
     // A removed master (still running) takes no writes.
     let removed = Kv::new(&c.url(1), secs(15));
@@ -411,14 +354,7 @@ async fn membership_three_to_five_to_three_under_load() {
         "refused, not indeterminate: {err}"
     );
 
-    let acked: Vec<String> = acked.lock().unwrap().clone();
-    let (items, _) = Kv::new(&c.url(5), secs(10))
-        .list("m/", false)
-        .await
-        .unwrap();
-    let stored: BTreeSet<String> = items.into_iter().map(|(k, _, _)| k).collect();
-    let lost: Vec<&String> = acked.iter().filter(|k| !stored.contains(*k)).collect();
-    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    let stored = assert_none_lost(&c.url(5), "m/", &acked).await;
     assert!(!stored.contains("m/through-removed"));
 }
 
@@ -689,8 +625,8 @@ async fn leader_stop_scenario(n: u64) {
     let term1 = c.status(l1).await.unwrap()["term"].as_u64().unwrap();
     let followers: Vec<u64> = c.ids().into_iter().filter(|id| *id != l1).collect();
     let urls = followers.iter().map(|id| c.url(*id)).collect();
-    let (stop, acked, writer) = spawn_writer(urls, "stop/");
-    wait_acked(&acked, 50).await;
+    let writer = Writer::spawn(urls, "stop/");
+    writer.wait_more(50).await;
 
     let status = c.terminate(l1).expect("exit status");
     assert!(
@@ -716,18 +652,9 @@ async fn leader_stop_scenario(n: u64) {
     }
 
     // Writes go on, and every acknowledged one is there.
-    let before = acked.lock().unwrap().len();
-    wait_acked(&acked, before + 50).await;
-    stop.store(true, Ordering::Relaxed);
-    writer.await.unwrap();
-    let (items, _) = Kv::new(&c.url(l2), secs(10))
-        .list("stop/", false)
-        .await
-        .unwrap();
-    let stored: BTreeSet<String> = items.into_iter().map(|(k, _, _)| k).collect();
-    let acked = acked.lock().unwrap().clone();
-    let lost: Vec<&String> = acked.iter().filter(|k| !stored.contains(*k)).collect();
-    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    writer.wait_more(50).await;
+    let acked = writer.stop().await;
+    assert_none_lost(&c.url(l2), "stop/", &acked).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,13 +1,15 @@
 //! The Raft port on a hostile network (issue 13), and peer certificate rotation, on real
 //! `keelson master` processes speaking mutual TLS between them.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::writer::{assert_none_lost, Writer};
 use keelson_chaos::cluster::{free_addr, PeerCa};
 use keelson_chaos::{Cluster, Kv};
+
+mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_keelson");
 const ROUTES: [&str; 6] = ["append", "vote", "snapshot", "write", "read_index", "admin"];
@@ -169,26 +171,7 @@ async fn peer_certificates_rotate_one_master_at_a_time() {
     leader(&c).await;
     let urls: Vec<String> = c.ids().iter().map(|id| c.url(*id)).collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
-    // The writer: creates through every master in turn, recording what was acknowledged.
-    let writer = {
-        let (stop, acked, urls) = (stop.clone(), acked.clone(), urls.clone());
-        tokio::spawn(async move {
-            let clients: Vec<Kv> = urls.iter().map(|u| Kv::new(u, secs(2))).collect();
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let key = format!("rot/{i:06}");
-                if clients[i as usize % clients.len()]
-                    .create(&key, "v")
-                    .await
-                    .is_ok()
-                {
-                    acked.lock().unwrap().push(key);
-                }
-                i += 1;
-            }
-        })
-    };
+    let writer = Writer::spawn(urls.clone(), "rot/");
     // The watcher: the longest time during which no master reported a leader.
     let watcher = {
         let (stop, urls) = (stop.clone(), urls.clone());
@@ -238,27 +221,15 @@ async fn peer_certificates_rotate_one_master_at_a_time() {
             c.log_tail(id, 20)
         );
     }
-    let n = acked.lock().unwrap().len();
-    let deadline = Instant::now() + secs(30);
-    while acked.lock().unwrap().len() < n + 20 {
-        assert!(Instant::now() < deadline, "writes stalled after rotation");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    writer.wait_more(20).await;
+    let acked = writer.stop().await;
     stop.store(true, Ordering::Relaxed);
-    writer.await.unwrap();
     let worst = watcher.await.unwrap();
     for (id, old) in c.ids().iter().zip(old) {
         assert_ne!(std::fs::read(c.peer_cert_paths(*id).0).unwrap(), old);
     }
     let l = leader(&c).await;
-    let (items, _) = Kv::new(&c.url(l), secs(10))
-        .list("rot/", false)
-        .await
-        .unwrap();
-    let stored: BTreeSet<String> = items.into_iter().map(|(k, _, _)| k).collect();
-    let acked = acked.lock().unwrap().clone();
-    let lost: Vec<&String> = acked.iter().filter(|k| !stored.contains(*k)).collect();
-    assert!(lost.is_empty(), "{} acknowledged writes lost", lost.len());
+    assert_none_lost(&c.url(l), "rot/", &acked).await;
     assert!(acked.len() > 20);
     // Restarting the leader costs an election; there is never a longer gap than that.
     assert!(worst < secs(3), "no leader for {worst:?}");

@@ -160,7 +160,13 @@ impl LabelSelector {
 
 /// The `metadata.labels` of an object.
 pub fn labels_of(obj: &Value) -> BTreeMap<String, String> {
-    obj.pointer("/metadata/labels")
+    string_map(obj, "/metadata/labels")
+}
+
+/// The string map at `pointer` in `v` (labels, selectors); entries whose value is not a string
+/// are left out, and anything but an object is the empty map.
+pub fn string_map(v: &Value, pointer: &str) -> BTreeMap<String, String> {
+    v.pointer(pointer)
         .and_then(Value::as_object)
         .map(|m| {
             m.iter()

@@ -79,8 +79,9 @@ impl Command {
 
     /// Refuses a command that one log entry cannot hold: nested deeper than
     /// [`MAX_BATCH_DEPTH`] (followers could not decode it) or with more than
-    /// [`MAX_OPS_PER_ENTRY`] operations (they would run out of resource versions).
-    pub fn check_bounds(&self) -> Result<(), String> {
+    /// [`MAX_OPS_PER_ENTRY`] operations (they would run out of resource versions). Returns its
+    /// number of operations ([`Command::op_count`]).
+    pub fn check_bounds(&self) -> Result<usize, String> {
         let depth = self.batch_depth();
         if depth > MAX_BATCH_DEPTH {
             return Err(format!(
@@ -93,7 +94,7 @@ impl Command {
                 "{ops} operations in one command (at most {MAX_OPS_PER_ENTRY})"
             ));
         }
-        Ok(())
+        Ok(ops)
     }
 }
 

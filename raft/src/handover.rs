@@ -21,7 +21,7 @@
 //! stops: the followers elect a leader after their timeouts, as after a crash.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openraft::ServerState;
@@ -91,7 +91,7 @@ pub(crate) struct Tenure(Mutex<Option<(u64, Instant)>>);
 
 impl Tenure {
     /// Records a leadership observed in `term` (kept from its first sighting), or its end.
-    pub(crate) fn observe(&self, leading: bool, term: u64) {
+    fn observe(&self, leading: bool, term: u64) {
         let mut slot = self.0.lock().expect("tenure lock");
         match (*slot, leading) {
             (Some((t, _)), true) if t == term => {}
@@ -102,6 +102,21 @@ impl Tenure {
 
     fn since(&self) -> Option<Instant> {
         self.0.lock().expect("tenure lock").map(|(_, at)| at)
+    }
+}
+
+/// Keeps the node's [`Tenure`] in step with openraft's metrics, until Raft stops.
+pub(crate) async fn follow_tenure(node: Arc<RaftNode>) {
+    let mut rx = node.raft.metrics();
+    loop {
+        let (leading, term) = {
+            let m = rx.borrow_and_update();
+            (m.state == ServerState::Leader, m.current_term)
+        };
+        node.tenure.observe(leading, term);
+        if rx.changed().await.is_err() {
+            return;
+        }
     }
 }
 
@@ -181,17 +196,19 @@ impl RaftNode {
         voters: usize,
         deadline: Instant,
     ) -> Option<NodeId> {
+        // The lease: openraft's `election_timeout_max`.
+        let lease = Duration::from_millis(self.raft.config().election_timeout_max);
         // This leader grants the vote only once its lease over its own vote has run out: at
         // once unless it was elected less than a lease ago.
         if let Some(since) = self.tenure.since() {
-            let lease_end = since + self.election_max + Duration::from_millis(10);
+            let lease_end = since + lease + Duration::from_millis(10);
             tokio::time::sleep_until(lease_end.into()).await;
         }
         if voters > 3 {
             // Beyond three, the candidate needs the votes of followers, which refuse while
             // their lease from this leader runs: let it run out, without heartbeats.
             self.raft.runtime_config().heartbeat(false);
-            tokio::time::sleep(self.election_max + Duration::from_millis(25)).await;
+            tokio::time::sleep(lease + Duration::from_millis(25)).await;
         }
         let node = self
             .raft

@@ -33,18 +33,25 @@ use crate::{codec, MasterNode, NodeId, Raft};
 /// keelson holds its whole state in memory, so a larger snapshot is not a cluster it can run.
 pub const DEFAULT_MAX_SNAPSHOT_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
+/// A command one log entry can hold: its encoded size and number of operations.
+#[derive(Clone, Copy)]
+struct Checked {
+    size: u64,
+    ops: usize,
+}
+
 /// Refuses a command one log entry cannot hold ([`Command::check_bounds`], and over
-/// [`MAX_ENTRY_BYTES`] encoded); returns its encoded size.
-fn check_entry(cmd: &Command) -> Result<u64, ClusterError> {
+/// [`MAX_ENTRY_BYTES`] encoded).
+fn check_entry(cmd: &Command) -> Result<Checked, ClusterError> {
     // Before sizing: that recursion, too, is only safe at an accepted depth.
-    cmd.check_bounds().map_err(ClusterError::Invalid)?;
+    let ops = cmd.check_bounds().map_err(ClusterError::Invalid)?;
     let size = codec::encoded_size(cmd).map_err(|e| ClusterError::Invalid(e.to_string()))?;
     if size > MAX_ENTRY_BYTES {
         return Err(ClusterError::Invalid(format!(
             "a command of {size} bytes is over the {MAX_ENTRY_BYTES} bytes a log entry may hold"
         )));
     }
-    Ok(size)
+    Ok(Checked { size, ops })
 }
 
 /// How one master runs its Raft member.
@@ -83,6 +90,13 @@ pub struct NodeConfig {
     pub peer_tls: Option<PeerTls>,
 }
 
+/// Default Raft heartbeat interval, in milliseconds; also how long the leader waits for an
+/// append's answer.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 20;
+/// Default election timeout range, in milliseconds: a follower that stops hearing from its
+/// leader campaigns after the maximum (the leader's lease) plus a random time in the range.
+pub const DEFAULT_ELECTION_MS: (u64, u64) = (60, 120);
+
 impl NodeConfig {
     /// Defaults for everything but identity and addresses.
     pub fn new(id: NodeId, data_dir: PathBuf, raft_addr: SocketAddr, api_url: String) -> Self {
@@ -93,9 +107,9 @@ impl NodeConfig {
             api_url,
             cluster_id: None,
             default_cluster_id: None,
-            heartbeat_ms: 20,
-            election_min_ms: 60,
-            election_max_ms: 120,
+            heartbeat_ms: DEFAULT_HEARTBEAT_MS,
+            election_min_ms: DEFAULT_ELECTION_MS.0,
+            election_max_ms: DEFAULT_ELECTION_MS.1,
             snapshot_every: 10_000,
             keep_logs: 1_000,
             request_timeout: Duration::from_secs(10),
@@ -141,8 +155,6 @@ pub struct RaftNode {
     pub(crate) gate: WriteGate,
     /// Since when this master leads (`handover.rs`).
     pub(crate) tenure: Tenure,
-    /// The leader lease: `election_timeout_max`.
-    pub(crate) election_max: Duration,
     /// Raft's own threads: dropped (stopping its tasks) with the node.
     runtime: RaftRuntime,
 }
@@ -241,10 +253,10 @@ impl RaftNode {
             max_snapshot_bytes: cfg.max_snapshot_bytes,
             gate: WriteGate::default(),
             tenure: Tenure::default(),
-            election_max: Duration::from_millis(cfg.election_max_ms),
             runtime,
         });
         tokio::spawn(export_metrics(node.clone()));
+        tokio::spawn(crate::handover::follow_tenure(node.clone()));
         Ok(node)
     }
 
@@ -335,13 +347,13 @@ impl RaftNode {
     /// Proposes `cmd` through Raft, forwarding it to the leader when this master is not the
     /// leader, and returns once it is committed and applied.
     pub async fn write(&self, cmd: Command) -> Result<CommandResponse, ClusterError> {
-        check_entry(&cmd)?;
+        let checked = check_entry(&cmd)?;
         let deadline = Instant::now() + self.request_timeout;
         self.until_leader(deadline, |leader| {
             let cmd = cmd.clone();
             async move {
                 match leader {
-                    None => self.write_local(cmd, deadline).await,
+                    None => self.propose(cmd, checked, deadline).await,
                     Some(node) => {
                         self.metrics.proposals_forwarded.inc();
                         self.forward(&node, "write", &cmd, deadline).await
@@ -366,10 +378,22 @@ impl RaftNode {
         Ok(results)
     }
 
-    /// Proposes `cmd` on this master, which must be the leader.
+    /// Proposes `cmd`, forwarded by another master, on this master, which must be the leader.
     pub async fn write_local(
         &self,
         cmd: Command,
+        deadline: Instant,
+    ) -> Result<CommandResponse, ClusterError> {
+        // Every entry appended must decode on every follower (and on restart), and stay small.
+        let checked = check_entry(&cmd)?;
+        self.propose(cmd, checked, deadline).await
+    }
+
+    /// Proposes a checked command on this master, which must be the leader.
+    async fn propose(
+        &self,
+        cmd: Command,
+        checked: Checked,
         deadline: Instant,
     ) -> Result<CommandResponse, ClusterError> {
         if !self.is_member() {
@@ -379,13 +403,16 @@ impl RaftNode {
         let Some(_pass) = self.gate.enter() else {
             return Err(ClusterError::NoQuorum);
         };
-        // Every entry appended must decode on every follower (and on restart), and stay small.
-        let size = check_entry(&cmd)?;
         self.metrics.proposals.inc();
         let start = Instant::now();
         let remaining = deadline.saturating_duration_since(start);
         // Grouped with concurrent writes into one entry (proposer.rs).
-        let result = match tokio::time::timeout(remaining, self.proposer.propose(cmd, size)).await {
+        let result = match tokio::time::timeout(
+            remaining,
+            self.proposer.propose(cmd, checked.size, checked.ops),
+        )
+        .await
+        {
             Err(_) => Err(ClusterError::Indeterminate(
                 "the write was proposed but not committed in time".into(),
             )),
@@ -631,8 +658,6 @@ async fn export_metrics(node: Arc<RaftNode>) {
         let m = rx.borrow_and_update().clone();
         let g = &node.metrics;
         g.is_leader.set((m.state == ServerState::Leader) as i64);
-        node.tenure
-            .observe(m.state == ServerState::Leader, m.current_term);
         g.term.set(m.current_term as i64);
         g.leader_id.set(m.current_leader.unwrap_or(0) as i64);
         if m.current_leader.is_some() && m.current_leader != last_leader {

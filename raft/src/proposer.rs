@@ -57,15 +57,16 @@ impl Proposer {
         Proposer { queue }
     }
 
-    /// Proposes `cmd` (checked by the caller: bounded, `size` bytes encoded) and returns its
-    /// result once committed and applied. Dropping the future does not withdraw the write.
+    /// Proposes `cmd` (checked by the caller: bounded, `size` bytes encoded, `ops` operations)
+    /// and returns its result once committed and applied. Dropping the future does not withdraw
+    /// the write.
     pub(crate) async fn propose(
         &self,
         cmd: Command,
         size: u64,
+        ops: usize,
     ) -> Result<CommandResponse, ClusterError> {
         let (reply, answer) = oneshot::channel();
-        let ops = cmd.op_count();
         self.queue
             .send(Pending {
                 cmd,

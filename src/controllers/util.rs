@@ -1,6 +1,5 @@
 //! What the loops share: the watch-driven run loop and accessors over stored objects.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -9,6 +8,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use crate::registry::{self, lookup, ResourceInfo};
+
+pub use crate::registry::selectors::string_map;
 
 /// Runs `sync` whenever an object of a `watched` resource changes (coalescing bursts), and at
 /// least every resync period, until `token` is cancelled. A failed pass is retried after a
@@ -94,18 +95,6 @@ pub fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
 /// The resource version of a stored object.
 pub fn rv(v: &Value) -> u64 {
     s(v, "/metadata/resourceVersion").parse().unwrap_or(0)
-}
-
-/// A string map (labels, selectors).
-pub fn string_map(v: &Value, pointer: &str) -> BTreeMap<String, String> {
-    v.pointer(pointer)
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// True when the pod is bound, running or about to, i.e. not finished.

@@ -52,12 +52,12 @@ pub struct MasterArgs {
     #[arg(long)]
     pub cluster_id: Option<String>,
     /// Raft heartbeat interval; also how long the leader waits for an append's answer.
-    #[arg(long, default_value_t = DEFAULT_HEARTBEAT_MS)]
+    #[arg(long, default_value_t = keelson_raft::node::DEFAULT_HEARTBEAT_MS)]
     pub heartbeat_ms: u64,
     /// Raft election timeout range, `MIN-MAX` milliseconds. A follower that stops hearing from
     /// its leader campaigns after MAX (the leader's lease) plus a random time in the range.
-    #[arg(long, default_value = DEFAULT_ELECTION_TIMEOUT_MS)]
-    pub election_timeout_ms: String,
+    #[arg(long, default_value_t = ElectionTimeout::default())]
+    pub election_timeout_ms: ElectionTimeout,
     /// Build a snapshot after this many log entries.
     #[arg(long, default_value_t = 10_000)]
     pub snapshot_every: u64,
@@ -170,21 +170,45 @@ fn derived_cluster_id(peers: &BTreeMap<NodeId, MasterNode>) -> String {
     format!("{:016x}", h.finish())
 }
 
-fn parse_range(s: &str) -> anyhow::Result<(u64, u64)> {
-    let (a, b) = s
-        .split_once('-')
-        .context("--election-timeout-ms is MIN-MAX")?;
-    let (a, b): (u64, u64) = (a.trim().parse()?, b.trim().parse()?);
-    if a == 0 || b <= a {
-        bail!("--election-timeout-ms {s}: need 0 < MIN < MAX");
-    }
-    Ok((a, b))
+/// `--election-timeout-ms`: `MIN-MAX` milliseconds, with 0 < MIN < MAX.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ElectionTimeout {
+    pub min_ms: u64,
+    pub max_ms: u64,
 }
 
-/// Default of `--heartbeat-ms`.
-pub const DEFAULT_HEARTBEAT_MS: u64 = 20;
-/// Default of `--election-timeout-ms`.
-pub const DEFAULT_ELECTION_TIMEOUT_MS: &str = "60-120";
+impl Default for ElectionTimeout {
+    fn default() -> Self {
+        let (min_ms, max_ms) = keelson_raft::node::DEFAULT_ELECTION_MS;
+        ElectionTimeout { min_ms, max_ms }
+    }
+}
+
+impl std::str::FromStr for ElectionTimeout {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parse = |n: &str| {
+            n.trim()
+                .parse::<u64>()
+                .map_err(|e| format!("{s}: {e} (expected MIN-MAX milliseconds)"))
+        };
+        let (a, b) = s
+            .split_once('-')
+            .ok_or_else(|| format!("{s}: expected MIN-MAX milliseconds"))?;
+        let (min_ms, max_ms) = (parse(a)?, parse(b)?);
+        if min_ms == 0 || max_ms <= min_ms {
+            return Err(format!("{s}: need 0 < MIN < MAX"));
+        }
+        Ok(ElectionTimeout { min_ms, max_ms })
+    }
+}
+
+impl std::fmt::Display for ElectionTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.min_ms, self.max_ms)
+    }
+}
 
 /// How long a stopping leader tries to hand its leadership over before it just stops.
 const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(3);
@@ -237,7 +261,6 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
         Some(files) => Some(files.server_config()?),
         None => None,
     };
-    let (emin, emax) = parse_range(&args.election_timeout_ms)?;
     let mut cfg = NodeConfig::new(
         args.id,
         args.data_dir.clone(),
@@ -247,8 +270,8 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     cfg.cluster_id = args.cluster_id.clone();
     cfg.default_cluster_id = (!args.join).then(|| derived_cluster_id(&peers));
     cfg.heartbeat_ms = args.heartbeat_ms;
-    cfg.election_min_ms = emin;
-    cfg.election_max_ms = emax;
+    cfg.election_min_ms = args.election_timeout_ms.min_ms;
+    cfg.election_max_ms = args.election_timeout_ms.max_ms;
     cfg.snapshot_every = args.snapshot_every;
     cfg.keep_logs = args.keep_logs;
     cfg.request_timeout = Duration::from_millis(args.request_timeout_ms);
@@ -430,7 +453,10 @@ mod tests {
         assert!(parse_peers(&["x=127.0.0.1:1".into()], "http").is_err());
         assert!(parse_peers(&["1=nothost".into()], "http").is_err());
         assert!(parse_peers(&["1=127.0.0.1:1".into(), "1=127.0.0.1:2".into()], "http").is_err());
-        assert_eq!(parse_range("250-500").unwrap(), (250, 500));
-        assert!(parse_range("500-250").is_err());
+        let t: ElectionTimeout = "250-500".parse().unwrap();
+        assert_eq!((t.min_ms, t.max_ms), (250, 500));
+        assert_eq!(t.to_string(), "250-500");
+        assert!("500-250".parse::<ElectionTimeout>().is_err());
+        assert!("0-5".parse::<ElectionTimeout>().is_err());
     }
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod writer;
+
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
