@@ -3,12 +3,13 @@
 //! `append` writes the entries (readable at once) and hands openraft's flush callback to a
 //! flusher thread, which syncs the write-ahead log once for every callback waiting and then
 //! reports them durable, in order. Under load many appends share one fsync; openraft is never
-//! told an entry is durable before it is on disk.
+//! told an entry is durable before it is on disk. The newest entries are also kept in memory
+//! (`recent.rs`), so replication and apply read them without RocksDB or decoding.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{
@@ -16,6 +17,7 @@ use openraft::{
 };
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 
+use super::recent::Recent;
 use super::{synced, CF_LOGS, CF_META};
 use crate::codec;
 use crate::error::storage_err;
@@ -34,6 +36,8 @@ fn index_key(index: u64) -> [u8; 8] {
 pub struct LogStore {
     db: Arc<DB>,
     flusher: mpsc::Sender<LogFlushed<TypeConfig>>,
+    /// The newest entries, shared by every clone (the log readers of replication and apply).
+    recent: Arc<Mutex<Recent>>,
 }
 
 impl LogStore {
@@ -64,7 +68,11 @@ impl LogStore {
                 }
             })
             .expect("spawn log flusher");
-        LogStore { db, flusher: tx }
+        LogStore {
+            db,
+            flusher: tx,
+            recent: Arc::default(),
+        }
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(
@@ -126,6 +134,16 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(x) => *x + 1,
             Bound::Unbounded => 0,
         };
+        let end = match range.end_bound() {
+            Bound::Included(x) => x.checked_add(1),
+            Bound::Excluded(x) => Some(*x),
+            Bound::Unbounded => None,
+        };
+        if let Some(end) = end {
+            if let Some(held) = self.recent.lock().expect("recent lock").get(start, end) {
+                return Ok(held);
+            }
+        }
         let cf = self.db.cf_handle(CF_LOGS).expect("logs cf");
         let mut out = Vec::new();
         for item in self.db.iterator_cf(
@@ -195,15 +213,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let cf = self.db.cf_handle(CF_LOGS).expect("logs cf");
         let mut batch = WriteBatch::default();
+        let mut written = Vec::new();
         for entry in entries {
             let bytes =
                 codec::encode(&entry).map_err(|e| storage_err(StorageIOError::write_logs, e))?;
-            batch.put_cf(&cf, index_key(entry.log_id.index), bytes);
+            batch.put_cf(&cf, index_key(entry.log_id.index), &bytes);
+            written.push((entry, bytes.len()));
         }
         // Written (and readable) now; durable once the flusher has synced the WAL.
         self.db
             .write(batch)
             .map_err(|e| storage_err(StorageIOError::write_logs, e))?;
+        let mut recent = self.recent.lock().expect("recent lock");
+        for (entry, size) in written {
+            recent.push(entry, size);
+        }
+        drop(recent);
         self.flusher
             .send(callback)
             .map_err(|_| storage_err(StorageIOError::write_logs, "log flusher stopped"))?;
@@ -214,6 +239,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let cf = self.db.cf_handle(CF_LOGS).expect("logs cf");
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(&cf, index_key(log_id.index), index_key(u64::MAX));
+        // Forgotten first: a reader never gets from memory what the log no longer holds.
+        self.recent
+            .lock()
+            .expect("recent lock")
+            .truncate(log_id.index);
         self.db
             .write_opt(batch, &synced())
             .map_err(|e| storage_err(StorageIOError::write_logs, e))
@@ -230,6 +260,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             codec::encode(&log_id).map_err(|e| storage_err(StorageIOError::write_logs, e))?,
         );
         batch.delete_range_cf(&logs, index_key(0), index_key(log_id.index + 1));
+        self.recent.lock().expect("recent lock").purge(log_id.index);
         self.db
             .write_opt(batch, &synced())
             .map_err(|e| storage_err(StorageIOError::write_logs, e))

@@ -13,6 +13,7 @@
 //! - `state`: the state machine's records by key.
 
 mod log;
+mod recent;
 mod state;
 
 use std::path::Path;
