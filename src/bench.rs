@@ -343,6 +343,8 @@ struct Results {
     stop_errors: usize,
     /// Phase `stability`: the load, and the leader changes during it.
     stability: Option<(Level, u64)>,
+    /// Phase `writes`: one client through the leader, then one through a follower.
+    one_client: Option<(Level, Level)>,
     memory: Option<Memory>,
 }
 
@@ -406,6 +408,24 @@ async fn measure(kind: Kind, args: &BenchArgs, value: &str) -> anyhow::Result<Re
         );
         levels.push(level);
     }
+    let one_client = if args.runs(Phase::Writes) {
+        let leader = sys
+            .settled_leader()
+            .await
+            .ok_or_else(|| anyhow!("no leader"))?;
+        let duration = Duration::from_secs(args.duration_secs);
+        let through = |member| closed_loop(&sys, 1, duration, value, Some(member));
+        let via_leader = through(leader).await;
+        let via_follower = through((leader + 1) % MEMBERS).await;
+        eprintln!(
+            "bench: {kind:?}: 1 client through the leader: {:.0} ops/s, through a follower: \
+             {:.0} ops/s",
+            via_leader.ops_per_sec, via_follower.ops_per_sec
+        );
+        Some((via_leader, via_follower))
+    } else {
+        None
+    };
     let stability = if args.runs(Phase::Stability) {
         let duration = Duration::from_secs(args.stability_secs);
         let before = sys.term().await;
@@ -447,6 +467,7 @@ async fn measure(kind: Kind, args: &BenchArgs, value: &str) -> anyhow::Result<Re
         stops,
         stop_errors,
         stability,
+        one_client,
         memory,
     })
 }
@@ -454,6 +475,18 @@ async fn measure(kind: Kind, args: &BenchArgs, value: &str) -> anyhow::Result<Re
 /// Phase 1: `clients` closed-loop writers of fresh keys, client `i` talking to member
 /// `i % MEMBERS`. Only requests started after the warm-up second count.
 async fn throughput(sys: &Sys, clients: usize, duration: Duration, value: &str) -> Level {
+    closed_loop(sys, clients, duration, value, None).await
+}
+
+/// `clients` closed-loop writers of fresh keys, all through `member`, or client `i` through
+/// member `i % MEMBERS` when `None`. Only requests started after the warm-up second count.
+async fn closed_loop(
+    sys: &Sys,
+    clients: usize,
+    duration: Duration,
+    value: &str,
+    member: Option<usize>,
+) -> Level {
     let start = Instant::now() + Duration::from_secs(1);
     let end = start + duration;
     let mut tasks = JoinSet::new();
@@ -467,7 +500,11 @@ async fn throughput(sys: &Sys, clients: usize, duration: Duration, value: &str) 
                     break;
                 }
                 let ok = sys
-                    .put(c % MEMBERS, &format!("bench-{clients}-{c}-{n}"), &value)
+                    .put(
+                        member.unwrap_or(c % MEMBERS),
+                        &format!("bench-{clients}-{member:?}-{c}-{n}"),
+                        &value,
+                    )
                     .await;
                 match (ok, t >= start) {
                     (Ok(()), true) => lat.push(t.elapsed()),
@@ -1119,6 +1156,31 @@ fn render(args: &BenchArgs, results: &[Results]) -> String {
             args.duration_secs,
             table(&header, &rows)
         );
+    }
+    if results.iter().any(|r| r.one_client.is_some()) {
+        s += &format!(
+            "## One client: through the leader and through a follower\n\n\
+             One closed-loop client for {} s after 1 s of warm-up, writing only through the \
+             leader, then only through a follower (which forwards each write to the leader).\n\n",
+            args.duration_secs
+        );
+        let header = ["system", "through", "ops/s", "p50 ms", "p99 ms", "errors"];
+        let rows: Vec<Vec<String>> = (results.iter())
+            .filter_map(|r| Some((r.kind, r.one_client.as_ref()?)))
+            .flat_map(|(kind, (leader, follower))| {
+                [("leader", leader), ("follower", follower)].map(|(through, l)| {
+                    vec![
+                        kind.name().into(),
+                        through.into(),
+                        format!("{:.0}", l.ops_per_sec),
+                        ms(pct_ms(&l.latencies, 0.5)),
+                        ms(pct_ms(&l.latencies, 0.99)),
+                        l.errors.to_string(),
+                    ]
+                })
+            })
+            .collect();
+        s += &table(&header.map(String::from), &rows);
     }
     if args.failovers > 0 && args.runs(Phase::Failover) && !results.is_empty() {
         s += &format!(
