@@ -318,18 +318,40 @@ fn write_applied(
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    /// Builds on a blocking thread: serializing every record and syncing the file takes long
+    /// with a large state (hundreds of ms at a million records), and on Raft's own two threads
+    /// it held heartbeats back long enough for followers to campaign.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let (records, last_applied, membership) = {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.build_snapshot_now())
+            .await
+            .map_err(|e| storage_err(StorageIOError::read_state_machine, e))?
+    }
+}
+
+impl StateMachine {
+    /// Reads the records from a RocksDB snapshot taken under the state lock, so the lock is held
+    /// only for an instant and apply goes on meanwhile: apply writes the `state` column family
+    /// and the last-applied id in one batch under that lock, so the view and the last-applied id
+    /// read with it describe the same state.
+    fn build_snapshot_now(&self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        fn read_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
+            storage_err(StorageIOError::read_state_machine, e)
+        }
+        let db = &self.shared.db;
+        let (view, last_applied, membership) = {
             let st = self.shared.state.read().expect("state lock");
-            let records: Vec<(String, Record)> = st
-                .space
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            (records, st.last_applied, st.membership.clone())
+            (db.snapshot(), st.last_applied, st.membership.clone())
         };
-        let data = codec::encode(&records)
-            .map_err(|e| storage_err(StorageIOError::read_state_machine, e))?;
+        let cf = db.cf_handle(CF_STATE).expect("state cf");
+        let mut records: Vec<(String, Record)> = Vec::new();
+        for item in view.iterator_cf(&cf, IteratorMode::Start) {
+            let (k, v) = item.map_err(read_err)?;
+            let key = String::from_utf8(k.to_vec()).map_err(read_err)?;
+            records.push((key, codec::decode(&v).map_err(read_err)?));
+        }
+        drop(view);
+        let data = codec::encode(&records).map_err(read_err)?;
         let seq = self.shared.snapshot_seq.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, seq),
