@@ -770,3 +770,45 @@ async fn a_cluster_created_without_an_explicit_id_elects_and_keeps_its_derived_i
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A follower stopped (SIGSTOP) for longer than any election timeout, under writes, then
+/// resumed: its Raft core wakes with its election timer long passed and heartbeats still
+/// queued. Without pre-vote (keelson_raft::prevote) it campaigns with a higher term and unseats
+/// a healthy leader; with it, it asks the others first, who still hear the leader, and stays a
+/// follower. The leader and the term are the same throughout, and the follower catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_paused_past_its_election_timeout_does_not_unseat_the_leader() {
+    let c = Cluster::start(std::path::Path::new(BIN), 3, &[]);
+    let l = leader(&c).await;
+    let term = c.status(l).await.unwrap()["term"].as_u64().unwrap();
+    let f = c.ids().into_iter().find(|id| *id != l).unwrap();
+    let writer = Writer::spawn(vec![c.url(l)], "paused/");
+    writer.wait_more(20).await;
+    c.pause(f);
+    // The stimulus, not a synchronisation: longer than the lease and the largest election
+    // timeout together (120 + 120 ms by default), several times over.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    writer.wait_more(20).await;
+    c.resume(f);
+    writer.wait_more(20).await;
+    let acked = writer.stop().await;
+    let applied = c.status(l).await.unwrap()["applied_index"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        c.wait_applied(f, applied, secs(10)).await,
+        "the resumed follower catches up\n{}",
+        c.log_tail(f, 20)
+    );
+    for id in c.ids() {
+        let s = c.status(id).await.unwrap();
+        assert_eq!(
+            s["term"].as_u64(),
+            Some(term),
+            "master {id}: {s}\n{}",
+            c.log_tail(f, 30)
+        );
+        assert_eq!(s["leader"].as_u64(), Some(l), "master {id}: {s}");
+    }
+    assert_none_lost(&c.url(l), "paused/", &acked).await;
+}

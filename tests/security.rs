@@ -12,7 +12,16 @@ use keelson_chaos::{Cluster, Kv};
 mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_keelson");
-const ROUTES: [&str; 6] = ["append", "vote", "snapshot", "write", "read_index", "admin"];
+const ROUTES: [&str; 8] = [
+    "append",
+    "vote",
+    "snapshot",
+    "write",
+    "read_index",
+    "admin",
+    "campaign",
+    "prevote",
+];
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)

@@ -131,7 +131,7 @@ impl RaftNode {
             return None;
         }
         // This master is leaving: it must not win the next election back.
-        self.raft.runtime_config().elect(false);
+        self.prevote.leave(&self.raft);
         let drained = self.gate.close_and_drain(deadline).await;
         let chosen = if drained {
             self.caught_up_follower(deadline).await

@@ -37,6 +37,8 @@ pub mod network;
 #[cfg(feature = "storage")]
 pub mod node;
 #[cfg(feature = "storage")]
+pub mod prevote;
+#[cfg(feature = "storage")]
 pub mod proposer;
 pub mod revision;
 #[cfg(feature = "storage")]

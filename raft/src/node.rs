@@ -24,6 +24,7 @@ use crate::feed::{Expired, Subscription, WindowLimits};
 use crate::handover::{Tenure, WriteGate};
 use crate::metrics::RaftMetrics;
 use crate::network::{call, http_client, scheme, CallError, Network, PeerTls};
+use crate::prevote::{guard_elections, PreVote};
 use crate::proposer::{write_error, Proposer};
 use crate::runtime::RaftRuntime;
 use crate::store::{self, LogStore, OpenError, Shared, StateMachine};
@@ -155,6 +156,8 @@ pub struct RaftNode {
     pub(crate) gate: WriteGate,
     /// Since when this master leads (`handover.rs`).
     pub(crate) tenure: Tenure,
+    /// When a leader last reached this master; elections wait for a majority (`prevote.rs`).
+    pub(crate) prevote: PreVote,
     /// Raft's own threads: dropped (stopping its tasks) with the node.
     runtime: RaftRuntime,
 }
@@ -253,10 +256,16 @@ impl RaftNode {
             max_snapshot_bytes: cfg.max_snapshot_bytes,
             gate: WriteGate::default(),
             tenure: Tenure::default(),
+            prevote: PreVote::new(Duration::from_millis(cfg.election_min_ms)),
             runtime,
         });
         tokio::spawn(export_metrics(node.clone()));
         tokio::spawn(crate::handover::follow_tenure(node.clone()));
+        // On Raft's threads: API load must not hold back the switch it keeps.
+        node.runtime.handle().spawn(guard_elections(
+            Arc::downgrade(&node),
+            Duration::from_millis(cfg.heartbeat_ms),
+        ));
         Ok(node)
     }
 

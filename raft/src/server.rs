@@ -89,6 +89,7 @@ pub fn router(node: Arc<RaftNode>) -> Router {
         .route("/raft/read_index", post(read_index))
         .route("/raft/admin", post(admin))
         .route("/raft/campaign", post(campaign))
+        .route("/raft/prevote", post(prevote))
         .layer(middleware::from_fn_with_state(node.clone(), check_cluster))
         .layer(DefaultBodyLimit::max(codec::MAX_MESSAGE as usize))
         .with_state(node)
@@ -190,6 +191,7 @@ async fn append(
     serve_rpc(&body, |req: AppendEntriesRequest<TypeConfig>| async move {
         let claimed = req.vote.leader_id().voted_for();
         check_sender(proven(identity)?, claimed)?;
+        node.heard_from(&req.vote);
         Ok(node.raft.append_entries(req).await)
     })
     .await
@@ -285,6 +287,7 @@ async fn snapshot(
         &body,
         |req: InstallSnapshotRequest<TypeConfig>| async move {
             check_sender(proven(identity)?, req.vote.leader_id().voted_for())?;
+            node.heard_from(&req.vote);
             receive_chunk(&node, &intake, req).await
         },
     )
@@ -368,6 +371,11 @@ async fn admin(State(node): State<Arc<RaftNode>>, body: Bytes) -> Response {
         Ok(node.admin_local(req).await)
     })
     .await
+}
+
+/// Another voter asks whether this master, too, has heard from no leader (`prevote.rs`).
+async fn prevote(State(node): State<Arc<RaftNode>>, body: Bytes) -> Response {
+    serve_rpc(&body, |(): ()| async move { Ok(node.prevote_answer()) }).await
 }
 
 /// The leader hands leadership over (`handover.rs`): its FROM header, checked against its

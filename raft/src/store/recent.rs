@@ -54,7 +54,10 @@ impl Recent {
     /// Holds an entry just written to the log (`size` bytes encoded), dropping the oldest ones
     /// past the bounds.
     pub(crate) fn push(&mut self, entry: Entry<TypeConfig>, size: usize) {
-        if self.last().is_some_and(|last| last + 1 != entry.log_id.index) {
+        if self
+            .last()
+            .is_some_and(|last| last + 1 != entry.log_id.index)
+        {
             self.entries.clear();
             self.bytes = 0;
         }
@@ -80,7 +83,12 @@ impl Recent {
         }
         let from = (start - first) as usize;
         let to = (end - first) as usize;
-        Some(self.entries.range(from..to).map(|(e, _)| e.clone()).collect())
+        Some(
+            self.entries
+                .range(from..to)
+                .map(|(e, _)| e.clone())
+                .collect(),
+        )
     }
 
     /// Forgets the entries from index `from` on (the log was truncated there).
