@@ -104,7 +104,8 @@ struct Window {
     bytes: usize,
     /// Every event with `rv > floor` is in `events`.
     floor: u64,
-    /// Highest resource version published.
+    /// The applied state's version: at or past every event published (entries that changed
+    /// nothing, such as a new leader's blank entry, advance it without an event).
     head: u64,
     /// Counts resets: a subscription taken before the last one has ended.
     generation: u64,
@@ -115,7 +116,10 @@ impl Window {
     /// kept, even alone over a limit, so that the live subscribers can still take it; it is
     /// dropped on the next publish.
     fn trim(&mut self, limits: WindowLimits) {
-        let newest = revision::index_of(self.head);
+        let newest = match self.events.back() {
+            Some(e) => revision::index_of(e.rv),
+            None => return,
+        };
         while self.events.len() > limits.events || self.bytes > limits.bytes {
             let oldest = match self.events.front().map(|e| revision::index_of(e.rv)) {
                 Some(index) if index < newest => index,
@@ -182,6 +186,15 @@ impl Feed {
         self.tick.send_modify(|t| *t += 1);
     }
 
+    /// The state now stands at `applied`: entries up to it were applied, the events of those
+    /// that changed something already published. Watches report it in bookmarks once they have
+    /// taken every event ([`Subscription::position`]), so a watch catches up with a list even
+    /// when the last entries changed nothing.
+    pub fn advance(&self, applied: u64) {
+        let mut w = self.window.write().expect("feed lock");
+        w.head = w.head.max(applied);
+    }
+
     /// Forgets the window: the state now stands at `applied`, reached without events.
     pub fn reset(&self, applied: u64) {
         {
@@ -244,6 +257,21 @@ impl Subscription {
             self.take_entry().await?;
         }
         Ok(self.entry.pop_front().expect("an entry has events"))
+    }
+
+    /// The version this subscription has caught up to: the end of the last entry it took, or
+    /// the applied state's version once it has taken every event published (and lost none).
+    /// It never goes back: no event lies between the two, so the subscription moves there.
+    pub fn position(&mut self) -> u64 {
+        let w = self.window.read().expect("feed lock");
+        let caught_up = self.entry.is_empty()
+            && w.generation == self.generation
+            && self.seen >= w.floor
+            && w.events.back().is_none_or(|e| e.rv <= self.seen);
+        if caught_up {
+            self.seen = self.seen.max(w.head);
+        }
+        self.seen
     }
 
     /// The events after the subscription's position in the next log entry that changed
@@ -500,6 +528,31 @@ mod tests {
         ]);
         assert_eq!(feed.bounds(), (through(1), w(2, 1)));
         assert_eq!(feed.held().0, 2);
+    }
+
+    #[tokio::test]
+    async fn a_caught_up_watch_is_at_the_applied_state_past_entries_without_events() {
+        let feed = Feed::new(limit(10), 0);
+        let mut sub = feed.subscribe(0).unwrap();
+        feed.publish([ev(w(1, 0), "a"), ev(w(1, 1), "b")]);
+        // Entries 2 and 3 changed nothing (a new leader's blank entry, say).
+        feed.advance(through(3));
+        assert_eq!(sub.position(), 0, "entry 1 not taken yet");
+        assert_eq!(sub.next().await.unwrap().key, "a");
+        assert_eq!(
+            sub.position(),
+            through(1),
+            "mid-entry: the end of the entry taken"
+        );
+        assert_eq!(sub.next().await.unwrap().key, "b");
+        assert_eq!(sub.position(), through(3));
+        // An event published after the position was read: the position stays until it is
+        // taken, and never goes back.
+        feed.publish([ev(w(4, 0), "c")]);
+        feed.advance(through(4));
+        assert_eq!(sub.position(), through(3));
+        assert_eq!(sub.next().await.unwrap().key, "c");
+        assert_eq!(sub.position(), through(4));
     }
 
     #[tokio::test]

@@ -210,15 +210,7 @@ impl RaftNode {
             self.raft.runtime_config().heartbeat(false);
             tokio::time::sleep(lease + Duration::from_millis(25)).await;
         }
-        let node = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .get_node(&target)
-            .cloned()?;
-        let url = format!("{}://{}/raft/campaign", self.scheme, node.raft);
+        let url = self.peer_url(target, "campaign")?;
         let left = deadline.saturating_duration_since(Instant::now());
         let cluster = self.cluster_id();
         let asked = call::<(), Result<(), ClusterError>>(

@@ -342,6 +342,19 @@ impl RaftNode {
             .is_some()
     }
 
+    /// `/raft/{route}` on the Raft port of member `id`, when this master knows it.
+    pub(crate) fn peer_url(&self, id: NodeId, route: &str) -> Option<String> {
+        let node = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .cloned()?;
+        Some(format!("{}://{}/raft/{route}", self.scheme, node.raft))
+    }
+
     /// True when master `id` is in the membership this master knows.
     pub fn knows_member(&self, id: NodeId) -> bool {
         self.raft

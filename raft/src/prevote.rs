@@ -149,15 +149,7 @@ impl RaftNode {
         let mut asks: FuturesUnordered<_> = others
             .into_iter()
             .filter_map(|id| {
-                let node = self
-                    .raft
-                    .metrics()
-                    .borrow()
-                    .membership_config
-                    .membership()
-                    .get_node(&id)
-                    .cloned()?;
-                let url = format!("{}://{}/raft/prevote", self.scheme, node.raft);
+                let url = self.peer_url(id, "prevote")?;
                 let cluster = cluster.clone();
                 Some(async move {
                     let asked = call::<(), bool>(

@@ -6,9 +6,11 @@
 //! matching as `ADDED`, as the Kubernetes API server does. A version older than the feed's
 //! window is an `ERROR` event carrying a 410 `Expired` Status.
 //!
-//! Events of one log entry (a `Batch` writing several objects, as the scheduler's) share a
-//! resource version; they go out as one chunk and bookmarks fall only between entries, so a
-//! client resuming from the last version it saw does not skip the rest of an entry.
+//! Events of one log entry (a `Batch` writing several objects, as the scheduler's) go out as one
+//! chunk, each with its own resource version. A bookmark names the subscription's position
+//! (`Subscription::position`): the end of the last entry taken or, once every event is taken,
+//! the applied state's version, so a watch reaches a list's version even when the last entries
+//! changed nothing (a new leader's blank entry).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -19,7 +21,6 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use keelson_raft::feed::{Event, EventKind, Subscription};
-use keelson_raft::revision;
 use serde_json::{json, Value};
 
 use super::metrics::{ApiMetrics, OpenWatch};
@@ -58,8 +59,6 @@ fn expired(message: String) -> Bytes {
 struct State {
     spec: WatchSpec,
     sub: Subscription,
-    /// Resource version of the last feed event this watch has looked at.
-    seen: u64,
     bookmark_tick: tokio::time::Interval,
     deadline: Option<tokio::time::Instant>,
     metrics: ApiMetrics,
@@ -148,7 +147,7 @@ pub fn serve_with(
     } else {
         spec.from
     };
-    let (sub, start) = match from {
+    let sub = match from {
         None | Some(0) => {
             let (items, rv, sub) = node.store.list_and_subscribe(&spec.prefix);
             for (k, r) in &items {
@@ -165,10 +164,10 @@ pub fn serve_with(
             if options.send_initial_events {
                 initial.push(bookmark(spec.info, rv, true));
             }
-            (sub, rv)
+            sub
         }
         Some(n) => match node.watch(n) {
-            Ok(sub) => (sub, n),
+            Ok(sub) => sub,
             Err(e) => {
                 // As the API server does: a 200 stream with one ERROR event.
                 let body = Body::from(expired(e.to_string()));
@@ -183,7 +182,6 @@ pub fn serve_with(
     let state = State {
         spec,
         sub,
-        seen: start,
         bookmark_tick,
         deadline,
         metrics,
@@ -206,9 +204,7 @@ pub fn serve_with(
                     Ok(entry) => {
                         // One chunk per log entry. Every event has its own version, so a
                         // client resuming from any version it was sent gets exactly what
-                        // follows; a bookmark names the end of the last entry taken.
-                        let last = entry.last().expect("an entry has events").rv;
-                        st.seen = revision::through_entry(revision::index_of(last));
+                        // follows; a bookmark names the subscription's position.
                         let lines: Vec<Bytes> = entry
                             .iter()
                             .filter(|e| st.in_scope(e))
@@ -225,7 +221,8 @@ pub fn serve_with(
                     }
                 },
                 _ = st.bookmark_tick.tick(), if st.spec.bookmarks => {
-                    return Some((bookmark(st.spec.info, st.seen, false), st));
+                    let at = st.sub.position();
+                    return Some((bookmark(st.spec.info, at, false), st));
                 }
                 _ = timeout => return None,
             }

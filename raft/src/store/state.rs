@@ -423,6 +423,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         db.write(batch)
             .map_err(|e| storage_err(StorageIOError::write_state_machine, e))?;
         self.shared.feed.publish(events);
+        self.shared.feed.advance(applied_rv(&st));
         Ok(responses)
     }
 
