@@ -188,9 +188,7 @@ impl StateMachine {
         {
             let cf = db.cf_handle(CF_STATE).expect("state cf");
             for item in db.iterator_cf(&cf, IteratorMode::Start) {
-                let (k, v) = item.map_err(|e| corrupt(e.to_string()))?;
-                let key = String::from_utf8(k.to_vec()).map_err(|e| corrupt(e.to_string()))?;
-                let record: Record = codec::decode(&v).map_err(|e| corrupt(e.to_string()))?;
+                let (key, record) = stored_record(item).map_err(corrupt)?;
                 space.insert(key, record);
             }
         }
@@ -253,6 +251,16 @@ impl StateMachine {
             .store(snap.data.len() as u64, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// A record as the `state` column family holds it: the key (UTF-8) and the encoded record.
+fn stored_record(
+    item: Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>,
+) -> Result<(String, Record), String> {
+    let (k, v) = item.map_err(|e| e.to_string())?;
+    let key = String::from_utf8(k.into_vec()).map_err(|e| e.to_string())?;
+    let record = codec::decode(&v).map_err(|e| e.to_string())?;
+    Ok((key, record))
 }
 
 fn record_changes(
@@ -346,9 +354,7 @@ impl StateMachine {
         let cf = db.cf_handle(CF_STATE).expect("state cf");
         let mut records: Vec<(String, Record)> = Vec::new();
         for item in view.iterator_cf(&cf, IteratorMode::Start) {
-            let (k, v) = item.map_err(read_err)?;
-            let key = String::from_utf8(k.to_vec()).map_err(read_err)?;
-            records.push((key, codec::decode(&v).map_err(read_err)?));
+            records.push(stored_record(item).map_err(read_err)?);
         }
         drop(view);
         let data = codec::encode(&records).map_err(read_err)?;
