@@ -706,6 +706,10 @@ impl Cluster {
     }
 }
 
+/// Set (to anything) to keep a cluster's directory — data, certificates and the masters' logs —
+/// when it is dropped, to read after a test or a benchmark; its path goes to standard error.
+pub const KEEP_ENV: &str = "KEELSON_KEEP_CLUSTER";
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         for m in self.masters.values_mut() {
@@ -714,6 +718,11 @@ impl Drop for Cluster {
                 unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
                 let _ = child.kill();
                 let _ = child.wait();
+            }
+        }
+        if std::env::var_os(KEEP_ENV).is_some() {
+            if let Some(tmp) = self._tmp.take() {
+                eprintln!("{KEEP_ENV}: kept {}", tmp.keep().display());
             }
         }
     }

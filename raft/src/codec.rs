@@ -21,6 +21,14 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, bincode::Erro
     bincode::DefaultOptions::new().serialize(value)
 }
 
+/// Encodes `value` at the end of `out`.
+pub fn encode_into<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    value: &T,
+) -> Result<(), bincode::Error> {
+    bincode::DefaultOptions::new().serialize_into(out, value)
+}
+
 /// The size of `value` once encoded, without encoding it into memory.
 pub fn encoded_size<T: Serialize + ?Sized>(value: &T) -> Result<u64, bincode::Error> {
     bincode::DefaultOptions::new().serialized_size(value)

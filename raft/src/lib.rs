@@ -46,6 +46,8 @@ pub mod runtime;
 #[cfg(feature = "storage")]
 pub mod server;
 #[cfg(feature = "storage")]
+mod snapshot_policy;
+#[cfg(feature = "storage")]
 pub mod store;
 
 use std::fmt;

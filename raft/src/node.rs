@@ -27,6 +27,7 @@ use crate::network::{call, http_client, scheme, CallError, Network, PeerTls};
 use crate::prevote::{guard_elections, PreVote};
 use crate::proposer::{write_error, Proposer};
 use crate::runtime::RaftRuntime;
+use crate::snapshot_policy::drive_snapshots;
 use crate::store::{self, LogStore, OpenError, Shared, StateMachine};
 use crate::{codec, MasterNode, NodeId, Raft};
 
@@ -72,7 +73,8 @@ pub struct NodeConfig {
     pub heartbeat_ms: u64,
     pub election_min_ms: u64,
     pub election_max_ms: u64,
-    /// Build a snapshot after this many applied entries.
+    /// Build a snapshot after this many applied entries, once the log since the last one holds
+    /// a quarter of its size (`snapshot_policy.rs`).
     pub snapshot_every: u64,
     /// Entries kept in the log behind a snapshot (for followers slightly behind).
     pub keep_logs: u64,
@@ -196,6 +198,7 @@ impl RaftNode {
         };
         let sm = StateMachine::open(db.clone(), &cfg.data_dir, window)?;
         let log = LogStore::new(db.clone());
+        let appended = log.appended_bytes();
         let shared = sm.shared.clone();
 
         let config = Config {
@@ -203,7 +206,8 @@ impl RaftNode {
             heartbeat_interval: cfg.heartbeat_ms,
             election_timeout_min: cfg.election_min_ms,
             election_timeout_max: cfg.election_max_ms,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
+            // Ours, in snapshot_policy.rs: it weighs the snapshot's size too.
+            snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: cfg.keep_logs,
             // Small AppendEntries so that a slow fsync never turns a heartbeat into a timeout.
             max_payload_entries: 256,
@@ -265,6 +269,11 @@ impl RaftNode {
         node.runtime.handle().spawn(guard_elections(
             Arc::downgrade(&node),
             Duration::from_millis(cfg.heartbeat_ms),
+        ));
+        node.runtime.handle().spawn(drive_snapshots(
+            Arc::downgrade(&node),
+            cfg.snapshot_every,
+            appended,
         ));
         Ok(node)
     }
@@ -684,6 +693,11 @@ async fn export_metrics(node: Arc<RaftNode>) {
         g.leader_id.set(m.current_leader.unwrap_or(0) as i64);
         if m.current_leader.is_some() && m.current_leader != last_leader {
             g.leader_changes.inc();
+            tracing::info!(
+                "leader is now master {} (term {}, was {last_leader:?})",
+                m.current_leader.unwrap_or(0),
+                m.current_term
+            );
         }
         last_leader = m.current_leader;
         let last_log = m.last_log_index.unwrap_or(0);

@@ -69,12 +69,21 @@ impl PreVote {
         }
     }
 
+    /// How long since a leader last reached this master (`None`: never).
+    fn silence(&self) -> Option<Duration> {
+        match self.contact.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(
+                self.epoch
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(at - 1)),
+            ),
+        }
+    }
+
     /// True when no leader has reached this master for `quiet`.
     fn is_quiet(&self) -> bool {
-        match self.contact.load(Ordering::Relaxed) {
-            0 => true,
-            at => self.epoch.elapsed() >= Duration::from_millis(at - 1) + self.quiet,
-        }
+        self.silence().is_none_or(|s| s >= self.quiet)
     }
 
     /// Switches elections off for good: this master is handing its leadership over.
@@ -179,14 +188,26 @@ impl RaftNode {
 pub(crate) async fn guard_elections(node: Weak<RaftNode>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_open = false;
     loop {
         tick.tick().await;
         let Some(node) = node.upgrade() else { return };
-        let open = match node.own_view() {
-            Own::Open => true,
-            Own::Closed => false,
-            Own::Ask(others) => node.majority_agrees(others).await,
+        let (open, asked) = match node.own_view() {
+            Own::Open => (true, false),
+            Own::Closed => (false, false),
+            // A leader heard while the others were asked closes elections again.
+            Own::Ask(others) => (
+                node.majority_agrees(others).await && node.prevote.is_quiet(),
+                true,
+            ),
         };
+        if open && asked && !was_open {
+            tracing::info!(
+                "pre-vote: no leader heard for {:?} here and at a majority: elections open",
+                node.prevote.silence()
+            );
+        }
+        was_open = open;
         node.prevote.set(&node.raft, open);
     }
 }

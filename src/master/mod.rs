@@ -58,7 +58,8 @@ pub struct MasterArgs {
     /// its leader campaigns after MAX (the leader's lease) plus a random time in the range.
     #[arg(long, default_value_t = ElectionTimeout::default())]
     pub election_timeout_ms: ElectionTimeout,
-    /// Build a snapshot after this many log entries.
+    /// Build a snapshot after this many log entries, and once the log since the last snapshot
+    /// holds a quarter of its size in bytes.
     #[arg(long, default_value_t = 10_000)]
     pub snapshot_every: u64,
     /// Log entries kept behind a snapshot.

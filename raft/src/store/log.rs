@@ -8,6 +8,7 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -38,6 +39,8 @@ pub struct LogStore {
     flusher: mpsc::Sender<LogFlushed<TypeConfig>>,
     /// The newest entries, shared by every clone (the log readers of replication and apply).
     recent: Arc<Mutex<Recent>>,
+    /// Bytes of entries appended since this master started, for the snapshot policy.
+    appended: Arc<AtomicU64>,
 }
 
 impl LogStore {
@@ -72,7 +75,13 @@ impl LogStore {
             db,
             flusher: tx,
             recent: Arc::default(),
+            appended: Arc::default(),
         }
+    }
+
+    /// Bytes of entries appended since this master started (every clone adds to one count).
+    pub(crate) fn appended_bytes(&self) -> Arc<AtomicU64> {
+        self.appended.clone()
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(
@@ -220,6 +229,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.put_cf(&cf, index_key(entry.log_id.index), &bytes);
             written.push((entry, bytes.len()));
         }
+        let bytes: usize = written.iter().map(|(_, size)| size).sum();
+        self.appended.fetch_add(bytes as u64, Ordering::Relaxed);
         // Written (and readable) now; durable once the flusher has synced the WAL.
         self.db
             .write(batch)

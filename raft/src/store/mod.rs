@@ -14,6 +14,7 @@
 
 mod log;
 mod recent;
+mod snapshot;
 mod state;
 
 use std::path::Path;

@@ -20,8 +20,8 @@ use openraft::{
     StorageError, StorageIOError, StoredMembership,
 };
 use rocksdb::{IteratorMode, WriteBatch, DB};
-use serde::{Deserialize, Serialize};
 
+use super::snapshot::{self, StoredSnapshot};
 use super::{synced, OpenError, CF_META, CF_STATE};
 use crate::codec;
 use crate::command::{apply_command, Change, CommandResponse, KeySpace, Record};
@@ -67,18 +67,12 @@ pub struct Shared {
     /// The change feed published by apply.
     pub feed: Feed,
     snapshot_seq: AtomicU64,
-    current_snapshot: Mutex<Option<StoredSnapshot>>,
+    current_snapshot: Mutex<Option<Arc<StoredSnapshot>>>,
     /// Counts snapshot builds and installs, for metrics.
     pub snapshots_built: AtomicU64,
     pub snapshots_installed: AtomicU64,
     /// Size of the current snapshot's data: what a leader sends a follower that needs it.
     pub snapshot_bytes: AtomicU64,
-}
-
-#[derive(Clone, Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta<NodeId, MasterNode>,
-    data: Vec<u8>,
 }
 
 impl Shared {
@@ -193,14 +187,9 @@ impl StateMachine {
             }
         }
         let snapshot_path = dir.join(SNAPSHOT_FILE);
-        let current_snapshot = match std::fs::read(&snapshot_path) {
-            Ok(bytes) => Some(
-                codec::decode_trusted::<StoredSnapshot>(&bytes)
-                    .map_err(|e| corrupt(e.to_string()))?,
-            ),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(corrupt(e.to_string())),
-        };
+        let current_snapshot = snapshot::read_file(&snapshot_path)
+            .map_err(corrupt)?
+            .map(Arc::new);
         let applied = last_applied.map_or(0, |l| l.index);
         let snapshot_bytes = current_snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
         Ok(StateMachine {
@@ -223,32 +212,18 @@ impl StateMachine {
         })
     }
 
-    fn save_snapshot(&self, snap: &StoredSnapshot) -> Result<(), StorageError<NodeId>> {
-        let err = |e: std::io::Error| {
+    /// Makes `snap` the current snapshot, on disk first.
+    fn save_snapshot(&self, snap: StoredSnapshot) -> Result<(), StorageError<NodeId>> {
+        snapshot::write_file(&self.shared.snapshot_path, &snap).map_err(|e| {
             storage_err(
                 |ae| StorageIOError::write_snapshot(Some(snap.meta.signature()), ae),
                 e,
             )
-        };
-        let bytes = codec::encode(snap)
-            .map_err(|e| storage_err(|ae| StorageIOError::write_snapshot(None, ae), e))?;
-        let tmp = self.shared.snapshot_path.with_extension("tmp");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(err)?;
-            f.write_all(&bytes).map_err(err)?;
-            f.sync_all().map_err(err)?;
-        }
-        std::fs::rename(&tmp, &self.shared.snapshot_path).map_err(err)?;
-        if let Some(dir) = self.shared.snapshot_path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(err)?;
-        }
-        *self.shared.current_snapshot.lock().expect("snapshot lock") = Some(snap.clone());
+        })?;
         self.shared
             .snapshot_bytes
             .store(snap.data.len() as u64, Ordering::Relaxed);
+        *self.shared.current_snapshot.lock().expect("snapshot lock") = Some(Arc::new(snap));
         Ok(())
     }
 }
@@ -352,12 +327,9 @@ impl StateMachine {
             (db.snapshot(), st.last_applied, st.membership.clone())
         };
         let cf = db.cf_handle(CF_STATE).expect("state cf");
-        let mut records: Vec<(String, Record)> = Vec::new();
-        for item in view.iterator_cf(&cf, IteratorMode::Start) {
-            records.push(stored_record(item).map_err(read_err)?);
-        }
+        let data = snapshot::encode_records(view.iterator_cf(&cf, IteratorMode::Start))
+            .map_err(read_err)?;
         drop(view);
-        let data = codec::encode(&records).map_err(read_err)?;
         let seq = self.shared.snapshot_seq.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, seq),
@@ -368,16 +340,15 @@ impl StateMachine {
             last_membership: membership,
             snapshot_id,
         };
-        let stored = StoredSnapshot {
+        // openraft 0.9 keeps only the meta of a snapshot it asked for; the data goes along
+        // because the trait returns it.
+        let snapshot = Box::new(Cursor::new(data.clone()));
+        self.save_snapshot(StoredSnapshot {
             meta: meta.clone(),
             data,
-        };
-        self.save_snapshot(&stored)?;
+        })?;
         self.shared.snapshots_built.fetch_add(1, Ordering::Relaxed);
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
-        })
+        Ok(Snapshot { meta, snapshot })
     }
 }
 
@@ -477,7 +448,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .map_err(|e| storage_err(StorageIOError::write_state_machine, e))?;
             self.shared.feed.reset(applied_rv(&st));
         }
-        self.save_snapshot(&StoredSnapshot {
+        self.save_snapshot(StoredSnapshot {
             meta: meta.clone(),
             data,
         })?;
@@ -497,8 +468,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .expect("snapshot lock")
             .clone();
         Ok(current.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
+            meta: s.meta.clone(),
+            snapshot: Box::new(Cursor::new(s.data.clone())),
         }))
     }
 }
