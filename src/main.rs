@@ -10,6 +10,7 @@ mod controllers;
 mod ctl;
 mod files;
 mod master;
+mod process;
 mod registry;
 mod up;
 

@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
+
+use crate::process::{AgentEntry, ClusterFile, MasterEntry};
 
 /// Flags of `keelson up`.
 #[derive(Args, Debug)]
@@ -54,62 +55,6 @@ pub struct UpArgs {
     /// Master N listens for Raft peers on this port + N.
     #[arg(long, default_value_t = 7440)]
     pub raft_port_base: u16,
-}
-
-/// One master in `cluster.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MasterEntry {
-    pub id: u64,
-    pub pid: u32,
-    /// `https://HOST:PORT`
-    pub api: String,
-    /// `HOST:PORT`
-    pub raft: String,
-    pub data_dir: PathBuf,
-}
-
-/// One agent in `cluster.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AgentEntry {
-    pub name: String,
-    pub pid: u32,
-    pub address: String,
-    pub api: String,
-}
-
-/// The shape of `DATA_DIR/cluster.json`, which tools and tests rely on.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ClusterFile {
-    pub cluster_id: String,
-    pub masters: Vec<MasterEntry>,
-    #[serde(default)]
-    pub agents: Vec<AgentEntry>,
-    /// The CA that signed the masters' serving certificate (PEM), for clients of the API.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-}
-
-impl ClusterFile {
-    /// Reads `DATA_DIR/cluster.json`.
-    pub fn load(data_dir: &Path) -> anyhow::Result<Option<Self>> {
-        let path = data_dir.join("cluster.json");
-        match std::fs::read(&path) {
-            Ok(b) => {
-                Ok(Some(serde_json::from_slice(&b).with_context(|| {
-                    format!("{} is not valid", path.display())
-                })?))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
-        }
-    }
-
-    fn save(&self, data_dir: &Path) -> anyhow::Result<()> {
-        let path = data_dir.join("cluster.json");
-        let tmp = data_dir.join("cluster.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("write {}", path.display()))
-    }
 }
 
 fn random_id() -> String {
@@ -226,7 +171,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if args.masters == 0 || args.masters > 7 {
         bail!("--masters must be between 1 and 7 (3 or 5 recommended)");
     }
-    let stop_signal = crate::master::shutdown_signal();
+    let stop_signal = crate::process::shutdown_signal();
     if args.agents > 0 {
         match args.runtime.as_str() {
             "hollow" => {}

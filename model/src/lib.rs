@@ -9,10 +9,14 @@
 //!
 //! Map:
 //! - [`selectors`]: label (equality- and set-based) and field selectors, parsing and matching.
+//! - [`duration`]: kubectl's human durations (the AGE column).
+//! - [`owners`]: owner references (a pod's controller).
 //! - [`quantity`]: resource quantities (`100m`, `128Mi`) and their values.
 //! - [`smp`]: strategic merge patch with core/v1's patch strategies.
 //! - [`v1beta1`]: conversion between the seed's v1beta1 objects and core/v1.
 
+pub mod duration;
+pub mod owners;
 pub mod quantity;
 pub mod selectors;
 pub mod smp;

@@ -88,7 +88,7 @@ enum Runtime {
 
 /// Runs the agent until SIGTERM or Ctrl-C.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
-    let stop = crate::master::shutdown_signal();
+    let stop = crate::process::shutdown_signal();
     // Docker first: without an engine the agent says so at once, before touching the masters.
     let engine = match args.runtime.as_str() {
         "hollow" => None,

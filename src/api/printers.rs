@@ -1,6 +1,7 @@
 //! kubectl's familiar columns, per kind: the shape of Kubernetes' `pkg/printers/internalversion`
 //! over the JSON of core/v1 objects. Priority-1 columns are the ones `-o wide` adds.
 
+use keelson_model::duration::human_duration;
 use serde_json::{json, Value};
 
 /// One column of a Table.
@@ -196,53 +197,6 @@ fn format_labels(map: Option<&Value>) -> String {
 fn seconds_since(ts: &str) -> Option<i64> {
     let t: jiff::Timestamp = ts.parse().ok()?;
     Some(jiff::Timestamp::now().as_second() - t.as_second())
-}
-
-/// kubectl's `HumanDuration` of a number of seconds.
-pub fn human_duration(secs: i64) -> String {
-    if secs < -1 {
-        return "<invalid>".into();
-    }
-    let secs = secs.max(0);
-    if secs < 120 {
-        return format!("{secs}s");
-    }
-    let minutes = secs / 60;
-    if minutes < 10 {
-        return match secs % 60 {
-            0 => format!("{minutes}m"),
-            s => format!("{minutes}m{s}s"),
-        };
-    }
-    if minutes < 180 {
-        return format!("{minutes}m");
-    }
-    let hours = minutes / 60;
-    if hours < 8 {
-        return match minutes % 60 {
-            0 => format!("{hours}h"),
-            m => format!("{hours}h{m}m"),
-        };
-    }
-    if hours < 48 {
-        return format!("{hours}h");
-    }
-    if hours < 24 * 8 {
-        return match hours % 24 {
-            0 => format!("{}d", hours / 24),
-            h => format!("{}d{h}h", hours / 24),
-        };
-    }
-    if hours < 24 * 365 * 2 {
-        return format!("{}d", hours / 24);
-    }
-    if hours < 24 * 365 * 8 {
-        return match (hours / 24) % 365 {
-            0 => format!("{}y", hours / 24 / 365),
-            d => format!("{}y{d}d", hours / 24 / 365),
-        };
-    }
-    format!("{}y", hours / 24 / 365)
 }
 
 /// `translateTimestampSince`: the age of a timestamp, `<unknown>` when absent.
@@ -537,25 +491,6 @@ fn event_cells(obj: &Value, name: Value) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn human_durations_as_kubectl_prints_them() {
-        for (secs, want) in [
-            (-5, "<invalid>"),
-            (0, "0s"),
-            (119, "119s"),
-            (120, "2m"),
-            (125, "2m5s"),
-            (600, "10m"),
-            (3 * 3600 + 60, "3h1m"),
-            (10 * 3600, "10h"),
-            (3 * 86400 + 3600, "3d1h"),
-            (30 * 86400, "30d"),
-            (3 * 365 * 86400, "3y"),
-        ] {
-            assert_eq!(human_duration(secs), want, "{secs}");
-        }
-    }
 
     #[test]
     fn pod_row() {

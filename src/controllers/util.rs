@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+pub use keelson_model::owners::controller_uid;
+
 use super::Context;
 use crate::registry::{self, lookup, ResourceInfo};
 
@@ -158,16 +160,6 @@ pub fn condition<'a>(obj: &'a Value, kind: &str) -> Option<&'a str> {
 /// `namespace/name` of an object.
 pub fn key_of(v: &Value) -> String {
     format!("{}/{}", s(v, "/metadata/namespace"), s(v, "/metadata/name"))
-}
-
-/// The uid of the controller owning `pod`, if any.
-pub fn controller_uid(pod: &Value) -> Option<&str> {
-    pod.pointer("/metadata/ownerReferences")?
-        .as_array()?
-        .iter()
-        .find(|o| o["controller"] == Value::Bool(true))?
-        .get("uid")?
-        .as_str()
 }
 
 /// The storage key of a stored object of `plural`.

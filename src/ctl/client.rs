@@ -11,7 +11,7 @@ use futures::StreamExt;
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::up::ClusterFile;
+use crate::process::ClusterFile;
 
 /// A failure the server reported as a Kubernetes `Status` (or a bare HTTP error).
 ///

@@ -1,5 +1,6 @@
 //! kubectl-style tables: a few useful columns per kind, ages, aligned with three spaces.
 
+use keelson_model::duration::human_duration;
 use serde_json::Value;
 
 use crate::registry::ResourceInfo;
@@ -288,47 +289,6 @@ fn age_of(ts: &str, now: jiff::Timestamp) -> String {
     }
 }
 
-/// kubectl's short human duration: `45s`, `3m20s`, `25m`, `5h10m`, `20h`, `3d4h`, `40d`,
-/// `2y100d`.
-pub fn human_duration(secs: i64) -> String {
-    if secs < -1 {
-        return "<invalid>".into();
-    }
-    let s = secs.max(0);
-    let (m, h, d) = (s / 60, s / 3600, s / 86400);
-    if s < 120 {
-        format!("{s}s")
-    } else if m < 10 {
-        match s % 60 {
-            0 => format!("{m}m"),
-            r => format!("{m}m{r}s"),
-        }
-    } else if h < 3 {
-        format!("{m}m")
-    } else if h < 8 {
-        match m % 60 {
-            0 => format!("{h}h"),
-            r => format!("{h}h{r}m"),
-        }
-    } else if h < 48 {
-        format!("{h}h")
-    } else if h < 192 {
-        match h % 24 {
-            0 => format!("{d}d"),
-            r => format!("{d}d{r}h"),
-        }
-    } else if d < 365 * 2 {
-        format!("{d}d")
-    } else {
-        let y = d / 365;
-        match d % 365 {
-            0 => format!("{y}y"),
-            r if y < 8 => format!("{y}y{r}d"),
-            _ => format!("{y}y"),
-        }
-    }
-}
-
 /// Prints rows aligned in columns, three spaces apart; widths only grow, so that a watch's
 /// later rows line up with the first ones.
 #[derive(Default)]
@@ -372,14 +332,6 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(human_duration(5), "5s");
-        assert_eq!(human_duration(200), "3m20s");
-        assert_eq!(human_duration(25 * 60), "25m");
-        assert_eq!(human_duration(5 * 3600 + 600), "5h10m");
-        assert_eq!(human_duration(20 * 3600), "20h");
-        assert_eq!(human_duration(3 * 86400 + 4 * 3600), "3d4h");
-        assert_eq!(human_duration(40 * 86400), "40d");
-        assert_eq!(human_duration(-100), "<invalid>");
         let now: jiff::Timestamp = "2024-01-01T00:01:00Z".parse().unwrap();
         assert_eq!(age("2024-01-01T00:00:00Z", now), "60s");
         assert_eq!(age("garbage", now), "<unknown>");

@@ -219,7 +219,7 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     if args.id == 0 {
         bail!("--id must be a positive integer");
     }
-    let stop_signal = shutdown_signal();
+    let stop_signal = crate::process::shutdown_signal();
     let tls = match (&args.tls_cert_file, &args.tls_private_key_file) {
         (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
         _ => None,
@@ -417,20 +417,6 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     })
     .await;
     Ok(())
-}
-
-/// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called, not when
-/// the future is first polled, so a signal that arrives during start-up is not lost.
-pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use keelson_model::owners::controller_uid;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -68,16 +69,6 @@ pub fn desired(rc: &Value) -> i64 {
         .and_then(Value::as_i64)
         .unwrap_or(1)
         .max(0)
-}
-
-/// The uid of a pod's controlling owner.
-fn controller_uid(pod: &Value) -> Option<&str> {
-    pod.pointer("/metadata/ownerReferences")?
-        .as_array()?
-        .iter()
-        .find(|o| o["controller"] == Value::Bool(true))?
-        .get("uid")?
-        .as_str()
 }
 
 /// The pods that count towards `rc`: in its namespace, matching its selector, owned by it or
