@@ -4,12 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use serde_json::json;
 
 use crate::agents::Agents;
@@ -17,92 +15,15 @@ use crate::checker::controller::{self as ctl, BoundOnce, ControllerFinal, Replic
 use crate::checker::{self, FinalState, Invariant, Violation};
 use crate::client::Kv;
 use crate::cluster::Cluster;
-use crate::faults::{self, FaultKind, Firewall, PlannedFault, Timing};
-use crate::history::{BindingSource, Outcome, WatchLog};
+use crate::faults::{self, FaultKind, Firewall, PlannedFault};
+use crate::history::{BindingSource, WatchLog};
 use crate::objects::{self, PodWatchLog};
 use crate::report::{self, ControllerChecked, Histories, Report};
+
+pub use crate::config::Config;
+pub use crate::faults::FaultRecord;
+pub use crate::history::count;
 use crate::workload::{self, Shared, APPEND_PREFIX, PREFIX, REGISTER_PREFIX};
-
-/// What to run.
-pub struct Config {
-    /// The `keelson` binary.
-    pub keelson: PathBuf,
-    pub masters: u64,
-    /// How long faults are injected (the campaign also starts, heals and checks).
-    pub duration: Duration,
-    pub seed: u64,
-    pub faults: Vec<FaultKind>,
-    pub timing: Timing,
-    /// Extra flags for every `keelson master`, e.g. a test-only broken mode.
-    pub master_args: Vec<String>,
-    pub register_clients: u32,
-    pub register_keys: usize,
-    pub appenders: u32,
-    pub watchers: u32,
-    /// Per-request timeout of the workload clients (above the masters' request timeout, so
-    /// most failures are answered rather than timed out).
-    pub client_timeout: Duration,
-    /// Where masters keep their data and logs (kept); a temporary directory when `None`.
-    pub work_dir: Option<PathBuf>,
-    /// States the linearizability search may explore per key before it gives up.
-    pub search_limit: usize,
-    /// Domain invariants checked on the healed store (see [`Invariant`]), besides the
-    /// controller workload's own.
-    pub invariants: Vec<Box<dyn Invariant>>,
-    /// The controller workload: hollow agents, the seed's replication controller scaled
-    /// during the campaign, a pods watcher; checked by [`ReplicaCount`] and [`BoundOnce`].
-    pub controllers: bool,
-    /// Hollow agents of the controller workload.
-    pub agents: u32,
-    /// The values the scaler picks from.
-    pub scale_values: Vec<i64>,
-    /// Time between two scales (random within the range).
-    pub scale_every: (Duration, Duration),
-    /// How long after the heal the controller has to be back at its exact count.
-    pub controller_bound: Duration,
-    /// Register reads from the answering replica (`resourceVersion=0`) instead of
-    /// linearizable ones: a deliberately wrong client, to show the checker catches stale reads
-    /// end to end (the campaign must then report violations).
-    pub local_reads: bool,
-    /// Progress lines on stderr.
-    pub verbose: bool,
-}
-
-impl Config {
-    /// Defaults for `masters` masters of `keelson`.
-    pub fn new(keelson: PathBuf, masters: u64) -> Config {
-        Config {
-            keelson,
-            masters,
-            duration: Duration::from_secs(60),
-            seed: 1,
-            faults: vec![
-                FaultKind::KillLeader,
-                FaultKind::KillMinority,
-                FaultKind::KillAll,
-                FaultKind::PauseLeader,
-                FaultKind::PartitionLeader,
-            ],
-            timing: Timing::default(),
-            master_args: Vec::new(),
-            register_clients: 4,
-            register_keys: 3,
-            appenders: 2,
-            watchers: 3,
-            client_timeout: Duration::from_secs(5),
-            work_dir: None,
-            search_limit: 2_000_000,
-            invariants: Vec::new(),
-            controllers: false,
-            agents: 3,
-            scale_values: vec![1, 2, 3, 4],
-            scale_every: (Duration::from_millis(1000), Duration::from_millis(2500)),
-            controller_bound: Duration::from_secs(30),
-            local_reads: false,
-            verbose: false,
-        }
-    }
-}
 
 /// The masters' own flags: a request gives up (503/504) well before the clients time out.
 const MASTER_DEFAULTS: [&str; 2] = ["--request-timeout-ms", "2000"];
@@ -115,20 +36,6 @@ const CONTROLLER_MASTER_DEFAULTS: [(&str, &str); 2] =
 
 /// Heartbeat interval of the hollow agents.
 const AGENT_HEARTBEAT_MS: u64 = 200;
-
-/// One injected fault.
-#[derive(Debug, Clone, Serialize)]
-pub struct FaultRecord {
-    pub kind: FaultKind,
-    pub start_us: u64,
-    pub end_us: u64,
-    pub targets: Vec<u64>,
-    /// The leader when the fault started.
-    pub leader: Option<u64>,
-    /// Fault start → completion of the first acknowledged write invoked after it.
-    pub failover_ms: Option<f64>,
-    pub note: Option<String>,
-}
 
 /// How a fault is undone.
 enum Undo {
@@ -884,18 +791,4 @@ impl Run<'_> {
         let _ = REGISTER_PREFIX;
         report.checked.final_keys = fin.items.len();
     }
-}
-
-/// Outcome counts of a list of outcomes.
-pub fn count(outcomes: impl Iterator<Item = Outcome>) -> BTreeMap<&'static str, usize> {
-    let mut m = BTreeMap::from([("ok", 0), ("fail", 0), ("info", 0)]);
-    for o in outcomes {
-        let k = match o {
-            Outcome::Ok => "ok",
-            Outcome::Fail => "fail",
-            Outcome::Info => "info",
-        };
-        *m.entry(k).or_insert(0) += 1;
-    }
-    m
 }

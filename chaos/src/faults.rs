@@ -276,6 +276,20 @@ pub fn cleanup_all() {
     }
 }
 
+/// One injected fault.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultRecord {
+    pub kind: FaultKind,
+    pub start_us: u64,
+    pub end_us: u64,
+    pub targets: Vec<u64>,
+    /// The leader when the fault started.
+    pub leader: Option<u64>,
+    /// Fault start → completion of the first acknowledged write invoked after it.
+    pub failover_ms: Option<f64>,
+    pub note: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,8 @@
 //! What the workloads record: every operation with its invocation and completion times (in
 //! microseconds since the campaign started) and its outcome.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::client::KvError;
@@ -172,4 +174,18 @@ pub struct BindingObs {
     pub phase: String,
     pub t_us: u64,
     pub source: BindingSource,
+}
+
+/// Outcome counts of a list of outcomes.
+pub fn count(outcomes: impl Iterator<Item = Outcome>) -> BTreeMap<&'static str, usize> {
+    let mut m = BTreeMap::from([("ok", 0), ("fail", 0), ("info", 0)]);
+    for o in outcomes {
+        let k = match o {
+            Outcome::Ok => "ok",
+            Outcome::Fail => "fail",
+            Outcome::Info => "info",
+        };
+        *m.entry(k).or_insert(0) += 1;
+    }
+    m
 }

@@ -11,6 +11,7 @@ pub mod campaign;
 pub mod checker;
 pub mod client;
 pub mod cluster;
+pub mod config;
 pub mod faults;
 pub mod history;
 pub mod objects;

@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::campaign::{self, Config, FaultRecord};
 use crate::checker::appends::AppendStats;
 use crate::checker::controller::{BindingStats, ControllerFinal};
 use crate::checker::linear::KeyResult;
 use crate::checker::{self, FinalState, Invariant, Violation};
+use crate::config::Config;
+use crate::faults::FaultRecord;
+use crate::history;
 use crate::history::{
     AppendOp, BindingObs, BindingSource, LeaderSample, Outcome, RegKind, RegisterOp, ScaleOp,
     WatchLog,
@@ -176,11 +178,11 @@ impl Report {
             .collect();
         self.ops.insert(
             "register".into(),
-            campaign::count(h.registers.iter().map(|o| o.outcome)),
+            history::count(h.registers.iter().map(|o| o.outcome)),
         );
         self.ops.insert(
             "append".into(),
-            campaign::count(h.appends.iter().map(|o| o.outcome)),
+            history::count(h.appends.iter().map(|o| o.outcome)),
         );
         let total = h.registers.len() + h.appends.len();
         let ok = self.ops.values().map(|m| m["ok"]).sum::<usize>();

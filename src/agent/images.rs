@@ -191,7 +191,7 @@ pub struct ImagesArgs {
 
 /// `keelson images`: builds `keelson/pause` and the seed's `user/mysite` into the local engine.
 pub async fn run(args: ImagesArgs) -> anyhow::Result<()> {
-    let docker = super::docker::connect().await?;
+    let docker = super::engine::connect().await?;
     let built = ensure(&docker, &args.busybox, true, args.force).await?;
     for reference in [PAUSE_IMAGE, MYSITE_IMAGE] {
         let how = if built.contains(&reference) {

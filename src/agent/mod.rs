@@ -6,6 +6,7 @@
 
 mod client;
 pub mod docker;
+mod engine;
 mod http;
 pub mod images;
 pub mod metrics;
