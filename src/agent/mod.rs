@@ -326,7 +326,7 @@ impl PodCache {
 /// Follows the pods bound to this node: a list, then a watch from its resource version; both
 /// again after any failure, with backoff.
 async fn watch_pods_forever(masters: Masters, node: String, cache: Arc<PodCache>) {
-    let selector = urlencode(&format!("spec.nodeName={node}"));
+    let selector = crate::process::url::enc(&format!("spec.nodeName={node}"));
     let mut backoff = Duration::from_millis(100);
     loop {
         match masters
@@ -585,15 +585,4 @@ fn pod_key(pod: &Value) -> String {
         pod["metadata"]["namespace"].as_str().unwrap_or("default"),
         pod["metadata"]["name"].as_str().unwrap_or("")
     )
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -276,7 +276,7 @@ pub fn follow_pods(
     let sel = if selector.is_empty() {
         String::new()
     } else {
-        format!("labelSelector={}", urlencode(selector))
+        format!("labelSelector={}", crate::process::url::enc(selector))
     };
     let task = tokio::spawn(async move {
         let http = reqwest::Client::builder()
@@ -393,17 +393,6 @@ pub fn active(p: &Value) -> bool {
         p.pointer("/status/phase").and_then(Value::as_str),
         Some("Succeeded" | "Failed")
     ) && p.pointer("/metadata/deletionTimestamp").is_none()
-}
-
-pub fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// A Node as `keelson agent` registers it (hollow runtime).

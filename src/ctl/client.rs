@@ -443,18 +443,7 @@ impl Client {
     }
 }
 
-/// Percent-encodes `s` for a URL path segment or query value.
-pub fn enc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub use crate::process::url::enc;
 
 #[cfg(test)]
 mod tests {
