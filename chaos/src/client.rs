@@ -82,26 +82,7 @@ impl Kv {
             Some(t) => req.bearer_auth(t),
             None => req,
         };
-        let resp = req.send().await.map_err(|e| {
-            KvError::Transport(if e.is_connect() {
-                format!("connect: {e}")
-            } else {
-                e.to_string()
-            })
-        })?;
-        let code = resp.status().as_u16();
-        let v: Value = resp
-            .json()
-            .await
-            .map_err(|e| KvError::Transport(e.to_string()))?;
-        if code >= 300 {
-            return Err(KvError::Status {
-                code,
-                reason: v["reason"].as_str().unwrap_or("").to_string(),
-                message: v["message"].as_str().unwrap_or("").to_string(),
-            });
-        }
-        Ok(v)
+        answer(req.send().await).await
     }
 
     /// `/kv/{key}`, with a resource-version precondition when given.
@@ -206,6 +187,33 @@ impl Kv {
     pub fn base(&self) -> &str {
         &self.base
     }
+}
+
+/// The JSON body of a successful answer; a transport failure or a Kubernetes `Status` (any code
+/// from 300) as a [`KvError`]. Every client of the campaign maps answers through this.
+pub(crate) async fn answer(
+    sent: Result<reqwest::Response, reqwest::Error>,
+) -> Result<Value, KvError> {
+    let resp = sent.map_err(|e| {
+        KvError::Transport(if e.is_connect() {
+            format!("connect: {e}")
+        } else {
+            e.to_string()
+        })
+    })?;
+    let code = resp.status().as_u16();
+    let v: Value = resp
+        .json()
+        .await
+        .map_err(|e| KvError::Transport(e.to_string()))?;
+    if code >= 300 {
+        return Err(KvError::Status {
+            code,
+            reason: v["reason"].as_str().unwrap_or("").to_string(),
+            message: v["message"].as_str().unwrap_or("").to_string(),
+        });
+    }
+    Ok(v)
 }
 
 /// The HTTP status a server answers to a POST that declares a `len`-byte body, read before any

@@ -68,26 +68,7 @@ impl Api {
         if let Some((ct, b)) = body {
             req = req.header("content-type", ct).body(b);
         }
-        let resp = req.send().await.map_err(|e| {
-            KvError::Transport(if e.is_connect() {
-                format!("connect: {e}")
-            } else {
-                e.to_string()
-            })
-        })?;
-        let code = resp.status().as_u16();
-        let v: Value = resp
-            .json()
-            .await
-            .map_err(|e| KvError::Transport(e.to_string()))?;
-        if code >= 300 {
-            return Err(KvError::Status {
-                code,
-                reason: v["reason"].as_str().unwrap_or("").to_string(),
-                message: v["message"].as_str().unwrap_or("").to_string(),
-            });
-        }
-        Ok(v)
+        crate::client::answer(req.send().await).await
     }
 
     pub async fn get(&self, base: &str, path: &str) -> Result<Value, KvError> {
