@@ -218,7 +218,11 @@ async fn peer_certificates_rotate_one_master_at_a_time() {
     for id in c.ids() {
         c.reissue_peer_cert(id);
         let status = c.terminate(id).expect("stopped");
-        assert!(status.success(), "clean stop of {id}");
+        assert!(
+            status.success(),
+            "clean stop of {id}: {status:?}\n{}",
+            c.log_tail(id, 40)
+        );
         c.spawn(id);
         let l = leader(&c).await;
         let applied = c.status(l).await.unwrap()["applied_index"]
