@@ -336,11 +336,13 @@ async fn kubectl_scenario() {
         ]),
         "back"
     );
-    // describe with events.
+    // describe with events. Stamped now: an event last seen over --event-ttl-secs (1 h) ago is
+    // collected by the next pass, which raced describe once the fixed date was a year old.
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
     let uid = k.ok(&["get", "pod", "web-a", "-o", "jsonpath={.metadata.uid}"]);
     let ev = json!({"metadata": {"name": "web-a.1"}, "involvedObject": {"kind": "Pod", "name": "web-a", "namespace": "default", "uid": uid, "apiVersion": "v1"},
         "reason": "Pulled", "message": "Container image nginx:1.27 already present", "type": "Normal", "source": {"component": "kubelet"}, "count": 1,
-        "firstTimestamp": "2026-01-01T00:00:00Z", "lastTimestamp": "2026-01-01T00:00:00Z"});
+        "firstTimestamp": now, "lastTimestamp": now});
     let r = http
         .post(format!("{url}/api/v1/namespaces/default/events"))
         .json(&ev)
