@@ -338,7 +338,9 @@ async fn kubectl_scenario() {
     );
     // describe with events. Stamped now: an event last seen over --event-ttl-secs (1 h) ago is
     // collected by the next pass, which raced describe once the fixed date was a year old.
-    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
     let uid = k.ok(&["get", "pod", "web-a", "-o", "jsonpath={.metadata.uid}"]);
     let ev = json!({"metadata": {"name": "web-a.1"}, "involvedObject": {"kind": "Pod", "name": "web-a", "namespace": "default", "uid": uid, "apiVersion": "v1"},
         "reason": "Pulled", "message": "Container image nginx:1.27 already present", "type": "Normal", "source": {"component": "kubelet"}, "count": 1,
