@@ -15,7 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use openraft::LogId;
+
 use crate::node::RaftNode;
+use crate::NodeId;
 
 /// A new snapshot waits until the log since the last one is at least 1/GROWTH of its size.
 const GROWTH: u64 = 4;
@@ -29,14 +32,62 @@ fn due(entries: u64, log_bytes: u64, snapshot_bytes: u64, every: u64) -> bool {
     entries >= every && log_bytes.saturating_mul(GROWTH) >= snapshot_bytes
 }
 
+/// What the policy remembers between looks.
+#[derive(Default)]
+struct Policy {
+    /// The last snapshot seen.
+    last: Option<LogId<NodeId>>,
+    /// The log's byte count where the log since that snapshot begins.
+    mark: u64,
+    /// A build this policy asked for has yet to show.
+    asked: bool,
+}
+
+impl Policy {
+    /// One look: the current snapshot, the last applied entry and the log's byte count. True
+    /// when a build should be asked for, which the policy then counts as asked.
+    fn look(
+        &mut self,
+        snapshot: Option<LogId<NodeId>>,
+        applied: Option<LogId<NodeId>>,
+        log_bytes: u64,
+        snapshot_bytes: u64,
+        every: u64,
+    ) -> bool {
+        if snapshot != self.last {
+            self.last = snapshot;
+            // A build this policy asked for covers the log up to at least where it was asked,
+            // so the log since it counts from there. Counting from now would drop the bytes
+            // appended during the build, and if writes stopped there no snapshot would come due
+            // again. A snapshot from elsewhere (installed from the leader, or found at start)
+            // counts from when it is seen.
+            if !std::mem::take(&mut self.asked) {
+                self.mark = log_bytes;
+            }
+        }
+        let entries = applied
+            .map_or(0, |l| l.index)
+            .saturating_sub(snapshot.map_or(0, |l| l.index));
+        if !due(
+            entries,
+            log_bytes.saturating_sub(self.mark),
+            snapshot_bytes,
+            every,
+        ) {
+            return false;
+        }
+        self.mark = log_bytes;
+        self.asked = true;
+        true
+    }
+}
+
 /// Asks openraft for snapshots as [`due`] says; ends with the node. `appended` counts the bytes
 /// this master's log has taken since it started.
 pub(crate) async fn drive_snapshots(node: Weak<RaftNode>, every: u64, appended: Arc<AtomicU64>) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The last snapshot seen, and the log's byte count when it was seen.
-    let mut last = None;
-    let mut mark = 0;
+    let mut policy = Policy::default();
     loop {
         tick.tick().await;
         let Some(node) = node.upgrade() else { return };
@@ -45,16 +96,9 @@ pub(crate) async fn drive_snapshots(node: Weak<RaftNode>, every: u64, appended: 
             let m = m.borrow();
             (m.snapshot, m.last_applied)
         };
-        let now = appended.load(Ordering::Relaxed);
-        if snapshot != last {
-            last = snapshot;
-            mark = now;
-        }
-        let entries = applied
-            .map_or(0, |l| l.index)
-            .saturating_sub(snapshot.map_or(0, |l| l.index));
+        let log_bytes = appended.load(Ordering::Relaxed);
         let snapshot_bytes = node.store.snapshot_bytes.load(Ordering::Relaxed);
-        if due(entries, now.saturating_sub(mark), snapshot_bytes, every) {
+        if policy.look(snapshot, applied, log_bytes, snapshot_bytes, every) {
             // Fails only when Raft has stopped, and then the node is going away.
             let _ = node.raft.trigger().snapshot().await;
         }
@@ -63,7 +107,14 @@ pub(crate) async fn drive_snapshots(node: Weak<RaftNode>, every: u64, appended: 
 
 #[cfg(test)]
 mod tests {
-    use super::due;
+    use openraft::{CommittedLeaderId, LogId};
+
+    use super::{due, Policy};
+    use crate::NodeId;
+
+    fn at(index: u64) -> Option<LogId<NodeId>> {
+        Some(LogId::new(CommittedLeaderId::new(1, 1), index))
+    }
 
     #[test]
     fn a_small_state_snapshots_every_so_many_entries() {
@@ -77,5 +128,26 @@ mod tests {
         let snapshot = 400 << 20;
         assert!(!due(50_000, 99 << 20, snapshot, 10_000));
         assert!(due(50_000, 100 << 20, snapshot, 10_000));
+    }
+
+    #[test]
+    fn bytes_appended_while_an_asked_for_build_runs_count_toward_the_next() {
+        let mut p = Policy::default();
+        // 40 entries of 100 bytes: due, asked for at byte 4,000.
+        assert!(p.look(None, at(40), 4_000, 0, 40));
+        // The build (1,000 bytes, at index 45) shows only once all writes are done, at entry
+        // 150 and byte 15,000. The bytes appended since it was asked for count, so the next
+        // build is due at once though no byte comes after; and it is asked for once.
+        assert!(p.look(at(45), at(150), 15_000, 1_000, 40));
+        assert!(!p.look(at(45), at(150), 15_000, 1_000, 40), "asked once");
+    }
+
+    #[test]
+    fn a_snapshot_from_elsewhere_counts_from_when_it_is_seen() {
+        let mut p = Policy::default();
+        // Installed from the leader: the log since it starts empty.
+        assert!(!p.look(at(500), at(600), 50_000, 10_000, 40));
+        assert!(!p.look(at(500), at(640), 52_000, 10_000, 40));
+        assert!(p.look(at(500), at(700), 52_500, 10_000, 40));
     }
 }
