@@ -279,7 +279,7 @@ fn spec_containers(pod: &Value) -> impl Iterator<Item = &Value> {
 
 /// A Kubernetes quantity in bytes / nano-CPUs, if it parses.
 fn quantity(v: &Value, scale: f64) -> Option<i64> {
-    let q = crate::registry::strategy::parse_quantity(v.as_str()?)?;
+    let q = keelson_model::quantity::parse_quantity(v.as_str()?)?;
     Some((q * scale).round() as i64)
 }
 
@@ -839,7 +839,7 @@ impl DockerRuntime {
             "conditions": conditions,
             "hostIP": self.address,
             "hostIPs": [{"ip": self.address}],
-            "startTime": old.get("startTime").cloned().unwrap_or_else(|| json!(crate::registry::strategy::now())),
+            "startTime": old.get("startTime").cloned().unwrap_or_else(|| json!(crate::registry::object::now())),
             "containerStatuses": statuses,
             "qosClass": qos_class(pod),
         });
@@ -985,7 +985,7 @@ fn qos_class(pod: &Value) -> &'static str {
 
 /// Pod conditions with their transition times kept while their status holds.
 fn conditions(old_status: &Value, wanted: &[(&str, &str)]) -> Vec<Value> {
-    let now = crate::registry::strategy::now();
+    let now = crate::registry::object::now();
     wanted
         .iter()
         .map(|(t, s)| {

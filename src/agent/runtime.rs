@@ -46,7 +46,7 @@ impl Hollow {
             .pointer("/metadata/uid")
             .and_then(Value::as_str)
             .unwrap_or("");
-        let now = crate::registry::strategy::now();
+        let now = crate::registry::object::now();
         let containers: Vec<Value> = pod
             .pointer("/spec/containers")
             .and_then(Value::as_array)

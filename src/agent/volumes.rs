@@ -38,7 +38,7 @@ pub fn mounts(pods: &Path, pod: &Value, container: &Value) -> Result<Vec<Mount>,
     for m in container["volumeMounts"].as_array().into_iter().flatten() {
         let name = m["name"].as_str().unwrap_or("");
         let target = m["mountPath"].as_str().unwrap_or("");
-        if !crate::registry::strategy::is_dns1123_label(name) {
+        if !crate::registry::validation::is_dns1123_label(name) {
             return Err(format!("volume name {name:?} is not a DNS label"));
         }
         if !target.starts_with('/') || target.split('/').any(|p| p == "..") {

@@ -227,7 +227,7 @@ fn entry(manager: &str, fields: &BTreeSet<FieldPath>) -> Value {
         "manager": manager,
         "operation": "Apply",
         "apiVersion": "v1",
-        "time": crate::registry::strategy::now(),
+        "time": crate::registry::object::now(),
         "fieldsType": "FieldsV1",
         "fieldsV1": encode(fields),
     })

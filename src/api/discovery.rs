@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::registry::{ResourceInfo, RESOURCES};
+use crate::registry::{resources, ResourceInfo};
 
 /// The aggregated discovery media type served.
 const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
@@ -128,15 +128,11 @@ fn verbs(_r: &ResourceInfo) -> Vec<&'static str> {
 
 /// `kubectl get all` covers what Kubernetes puts in the `all` category.
 fn categories(r: &ResourceInfo) -> Vec<&'static str> {
-    match r.kind {
-        "Pod" | "ReplicationController" | "Service" => vec!["all"],
-        _ => vec![],
-    }
+    r.categories.to_vec()
 }
 
 fn aggregated_resources() -> Vec<Value> {
-    RESOURCES
-        .iter()
+    resources()
         .map(|r| {
             let subs: Vec<Value> = subresources(r)
                 .iter()
@@ -170,7 +166,7 @@ fn aggregated_resources() -> Vec<Value> {
 /// `GET /api/v1`: every resource and subresource served.
 pub async fn core_v1() -> Json<Value> {
     let mut resources = Vec::new();
-    for r in RESOURCES {
+    for r in crate::registry::resources() {
         let mut main = json!({
             "name": r.plural,
             "singularName": r.singular,
@@ -220,7 +216,7 @@ mod tests {
     #[test]
     fn every_resource_and_subresource_has_a_response_kind() {
         let all = aggregated_resources();
-        assert_eq!(all.len(), RESOURCES.len());
+        assert_eq!(all.len(), resources().count());
         for r in &all {
             assert!(r["responseKind"]["kind"].is_string(), "{r}");
             for s in r["subresources"].as_array().into_iter().flatten() {

@@ -7,13 +7,10 @@
 //! API server's default, when the parameter is absent, is Warn.
 
 use axum::http::{HeaderName, HeaderValue};
-use k8s_openapi::api::core::v1 as core;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use serde_json::Value;
 
 use super::ApiError;
-use crate::registry::ResourceInfo;
+use crate::registry::{self, ResourceInfo};
 
 /// The `fieldValidation` directive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,34 +95,6 @@ fn quote(text: &str) -> String {
     q
 }
 
-/// The typed struct's view of `obj`, or where and why it does not decode (`spec.containers[0].
-/// ports: invalid type: …`).
-fn round_trip<T: DeserializeOwned + Serialize>(obj: &Value) -> Result<Value, String> {
-    let typed: T = serde_path_to_error::deserialize(obj).map_err(|e| {
-        let path = e.path().to_string();
-        if path == "." {
-            e.inner().to_string()
-        } else {
-            format!("{path}: {}", e.inner())
-        }
-    })?;
-    serde_json::to_value(typed).map_err(|e| e.to_string())
-}
-
-/// The object as its typed struct keeps it; `None` for a kind without one.
-fn typed_view(kind: &str, obj: &Value) -> Option<Result<Value, String>> {
-    Some(match kind {
-        "Pod" => round_trip::<core::Pod>(obj),
-        "ReplicationController" => round_trip::<core::ReplicationController>(obj),
-        "Service" => round_trip::<core::Service>(obj),
-        "Endpoints" => round_trip::<core::Endpoints>(obj),
-        "Event" => round_trip::<core::Event>(obj),
-        "Node" => round_trip::<core::Node>(obj),
-        "Namespace" => round_trip::<core::Namespace>(obj),
-        _ => return None,
-    })
-}
-
 /// Removes the fields of `obj` that `known` lacks; returns their paths (`spec.containers[0].x`).
 fn prune(obj: &mut Value, known: &Value, path: &str, found: &mut Vec<String>) {
     match (obj, known) {
@@ -163,14 +132,14 @@ fn prune(obj: &mut Value, known: &Value, path: &str, found: &mut Vec<String>) {
 
 /// The unknown fields of `obj`, removed from it (a body that does not decode is left as is:
 /// validation reports it).
-pub fn strip_unknown(kind: &str, obj: &mut Value) -> Result<Vec<String>, ApiError> {
-    let known = match typed_view(kind, obj) {
-        None => return Ok(Vec::new()),
-        Some(Ok(known)) => known,
+pub fn strip_unknown(info: &ResourceInfo, obj: &mut Value) -> Result<Vec<String>, ApiError> {
+    let kind = info.kind;
+    let known = match registry::resource(info).typed_view(obj) {
+        Ok(known) => known,
         // Refused here, not later: a part that does not decode (a main-resource write's
         // `status`, say) may be replaced by the stored one before validation, and the unknown
         // fields around it would then be stored.
-        Some(Err(why)) => {
+        Err(why) => {
             return Err(ApiError::bad_request(format!(
                 "{kind} in version \"v1\" cannot be handled as a {kind}: {why}"
             )))
@@ -188,7 +157,7 @@ pub fn check(
     obj: &mut Value,
     directive: Directive,
 ) -> Result<Warnings, ApiError> {
-    let unknown = strip_unknown(info.kind, obj)?;
+    let unknown = strip_unknown(info, obj)?;
     if unknown.is_empty() {
         return Ok(Warnings::default());
     }
@@ -243,7 +212,7 @@ mod tests {
     fn unknown_fields_are_found_and_dropped() {
         let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "labels": {"x": "y"}, "creationTimestamp": null},
             "spec": {"containers": [{"name": "c", "image": "i", "bogus": 1, "resources": {"requests": {"cpu": "1"}}}], "extra": {"a": 1}}});
-        let found = strip_unknown("Pod", &mut pod).unwrap();
+        let found = strip_unknown(crate::registry::lookup("pods").unwrap(), &mut pod).unwrap();
         assert_eq!(found, vec!["spec.containers[0].bogus", "spec.extra"]);
         assert!(pod["spec"].get("extra").is_none());
         assert_eq!(pod["metadata"]["labels"]["x"], "y");

@@ -24,7 +24,6 @@ mod logs;
 mod metrics;
 mod openapi;
 mod patch;
-mod printers;
 mod scale;
 /// Strategic merge patch, from the model crate.
 use keelson_model::smp;

@@ -23,7 +23,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
-use crate::registry::{ResourceInfo, RESOURCES};
+use crate::registry::{resources, ResourceInfo};
 use schemas::{kind_name, list_name, reference, META, SCALE};
 
 /// The error answers every operation declares, as kube-apiserver can give them.
@@ -293,7 +293,7 @@ fn resource_paths(info: &ResourceInfo, paths: &mut Map<String, Value>) {
 /// The core/v1 document.
 fn document() -> Value {
     let mut paths = Map::new();
-    for info in RESOURCES {
+    for info in resources() {
         resource_paths(info, &mut paths);
     }
     json!({
@@ -382,7 +382,7 @@ mod tests {
     #[test]
     fn every_kind_has_a_patch_with_field_validation() {
         let doc = document();
-        for info in RESOURCES {
+        for info in resources() {
             let patch = operations(&doc)
                 .into_iter()
                 .find(|(_, m, p)| {

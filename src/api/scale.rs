@@ -78,10 +78,10 @@ pub async fn handle(
                     .pointer("/spec/replicas")
                     .and_then(Value::as_i64)
                     .ok_or_else(|| {
-                        crate::registry::strategy::invalid_error(
+                        crate::registry::validation::invalid_error(
                             t.info,
                             name,
-                            vec![crate::registry::strategy::Cause {
+                            vec![crate::registry::validation::Cause {
                                 reason: "FieldValueRequired",
                                 field: "spec.replicas".into(),
                                 message: "Required value".into(),

@@ -3,7 +3,7 @@
 //!
 //! Each row carries the object as `includeObject` asks: `PartialObjectMetadata` by default
 //! (`Metadata`), the whole object (`Object`) or nothing (`None`). The columns are kubectl's
-//! familiar ones ([`super::printers`]).
+//! familiar ones (each kind's columns and cells, `registry/printing.rs` and the kind's file).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,9 +11,8 @@ use std::sync::Arc;
 use axum::http::HeaderMap;
 use serde_json::{json, Value};
 
-use super::printers;
 use super::ApiError;
-use crate::registry::ResourceInfo;
+use crate::registry::{self, ResourceInfo};
 
 /// What a request wants in each row's `object`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +82,8 @@ pub fn requested(
 
 /// The column definitions of `info`'s Table.
 fn column_definitions(info: &ResourceInfo) -> Value {
-    let cols: Vec<Value> = printers::columns(info.kind)
+    let cols: Vec<Value> = registry::resource(info)
+        .columns()
         .iter()
         .map(|c| {
             json!({
@@ -100,7 +100,7 @@ fn column_definitions(info: &ResourceInfo) -> Value {
 
 /// One row for `obj`.
 fn row(info: &ResourceInfo, obj: &Value, req: TableRequest) -> Value {
-    let cells = printers::cells(info.kind, obj);
+    let cells = registry::resource(info).cells(obj, jiff::Timestamp::now());
     let mut r = json!({"cells": cells});
     match req.include {
         IncludeObject::None => {}

@@ -11,7 +11,8 @@ use super::patch::{self, PatchKind};
 use super::status::parse_json;
 use super::v1::{content_type, patch_object, truthy, Params, Target};
 use super::{apply, ApiError, ApiState};
-use crate::registry::strategy::{self, Names};
+use crate::registry::strategy;
+use crate::registry::validation::Names;
 use crate::registry::Subresource;
 
 /// `POST` to a collection.

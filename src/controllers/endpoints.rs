@@ -16,7 +16,9 @@ use serde_json::{json, Value};
 use super::util::{list, pod_ready, pod_terminating, s, string_map};
 use super::Context;
 use crate::registry::selectors::LabelSelector;
-use crate::registry::strategy::{self, Names, FIRST_CONTAINER_PORT};
+use crate::registry::service::FIRST_CONTAINER_PORT;
+use crate::registry::strategy;
+use crate::registry::validation::Names;
 use crate::registry::{self, lookup};
 
 /// Annotation with the address other hosts use to reach the pod.

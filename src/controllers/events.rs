@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 
 use super::util::{list, rv, s, store_key};
 use super::Context;
-use crate::registry::strategy::{self, Names};
+use crate::registry::strategy;
+use crate::registry::validation::Names;
 use crate::registry::{self, lookup};
 
 /// Normal or Warning.
@@ -32,7 +33,7 @@ pub fn event(
         "" => "default",
         ns => ns,
     };
-    let now = strategy::now();
+    let now = crate::registry::object::now();
     let mut ev = json!({
         "metadata": {"name": format!("{name}.{:016x}", rand::random::<u64>()).to_lowercase()},
         "involvedObject": {

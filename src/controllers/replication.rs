@@ -21,7 +21,8 @@ use super::util::{
 };
 use super::Context;
 use crate::registry::selectors::LabelSelector;
-use crate::registry::strategy::{self, Names};
+use crate::registry::strategy;
+use crate::registry::validation::Names;
 use crate::registry::{self, lookup, Subresource};
 
 /// Pods one pass may create or delete, over every controller (kube-controller-manager's

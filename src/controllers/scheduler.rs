@@ -18,7 +18,7 @@ use super::util::{
     condition, controller_uid, list, pod_active, rv, s, store_key, stored_bytes, string_map,
 };
 use super::Context;
-use crate::registry::strategy::parse_quantity;
+use keelson_model::quantity::parse_quantity;
 
 /// CPU (cores) and memory (bytes).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -325,7 +325,7 @@ pub async fn sync(ctx: Context) -> Result<(), String> {
 
 /// Sets (or replaces) a status condition.
 pub fn set_condition(obj: &mut Value, kind: &str, status: &str, reason: &str, message: &str) {
-    let now = crate::registry::strategy::now();
+    let now = crate::registry::object::now();
     let mut c = json!({"type": kind, "status": status, "lastTransitionTime": now});
     if !reason.is_empty() {
         c["reason"] = json!(reason);

@@ -109,13 +109,13 @@ pub fn pod_terminating(pod: &Value) -> bool {
     pod.pointer("/metadata/deletionTimestamp").is_some()
 }
 
-/// The command that deletes `pod` as the API would ([`strategy::pod_deletion`]): at once, or by
+/// The command that deletes `pod` as the API would ([`crate::registry::pod::pod_deletion`]): at once, or by
 /// marking it terminating for its agent; `None` when it is terminating already.
 pub fn delete_pod_command(
     pod: &Value,
     ready_nodes: &std::collections::BTreeSet<&str>,
 ) -> Option<keelson_raft::Command> {
-    use crate::registry::strategy::{pod_deletion, PodDeletion};
+    use crate::registry::pod::{pod_deletion, PodDeletion};
     let node_ready = ready_nodes.contains(s(pod, "/spec/nodeName"));
     match pod_deletion(pod, None, node_ready) {
         PodDeletion::Now => Some(keelson_raft::Command::Delete {

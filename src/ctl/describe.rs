@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::client::enc;
 use super::manifest::{collection_path, object_path};
 use super::objects::yaml;
-use super::table::{self, list, map_string, Table};
+use super::table::{list, map_string, Table};
 use super::Ctx;
 
 /// Flags of `describe`.
@@ -186,7 +186,7 @@ fn pod(out: &mut String, obj: &Value) {
     field(out, "Node", or(s("/spec/nodeName"), "<none>"));
     field(out, "Start Time", or(s("/status/startTime"), "<unset>"));
     labels(out, obj);
-    field(out, "Status", &table::pod_status(obj));
+    field(out, "Status", &crate::registry::pod::status_reason(obj));
     field(out, "IP", or(s("/status/podIP"), "<none>"));
     if let Some(owner) = list(obj, "/metadata/ownerReferences").first() {
         let by = format!("{}/{}", str_at(owner, "/kind"), str_at(owner, "/name"));
@@ -341,7 +341,7 @@ fn events_table(events: &[Value]) -> String {
             (c, _) => c,
         };
         let count = e["count"].as_i64().unwrap_or(1);
-        let age = table::age(&when(e), now);
+        let age = crate::registry::printing::since(&when(e), now);
         let age = if count > 1 {
             format!("{age} (x{count})")
         } else {

@@ -9,14 +9,13 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::client::enc;
-use crate::registry::{ResourceInfo, RESOURCES};
+use crate::registry::{self, resources, ResourceInfo};
 
 /// The resource a word names: plural, singular, short name or kind, in any case
 /// (`pods`, `pod`, `po`, `Pod`).
 pub fn resolve(word: &str) -> anyhow::Result<&'static ResourceInfo> {
     let w = word.to_ascii_lowercase();
-    RESOURCES
-        .iter()
+    resources()
         .find(|r| {
             r.plural == w
                 || r.singular == w
@@ -27,9 +26,7 @@ pub fn resolve(word: &str) -> anyhow::Result<&'static ResourceInfo> {
 }
 
 /// The resource of an object's `kind`.
-pub fn by_kind(kind: &str) -> Option<&'static ResourceInfo> {
-    RESOURCES.iter().find(|r| r.kind == kind)
-}
+pub use crate::registry::by_kind;
 
 /// `/api/v1/[namespaces/NS/]PLURAL`; `ns` `None` for cluster-scoped resources or every
 /// namespace.
@@ -188,37 +185,31 @@ pub fn manifests(source: &str, text: &str) -> anyhow::Result<Vec<Manifest>> {
 /// The v1beta1 collection that creates a resource's objects (the seed's API: no namespaces,
 /// camel-case names, nodes as minions).
 fn v1beta1_collection(info: &ResourceInfo) -> Option<&'static str> {
-    Some(match info.kind {
-        "Pod" => "pods",
-        "ReplicationController" => "replicationControllers",
-        "Service" => "services",
-        "Node" => "minions",
-        _ => return None,
-    })
+    let kind = registry::resource(info);
+    kind.v1beta1_writable()
+        .then(|| kind.v1beta1_names().map(|(collection, _)| collection))
+        .flatten()
 }
 
 /// A v1beta1 object (the seed's manifests: `id`, `desiredState`…) as v1, converted as the
 /// masters convert it; other objects as they are.
 fn from_v1beta1(object: Value) -> anyhow::Result<Value> {
-    use crate::api::v1beta1::convert;
     if object["apiVersion"] != "v1beta1" {
         return Ok(object);
     }
-    let v1 = match object["kind"].as_str().unwrap_or("") {
-        "Pod" => serde_json::to_value(convert::pod_from_v1beta1(&object)?)?,
-        "ReplicationController" => {
-            serde_json::to_value(convert::controller_from_v1beta1(&object)?)?
-        }
-        "Service" => serde_json::to_value(convert::service_from_v1beta1(&object)?)?,
-        "Minion" => serde_json::to_value(convert::minion_from_v1beta1(&object)?)?,
-        _ => return Ok(object),
+    let v1beta1_kind = object["kind"].as_str().unwrap_or("");
+    let Some(kind) = registry::kinds::KINDS.iter().find(|k| {
+        k.v1beta1_names()
+            .is_some_and(|(_, kind)| kind == v1beta1_kind)
+    }) else {
+        return Ok(object);
     };
-    let mut v1 = v1;
+    let Some(converted) = kind.from_v1beta1(&object) else {
+        return Ok(object);
+    };
+    let mut v1 = converted?;
     v1["apiVersion"] = "v1".into();
-    v1["kind"] = match object["kind"].as_str() {
-        Some("Minion") => "Node".into(),
-        _ => object["kind"].clone(),
-    };
+    v1["kind"] = kind.info().kind.into();
     Ok(v1)
 }
 

@@ -1,4 +1,4 @@
-//! The registry: API objects over the replicated store, one strategy per resource.
+//! The registry: API objects over the replicated store, one file per kind.
 //!
 //! The internal model is Kubernetes core/v1 (k8s-openapi's types); objects are stored as their
 //! JSON under `/registry/{resource}/{namespace}/{name}` (cluster-scoped: `/registry/{resource}/
@@ -8,124 +8,47 @@
 //!
 //! Invariants: nothing invalid is stored (strategies default and validate before proposing); a
 //! write to the main resource cannot change `status`, a write to `/status` cannot change `spec`.
+//!
+//! This is the model floor of the binary: nothing here imports the API server, axum, the
+//! controllers or the agent. The files, bottom up:
+//! - `status.rs` (Kubernetes `Status` errors), `info.rs` (what is served about a resource,
+//!   storage keys), `object.rs` (metadata helpers), `printing.rs` (Table columns and cells),
+//!   `validation.rs` (causes, names, metadata);
+//! - `resource.rs`: the [`Kind`] trait a kind implements and the [`Resource`] the rest uses;
+//! - one file per kind: `pod.rs` (with `podspec.rs`), `replicationcontroller.rs`, `service.rs`,
+//!   `endpoints.rs`, `event.rs`, `node.rs`, `namespace.rs`;
+//! - `kinds.rs`: the list of kinds; `strategy.rs`: create and update for every kind;
+//! - this file: [`Registry`], the reads and writes over Raft.
 
+pub mod endpoints;
+pub mod event;
+mod info;
+pub mod kinds;
+pub mod namespace;
+pub mod node;
+pub mod object;
+pub mod pod;
 pub mod podspec;
+pub mod printing;
+pub mod replicationcontroller;
+pub mod resource;
 /// Label and field selectors, from the model crate.
 pub use keelson_model::selectors;
+pub mod service;
+mod status;
 pub mod strategy;
+pub mod validation;
+
+pub use info::{key, prefix, ResourceInfo, Subresource};
+pub use kinds::{by_kind, lookup, resource, resources};
+pub use node::node_ready;
+pub use object::{drop_nulls, meta_str, with_rv, without_rv};
+pub use status::ApiError;
 
 use bytes::Bytes;
 use keelson_raft::command::Record;
 use keelson_raft::{Command, OpResult, RaftNode};
-use serde_json::{json, Value};
-
-use crate::api::ApiError;
-
-/// What the API serves about a resource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ResourceInfo {
-    /// Lower-case plural, as in URLs and storage keys.
-    pub plural: &'static str,
-    pub singular: &'static str,
-    pub kind: &'static str,
-    pub short_names: &'static [&'static str],
-    pub namespaced: bool,
-    pub has_status: bool,
-    pub has_scale: bool,
-}
-
-const fn res(
-    plural: &'static str,
-    singular: &'static str,
-    kind: &'static str,
-    short_names: &'static [&'static str],
-    namespaced: bool,
-    has_status: bool,
-    has_scale: bool,
-) -> ResourceInfo {
-    ResourceInfo {
-        plural,
-        singular,
-        kind,
-        short_names,
-        namespaced,
-        has_status,
-        has_scale,
-    }
-}
-
-/// Every resource served by core/v1.
-pub const RESOURCES: &[ResourceInfo] = &[
-    res("pods", "pod", "Pod", &["po"], true, true, false),
-    res(
-        "replicationcontrollers",
-        "replicationcontroller",
-        "ReplicationController",
-        &["rc"],
-        true,
-        true,
-        true,
-    ),
-    res(
-        "services",
-        "service",
-        "Service",
-        &["svc"],
-        true,
-        true,
-        false,
-    ),
-    res(
-        "endpoints",
-        "endpoints",
-        "Endpoints",
-        &["ep"],
-        true,
-        false,
-        false,
-    ),
-    res("events", "event", "Event", &["ev"], true, false, false),
-    res("nodes", "node", "Node", &["no"], false, true, false),
-    res(
-        "namespaces",
-        "namespace",
-        "Namespace",
-        &["ns"],
-        false,
-        true,
-        false,
-    ),
-];
-
-/// The resource served under `plural`.
-pub fn lookup(plural: &str) -> Option<&'static ResourceInfo> {
-    RESOURCES.iter().find(|r| r.plural == plural)
-}
-
-/// Storage key of one object.
-pub fn key(info: &ResourceInfo, namespace: Option<&str>, name: &str) -> String {
-    match (info.namespaced, namespace) {
-        (true, Some(ns)) => format!("/registry/{}/{}/{}", info.plural, ns, name),
-        _ => format!("/registry/{}/{}", info.plural, name),
-    }
-}
-
-/// Storage prefix of a collection: every namespace when `namespace` is `None`.
-pub fn prefix(info: &ResourceInfo, namespace: Option<&str>) -> String {
-    match (info.namespaced, namespace) {
-        (true, Some(ns)) => format!("/registry/{}/{}/", info.plural, ns),
-        _ => format!("/registry/{}/", info.plural),
-    }
-}
-
-/// Which part of an object a write may change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Subresource {
-    /// The object: spec and metadata; status is kept as stored.
-    Main,
-    /// `/status`: status only; spec and most metadata are kept as stored.
-    Status,
-}
+use serde_json::Value;
 
 /// Stored objects that could not be decoded, skipped by lists and watches (nothing invalid
 /// is stored through the API, but a store written by an older version, or around the API, may
@@ -176,20 +99,6 @@ pub fn decode_record(r: &Record) -> Result<Value, ApiError> {
     Ok(v)
 }
 
-/// Removes the members of every object (at any depth) whose value is `null`: a field set to
-/// `null` is a field left unset, as the typed structs read it, and the OpenAPI document types
-/// none of them as nullable (a `lastProbeTime: null` would be a string field holding `null`).
-pub fn drop_nulls(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            m.retain(|_, v| !v.is_null());
-            m.values_mut().for_each(drop_nulls);
-        }
-        Value::Array(a) => a.iter_mut().for_each(drop_nulls),
-        _ => {}
-    }
-}
-
 /// Largest object stored, in bytes of its JSON: etcd's default request limit
 /// (`--max-request-bytes`), which bounds every Kubernetes object too. Also the bound on a `/kv`
 /// value.
@@ -206,7 +115,7 @@ fn encode_object(info: &ResourceInfo, obj: &Value) -> Result<Bytes, ApiError> {
     if bytes.len() > MAX_OBJECT_BYTES {
         let name = meta_str(obj, "name").unwrap_or_default();
         return Err(ApiError::new(
-            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            http::StatusCode::PAYLOAD_TOO_LARGE,
             "RequestEntityTooLarge",
             format!(
                 "{} \"{name}\" is too large: {} bytes, over the limit of {MAX_OBJECT_BYTES} bytes for a stored object",
@@ -217,11 +126,6 @@ fn encode_object(info: &ResourceInfo, obj: &Value) -> Result<Bytes, ApiError> {
         .with_details(name, info.plural));
     }
     Ok(Bytes::from(bytes))
-}
-
-/// `metadata.name`, `metadata.namespace` and `metadata.resourceVersion` of an object.
-pub fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
-    obj.get("metadata")?.get(field)?.as_str()
 }
 
 /// Kubernetes' "not found" message.
@@ -292,7 +196,7 @@ impl Registry {
         {
             OpResult::Stored { rv, .. } => Ok(with_rv(obj, rv)),
             OpResult::AlreadyExists { .. } => Err(ApiError::new(
-                axum::http::StatusCode::CONFLICT,
+                http::StatusCode::CONFLICT,
                 "AlreadyExists",
                 format!("{} \"{}\" already exists", info.plural, name),
             )
@@ -352,7 +256,7 @@ impl Registry {
         }
     }
 
-    /// Deletes pod `name` gracefully when an agent will confirm it ([`strategy::pod_deletion`]):
+    /// Deletes pod `name` gracefully when an agent will confirm it ([`pod::pod_deletion`]):
     /// returns the pod as stored (terminating) or as it was (removed).
     pub async fn delete_pod(
         &self,
@@ -373,7 +277,7 @@ impl Registry {
             }
             if uid.is_some_and(|u| Some(u) != meta_str(&pod, "uid")) {
                 return Err(ApiError::new(
-                    axum::http::StatusCode::CONFLICT,
+                    http::StatusCode::CONFLICT,
                     "Conflict",
                     format!(
                         "Operation cannot be fulfilled on pods \"{name}\": the UID in the precondition ({}) does not match the UID in record. The object might have been deleted and then recreated",
@@ -381,11 +285,10 @@ impl Registry {
                     ),
                 ));
             }
-            let result = match strategy::pod_deletion(&pod, grace, self.pod_node_ready(&pod).await)
-            {
-                strategy::PodDeletion::Now => self.delete(info, ns, name, current).await,
-                strategy::PodDeletion::Terminating => return Ok(pod),
-                strategy::PodDeletion::Graceful(marked) => {
+            let result = match pod::pod_deletion(&pod, grace, self.pod_node_ready(&pod).await) {
+                pod::PodDeletion::Now => self.delete(info, ns, name, current).await,
+                pod::PodDeletion::Terminating => return Ok(pod),
+                pod::PodDeletion::Graceful(marked) => {
                     self.update(info, without_rv(marked), current).await
                 }
             };
@@ -393,7 +296,7 @@ impl Registry {
             // read again (as kube-apiserver retries its own guaranteed updates).
             match result {
                 Err(e)
-                    if e.code == axum::http::StatusCode::CONFLICT
+                    if e.code == http::StatusCode::CONFLICT
                         && precondition.is_none()
                         && attempts < 10 => {}
                 other => return other,
@@ -472,32 +375,6 @@ impl Registry {
             .next()
             .ok_or_else(|| ApiError::internal("no result"))
     }
-}
-
-/// Whether a Node's Ready condition is True.
-pub fn node_ready(node: &Value) -> bool {
-    node.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
-}
-
-/// `obj` without `metadata.resourceVersion`.
-pub fn without_rv(mut obj: Value) -> Value {
-    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("resourceVersion");
-    }
-    obj
-}
-
-/// `obj` with `metadata.resourceVersion` set to `rv`.
-pub fn with_rv(mut obj: Value, rv: u64) -> Value {
-    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.insert("resourceVersion".into(), json!(rv.to_string()));
-    }
-    obj
 }
 
 #[cfg(test)]

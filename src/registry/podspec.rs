@@ -12,12 +12,30 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1 as core;
 
-use super::strategy::{
-    duplicate, forbidden, invalid, is_dns1123_label, is_quantity, required, Cause,
-};
+use keelson_model::quantity::is_quantity;
+use serde_json::{json, Map, Value};
+
+use super::validation::{duplicate, forbidden, invalid, is_dns1123_label, required, Cause};
 
 /// The only volume type keelson implements.
 pub const EMPTY_DIR: &str = "emptyDir";
+
+/// The defaults of a pod spec (a pod's, or a replication controller's template's).
+pub fn default_pod_spec(spec: &mut Map<String, Value>) {
+    spec.entry("restartPolicy").or_insert(json!("Always"));
+    spec.entry("terminationGracePeriodSeconds")
+        .or_insert(json!(30));
+    if let Some(containers) = spec.get_mut("containers").and_then(Value::as_array_mut) {
+        for c in containers.iter_mut().filter_map(Value::as_object_mut) {
+            c.entry("imagePullPolicy").or_insert(json!("IfNotPresent"));
+            if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
+                for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                    p.entry("protocol").or_insert(json!("TCP"));
+                }
+            }
+        }
+    }
+}
 
 pub fn validate_pod_spec(spec: &core::PodSpec, at: &str, causes: &mut Vec<Cause>) {
     if spec.containers.is_empty() {

@@ -75,7 +75,7 @@ pub struct FinalState {
 /// The campaign adds [`controller::ReplicaCount`] ("the controller owns exactly
 /// `spec.replicas` live pods, and says so in its status") and [`controller::BoundOnce`] ("no
 /// pod was ever bound to two nodes") when the controller workload runs; more can be passed in
-/// [`crate::campaign::Config::invariants`].
+/// [`crate::config::Config::invariants`].
 pub trait Invariant: Send + Sync {
     /// Names the violations this invariant reports.
     fn name(&self) -> &str;

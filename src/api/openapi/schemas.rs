@@ -10,13 +10,11 @@
 //! upstream: k8s-openapi requires it only because its structs hold it by value.
 
 use k8s_openapi::api::autoscaling::v1 as autoscaling;
-use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_openapi::schemars::generate::SchemaSettings;
-use k8s_openapi::schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 
-use crate::registry::{ResourceInfo, RESOURCES};
+use crate::registry::{self, resources, ResourceInfo};
 
 /// The prefix of a meta/v1 schema name.
 pub const META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1";
@@ -37,23 +35,6 @@ pub const SCALE: &str = "io.k8s.api.autoscaling.v1.Scale";
 /// A `$ref` to a component schema.
 pub fn reference(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
-}
-
-/// Registers a served kind's typed struct with the generator.
-fn register_kind(generator: &mut SchemaGenerator, info: &ResourceInfo) {
-    fn add<T: JsonSchema>(generator: &mut SchemaGenerator) {
-        generator.subschema_for::<T>();
-    }
-    match info.kind {
-        "Pod" => add::<core::Pod>(generator),
-        "ReplicationController" => add::<core::ReplicationController>(generator),
-        "Service" => add::<core::Service>(generator),
-        "Endpoints" => add::<core::Endpoints>(generator),
-        "Event" => add::<core::Event>(generator),
-        "Node" => add::<core::Node>(generator),
-        "Namespace" => add::<core::Namespace>(generator),
-        other => panic!("no schema for served kind {other}"),
-    }
 }
 
 fn gvk(group: &str, version: &str, kind: &str) -> Value {
@@ -79,8 +60,8 @@ fn list_schema(info: &ResourceInfo) -> Value {
 /// `components.schemas` of the core/v1 document.
 pub fn components() -> Map<String, Value> {
     let mut generator = SchemaSettings::openapi3().into_generator();
-    for info in RESOURCES {
-        register_kind(&mut generator, info);
+    for kind in registry::kinds::KINDS {
+        kind.add_schema(&mut generator);
     }
     generator.subschema_for::<meta::Status>();
     generator.subschema_for::<meta::DeleteOptions>();
@@ -89,7 +70,7 @@ pub fn components() -> Map<String, Value> {
     generator.subschema_for::<autoscaling::Scale>();
     let mut schemas = generator.take_definitions(true);
 
-    for info in RESOURCES {
+    for info in resources() {
         let schema = schemas
             .get_mut(&kind_name(info.kind))
             .and_then(Value::as_object_mut)

@@ -1,13 +1,11 @@
 //! The seed's API version, v1beta1, over the same registry as core/v1: every request is
-//! converted to the internal model ([`convert`]) on the way in and back on the way out, so an
+//! converted to the internal model (`keelson_model::v1beta1`, through each kind's file in the
+//! registry) on the way in and back on the way out, so an
 //! object created in one version is readable in the other.
 //!
 //! Paths: `/api/v1beta1/{pods,replicationControllers,services,endpoints,minions}[/{id}]`,
 //! `?labels=` selectors, and `/api/v1beta1/watch/{resource}`. v1beta1 has no namespaces: its
 //! objects live in `default`. Ids keep the seed's leniency (`mysiteController` is accepted).
-
-/// v1beta1 ↔ core/v1 conversion, from the model crate.
-pub use keelson_model::v1beta1 as convert;
 
 use std::sync::Arc;
 
@@ -17,7 +15,6 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::{Json, Router};
-use k8s_openapi::api::core::v1 as core;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -27,8 +24,9 @@ use super::v1::update_object;
 use super::watch::{self, WatchSpec};
 use super::{ApiError, ApiState};
 use crate::registry::selectors::{FieldSelector, LabelSelector};
-use crate::registry::strategy::{self, Cause, Names};
-use crate::registry::{self, lookup, ResourceInfo, Subresource};
+use crate::registry::strategy;
+use crate::registry::validation::{invalid_error, Cause, Names};
+use crate::registry::{self, ResourceInfo, Subresource};
 
 const NAMESPACE: &str = "default";
 
@@ -41,19 +39,18 @@ pub fn routes() -> Router<ApiState> {
 
 /// The internal resource behind a v1beta1 collection name.
 fn resource(name: &str) -> Result<&'static ResourceInfo, ApiError> {
-    let plural = match name {
-        "pods" => "pods",
-        "replicationControllers" => "replicationcontrollers",
-        "services" => "services",
-        "endpoints" => "endpoints",
-        "minions" => "nodes",
-        _ => {
-            return Err(ApiError::not_found(format!(
+    registry::kinds::KINDS
+        .iter()
+        .find(|k| {
+            k.v1beta1_names()
+                .is_some_and(|(collection, _)| collection == name)
+        })
+        .map(|k| k.info())
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
                 "the server could not find the requested resource (v1beta1 {name})"
-            )))
-        }
-    };
-    Ok(lookup(plural).expect("served resource"))
+            ))
+        })
 }
 
 fn namespace(info: &ResourceInfo) -> Option<&'static str> {
@@ -61,65 +58,35 @@ fn namespace(info: &ResourceInfo) -> Option<&'static str> {
 }
 
 fn v1beta1_kind(info: &ResourceInfo) -> &'static str {
-    if info.kind == "Node" {
-        "Minion"
-    } else {
-        info.kind
-    }
-}
-
-fn typed<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, ApiError> {
-    serde_json::from_value(v.clone())
-        .map_err(|e| ApiError::internal(format!("stored object undecodable: {e}")))
+    registry::resource(info)
+        .v1beta1_names()
+        .map_or(info.kind, |(_, kind)| kind)
 }
 
 /// Internal object → v1beta1.
 pub fn to_v1beta1(info: &ResourceInfo, v: &Value) -> Result<Value, ApiError> {
-    Ok(match info.kind {
-        "Pod" => convert::pod_to_v1beta1(&typed::<core::Pod>(v)?),
-        "ReplicationController" => {
-            convert::controller_to_v1beta1(&typed::<core::ReplicationController>(v)?)
-        }
-        "Service" => convert::service_to_v1beta1(&typed::<core::Service>(v)?),
-        "Endpoints" => convert::endpoints_to_v1beta1(&typed::<core::Endpoints>(v)?),
-        "Node" => convert::node_to_v1beta1(&typed::<core::Node>(v)?),
-        _ => v.clone(),
-    })
+    registry::resource(info).to_v1beta1(v)
 }
 
 /// v1beta1 body → internal object (not yet defaulted or validated).
 fn from_v1beta1(info: &ResourceInfo, v: &Value) -> Result<Value, ApiError> {
-    let name = v
-        .get("id")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let invalid = |e: convert::ConvertError| {
-        strategy::invalid_error(
+    let name = v.get("id").and_then(Value::as_str).unwrap_or("");
+    match registry::resource(info).from_v1beta1(v) {
+        Some(Ok(value)) => Ok(value),
+        Some(Err(e)) => Err(invalid_error(
             info,
-            &name,
+            name,
             vec![Cause {
                 reason: "FieldValueInvalid",
                 field: e.field,
                 message: e.message,
             }],
-        )
-    };
-    let value = match info.kind {
-        "Pod" => serde_json::to_value(convert::pod_from_v1beta1(v).map_err(invalid)?),
-        "ReplicationController" => {
-            serde_json::to_value(convert::controller_from_v1beta1(v).map_err(invalid)?)
-        }
-        "Service" => serde_json::to_value(convert::service_from_v1beta1(v).map_err(invalid)?),
-        "Node" => serde_json::to_value(convert::minion_from_v1beta1(v).map_err(invalid)?),
-        _ => {
-            return Err(ApiError::method_not_allowed(format!(
-                "{} cannot be written through v1beta1",
-                info.plural
-            )))
-        }
-    };
-    value.map_err(|e| ApiError::internal(e.to_string()))
+        )),
+        None => Err(ApiError::method_not_allowed(format!(
+            "{} cannot be written through v1beta1",
+            info.plural
+        ))),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,0 +1,56 @@
+//! Namespaces: core/v1 `Namespace`, cluster-scoped; `default` always exists.
+
+use k8s_openapi::api::core::v1 as core;
+use serde_json::{json, Value};
+
+use super::info::ResourceInfo;
+use super::printing::{age, col, s, Column, AGE, NAME};
+use super::resource::Kind;
+
+const INFO: ResourceInfo = ResourceInfo {
+    plural: "namespaces",
+    singular: "namespace",
+    kind: "Namespace",
+    short_names: &["ns"],
+    categories: &[],
+    namespaced: false,
+    has_status: true,
+    has_scale: false,
+};
+
+const COLUMNS: &[Column] = &[
+    NAME,
+    col("Status", "string", 0, "The status of the namespace"),
+    AGE,
+];
+
+/// Namespaces.
+pub struct Namespace;
+
+impl Kind for Namespace {
+    type Object = core::Namespace;
+
+    fn info(&self) -> &'static ResourceInfo {
+        &INFO
+    }
+
+    fn initial_status(&self) -> Option<Value> {
+        Some(json!({"phase": "Active"}))
+    }
+
+    fn label_names(&self) -> bool {
+        true
+    }
+
+    fn columns(&self) -> &'static [Column] {
+        COLUMNS
+    }
+
+    fn cells(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
+        vec![
+            json!(s(obj, "/metadata/name")),
+            json!(s(obj, "/status/phase")),
+            json!(age(obj, now)),
+        ]
+    }
+}

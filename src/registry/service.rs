@@ -1,0 +1,230 @@
+//! Services: core/v1 `Service`, a stable virtual IP whose traffic the agents proxy to the
+//! ready pods its selector matches (the endpoints controller keeps its `Endpoints`).
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1 as core;
+use keelson_model::v1beta1 as convert;
+use serde_json::{json, Value};
+
+use super::info::ResourceInfo;
+use super::object::{meta_str, obj_mut};
+use super::printing::{age, arr, col, format_labels, or_none, s, Column, AGE, NAME};
+use super::resource::Kind;
+use super::validation::{duplicate, invalid, required, validate_string_map, Cause};
+
+/// Annotation of a Service whose endpoints use the first port of the pod's first container
+/// (the seed's v1beta1 service without `containerPort`).
+pub const FIRST_CONTAINER_PORT: &str = keelson_model::v1beta1::FIRST_CONTAINER_PORT_ANNOTATION;
+
+const INFO: ResourceInfo = ResourceInfo {
+    plural: "services",
+    singular: "service",
+    kind: "Service",
+    short_names: &["svc"],
+    categories: &["all"],
+    namespaced: true,
+    has_status: true,
+    has_scale: false,
+};
+
+const COLUMNS: &[Column] = &[
+    NAME,
+    col("Type", "string", 0, "type determines how the Service is exposed."),
+    col("Cluster-IP", "string", 0, "clusterIP is the IP address of the service."),
+    col("External-IP", "string", 0, "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service."),
+    col("Port(s)", "string", 0, "The list of ports that are exposed by this service."),
+    AGE,
+    col("Selector", "string", 1, "Route service traffic to pods with label keys and values matching this selector."),
+];
+
+/// Services.
+pub struct Service;
+
+impl Kind for Service {
+    type Object = core::Service;
+
+    fn info(&self) -> &'static ResourceInfo {
+        &INFO
+    }
+
+    fn label_names(&self) -> bool {
+        true
+    }
+
+    fn apply_defaults(&self, obj: &mut Value) {
+        let first_port = obj
+            .pointer(&format!(
+                "/metadata/annotations/{}",
+                FIRST_CONTAINER_PORT.replace('/', "~1")
+            ))
+            .is_some();
+        let name = meta_str(obj, "name").unwrap_or_default().to_string();
+        let ns = meta_str(obj, "namespace").unwrap_or("default").to_string();
+        let spec = obj_mut(obj, "spec");
+        spec.entry("type").or_insert(json!("ClusterIP"));
+        spec.entry("sessionAffinity").or_insert(json!("None"));
+        if spec
+            .get("clusterIP")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            spec.insert("clusterIP".into(), json!(cluster_ip_for(&ns, &name)));
+        }
+        if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+            for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                p.entry("protocol").or_insert(json!("TCP"));
+                if !first_port && p.get("targetPort").is_none() {
+                    if let Some(port) = p.get("port").cloned() {
+                        p.insert("targetPort".into(), port);
+                    }
+                }
+            }
+        }
+    }
+
+    fn check(&self, svc: &core::Service, _obj: &Value, causes: &mut Vec<Cause>) {
+        validate_service(svc, causes);
+    }
+
+    fn columns(&self) -> &'static [Column] {
+        COLUMNS
+    }
+
+    fn cells(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
+        service_cells(obj, now)
+    }
+
+    fn v1beta1_names(&self) -> Option<(&'static str, &'static str)> {
+        Some(("services", "Service"))
+    }
+
+    fn to_v1beta1(&self, svc: &core::Service) -> Option<Value> {
+        Some(convert::service_to_v1beta1(svc))
+    }
+
+    fn from_v1beta1(&self) -> Option<fn(&Value) -> Result<core::Service, convert::ConvertError>> {
+        Some(convert::service_from_v1beta1)
+    }
+}
+
+/// A stable virtual IP for a service (10.96.0.0/16), derived from its namespace and name.
+fn cluster_ip_for(ns: &str, name: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (ns, name).hash(&mut h);
+    let x = h.finish();
+    format!("10.96.{}.{}", (x >> 8) & 0xff, (x & 0xff).clamp(1, 254))
+}
+
+fn validate_service(svc: &core::Service, causes: &mut Vec<Cause>) {
+    let Some(spec) = &svc.spec else {
+        causes.push(required("spec"));
+        return;
+    };
+    let ports = spec.ports.clone().unwrap_or_default();
+    if ports.is_empty() {
+        causes.push(required("spec.ports"));
+    }
+    let mut names = BTreeSet::new();
+    for (i, p) in ports.iter().enumerate() {
+        if !(1..=65535).contains(&p.port) {
+            causes.push(invalid(
+                format!("spec.ports[{i}].port"),
+                p.port,
+                "must be between 1 and 65535, inclusive",
+            ));
+        }
+        if ports.len() > 1 {
+            match &p.name {
+                None => causes.push(required(format!("spec.ports[{i}].name"))),
+                Some(n) if !names.insert(n.clone()) => {
+                    causes.push(duplicate(format!("spec.ports[{i}].name"), n))
+                }
+                _ => {}
+            }
+        }
+    }
+    if let Some(sel) = &spec.selector {
+        let as_value = serde_json::to_value(sel).unwrap_or_default();
+        validate_string_map(Some(&as_value), "spec.selector", true, causes);
+    }
+}
+
+fn service_cells(obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
+    let name = json!(s(obj, "/metadata/name"));
+    let kind = match s(obj, "/spec/type") {
+        "" => "ClusterIP",
+        t => t,
+    };
+    let external_ips: Vec<&str> = arr(obj, "/spec/externalIPs")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let external = match kind {
+        "ClusterIP" | "NodePort" if external_ips.is_empty() => "<none>".to_string(),
+        "ClusterIP" | "NodePort" => external_ips.join(","),
+        "LoadBalancer" => {
+            let mut ips: Vec<String> = arr(obj, "/status/loadBalancer/ingress")
+                .iter()
+                .map(|i| match s(i, "/ip") {
+                    "" => s(i, "/hostname").to_string(),
+                    ip => ip.to_string(),
+                })
+                .collect();
+            ips.extend(external_ips.iter().map(|s| s.to_string()));
+            if ips.is_empty() {
+                "<pending>".into()
+            } else {
+                ips.join(",")
+            }
+        }
+        "ExternalName" => s(obj, "/spec/externalName").to_string(),
+        _ => "<unknown>".into(),
+    };
+    let ports: Vec<String> = arr(obj, "/spec/ports")
+        .iter()
+        .map(|p| {
+            let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+            let proto = match s(p, "/protocol") {
+                "" => "TCP",
+                x => x,
+            };
+            match p.get("nodePort").and_then(Value::as_i64) {
+                Some(np) if np != 0 => format!("{port}:{np}/{proto}"),
+                _ => format!("{port}/{proto}"),
+            }
+        })
+        .collect();
+    vec![
+        name,
+        json!(kind),
+        json!(or_none(s(obj, "/spec/clusterIP"))),
+        json!(external),
+        json!(or_none(&ports.join(","))),
+        json!(age(obj, now)),
+        json!(format_labels(obj.pointer("/spec/selector"))),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_row() {
+        let svc = json!({"metadata": {"name": "s"}, "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.9",
+            "ports": [{"port": 80, "protocol": "TCP"}, {"port": 53, "protocol": "UDP", "nodePort": 30053}], "selector": {"b": "2", "a": "1"}}});
+        let c = service_cells(&svc, jiff::Timestamp::now());
+        assert_eq!(
+            c[1..5],
+            [
+                json!("ClusterIP"),
+                json!("10.96.0.9"),
+                json!("<none>"),
+                json!("80/TCP,53:30053/UDP")
+            ]
+        );
+        assert_eq!(c[6], "a=1,b=2");
+    }
+}
