@@ -10,7 +10,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::table::{self, TableRequest};
-use super::v1::{truthy, Params, Target};
+use super::target::{truthy, Params, Target};
 use super::watch::{self, WatchOptions, WatchSpec};
 use super::{ApiError, ApiState};
 use crate::registry::{self, ResourceInfo};

@@ -29,6 +29,7 @@ mod scale;
 use keelson_model::smp;
 mod status;
 mod table;
+mod target;
 pub mod v1;
 pub mod v1beta1;
 mod watch;

@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 
 use super::patch::{self, PatchKind};
 use super::status::parse_json;
-use super::v1::{patch_object, Target};
+use super::target::Target;
+use super::write::patch_object;
 use super::{ApiError, ApiState};
 use crate::registry::selectors::LabelSelector;
 use crate::registry::Subresource;

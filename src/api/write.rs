@@ -9,11 +9,11 @@ use serde_json::Value;
 use super::fieldvalidation::{self, Directive, Warnings};
 use super::patch::{self, PatchKind};
 use super::status::parse_json;
-use super::v1::{content_type, patch_object, truthy, Params, Target};
+use super::target::{content_type, truthy, Params, Target};
 use super::{apply, ApiError, ApiState};
 use crate::registry::strategy;
 use crate::registry::validation::Names;
-use crate::registry::Subresource;
+use crate::registry::{self, ResourceInfo, Subresource};
 
 /// `POST` to a collection.
 pub async fn create(
@@ -129,6 +129,69 @@ async fn server_side_apply(
             })
             .await?;
             Ok((warnings.headers(), Json(patched)).into_response())
+        }
+    }
+}
+
+/// Replaces an object: the body's `metadata.resourceVersion`, when set, is the precondition.
+#[allow(clippy::too_many_arguments)]
+pub async fn update_object(
+    s: &ApiState,
+    info: &'static ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    mut obj: Value,
+    sub: Subresource,
+    api_version: &str,
+) -> Result<Value, ApiError> {
+    let precondition = match registry::meta_str(&obj, "resourceVersion") {
+        Some("") | None => None,
+        Some(v) => Some(v.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!("invalid metadata.resourceVersion {v:?}"))
+        })?),
+    };
+    let old = s.registry().get(info, ns, name, true).await?;
+    let current: u64 = registry::meta_str(&old, "resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    strategy::prepare_update(info, &mut obj, &old, sub, api_version)?;
+    // The write is conditional on what we read, so a concurrent change is a conflict rather
+    // than lost; the caller's own version, if any, must be that same one.
+    if precondition.is_some_and(|p| p != current) {
+        return Err(registry::conflict(info, name));
+    }
+    s.registry().update(info, obj, Some(current)).await
+}
+
+/// Read-modify-write with retries on conflict: `change` edits the current object.
+pub async fn patch_object(
+    s: &ApiState,
+    info: &'static ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    sub: Subresource,
+    change: impl Fn(&mut Value) -> Result<(), ApiError>,
+) -> Result<Value, ApiError> {
+    let mut attempts = 0;
+    loop {
+        let old = s.registry().get(info, ns, name, true).await?;
+        let current: u64 = registry::meta_str(&old, "resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        // Without its version: only a version the change itself names is a precondition.
+        let mut obj = registry::without_rv(old.clone());
+        change(&mut obj)?;
+        // A patch that names a resourceVersion makes it a precondition.
+        let asked = registry::meta_str(&obj, "resourceVersion").and_then(|v| v.parse::<u64>().ok());
+        if asked.is_some_and(|a| a != current) {
+            return Err(registry::conflict(info, name));
+        }
+        strategy::prepare_update(info, &mut obj, &old, sub, "v1")?;
+        match s.registry().update(info, obj, Some(current)).await {
+            Err(e) if e.code == StatusCode::CONFLICT && attempts < 5 && asked.is_none() => {
+                attempts += 1
+            }
+            other => return other,
         }
     }
 }

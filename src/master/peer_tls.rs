@@ -1,5 +1,5 @@
 //! Mutual TLS on the Raft port: `--peer-cert-file`, `--peer-key-file`, `--peer-trusted-ca-file`
-//! (etcd's names), the per-master peer certificates `keelson up` issues, and the expiry of every
+//! (etcd's names), and the expiry of every
 //! certificate a master holds as a metric.
 //!
 //! The Raft port carries openraft's RPCs and the requests followers forward to the leader
@@ -8,7 +8,6 @@
 //! router, and with it the cluster id, are reached only by authenticated callers. The client side
 //! (reqwest) trusts that CA alone and presents the same certificate.
 
-use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -84,33 +83,6 @@ pub fn plaintext_allowed<'a>(addrs: impl IntoIterator<Item = &'a str>) -> bool {
         a.parse::<std::net::SocketAddr>()
             .is_ok_and(|a| a.ip().is_loopback())
     })
-}
-
-/// Issues master `id`'s peer certificate, signed by the CA whose parameters are `ca_params` and
-/// key `ca_key`: CN and DNS name `master-<id>`, the Raft IP, usable to serve and to call.
-/// Returns (certificate, key) as PEM.
-pub fn issue_peer_cert(
-    ca_params: rcgen::CertificateParams,
-    ca_key: rcgen::KeyPair,
-    id: u64,
-    raft_ip: IpAddr,
-) -> anyhow::Result<(String, String)> {
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let name = format!("master-{id}");
-    let mut params = rcgen::CertificateParams::new(vec![name.clone(), raft_ip.to_string()])?;
-    super::tls::set_validity(&mut params);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![
-        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    params.use_authority_key_identifier_extension = true;
-    let key = rcgen::KeyPair::generate()?;
-    let cert = params.signed_by(&key, &issuer)?;
-    Ok((cert.pem(), key.serialize_pem()))
 }
 
 /// The master a verified peer certificate names: its DNS name `master-<id>` (as

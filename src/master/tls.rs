@@ -1,7 +1,8 @@
 //! TLS for the API port: the rustls server configuration of `--tls-cert-file` /
 //! `--tls-private-key-file`, a listener that completes handshakes before handing connections to
-//! `axum::serve` (so its graceful shutdown works as for plain TCP), and the CA and serving
-//! certificate `keelson up` generates.
+//! `axum::serve` (so its graceful shutdown works as for plain TCP), and the certificates
+//! `keelson up` generates: the CA, the API serving certificate and each master's peer
+//! certificate (whose use is `peer_tls.rs`).
 //!
 //! rustls runs with the ring provider, chosen explicitly, as reqwest's `rustls-tls` does.
 
@@ -195,12 +196,38 @@ impl ClusterCerts {
             .with_context(|| format!("read {}", self.ca_key.display()))?;
         let ca_key = rcgen::KeyPair::from_pem(&pem)
             .with_context(|| format!("{} is not a private key", self.ca_key.display()))?;
-        let (cert_pem, key_pem) =
-            super::peer_tls::issue_peer_cert(ca_params(), ca_key, id, raft_ip)?;
+        let (cert_pem, key_pem) = issue_peer_cert(ca_params(), ca_key, id, raft_ip)?;
         crate::files::write_private(&key, &key_pem)?;
         write_file(&cert, &cert_pem)?;
         Ok(())
     }
+}
+
+/// Issues master `id`'s peer certificate, signed by the CA whose parameters are `ca_params` and
+/// key `ca_key`: CN and DNS name `master-<id>`, the Raft IP, usable to serve and to call.
+/// Returns (certificate, key) as PEM.
+fn issue_peer_cert(
+    ca_params: rcgen::CertificateParams,
+    ca_key: rcgen::KeyPair,
+    id: u64,
+    raft_ip: IpAddr,
+) -> anyhow::Result<(String, String)> {
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let name = format!("master-{id}");
+    let mut params = rcgen::CertificateParams::new(vec![name.clone(), raft_ip.to_string()])?;
+    set_validity(&mut params);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    let key = rcgen::KeyPair::generate()?;
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
 }
 
 /// The CA's parameters: the same every time (see [`ClusterCerts::ensure`]).

@@ -20,8 +20,8 @@ use serde_json::{json, Value};
 
 use super::extract::{ApiPath, ApiQuery};
 use super::status::parse_json;
-use super::v1::update_object;
 use super::watch::{self, WatchSpec};
+use super::write::update_object;
 use super::{ApiError, ApiState};
 use crate::registry::selectors::{FieldSelector, LabelSelector};
 use crate::registry::strategy;
