@@ -12,8 +12,18 @@ use keelson_model::selectors::{labels_of, FieldSelector, LabelSelector};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Value};
 
-/// Kinds with selectable fields of their own, and one with none.
-const KINDS: [&str; 5] = ["Pod", "Node", "Event", "Namespace", "Service"];
+/// Selectable fields of kinds (the registry's pods, nodes and events; a prefix entry), and none.
+const KINDS: [&[&str]; 4] = [
+    &[
+        "spec.nodeName",
+        "status.phase",
+        "spec.restartPolicy",
+        "status.podIP",
+    ],
+    &["spec.unschedulable"],
+    &["involvedObject.", "reason", "type", "source"],
+    &[],
+];
 
 fuzz_target!(init: keelson_fuzz::report_stack_overflows(), |data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

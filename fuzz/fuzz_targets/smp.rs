@@ -8,8 +8,37 @@
 
 #![no_main]
 
+use keelson_model::smp::{Strategies, PLAIN};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Value};
+
+/// The list strategies of the kind named on the first line, as the registry's kind files
+/// declare them; any other name has none.
+fn strategies(kind: &str) -> &'static Strategies {
+    const POD: Strategies = Strategies {
+        pod_spec: Some(&["spec"]),
+        merge_keys: &[(&["status", "podIPs"], "ip")],
+    };
+    const RC: Strategies = Strategies {
+        pod_spec: Some(&["spec", "template", "spec"]),
+        merge_keys: &[],
+    };
+    const SERVICE: Strategies = Strategies {
+        pod_spec: None,
+        merge_keys: &[(&["spec", "ports"], "port")],
+    };
+    const NODE: Strategies = Strategies {
+        pod_spec: None,
+        merge_keys: &[(&["status", "addresses"], "type")],
+    };
+    match kind {
+        "Pod" => &POD,
+        "ReplicationController" => &RC,
+        "Service" => &SERVICE,
+        "Node" => &NODE,
+        _ => &PLAIN,
+    }
+}
 
 fuzz_target!(init: keelson_fuzz::report_stack_overflows(), |data: &[u8]| {
     let Some(newline) = data.iter().position(|&b| b == b'\n') else {
@@ -18,6 +47,7 @@ fuzz_target!(init: keelson_fuzz::report_stack_overflows(), |data: &[u8]| {
     let Ok(kind) = std::str::from_utf8(&data[..newline]) else {
         return;
     };
+    let kind = strategies(kind);
     let mut docs = serde_json::Deserializer::from_slice(&data[newline + 1..]).into_iter::<Value>();
     let (Some(Ok(target)), Some(Ok(patch))) = (docs.next(), docs.next()) else {
         return;

@@ -180,26 +180,20 @@ pub fn string_map(v: &Value, pointer: &str) -> BTreeMap<String, String> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FieldSelector(pub Vec<(String, bool, String)>);
 
-/// Fields that can be selected on, per kind (plus `metadata.name` and `metadata.namespace`).
-fn selectable(kind: &str, path: &str) -> bool {
+/// Whether `path` can be selected on: `metadata.name` and `metadata.namespace` always, else one
+/// of the kind's `fields` (an entry ending in `.` admits every field under it).
+fn selectable(fields: &[&str], path: &str) -> bool {
     matches!(path, "metadata.name" | "metadata.namespace")
-        || match kind {
-            "Pod" => matches!(
-                path,
-                "spec.nodeName" | "status.phase" | "spec.restartPolicy" | "status.podIP"
-            ),
-            "Event" => {
-                path.starts_with("involvedObject.") || matches!(path, "reason" | "type" | "source")
-            }
-            "Node" => path == "spec.unschedulable",
-            "Namespace" => path == "status.phase",
-            _ => false,
-        }
+        || fields.iter().any(|f| match f.strip_suffix('.') {
+            Some(_) => path.starts_with(f),
+            None => path == *f,
+        })
 }
 
 impl FieldSelector {
-    /// Parses `a.b=v,c!=w` for `kind`, refusing fields that cannot be selected.
-    pub fn parse(s: &str, kind: &str) -> Result<Self, String> {
+    /// Parses `a.b=v,c!=w` for a kind whose selectable fields are `fields` (see
+    /// [`selectable`]), refusing the others.
+    pub fn parse(s: &str, fields: &[&str]) -> Result<Self, String> {
         let mut terms = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (path, eq, value) = if let Some((p, v)) = part.split_once("!=") {
@@ -210,7 +204,7 @@ impl FieldSelector {
                 return Err(format!("invalid selector: {part:?}; can't understand it"));
             };
             let path = path.trim();
-            if !selectable(kind, path) {
+            if !selectable(fields, path) {
                 return Err(format!("field label not supported: {path}"));
             }
             terms.push((path.to_string(), eq, value.trim().to_string()));
@@ -235,6 +229,9 @@ impl FieldSelector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const POD: &[&str] = &["spec.nodeName", "status.phase"];
+    const EVENT: &[&str] = &["involvedObject.", "reason"];
     use serde_json::json;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -273,21 +270,21 @@ mod tests {
     #[test]
     fn field_selectors() {
         let pod = json!({"metadata": {"name": "a", "namespace": "default"}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
-        assert!(FieldSelector::parse("spec.nodeName=n1", "Pod")
+        assert!(FieldSelector::parse("spec.nodeName=n1", POD)
             .unwrap()
             .matches(&pod));
         assert!(
-            FieldSelector::parse("status.phase!=Pending,metadata.name=a", "Pod")
+            FieldSelector::parse("status.phase!=Pending,metadata.name=a", POD)
                 .unwrap()
                 .matches(&pod)
         );
-        assert!(!FieldSelector::parse("spec.nodeName=", "Pod")
+        assert!(!FieldSelector::parse("spec.nodeName=", POD)
             .unwrap()
             .matches(&pod));
-        assert!(FieldSelector::parse("spec.foo=1", "Pod").is_err());
+        assert!(FieldSelector::parse("spec.foo=1", POD).is_err());
         let ev = json!({"involvedObject": {"kind": "Pod", "name": "a"}});
         assert!(
-            FieldSelector::parse("involvedObject.kind=Pod,involvedObject.name=a", "Event")
+            FieldSelector::parse("involvedObject.kind=Pod,involvedObject.name=a", EVENT)
                 .unwrap()
                 .matches(&ev)
         );

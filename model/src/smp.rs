@@ -21,8 +21,28 @@ pub enum ListStrategy {
     Primitive,
 }
 
-/// The patch strategy of the list at `path` (field names, list positions left out) in `kind`.
-pub fn list_strategy(kind: &str, path: &[&str]) -> ListStrategy {
+/// What one kind adds to the list strategies every object shares (`metadata.finalizers` as a
+/// set, `metadata.ownerReferences` by `uid`, `status.conditions` by `type`): where it holds a
+/// pod spec, whose lists have core/v1's pod strategies, and its own lists merged by a key. Each
+/// kind's file in the registry holds its own.
+#[derive(Debug)]
+pub struct Strategies {
+    /// The path of its pod spec (`["spec"]` for a Pod, `["spec", "template", "spec"]` for a
+    /// ReplicationController).
+    pub pod_spec: Option<&'static [&'static str]>,
+    /// Lists merged by a key: (path, key).
+    pub merge_keys: &'static [(&'static [&'static str], &'static str)],
+}
+
+/// A kind with no list strategies of its own.
+pub const PLAIN: Strategies = Strategies {
+    pod_spec: None,
+    merge_keys: &[],
+};
+
+/// The patch strategy of the list at `path` (field names, list positions left out) in an
+/// object of a kind with strategies `kind`.
+pub fn list_strategy(kind: &Strategies, path: &[&str]) -> ListStrategy {
     use ListStrategy::*;
     match path {
         [.., "metadata", "finalizers"] => return Primitive,
@@ -30,11 +50,7 @@ pub fn list_strategy(kind: &str, path: &[&str]) -> ListStrategy {
         ["status", "conditions"] => return MergeKey("type"),
         _ => {}
     }
-    let pod_spec = match (kind, path) {
-        ("Pod", ["spec", rest @ ..]) => Some(rest),
-        ("ReplicationController", ["spec", "template", "spec", rest @ ..]) => Some(rest),
-        _ => None,
-    };
+    let pod_spec = kind.pod_spec.and_then(|at| path.strip_prefix(at));
     if let Some(rel) = pod_spec {
         return match rel {
             ["containers" | "initContainers" | "ephemeralContainers"] => MergeKey("name"),
@@ -50,19 +66,17 @@ pub fn list_strategy(kind: &str, path: &[&str]) -> ListStrategy {
             _ => Atomic,
         };
     }
-    match (kind, path) {
-        ("Service", ["spec", "ports"]) => MergeKey("port"),
-        ("Node", ["status", "addresses"]) => MergeKey("type"),
-        ("Pod", ["status", "podIPs"]) => MergeKey("ip"),
-        _ => Atomic,
-    }
+    kind.merge_keys
+        .iter()
+        .find(|(at, _)| *at == path)
+        .map_or(Atomic, |(_, key)| MergeKey(key))
 }
 
 const SET_ORDER: &str = "$setElementOrder/";
 const DELETE_FROM: &str = "$deleteFromPrimitiveList/";
 
-/// Applies a strategic merge patch to `target`, an object of `kind`.
-pub fn apply(kind: &str, target: &mut Value, patch: &Value) -> Result<(), String> {
+/// Applies a strategic merge patch to `target`, an object of a kind with strategies `kind`.
+pub fn apply(kind: &Strategies, target: &mut Value, patch: &Value) -> Result<(), String> {
     let Value::Object(p) = patch else {
         return Err("a strategic merge patch must be a JSON object".into());
     };
@@ -93,7 +107,7 @@ fn clean(v: &Value) -> Value {
 
 /// Merges `patch` into `orig`; `false` when the patch deletes the map.
 fn merge_map<'a>(
-    kind: &str,
+    kind: &Strategies,
     orig: &mut Map<String, Value>,
     patch: &'a Map<String, Value>,
     path: &mut Vec<&'a str>,
@@ -201,7 +215,7 @@ fn reorder(items: &mut Vec<Value>, order: &[Value], strategy: ListStrategy) {
 }
 
 fn merge_list<'a>(
-    kind: &str,
+    kind: &Strategies,
     current: Option<Value>,
     patch: &'a [Value],
     path: &mut Vec<&'a str>,
@@ -287,7 +301,21 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn patched(kind: &str, mut obj: Value, patch: Value) -> Value {
+    // core/v1's, as the registry's kind files declare them.
+    const POD: Strategies = Strategies {
+        pod_spec: Some(&["spec"]),
+        merge_keys: &[(&["status", "podIPs"], "ip")],
+    };
+    const RC: Strategies = Strategies {
+        pod_spec: Some(&["spec", "template", "spec"]),
+        merge_keys: &[],
+    };
+    const SERVICE: Strategies = Strategies {
+        pod_spec: None,
+        merge_keys: &[(&["spec", "ports"], "port")],
+    };
+
+    fn patched(kind: &Strategies, mut obj: Value, patch: Value) -> Value {
         apply(kind, &mut obj, &patch).unwrap();
         obj
     }
@@ -295,26 +323,23 @@ mod tests {
     #[test]
     fn strategies_by_path() {
         assert_eq!(
-            list_strategy("Pod", &["spec", "containers"]),
+            list_strategy(&POD, &["spec", "containers"]),
             ListStrategy::MergeKey("name")
         );
         assert_eq!(
-            list_strategy(
-                "ReplicationController",
-                &["spec", "template", "spec", "containers", "ports"]
-            ),
+            list_strategy(&RC, &["spec", "template", "spec", "containers", "ports"]),
             ListStrategy::MergeKey("containerPort")
         );
         assert_eq!(
-            list_strategy("Service", &["spec", "ports"]),
+            list_strategy(&SERVICE, &["spec", "ports"]),
             ListStrategy::MergeKey("port")
         );
         assert_eq!(
-            list_strategy("Pod", &["spec", "tolerations"]),
+            list_strategy(&POD, &["spec", "tolerations"]),
             ListStrategy::Atomic
         );
         assert_eq!(
-            list_strategy("Pod", &["metadata", "finalizers"]),
+            list_strategy(&POD, &["metadata", "finalizers"]),
             ListStrategy::Primitive
         );
     }
@@ -325,7 +350,7 @@ mod tests {
             {"name": "web", "image": "nginx:1", "ports": [{"containerPort": 80}]},
             {"name": "side", "image": "busybox"}]}});
         let out = patched(
-            "Pod",
+            &POD,
             pod,
             json!({"metadata": {"labels": {"b": "2", "a": null}},
             "spec": {"containers": [{"name": "web", "image": "nginx:2", "ports": [{"containerPort": 443}]}]}}),
@@ -346,7 +371,7 @@ mod tests {
         let pod = json!({"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}],
             "tolerations": [{"key": "k"}], "volumes": [{"name": "v", "emptyDir": {}}]}, "metadata": {"finalizers": ["f1", "f2"]}});
         let out = patched(
-            "Pod",
+            &POD,
             pod.clone(),
             json!({"spec": {"containers": [{"name": "a", "$patch": "delete"}]}}),
         );
@@ -355,7 +380,7 @@ mod tests {
             json!([{"name": "b", "image": "y"}])
         );
         let out = patched(
-            "Pod",
+            &POD,
             pod.clone(),
             json!({"spec": {"$setElementOrder/containers": [{"name": "b"}, {"name": "a"}],
             "containers": [{"name": "a", "image": "z"}]}}),
@@ -365,7 +390,7 @@ mod tests {
             json!([{"name": "b", "image": "y"}, {"name": "a", "image": "z"}])
         );
         let out = patched(
-            "Pod",
+            &POD,
             pod.clone(),
             json!({"spec": {"volumes": [{"name": "v", "$retainKeys": ["name", "hostPath"], "hostPath": {"path": "/d"}}]}}),
         );
@@ -374,19 +399,19 @@ mod tests {
             json!([{"name": "v", "hostPath": {"path": "/d"}}])
         );
         let out = patched(
-            "Pod",
+            &POD,
             pod.clone(),
             json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["f1"], "finalizers": ["f3"]}}),
         );
         assert_eq!(out["metadata"]["finalizers"], json!(["f2", "f3"]));
         let out = patched(
-            "Pod",
+            &POD,
             pod.clone(),
             json!({"spec": {"tolerations": [{"key": "j"}]}}),
         );
         assert_eq!(out["spec"]["tolerations"], json!([{"key": "j"}]));
         let out = patched(
-            "Pod",
+            &POD,
             pod.clone(),
             json!({"spec": {"containers": [{"name": "c", "image": "w"}, {"$patch": "replace"}]}}),
         );
@@ -395,19 +420,19 @@ mod tests {
             json!([{"name": "c", "image": "w"}])
         );
         let out = patched(
-            "Pod",
+            &POD,
             pod.clone(),
             json!({"metadata": {"$patch": "replace", "name": "n"}}),
         );
         assert_eq!(out["metadata"], json!({"name": "n"}));
         let mut bad = pod.clone();
         assert!(apply(
-            "Pod",
+            &POD,
             &mut bad,
             &json!({"spec": {"containers": [{"image": "no-name"}]}})
         )
         .is_err());
-        assert!(apply("Pod", &mut bad, &json!({"$patch": "delete"})).is_err());
-        assert!(apply("Pod", &mut bad, &json!([1])).is_err());
+        assert!(apply(&POD, &mut bad, &json!({"$patch": "delete"})).is_err());
+        assert!(apply(&POD, &mut bad, &json!([1])).is_err());
     }
 }

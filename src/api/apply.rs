@@ -13,9 +13,9 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Map, Value};
 
-use super::smp::{self, ListStrategy};
+use super::smp::{self, ListStrategy, Strategies};
 use super::ApiError;
-use crate::registry::ResourceInfo;
+use crate::registry::{self, ResourceInfo};
 
 /// One field: path elements as FieldsV1 writes them (`f:spec`, `k:{"name":"web"}`, `v:"x"`,
 /// `.` for a list element itself).
@@ -44,7 +44,7 @@ fn untracked(path: &[&str]) -> bool {
 
 /// The fields `v` sets (its leaves), below `fp` (FieldsV1) at `names` (field names only).
 fn collect<'a>(
-    kind: &str,
+    kind: &Strategies,
     v: &'a Value,
     names: &mut Vec<&'a str>,
     fp: &mut FieldPath,
@@ -92,7 +92,7 @@ fn collect<'a>(
 }
 
 /// The fields an applied configuration sets.
-pub fn fields_of(kind: &str, applied: &Value) -> BTreeSet<FieldPath> {
+pub fn fields_of(kind: &Strategies, applied: &Value) -> BTreeSet<FieldPath> {
     let mut out = BTreeSet::new();
     collect(kind, applied, &mut Vec::new(), &mut Vec::new(), &mut out);
     out
@@ -234,7 +234,7 @@ fn entry(manager: &str, fields: &BTreeSet<FieldPath>) -> Value {
 }
 
 /// The object a first apply creates: the configuration, with its manager's fields.
-pub fn create(kind: &str, applied: &Value, manager: &str) -> Value {
+pub fn create(kind: &Strategies, applied: &Value, manager: &str) -> Value {
     let mut obj = applied.clone();
     let fields = fields_of(kind, applied);
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -251,7 +251,7 @@ pub fn merge(
     manager: &str,
     force: bool,
 ) -> Result<(), ApiError> {
-    let kind = info.kind;
+    let kind = registry::resource(info).patch_strategies();
     let new_fields = fields_of(kind, applied);
     let mut managers = entries(live);
     let mut previous = BTreeSet::new();
@@ -349,7 +349,11 @@ mod tests {
 
     #[test]
     fn fields_round_trip_through_fieldsv1() {
-        let f = fields_of("ReplicationController", &rc(2, "nginx"));
+        let f = fields_of(
+            registry::resource(registry::lookup("replicationcontrollers").unwrap())
+                .patch_strategies(),
+            &rc(2, "nginx"),
+        );
         assert!(f.contains(&vec!["f:spec".to_string(), "f:replicas".to_string()]));
         assert!(f
             .iter()
@@ -363,7 +367,8 @@ mod tests {
     #[test]
     fn conflicts_force_and_removal() {
         let info = crate::registry::lookup("replicationcontrollers").unwrap();
-        let mut live = create("ReplicationController", &rc(2, "nginx"), "a");
+        let strategies = registry::resource(info).patch_strategies();
+        let mut live = create(strategies, &rc(2, "nginx"), "a");
         // Same values: shared, no conflict.
         merge(info, &mut live, &rc(2, "nginx"), "b", false).unwrap();
         // A different value of a field "a" owns.

@@ -42,7 +42,7 @@ pub async fn list(
     p: &Params,
     table: Option<TableRequest>,
 ) -> Result<Response, ApiError> {
-    let (labels, fields) = p.selectors(t.info.kind)?;
+    let (labels, fields) = p.selectors(t.info)?;
     let (objects, rv) = s
         .registry()
         .list(t.info, t.namespace.as_deref(), p.consistent())
@@ -101,7 +101,7 @@ pub fn watch_spec(
     p: &Params,
     table: Option<TableRequest>,
 ) -> Result<WatchSpec, ApiError> {
-    let (labels, fields) = p.selectors(t.info.kind)?;
+    let (labels, fields) = p.selectors(t.info)?;
     let render: Arc<dyn Fn(&Value) -> Value + Send + Sync> = match table {
         Some(req) => table::watch_renderer(t.info, req),
         None => Arc::new(Value::clone),

@@ -108,7 +108,7 @@ fn subresources(r: &ResourceInfo) -> Vec<Sub> {
             verbs: SUB_VERBS,
         });
     }
-    if r.kind == "Pod" {
+    if r.has_log {
         // Streamed from the agent of the pod's node (`api::logs`).
         subs.push(Sub {
             name: "log",

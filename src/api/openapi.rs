@@ -269,7 +269,7 @@ fn resource_paths(info: &ResourceInfo, paths: &mut Map<String, Value>) {
         );
     }
 
-    if kind == "Pod" {
+    if info.has_log {
         let mut log = responses(&[]);
         log["200"] = json!({"description": "OK", "content": {"text/plain": {"schema": string()}}});
         paths.insert(

@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use super::smp::Strategies;
 use super::ApiError;
 
 /// The patch formats served.
@@ -52,16 +53,17 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-/// Applies a patch of `kind` to `target`, an object of kind `object_kind` (which decides the
-/// strategic merge of lists).
+/// Applies a patch of `kind` to `target`, an object of kind `object_kind` whose list strategies
+/// are `strategies` (the strategic merge of lists).
 pub fn apply(
     kind: PatchKind,
     object_kind: &str,
+    strategies: &Strategies,
     target: &mut Value,
     patch: &Value,
 ) -> Result<(), ApiError> {
     match kind {
-        PatchKind::StrategicMerge => super::smp::apply(object_kind, target, patch).map_err(|e| {
+        PatchKind::StrategicMerge => super::smp::apply(strategies, target, patch).map_err(|e| {
             ApiError::new(
                 axum::http::StatusCode::UNPROCESSABLE_ENTITY,
                 "Invalid",
@@ -115,6 +117,7 @@ mod tests {
         apply(
             PatchKind::Json,
             "Test",
+            &super::super::smp::PLAIN,
             &mut doc,
             &json!([{"op": "replace", "path": "/spec/replicas", "value": 3}]),
         )
@@ -123,10 +126,18 @@ mod tests {
         assert!(apply(
             PatchKind::Json,
             "Test",
+            &super::super::smp::PLAIN,
             &mut doc,
             &json!([{"op": "test", "path": "/spec/replicas", "value": 9}])
         )
         .is_err());
-        assert!(apply(PatchKind::Json, "Test", &mut doc, &json!({"not": "a list"})).is_err());
+        assert!(apply(
+            PatchKind::Json,
+            "Test",
+            &super::super::smp::PLAIN,
+            &mut doc,
+            &json!({"not": "a list"})
+        )
+        .is_err());
     }
 }

@@ -63,7 +63,13 @@ pub async fn handle(
                 if let Some(m) = scale.get_mut("metadata").and_then(Value::as_object_mut) {
                     m.remove("resourceVersion");
                 }
-                patch::apply(kind, "Scale", &mut scale, &parse_json(body)?)?;
+                patch::apply(
+                    kind,
+                    "Scale",
+                    &super::smp::PLAIN,
+                    &mut scale,
+                    &parse_json(body)?,
+                )?;
                 Ok(scale)
             }
         }

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::ApiError;
 use crate::registry::selectors::{FieldSelector, LabelSelector};
-use crate::registry::{lookup, ResourceInfo, Subresource};
+use crate::registry::{self, lookup, ResourceInfo, Subresource};
 
 /// The object a request addresses.
 #[derive(Debug, Clone)]
@@ -135,11 +135,18 @@ impl Params {
         self.resource_version.as_deref().is_none_or(str::is_empty)
     }
 
-    pub fn selectors(&self, kind: &str) -> Result<(LabelSelector, FieldSelector), ApiError> {
+    /// The label and field selectors asked for, the latter over `info`'s selectable fields.
+    pub fn selectors(
+        &self,
+        info: &ResourceInfo,
+    ) -> Result<(LabelSelector, FieldSelector), ApiError> {
         let labels = LabelSelector::parse(self.label_selector.as_deref().unwrap_or(""))
             .map_err(ApiError::bad_request)?;
-        let fields = FieldSelector::parse(self.field_selector.as_deref().unwrap_or(""), kind)
-            .map_err(ApiError::bad_request)?;
+        let fields = FieldSelector::parse(
+            self.field_selector.as_deref().unwrap_or(""),
+            registry::resource(info).selectable_fields(),
+        )
+        .map_err(ApiError::bad_request)?;
         Ok((labels, fields))
     }
 }

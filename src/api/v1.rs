@@ -52,7 +52,7 @@ pub async fn handle(
                 None => Json(obj).into_response(),
             })
         }
-        (&Method::GET, Some(name), Some("log")) if t.info.kind == "Pod" => {
+        (&Method::GET, Some(name), Some("log")) if t.info.has_log => {
             logs::pod_log(&s, t.info, ns, name, &log_params).await
         }
         (&Method::PUT, Some(name), sub @ (None | Some("status"))) => {
@@ -75,7 +75,7 @@ pub async fn handle(
                 let owner = s.registry().get(t.info, ns, name, true).await?;
                 s.registry().orphan_dependents(&owner).await?;
             }
-            if t.info.kind == "Pod" {
+            if t.info.graceful_delete {
                 let grace = grace_period(&body, &p)?;
                 let uid = uid_precondition(&body)?;
                 let pod = s

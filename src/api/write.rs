@@ -55,7 +55,13 @@ pub async fn patch(
     }
     let warnings = std::sync::Mutex::new(Warnings::default());
     let patched = patch_object(s, t.info, t.namespace.as_deref(), name, sub, |obj| {
-        patch::apply(kind, t.info.kind, obj, &patch_body)?;
+        patch::apply(
+            kind,
+            t.info.kind,
+            registry::resource(t.info).patch_strategies(),
+            obj,
+            &patch_body,
+        )?;
         let w = fieldvalidation::check(t.info, obj, directive)?;
         *warnings.lock().expect("warnings") = w;
         Ok(())
@@ -116,7 +122,11 @@ async fn server_side_apply(
     let ns = t.namespace.as_deref();
     match s.registry().get(t.info, ns, name, true).await {
         Err(e) if e.code == StatusCode::NOT_FOUND && sub == Subresource::Main => {
-            let mut obj = apply::create(t.info.kind, &applied, &manager);
+            let mut obj = apply::create(
+                registry::resource(t.info).patch_strategies(),
+                &applied,
+                &manager,
+            );
             obj["metadata"]["name"] = Value::String(name.to_string());
             strategy::prepare_create(t.info, &mut obj, ns, Names::Dns1123, "v1")?;
             let created = s.registry().create(t.info, obj).await?;

@@ -18,6 +18,8 @@ const INFO: ResourceInfo = ResourceInfo {
     namespaced: true,
     has_status: false,
     has_scale: false,
+    has_log: false,
+    graceful_delete: false,
 };
 
 const COLUMNS: &[Column] = &[

@@ -18,6 +18,8 @@ const INFO: ResourceInfo = ResourceInfo {
     namespaced: true,
     has_status: false,
     has_scale: false,
+    has_log: false,
+    graceful_delete: false,
 };
 
 const COLUMNS: &[Column] = &[
@@ -48,6 +50,10 @@ impl Kind for Event {
         if !obj.get("involvedObject").is_some_and(Value::is_object) {
             causes.push(required("involvedObject"));
         }
+    }
+
+    fn selectable_fields(&self) -> &'static [&'static str] {
+        &["involvedObject.", "reason", "type", "source"]
     }
 
     fn columns(&self) -> &'static [Column] {

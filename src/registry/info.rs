@@ -14,6 +14,11 @@ pub struct ResourceInfo {
     pub namespaced: bool,
     pub has_status: bool,
     pub has_scale: bool,
+    /// A `log` subresource, streamed from the agent of the object's node (pods).
+    pub has_log: bool,
+    /// Deleted gracefully: marked terminating while an agent stops it, then removed (pods;
+    /// `Registry::delete_pod`).
+    pub graceful_delete: bool,
 }
 
 /// Storage key of one object.

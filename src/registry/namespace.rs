@@ -16,6 +16,8 @@ const INFO: ResourceInfo = ResourceInfo {
     namespaced: false,
     has_status: true,
     has_scale: false,
+    has_log: false,
+    graceful_delete: false,
 };
 
 const COLUMNS: &[Column] = &[
@@ -40,6 +42,10 @@ impl Kind for Namespace {
 
     fn label_names(&self) -> bool {
         true
+    }
+
+    fn selectable_fields(&self) -> &'static [&'static str] {
+        &["status.phase"]
     }
 
     fn columns(&self) -> &'static [Column] {

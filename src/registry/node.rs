@@ -2,6 +2,7 @@
 //! heartbeats; cluster-scoped.
 
 use k8s_openapi::api::core::v1 as core;
+use keelson_model::smp::Strategies;
 use keelson_model::v1beta1 as convert;
 use serde_json::{json, Value};
 
@@ -18,6 +19,8 @@ const INFO: ResourceInfo = ResourceInfo {
     namespaced: false,
     has_status: true,
     has_scale: false,
+    has_log: false,
+    graceful_delete: false,
 };
 
 const COLUMNS: &[Column] = &[
@@ -41,6 +44,17 @@ impl Kind for Node {
 
     fn info(&self) -> &'static ResourceInfo {
         &INFO
+    }
+
+    fn patch_strategies(&self) -> &'static Strategies {
+        &Strategies {
+            pod_spec: None,
+            merge_keys: &[(&["status", "addresses"], "type")],
+        }
+    }
+
+    fn selectable_fields(&self) -> &'static [&'static str] {
+        &["spec.unschedulable"]
     }
 
     fn columns(&self) -> &'static [Column] {

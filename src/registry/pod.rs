@@ -1,6 +1,7 @@
 //! Pods: core/v1 `Pod`, the unit the scheduler binds and the agents run.
 
 use k8s_openapi::api::core::v1 as core;
+use keelson_model::smp::Strategies;
 use keelson_model::v1beta1 as convert;
 use serde_json::{json, Value};
 
@@ -20,6 +21,8 @@ const INFO: ResourceInfo = ResourceInfo {
     namespaced: true,
     has_status: true,
     has_scale: false,
+    has_log: true,
+    graceful_delete: true,
 };
 
 const COLUMNS: &[Column] = &[
@@ -57,6 +60,22 @@ impl Kind for Pod {
             Some(spec) => validate_pod_spec(spec, "spec", causes),
             None => causes.push(required("spec")),
         }
+    }
+
+    fn patch_strategies(&self) -> &'static Strategies {
+        &Strategies {
+            pod_spec: Some(&["spec"]),
+            merge_keys: &[(&["status", "podIPs"], "ip")],
+        }
+    }
+
+    fn selectable_fields(&self) -> &'static [&'static str] {
+        &[
+            "spec.nodeName",
+            "status.phase",
+            "spec.restartPolicy",
+            "status.podIP",
+        ]
     }
 
     fn columns(&self) -> &'static [Column] {

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1 as core;
+use keelson_model::smp::Strategies;
 use keelson_model::v1beta1 as convert;
 use serde_json::{json, Map, Value};
 
@@ -23,6 +24,8 @@ const INFO: ResourceInfo = ResourceInfo {
     namespaced: true,
     has_status: true,
     has_scale: true,
+    has_log: false,
+    graceful_delete: false,
 };
 
 const COLUMNS: &[Column] = &[
@@ -103,6 +106,13 @@ impl Kind for ReplicationController {
 
     fn check(&self, rc: &core::ReplicationController, _obj: &Value, causes: &mut Vec<Cause>) {
         validate_controller(rc, causes);
+    }
+
+    fn patch_strategies(&self) -> &'static Strategies {
+        &Strategies {
+            pod_spec: Some(&["spec", "template", "spec"]),
+            merge_keys: &[],
+        }
     }
 
     fn columns(&self) -> &'static [Column] {

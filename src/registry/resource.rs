@@ -8,6 +8,7 @@
 //! generic code for every kind).
 
 use k8s_openapi::schemars::{JsonSchema, SchemaGenerator};
+use keelson_model::smp::{self, Strategies};
 use keelson_model::v1beta1::ConvertError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -44,6 +45,17 @@ pub trait Kind: Sync + 'static {
 
     /// Checks the kind's own fields (metadata is checked for every kind) into `causes`.
     fn check(&self, _typed: &Self::Object, _obj: &Value, _causes: &mut Vec<Cause>) {}
+
+    /// Its own list strategies for strategic merge patch and apply (`model/src/smp.rs`).
+    fn patch_strategies(&self) -> &'static Strategies {
+        &smp::PLAIN
+    }
+
+    /// The fields a field selector may name beyond `metadata.name` and `metadata.namespace`
+    /// (an entry ending in `.` admits every field under it).
+    fn selectable_fields(&self) -> &'static [&'static str] {
+        &[]
+    }
 
     /// The columns of its Table; priority-1 columns are the ones `-o wide` adds.
     fn columns(&self) -> &'static [Column] {
@@ -86,6 +98,8 @@ pub trait Resource: Sync {
     fn typed_view(&self, obj: &Value) -> Result<Value, String>;
     /// Registers the typed struct's schema with `generator`.
     fn add_schema(&self, generator: &mut SchemaGenerator);
+    fn patch_strategies(&self) -> &'static Strategies;
+    fn selectable_fields(&self) -> &'static [&'static str];
     fn columns(&self) -> &'static [Column];
     fn cells(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value>;
     fn v1beta1_names(&self) -> Option<(&'static str, &'static str)>;
@@ -131,6 +145,12 @@ impl<K: Kind> Resource for K {
     }
     fn add_schema(&self, generator: &mut SchemaGenerator) {
         generator.subschema_for::<K::Object>();
+    }
+    fn patch_strategies(&self) -> &'static Strategies {
+        Kind::patch_strategies(self)
+    }
+    fn selectable_fields(&self) -> &'static [&'static str] {
+        Kind::selectable_fields(self)
     }
     fn columns(&self) -> &'static [Column] {
         Kind::columns(self)

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1 as core;
+use keelson_model::smp::Strategies;
 use keelson_model::v1beta1 as convert;
 use serde_json::{json, Value};
 
@@ -26,6 +27,8 @@ const INFO: ResourceInfo = ResourceInfo {
     namespaced: true,
     has_status: true,
     has_scale: false,
+    has_log: false,
+    graceful_delete: false,
 };
 
 const COLUMNS: &[Column] = &[
@@ -85,6 +88,13 @@ impl Kind for Service {
 
     fn check(&self, svc: &core::Service, _obj: &Value, causes: &mut Vec<Cause>) {
         validate_service(svc, causes);
+    }
+
+    fn patch_strategies(&self) -> &'static Strategies {
+        &Strategies {
+            pod_spec: None,
+            merge_keys: &[(&["spec", "ports"], "port")],
+        }
     }
 
     fn columns(&self) -> &'static [Column] {

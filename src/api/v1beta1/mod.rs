@@ -98,11 +98,14 @@ struct Params {
 }
 
 impl Params {
-    fn selectors(&self, kind: &str) -> Result<(LabelSelector, FieldSelector), ApiError> {
+    fn selectors(&self, info: &ResourceInfo) -> Result<(LabelSelector, FieldSelector), ApiError> {
         let labels = LabelSelector::parse(self.labels.as_deref().unwrap_or(""))
             .map_err(ApiError::bad_request)?;
-        let fields = FieldSelector::parse(self.fields.as_deref().unwrap_or(""), kind)
-            .map_err(ApiError::bad_request)?;
+        let fields = FieldSelector::parse(
+            self.fields.as_deref().unwrap_or(""),
+            registry::resource(info).selectable_fields(),
+        )
+        .map_err(ApiError::bad_request)?;
         Ok((labels, fields))
     }
 }
@@ -117,7 +120,7 @@ async fn collection(
     let info = resource(&name)?;
     match method {
         Method::GET => {
-            let (labels, fields) = p.selectors(info.kind)?;
+            let (labels, fields) = p.selectors(info)?;
             let (objects, rv) = s.registry().list(info, namespace(info), true).await?;
             // An object that does not convert is skipped (and counted), not a failed list.
             let items: Vec<Value> = objects
@@ -174,7 +177,7 @@ async fn item(
             obj["metadata"]["name"] = json!(id);
             update_object(&s, info, ns, &id, obj, Subresource::Main, "v1").await?
         }
-        Method::DELETE if info.kind == "Pod" => {
+        Method::DELETE if info.graceful_delete => {
             s.registry().delete_pod(ns, &id, None, None, None).await?
         }
         Method::DELETE => s.registry().delete(info, ns, &id, None).await?,
@@ -193,7 +196,7 @@ async fn watch_collection(
     ApiQuery(p): ApiQuery<Params>,
 ) -> Result<Response, ApiError> {
     let info = resource(&name)?;
-    let (labels, fields) = p.selectors(info.kind)?;
+    let (labels, fields) = p.selectors(info)?;
     let from = match p.resource_version.as_deref() {
         None | Some("") => None,
         Some(v) => Some(
