@@ -9,43 +9,37 @@ use super::info::ResourceInfo;
 use super::printing::{age, arr, col, or_none, s, Column, AGE, NAME};
 use super::resource::Kind;
 
-const INFO: ResourceInfo = ResourceInfo {
-    plural: "endpoints",
-    singular: "endpoints",
-    kind: "Endpoints",
-    short_names: &["ep"],
-    categories: &[],
-    namespaced: true,
-    has_status: false,
-    has_scale: false,
-    has_log: false,
-    graceful_delete: false,
-};
-
-const COLUMNS: &[Column] = &[
-    NAME,
-    col(
-        "Endpoints",
-        "string",
-        0,
-        "Endpoints is the list of endpoints comprising a service.",
-    ),
-    AGE,
-];
-
 /// Endpoints.
 pub struct Endpoints;
 
 impl Kind for Endpoints {
     type Object = core::Endpoints;
 
-    fn info(&self) -> &'static ResourceInfo {
-        &INFO
-    }
+    const INFO: ResourceInfo = ResourceInfo {
+        plural: "endpoints",
+        singular: "endpoints",
+        kind: "Endpoints",
+        short_names: &["ep"],
+        categories: &[],
+        namespaced: true,
+        has_status: false,
+        has_scale: false,
+        has_log: false,
+        graceful_delete: false,
+    };
 
-    fn columns(&self) -> &'static [Column] {
-        COLUMNS
-    }
+    const COLUMNS: &'static [Column] = &[
+        NAME,
+        col(
+            "Endpoints",
+            "string",
+            0,
+            "Endpoints is the list of endpoints comprising a service.",
+        ),
+        AGE,
+    ];
+
+    const V1BETA1_NAMES: Option<(&'static str, &'static str)> = Some(("endpoints", "Endpoints"));
 
     fn cells(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
         vec![
@@ -53,10 +47,6 @@ impl Kind for Endpoints {
             json!(format_endpoints(obj)),
             json!(age(obj, now)),
         ]
-    }
-
-    fn v1beta1_names(&self) -> Option<(&'static str, &'static str)> {
-        Some(("endpoints", "Endpoints"))
     }
 
     fn to_v1beta1(&self, ep: &core::Endpoints) -> Option<Value> {

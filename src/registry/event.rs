@@ -9,55 +9,46 @@ use super::printing::{col, s, since, Column};
 use super::resource::Kind;
 use super::validation::{required, Cause};
 
-const INFO: ResourceInfo = ResourceInfo {
-    plural: "events",
-    singular: "event",
-    kind: "Event",
-    short_names: &["ev"],
-    categories: &[],
-    namespaced: true,
-    has_status: false,
-    has_scale: false,
-    has_log: false,
-    graceful_delete: false,
-};
-
-const COLUMNS: &[Column] = &[
-    col("Last Seen", "string", 0, "Time since the most recent occurrence of this event."),
-    col("Type", "string", 0, "Type of this event (Normal, Warning)."),
-    col("Reason", "string", 0, "This should be a short, machine understandable string that gives the reason for the transition into the object's current status."),
-    col("Object", "string", 0, "The object that this event is about."),
-    col("Subobject", "string", 1, "The field of the object that this event is about."),
-    col("Source", "string", 1, "The component reporting this event."),
-    col("Message", "string", 0, "A human-readable description of the status of this operation."),
-    col("First Seen", "string", 1, "The time at which the event was first recorded."),
-    col("Count", "string", 1, "The number of times this event has occurred."),
-    col("Name", "string", 1, "Name must be unique within a namespace."),
-];
-
 /// Events.
 pub struct Event;
 
 impl Kind for Event {
     type Object = core::Event;
 
-    fn info(&self) -> &'static ResourceInfo {
-        &INFO
-    }
+    const INFO: ResourceInfo = ResourceInfo {
+        plural: "events",
+        singular: "event",
+        kind: "Event",
+        short_names: &["ev"],
+        categories: &[],
+        namespaced: true,
+        has_status: false,
+        has_scale: false,
+        has_log: false,
+        graceful_delete: false,
+    };
+
+    const COLUMNS: &'static [Column] = &[
+        col("Last Seen", "string", 0, "Time since the most recent occurrence of this event."),
+        col("Type", "string", 0, "Type of this event (Normal, Warning)."),
+        col("Reason", "string", 0, "This should be a short, machine understandable string that gives the reason for the transition into the object's current status."),
+        col("Object", "string", 0, "The object that this event is about."),
+        col("Subobject", "string", 1, "The field of the object that this event is about."),
+        col("Source", "string", 1, "The component reporting this event."),
+        col("Message", "string", 0, "A human-readable description of the status of this operation."),
+        col("First Seen", "string", 1, "The time at which the event was first recorded."),
+        col("Count", "string", 1, "The number of times this event has occurred."),
+        col("Name", "string", 1, "Name must be unique within a namespace."),
+    ];
+
+    const SELECTABLE_FIELDS: &'static [&'static str] =
+        &["involvedObject.", "reason", "type", "source"];
 
     fn check(&self, _event: &core::Event, obj: &Value, causes: &mut Vec<Cause>) {
         // Required by the schema (k8s-openapi's struct would default it to empty).
         if !obj.get("involvedObject").is_some_and(Value::is_object) {
             causes.push(required("involvedObject"));
         }
-    }
-
-    fn selectable_fields(&self) -> &'static [&'static str] {
-        &["involvedObject.", "reason", "type", "source"]
-    }
-
-    fn columns(&self) -> &'static [Column] {
-        COLUMNS
     }
 
     fn cells(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {

@@ -14,7 +14,8 @@
 //! - `status.rs` (Kubernetes `Status` errors), `info.rs` (what is served about a resource,
 //!   storage keys), `object.rs` (metadata helpers), `printing.rs` (Table columns and cells),
 //!   `validation.rs` (causes, names, metadata);
-//! - `resource.rs`: the [`Kind`] trait a kind implements and the [`Resource`] the rest uses;
+//! - `resource.rs`: the [`resource::Kind`] trait a kind implements and the
+//!   [`resource::Resource`] the rest uses;
 //! - one file per kind: `pod.rs` (with `podspec.rs`), `replicationcontroller.rs`, `service.rs`,
 //!   `endpoints.rs`, `event.rs`, `node.rs`, `namespace.rs`;
 //! - `kinds.rs`: the list of kinds; `strategy.rs`: create and update for every kind;

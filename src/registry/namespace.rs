@@ -7,49 +7,37 @@ use super::info::ResourceInfo;
 use super::printing::{age, col, s, Column, AGE, NAME};
 use super::resource::Kind;
 
-const INFO: ResourceInfo = ResourceInfo {
-    plural: "namespaces",
-    singular: "namespace",
-    kind: "Namespace",
-    short_names: &["ns"],
-    categories: &[],
-    namespaced: false,
-    has_status: true,
-    has_scale: false,
-    has_log: false,
-    graceful_delete: false,
-};
-
-const COLUMNS: &[Column] = &[
-    NAME,
-    col("Status", "string", 0, "The status of the namespace"),
-    AGE,
-];
-
 /// Namespaces.
 pub struct Namespace;
 
 impl Kind for Namespace {
     type Object = core::Namespace;
 
-    fn info(&self) -> &'static ResourceInfo {
-        &INFO
-    }
+    const INFO: ResourceInfo = ResourceInfo {
+        plural: "namespaces",
+        singular: "namespace",
+        kind: "Namespace",
+        short_names: &["ns"],
+        categories: &[],
+        namespaced: false,
+        has_status: true,
+        has_scale: false,
+        has_log: false,
+        graceful_delete: false,
+    };
+
+    const LABEL_NAMES: bool = true;
+
+    const COLUMNS: &'static [Column] = &[
+        NAME,
+        col("Status", "string", 0, "The status of the namespace"),
+        AGE,
+    ];
+
+    const SELECTABLE_FIELDS: &'static [&'static str] = &["status.phase"];
 
     fn initial_status(&self) -> Option<Value> {
         Some(json!({"phase": "Active"}))
-    }
-
-    fn label_names(&self) -> bool {
-        true
-    }
-
-    fn selectable_fields(&self) -> &'static [&'static str] {
-        &["status.phase"]
-    }
-
-    fn columns(&self) -> &'static [Column] {
-        COLUMNS
     }
 
     fn cells(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {

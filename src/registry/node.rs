@@ -10,63 +10,49 @@ use super::info::ResourceInfo;
 use super::printing::{age, arr, col, or_none, s, Column, AGE, NAME};
 use super::resource::Kind;
 
-const INFO: ResourceInfo = ResourceInfo {
-    plural: "nodes",
-    singular: "node",
-    kind: "Node",
-    short_names: &["no"],
-    categories: &[],
-    namespaced: false,
-    has_status: true,
-    has_scale: false,
-    has_log: false,
-    graceful_delete: false,
-};
-
-const COLUMNS: &[Column] = &[
-    NAME,
-    col("Status", "string", 0, "The status of the node"),
-    col("Roles", "string", 0, "The roles of the node"),
-    AGE,
-    col("Version", "string", 0, "Kubelet Version reported by the node."),
-    col("Internal-IP", "string", 1, "List of addresses reachable to the node. Queried from cloud provider, if available."),
-    col("External-IP", "string", 1, "List of addresses reachable to the node. Queried from cloud provider, if available."),
-    col("OS-Image", "string", 1, "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy))."),
-    col("Kernel-Version", "string", 1, "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64)."),
-    col("Container-Runtime", "string", 1, "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2)."),
-];
-
 /// Nodes.
 pub struct Node;
 
 impl Kind for Node {
     type Object = core::Node;
 
-    fn info(&self) -> &'static ResourceInfo {
-        &INFO
-    }
+    const INFO: ResourceInfo = ResourceInfo {
+        plural: "nodes",
+        singular: "node",
+        kind: "Node",
+        short_names: &["no"],
+        categories: &[],
+        namespaced: false,
+        has_status: true,
+        has_scale: false,
+        has_log: false,
+        graceful_delete: false,
+    };
 
-    fn patch_strategies(&self) -> &'static Strategies {
-        &Strategies {
-            pod_spec: None,
-            merge_keys: &[(&["status", "addresses"], "type")],
-        }
-    }
+    const COLUMNS: &'static [Column] = &[
+        NAME,
+        col("Status", "string", 0, "The status of the node"),
+        col("Roles", "string", 0, "The roles of the node"),
+        AGE,
+        col("Version", "string", 0, "Kubelet Version reported by the node."),
+        col("Internal-IP", "string", 1, "List of addresses reachable to the node. Queried from cloud provider, if available."),
+        col("External-IP", "string", 1, "List of addresses reachable to the node. Queried from cloud provider, if available."),
+        col("OS-Image", "string", 1, "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy))."),
+        col("Kernel-Version", "string", 1, "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64)."),
+        col("Container-Runtime", "string", 1, "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2)."),
+    ];
 
-    fn selectable_fields(&self) -> &'static [&'static str] {
-        &["spec.unschedulable"]
-    }
+    const PATCH_STRATEGIES: Strategies = Strategies {
+        pod_spec: None,
+        merge_keys: &[(&["status", "addresses"], "type")],
+    };
 
-    fn columns(&self) -> &'static [Column] {
-        COLUMNS
-    }
+    const SELECTABLE_FIELDS: &'static [&'static str] = &["spec.unschedulable"];
+
+    const V1BETA1_NAMES: Option<(&'static str, &'static str)> = Some(("minions", "Minion"));
 
     fn cells(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
         node_cells(obj, now)
-    }
-
-    fn v1beta1_names(&self) -> Option<(&'static str, &'static str)> {
-        Some(("minions", "Minion"))
     }
 
     fn to_v1beta1(&self, node: &core::Node) -> Option<Value> {

@@ -12,40 +12,50 @@ use super::printing::{age, arr, col, or_none, s, since, Column, AGE, NAME};
 use super::resource::Kind;
 use super::validation::{required, Cause};
 
-const INFO: ResourceInfo = ResourceInfo {
-    plural: "pods",
-    singular: "pod",
-    kind: "Pod",
-    short_names: &["po"],
-    categories: &["all"],
-    namespaced: true,
-    has_status: true,
-    has_scale: false,
-    has_log: true,
-    graceful_delete: true,
-};
-
-const COLUMNS: &[Column] = &[
-    NAME,
-    col("Ready", "string", 0, "The aggregate readiness state of this pod for accepting traffic."),
-    col("Status", "string", 0, "The aggregate status of the containers in this pod."),
-    col("Restarts", "string", 0, "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted."),
-    AGE,
-    col("IP", "string", 1, "IP address allocated to the pod. Routable at least within the cluster."),
-    col("Node", "string", 1, "NodeName is a request to schedule this pod onto a specific node."),
-    col("Nominated Node", "string", 1, "nominatedNodeName is set only when this pod preempts other pods on the node."),
-    col("Readiness Gates", "string", 1, "If specified, all readiness gates will be evaluated for pod readiness."),
-];
-
 /// Pods.
 pub struct Pod;
 
 impl Kind for Pod {
     type Object = core::Pod;
 
-    fn info(&self) -> &'static ResourceInfo {
-        &INFO
-    }
+    const INFO: ResourceInfo = ResourceInfo {
+        plural: "pods",
+        singular: "pod",
+        kind: "Pod",
+        short_names: &["po"],
+        categories: &["all"],
+        namespaced: true,
+        has_status: true,
+        has_scale: false,
+        has_log: true,
+        graceful_delete: true,
+    };
+
+    const COLUMNS: &'static [Column] = &[
+        NAME,
+        col("Ready", "string", 0, "The aggregate readiness state of this pod for accepting traffic."),
+        col("Status", "string", 0, "The aggregate status of the containers in this pod."),
+        col("Restarts", "string", 0, "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted."),
+        AGE,
+        col("IP", "string", 1, "IP address allocated to the pod. Routable at least within the cluster."),
+        col("Node", "string", 1, "NodeName is a request to schedule this pod onto a specific node."),
+        col("Nominated Node", "string", 1, "nominatedNodeName is set only when this pod preempts other pods on the node."),
+        col("Readiness Gates", "string", 1, "If specified, all readiness gates will be evaluated for pod readiness."),
+    ];
+
+    const PATCH_STRATEGIES: Strategies = Strategies {
+        pod_spec: Some(&["spec"]),
+        merge_keys: &[(&["status", "podIPs"], "ip")],
+    };
+
+    const SELECTABLE_FIELDS: &'static [&'static str] = &[
+        "spec.nodeName",
+        "status.phase",
+        "spec.restartPolicy",
+        "status.podIP",
+    ];
+
+    const V1BETA1_NAMES: Option<(&'static str, &'static str)> = Some(("pods", "Pod"));
 
     fn initial_status(&self) -> Option<Value> {
         Some(json!({"phase": "Pending"}))
@@ -62,32 +72,8 @@ impl Kind for Pod {
         }
     }
 
-    fn patch_strategies(&self) -> &'static Strategies {
-        &Strategies {
-            pod_spec: Some(&["spec"]),
-            merge_keys: &[(&["status", "podIPs"], "ip")],
-        }
-    }
-
-    fn selectable_fields(&self) -> &'static [&'static str] {
-        &[
-            "spec.nodeName",
-            "status.phase",
-            "spec.restartPolicy",
-            "status.podIP",
-        ]
-    }
-
-    fn columns(&self) -> &'static [Column] {
-        COLUMNS
-    }
-
     fn cells(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
         pod_cells(obj, now)
-    }
-
-    fn v1beta1_names(&self) -> Option<(&'static str, &'static str)> {
-        Some(("pods", "Pod"))
     }
 
     fn to_v1beta1(&self, pod: &core::Pod) -> Option<Value> {
@@ -263,7 +249,7 @@ mod tests {
                 {"name": "a", "ready": true, "restartCount": 0, "state": {"running": {}}},
                 {"name": "b", "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}});
         let c = pod_cells(&pod, jiff::Timestamp::now());
-        assert_eq!(c.len(), COLUMNS.len());
+        assert_eq!(c.len(), Pod::COLUMNS.len());
         assert_eq!(c[0], "web");
         assert_eq!(c[1], "1/2");
         assert_eq!(c[2], "CrashLoopBackOff");

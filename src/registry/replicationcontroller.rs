@@ -15,69 +15,73 @@ use super::printing::{age, arr, col, format_labels, s, Column, AGE, NAME};
 use super::resource::Kind;
 use super::validation::{invalid, required, Cause};
 
-const INFO: ResourceInfo = ResourceInfo {
-    plural: "replicationcontrollers",
-    singular: "replicationcontroller",
-    kind: "ReplicationController",
-    short_names: &["rc"],
-    categories: &["all"],
-    namespaced: true,
-    has_status: true,
-    has_scale: true,
-    has_log: false,
-    graceful_delete: false,
-};
-
-const COLUMNS: &[Column] = &[
-    NAME,
-    col(
-        "Desired",
-        "integer",
-        0,
-        "Replicas is the number of desired replicas.",
-    ),
-    col(
-        "Current",
-        "integer",
-        0,
-        "Replicas is the most recently observed number of replicas.",
-    ),
-    col(
-        "Ready",
-        "integer",
-        0,
-        "The number of ready replicas for this replication controller.",
-    ),
-    AGE,
-    col(
-        "Containers",
-        "string",
-        1,
-        "Names of each container in the template.",
-    ),
-    col(
-        "Images",
-        "string",
-        1,
-        "Images referenced by each container in the template.",
-    ),
-    col(
-        "Selector",
-        "string",
-        1,
-        "Selector is a label query over pods that should match the Replicas count.",
-    ),
-];
-
 /// Replication controllers.
 pub struct ReplicationController;
 
 impl Kind for ReplicationController {
     type Object = core::ReplicationController;
 
-    fn info(&self) -> &'static ResourceInfo {
-        &INFO
-    }
+    const INFO: ResourceInfo = ResourceInfo {
+        plural: "replicationcontrollers",
+        singular: "replicationcontroller",
+        kind: "ReplicationController",
+        short_names: &["rc"],
+        categories: &["all"],
+        namespaced: true,
+        has_status: true,
+        has_scale: true,
+        has_log: false,
+        graceful_delete: false,
+    };
+
+    const COLUMNS: &'static [Column] = &[
+        NAME,
+        col(
+            "Desired",
+            "integer",
+            0,
+            "Replicas is the number of desired replicas.",
+        ),
+        col(
+            "Current",
+            "integer",
+            0,
+            "Replicas is the most recently observed number of replicas.",
+        ),
+        col(
+            "Ready",
+            "integer",
+            0,
+            "The number of ready replicas for this replication controller.",
+        ),
+        AGE,
+        col(
+            "Containers",
+            "string",
+            1,
+            "Names of each container in the template.",
+        ),
+        col(
+            "Images",
+            "string",
+            1,
+            "Images referenced by each container in the template.",
+        ),
+        col(
+            "Selector",
+            "string",
+            1,
+            "Selector is a label query over pods that should match the Replicas count.",
+        ),
+    ];
+
+    const PATCH_STRATEGIES: Strategies = Strategies {
+        pod_spec: Some(&["spec", "template", "spec"]),
+        merge_keys: &[],
+    };
+
+    const V1BETA1_NAMES: Option<(&'static str, &'static str)> =
+        Some(("replicationControllers", "ReplicationController"));
 
     fn initial_status(&self) -> Option<Value> {
         Some(json!({"replicas": 0}))
@@ -108,17 +112,6 @@ impl Kind for ReplicationController {
         validate_controller(rc, causes);
     }
 
-    fn patch_strategies(&self) -> &'static Strategies {
-        &Strategies {
-            pod_spec: Some(&["spec", "template", "spec"]),
-            merge_keys: &[],
-        }
-    }
-
-    fn columns(&self) -> &'static [Column] {
-        COLUMNS
-    }
-
     fn cells(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
         let name = json!(s(obj, "/metadata/name"));
         let containers = arr(obj, "/spec/template/spec/containers");
@@ -140,10 +133,6 @@ impl Kind for ReplicationController {
             json!(join("/image")),
             json!(format_labels(obj.pointer("/spec/selector"))),
         ]
-    }
-
-    fn v1beta1_names(&self) -> Option<(&'static str, &'static str)> {
-        Some(("replicationControllers", "ReplicationController"))
     }
 
     fn to_v1beta1(&self, rc: &core::ReplicationController) -> Option<Value> {

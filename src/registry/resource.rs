@@ -19,25 +19,37 @@ use super::printing::{self, Column};
 use super::status::ApiError;
 use super::validation::Cause;
 
-/// One kind, as its own file writes it. Every method but [`Kind::info`] has a default that
-/// suits a plain kind (no status of its own, no defaults, no checks beyond the typed struct's,
-/// the name-and-age columns, not served by v1beta1).
+/// One kind, as its own file writes it: data as associated constants, behaviour as methods.
+/// Everything but [`Kind::INFO`] has a default that suits a plain kind (no status of its own,
+/// no defaults, no checks beyond the typed struct's, the name-and-age columns, no list
+/// strategies or selectable fields of its own, not served by v1beta1).
 pub trait Kind: Sync + 'static {
     /// The core/v1 struct: every body must decode into it before anything else is checked, and
     /// it is the kind's OpenAPI schema and field validation's notion of a known field.
     type Object: DeserializeOwned + Serialize + JsonSchema;
 
     /// Names, scope and subresources.
-    fn info(&self) -> &'static ResourceInfo;
+    const INFO: ResourceInfo;
+
+    /// Names are DNS-1123 labels (at most 63 characters, no dots), not subdomains.
+    const LABEL_NAMES: bool = false;
+
+    /// The columns of its Table; priority-1 columns are the ones `-o wide` adds.
+    const COLUMNS: &'static [Column] = printing::DEFAULT;
+
+    /// Its own list strategies for strategic merge patch and apply (`model/src/smp.rs`).
+    const PATCH_STRATEGIES: Strategies = smp::PLAIN;
+
+    /// The fields a field selector may name beyond `metadata.name` and `metadata.namespace`
+    /// (an entry ending in `.` admits every field under it).
+    const SELECTABLE_FIELDS: &'static [&'static str] = &[];
+
+    /// The v1beta1 collection and kind names (`minions`, `Minion`), if v1beta1 serves it.
+    const V1BETA1_NAMES: Option<(&'static str, &'static str)> = None;
 
     /// The status a new object starts from (status is the system's to write).
     fn initial_status(&self) -> Option<Value> {
         None
-    }
-
-    /// Names are DNS-1123 labels (at most 63 characters, no dots), not subdomains.
-    fn label_names(&self) -> bool {
-        false
     }
 
     /// Sets what Kubernetes' defaulters set, on a create and on every update.
@@ -46,30 +58,9 @@ pub trait Kind: Sync + 'static {
     /// Checks the kind's own fields (metadata is checked for every kind) into `causes`.
     fn check(&self, _typed: &Self::Object, _obj: &Value, _causes: &mut Vec<Cause>) {}
 
-    /// Its own list strategies for strategic merge patch and apply (`model/src/smp.rs`).
-    fn patch_strategies(&self) -> &'static Strategies {
-        &smp::PLAIN
-    }
-
-    /// The fields a field selector may name beyond `metadata.name` and `metadata.namespace`
-    /// (an entry ending in `.` admits every field under it).
-    fn selectable_fields(&self) -> &'static [&'static str] {
-        &[]
-    }
-
-    /// The columns of its Table; priority-1 columns are the ones `-o wide` adds.
-    fn columns(&self) -> &'static [Column] {
-        printing::DEFAULT
-    }
-
-    /// The cells of `obj`'s row under [`Kind::columns`], ages counted at `now`.
+    /// The cells of `obj`'s row under [`Kind::COLUMNS`], ages counted at `now`.
     fn cells(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
         printing::default_cells(obj, now)
-    }
-
-    /// The v1beta1 collection and kind names (`minions`, `Minion`), if v1beta1 serves it.
-    fn v1beta1_names(&self) -> Option<(&'static str, &'static str)> {
-        None
     }
 
     /// The v1beta1 object; `None` serves the core/v1 JSON as it is.
@@ -114,21 +105,20 @@ pub trait Resource: Sync {
 
 impl<K: Kind> Resource for K {
     fn info(&self) -> &'static ResourceInfo {
-        Kind::info(self)
+        &K::INFO
     }
     fn initial_status(&self) -> Option<Value> {
         Kind::initial_status(self)
     }
     fn label_names(&self) -> bool {
-        Kind::label_names(self)
+        K::LABEL_NAMES
     }
     fn apply_defaults(&self, obj: &mut Value) {
         Kind::apply_defaults(self, obj)
     }
     fn check(&self, obj: &Value, causes: &mut Vec<Cause>) -> Result<(), ApiError> {
-        let typed: K::Object = serde_json::from_value(obj.clone()).map_err(|e| {
-            ApiError::bad_request(format!("{} in body: {e}", Kind::info(self).kind))
-        })?;
+        let typed: K::Object = serde_json::from_value(obj.clone())
+            .map_err(|e| ApiError::bad_request(format!("{} in body: {e}", K::INFO.kind)))?;
         Kind::check(self, &typed, obj, causes);
         Ok(())
     }
@@ -147,19 +137,19 @@ impl<K: Kind> Resource for K {
         generator.subschema_for::<K::Object>();
     }
     fn patch_strategies(&self) -> &'static Strategies {
-        Kind::patch_strategies(self)
+        &K::PATCH_STRATEGIES
     }
     fn selectable_fields(&self) -> &'static [&'static str] {
-        Kind::selectable_fields(self)
+        K::SELECTABLE_FIELDS
     }
     fn columns(&self) -> &'static [Column] {
-        Kind::columns(self)
+        K::COLUMNS
     }
     fn cells(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
         Kind::cells(self, obj, now)
     }
     fn v1beta1_names(&self) -> Option<(&'static str, &'static str)> {
-        Kind::v1beta1_names(self)
+        K::V1BETA1_NAMES
     }
     fn to_v1beta1(&self, obj: &Value) -> Result<Value, ApiError> {
         let typed: K::Object = serde_json::from_value(obj.clone())

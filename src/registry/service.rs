@@ -18,42 +18,43 @@ use super::validation::{duplicate, invalid, required, validate_string_map, Cause
 /// (the seed's v1beta1 service without `containerPort`).
 pub const FIRST_CONTAINER_PORT: &str = keelson_model::v1beta1::FIRST_CONTAINER_PORT_ANNOTATION;
 
-const INFO: ResourceInfo = ResourceInfo {
-    plural: "services",
-    singular: "service",
-    kind: "Service",
-    short_names: &["svc"],
-    categories: &["all"],
-    namespaced: true,
-    has_status: true,
-    has_scale: false,
-    has_log: false,
-    graceful_delete: false,
-};
-
-const COLUMNS: &[Column] = &[
-    NAME,
-    col("Type", "string", 0, "type determines how the Service is exposed."),
-    col("Cluster-IP", "string", 0, "clusterIP is the IP address of the service."),
-    col("External-IP", "string", 0, "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service."),
-    col("Port(s)", "string", 0, "The list of ports that are exposed by this service."),
-    AGE,
-    col("Selector", "string", 1, "Route service traffic to pods with label keys and values matching this selector."),
-];
-
 /// Services.
 pub struct Service;
 
 impl Kind for Service {
     type Object = core::Service;
 
-    fn info(&self) -> &'static ResourceInfo {
-        &INFO
-    }
+    const INFO: ResourceInfo = ResourceInfo {
+        plural: "services",
+        singular: "service",
+        kind: "Service",
+        short_names: &["svc"],
+        categories: &["all"],
+        namespaced: true,
+        has_status: true,
+        has_scale: false,
+        has_log: false,
+        graceful_delete: false,
+    };
 
-    fn label_names(&self) -> bool {
-        true
-    }
+    const LABEL_NAMES: bool = true;
+
+    const COLUMNS: &'static [Column] = &[
+        NAME,
+        col("Type", "string", 0, "type determines how the Service is exposed."),
+        col("Cluster-IP", "string", 0, "clusterIP is the IP address of the service."),
+        col("External-IP", "string", 0, "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service."),
+        col("Port(s)", "string", 0, "The list of ports that are exposed by this service."),
+        AGE,
+        col("Selector", "string", 1, "Route service traffic to pods with label keys and values matching this selector."),
+    ];
+
+    const PATCH_STRATEGIES: Strategies = Strategies {
+        pod_spec: None,
+        merge_keys: &[(&["spec", "ports"], "port")],
+    };
+
+    const V1BETA1_NAMES: Option<(&'static str, &'static str)> = Some(("services", "Service"));
 
     fn apply_defaults(&self, obj: &mut Value) {
         let first_port = obj
@@ -90,23 +91,8 @@ impl Kind for Service {
         validate_service(svc, causes);
     }
 
-    fn patch_strategies(&self) -> &'static Strategies {
-        &Strategies {
-            pod_spec: None,
-            merge_keys: &[(&["spec", "ports"], "port")],
-        }
-    }
-
-    fn columns(&self) -> &'static [Column] {
-        COLUMNS
-    }
-
     fn cells(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
         service_cells(obj, now)
-    }
-
-    fn v1beta1_names(&self) -> Option<(&'static str, &'static str)> {
-        Some(("services", "Service"))
     }
 
     fn to_v1beta1(&self, svc: &core::Service) -> Option<Value> {
