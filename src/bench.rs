@@ -168,8 +168,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = keelson_raft::node::DEFAULT_HEARTBEAT_MS)]
     pub raft_heartbeat_ms: u64,
     /// keelson masters' election timeout range (`keelson master --election-timeout-ms`).
-    #[arg(long, default_value_t = crate::master::ElectionTimeout::default())]
-    pub raft_election_ms: crate::master::ElectionTimeout,
+    #[arg(long, default_value_t = keelson_raft::node::ElectionTimeout::default())]
+    pub raft_election_ms: keelson_raft::node::ElectionTimeout,
     /// etcd's `--heartbeat-interval` (its default: 100).
     #[arg(long, default_value_t = 100)]
     pub etcd_heartbeat_ms: u64,
