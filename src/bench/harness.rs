@@ -408,7 +408,7 @@ pub fn hollow_node(name: &str, i: usize) -> Value {
             "allocatable": capacity,
             "addresses": [{"type": "InternalIP", "address": format!("10.{}.{}.{}", 200 + i / 65536 % 50, i / 256 % 256, i % 256)},
                           {"type": "Hostname", "address": name}],
-            "nodeInfo": crate::agent::node_info::hollow(name),
+            "nodeInfo": keelson_nodeinfo::hollow(name),
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
         },
     })
