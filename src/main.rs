@@ -1,11 +1,11 @@
 //! `keelson`: a container orchestrator with a Raft-replicated control plane.
 //!
 //! Subcommands: `master` (one Raft member with its API server), `up` (a local cluster of
-//! master processes), `ctl` (the command line for people).
+//! master processes), `ctl` (the command line for people). `bench` runs the keelson-bench
+//! binary (bench/, a crate of its own) beside this one.
 
 mod agent;
 mod api;
-mod bench;
 mod controllers;
 mod ctl;
 mod files;
@@ -13,6 +13,8 @@ mod master;
 mod process;
 mod registry;
 mod up;
+
+use std::ffi::OsString;
 
 use clap::{Parser, Subcommand};
 
@@ -40,7 +42,55 @@ enum Command {
     /// Talk to a running cluster.
     Ctl(ctl::CtlArgs),
     /// Measure keelson side by side with etcd (see docs/performance.md).
-    Bench(bench::BenchArgs),
+    ///
+    /// Runs keelson-bench, from this binary's directory, with the arguments as given:
+    /// `keelson bench --help` prints its flags.
+    #[command(disable_help_flag = true)]
+    Bench(BenchAlias),
+}
+
+/// `keelson bench`'s arguments: keelson-bench's, passed on verbatim.
+#[derive(clap::Args)]
+struct BenchAlias {
+    /// keelson-bench's flags (`keelson bench --help` lists them).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
+    args: Vec<OsString>,
+}
+
+/// `keelson bench ARGS`: replaces this process with `keelson-bench ARGS`, the `keelson-bench`
+/// file next to this executable, with `KEELSON_BIN` set to this executable unless it is set
+/// already (so the bench's masters are this keelson, as when the bench was part of it). Its
+/// argv[0] is this one's followed by ` bench`, so its usage line and the command line its
+/// report quotes read `keelson bench …` as typed. Returns only if that fails.
+fn exec_bench(args: Vec<OsString>) -> anyhow::Error {
+    use anyhow::Context as _;
+    use std::os::unix::process::CommandExt as _;
+    let exe = match std::env::current_exe().context("current_exe") {
+        Ok(exe) => exe,
+        Err(e) => return e,
+    };
+    let bench = exe.with_file_name("keelson-bench");
+    if !bench.is_file() {
+        return anyhow::anyhow!(
+            "`keelson bench` runs keelson-bench, which is not next to keelson ({}): build it \
+             with `cargo build --release` at the workspace root (or `-p keelson-bench`)",
+            bench.display()
+        );
+    }
+    let mut arg0 = std::env::args_os()
+        .next()
+        .unwrap_or_else(|| exe.clone().into_os_string());
+    arg0.push(" bench");
+    let mut command = std::process::Command::new(&bench);
+    command.arg0(arg0).args(args);
+    if std::env::var_os("KEELSON_BIN").is_none() {
+        command.env("KEELSON_BIN", &exe);
+    }
+    anyhow::Error::new(command.exec()).context(format!("exec {}", bench.display()))
 }
 
 fn main() {
@@ -63,7 +113,7 @@ fn main() {
             Command::Up(args) => up::run(args).await,
             Command::Images(args) => agent::images::run(args).await,
             Command::Ctl(args) => ctl::run(args).await,
-            Command::Bench(args) => bench::run(args).await,
+            Command::Bench(alias) => Err(exec_bench(alias.args)),
         }
     });
     if let Err(e) = result {

@@ -14,10 +14,13 @@
 //! - [`quantity`]: resource quantities (`100m`, `128Mi`) and their values.
 //! - [`smp`]: strategic merge patch with core/v1's patch strategies.
 //! - [`v1beta1`]: conversion between the seed's v1beta1 objects and core/v1.
+//! - [`url`]: percent-encoding of request URLs' path segments and query values (selectors,
+//!   names), for the API's clients: `keelson ctl`, the agent and the bench.
 
 pub mod duration;
 pub mod owners;
 pub mod quantity;
 pub mod selectors;
 pub mod smp;
+pub mod url;
 pub mod v1beta1;

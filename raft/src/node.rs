@@ -100,6 +100,48 @@ pub const DEFAULT_HEARTBEAT_MS: u64 = 20;
 /// leader campaigns after the maximum (the leader's lease) plus a random time in the range.
 pub const DEFAULT_ELECTION_MS: (u64, u64) = (60, 120);
 
+/// An election timeout range as a flag takes it (`keelson master --election-timeout-ms`, and
+/// the bench's `--raft-election-ms`): `MIN-MAX` milliseconds, with 0 < MIN < MAX; its default
+/// is [`DEFAULT_ELECTION_MS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ElectionTimeout {
+    pub min_ms: u64,
+    pub max_ms: u64,
+}
+
+impl Default for ElectionTimeout {
+    fn default() -> Self {
+        let (min_ms, max_ms) = DEFAULT_ELECTION_MS;
+        ElectionTimeout { min_ms, max_ms }
+    }
+}
+
+impl std::str::FromStr for ElectionTimeout {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parse = |n: &str| {
+            n.trim()
+                .parse::<u64>()
+                .map_err(|e| format!("{s}: {e} (expected MIN-MAX milliseconds)"))
+        };
+        let (a, b) = s
+            .split_once('-')
+            .ok_or_else(|| format!("{s}: expected MIN-MAX milliseconds"))?;
+        let (min_ms, max_ms) = (parse(a)?, parse(b)?);
+        if min_ms == 0 || max_ms <= min_ms {
+            return Err(format!("{s}: need 0 < MIN < MAX"));
+        }
+        Ok(ElectionTimeout { min_ms, max_ms })
+    }
+}
+
+impl std::fmt::Display for ElectionTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.min_ms, self.max_ms)
+    }
+}
+
 impl NodeConfig {
     /// Defaults for everything but identity and addresses.
     pub fn new(id: NodeId, data_dir: PathBuf, raft_addr: SocketAddr, api_url: String) -> Self {
@@ -760,4 +802,18 @@ pub fn dir_size(dir: &std::path::Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ElectionTimeout;
+
+    #[test]
+    fn election_timeout_parses_and_prints() {
+        let t: ElectionTimeout = "250-500".parse().unwrap();
+        assert_eq!((t.min_ms, t.max_ms), (250, 500));
+        assert_eq!(t.to_string(), "250-500");
+        assert!("500-250".parse::<ElectionTimeout>().is_err());
+        assert!("0-5".parse::<ElectionTimeout>().is_err());
+    }
 }

@@ -10,7 +10,6 @@ mod engine;
 mod http;
 pub mod images;
 pub mod metrics;
-pub mod node_info;
 pub mod proxy;
 pub mod runtime;
 mod volumes;
@@ -148,8 +147,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         },
     };
     let node_info = match &runtime {
-        Runtime::Docker(d) => node_info::host(&d.version().await),
-        Runtime::Hollow(_) => node_info::hollow(&args.name),
+        Runtime::Docker(d) => keelson_nodeinfo::host(&d.version().await),
+        Runtime::Hollow(_) => keelson_nodeinfo::hollow(&args.name),
     };
     register(&masters, &args, api_port, node_info)
         .await

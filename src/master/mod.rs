@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use keelson_raft::node::NodeConfig;
+use keelson_raft::node::{ElectionTimeout, NodeConfig};
 use keelson_raft::{MasterNode, NodeId, RaftNode};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -169,46 +169,6 @@ fn derived_cluster_id(peers: &BTreeMap<NodeId, MasterNode>) -> String {
         (id, &n.raft).hash(&mut h);
     }
     format!("{:016x}", h.finish())
-}
-
-/// `--election-timeout-ms`: `MIN-MAX` milliseconds, with 0 < MIN < MAX.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ElectionTimeout {
-    pub min_ms: u64,
-    pub max_ms: u64,
-}
-
-impl Default for ElectionTimeout {
-    fn default() -> Self {
-        let (min_ms, max_ms) = keelson_raft::node::DEFAULT_ELECTION_MS;
-        ElectionTimeout { min_ms, max_ms }
-    }
-}
-
-impl std::str::FromStr for ElectionTimeout {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let parse = |n: &str| {
-            n.trim()
-                .parse::<u64>()
-                .map_err(|e| format!("{s}: {e} (expected MIN-MAX milliseconds)"))
-        };
-        let (a, b) = s
-            .split_once('-')
-            .ok_or_else(|| format!("{s}: expected MIN-MAX milliseconds"))?;
-        let (min_ms, max_ms) = (parse(a)?, parse(b)?);
-        if min_ms == 0 || max_ms <= min_ms {
-            return Err(format!("{s}: need 0 < MIN < MAX"));
-        }
-        Ok(ElectionTimeout { min_ms, max_ms })
-    }
-}
-
-impl std::fmt::Display for ElectionTimeout {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.min_ms, self.max_ms)
-    }
 }
 
 /// How long a stopping leader tries to hand its leadership over before it just stops.
@@ -440,10 +400,5 @@ mod tests {
         assert!(parse_peers(&["x=127.0.0.1:1".into()], "http").is_err());
         assert!(parse_peers(&["1=nothost".into()], "http").is_err());
         assert!(parse_peers(&["1=127.0.0.1:1".into(), "1=127.0.0.1:2".into()], "http").is_err());
-        let t: ElectionTimeout = "250-500".parse().unwrap();
-        assert_eq!((t.min_ms, t.max_ms), (250, 500));
-        assert_eq!(t.to_string(), "250-500");
-        assert!("500-250".parse::<ElectionTimeout>().is_err());
-        assert!("0-5".parse::<ElectionTimeout>().is_err());
     }
 }

@@ -2,12 +2,17 @@
 //! (clients such as the official Python one refuse a Node that lacks one). Docker agents read
 //! them from the host they run on; hollow nodes, which run nothing, report plausible values
 //! derived from their name.
+//!
+//! Shared by `keelson agent` and the hollow nodes the bench (keelson-bench) registers itself.
+//! A crate of its own rather than part of keelson-model, which does no I/O: this one reads
+//! `/proc` and `/etc`.
 
 use serde_json::{json, Value};
 
 /// The kubelet version keelson's agents report: the Kubernetes API they serve (core/v1 of
-/// 1.37, as k8s-openapi's `v1_37`), with keelson's own version as build metadata, the form
-/// k3s uses (`v1.28.3+k3s1`), so version parsers in clients read it.
+/// 1.37, as k8s-openapi's `v1_37`), with keelson's own version as build metadata (the
+/// workspace's version, which every keelson crate shares), the form k3s uses (`v1.28.3+k3s1`),
+/// so version parsers in clients read it.
 pub fn kubelet_version() -> String {
     format!("v1.37.0+keelson-{}", env!("CARGO_PKG_VERSION"))
 }

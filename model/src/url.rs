@@ -1,5 +1,5 @@
-//! Percent-encoding of a URL path segment or query value, for every client of the API in this
-//! binary (`ctl`, the agent, the bench).
+//! Percent-encoding of a URL path segment or query value, for every client of the API: `keelson
+//! ctl`, the agent and the bench (keelson-bench).
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 

@@ -1,5 +1,10 @@
-//! `keelson bench`: measurements of a 3-master keelson cluster side by side with a 3-member etcd
-//! cluster on the same machine. See docs/performance.md.
+//! keelson-bench, also run as `keelson bench`: measurements of a 3-master keelson cluster side
+//! by side with a 3-member etcd cluster on the same machine. See docs/performance.md.
+//!
+//! A binary of its own, out of the production `keelson` binary (it links the chaos harness);
+//! `keelson bench ARGS` replaces itself with `keelson-bench ARGS` from its own directory. The
+//! masters and agents it starts are the `keelson` binary next to this one, or `KEELSON_BIN`
+//! ([`keelson_bin`]).
 //!
 //! Both systems run as child processes on loopback (keelson on 127.0.1.N through
 //! [`keelson_chaos::Cluster`], etcd on 127.0.2.N), one system at a time, with their default
@@ -23,14 +28,14 @@
 //! Cluster phases, run only when named in `--only` (they need Docker, wrk, or minutes of
 //! load; each starts a fresh cluster of its own):
 //! 6. `pod-startup`: pods on two Docker agents, from the create's acknowledgement to Running
-//!    and Ready, beside `docker run -d` of the same image (`bench/pods.rs`);
-//! 7. `proxy`: wrk through the agent's service proxy and straight at a pod (`bench/pods.rs`);
+//!    and Ready, beside `docker run -d` of the same image (`bench/src/pods.rs`);
+//! 7. `proxy`: wrk through the agent's service proxy and straight at a pod (`bench/src/pods.rs`);
 //! 8. `scheduling`: pods bound per second over many hollow nodes, and convergence of a
-//!    replication controller after a leader kill (`bench/scale.rs`);
+//!    replication controller after a leader kill (`bench/src/scale.rs`);
 //! 9. `heartbeats`: CPU of the masters with many hollow nodes beating, against idle
-//!    (`bench/scale.rs`);
+//!    (`bench/src/scale.rs`);
 //! 10. `metrics-cost`: write throughput with and without a 1 s `/metrics` scraper
-//!    (`bench/metrics_cost.rs`).
+//!    (`bench/src/metrics_cost.rs`).
 
 mod api;
 mod harness;
@@ -46,14 +51,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use clap::Args;
+use clap::Parser;
 use keelson_chaos::cluster::free_addr;
 use keelson_chaos::{Cluster, Kv};
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
-/// Flags of `keelson bench`.
-#[derive(Args, Debug)]
+/// Measure keelson side by side with etcd (see docs/performance.md).
+///
+/// Also run as `keelson bench`. keelson masters and agents are started from the `keelson` binary
+/// next to this one, or from the path in the environment variable KEELSON_BIN.
+#[derive(Parser, Debug)]
+#[command(name = "keelson-bench", version)]
 pub struct BenchArgs {
     /// Size in bytes of every value written.
     #[arg(long, default_value_t = 256)]
@@ -168,8 +177,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = keelson_raft::node::DEFAULT_HEARTBEAT_MS)]
     pub raft_heartbeat_ms: u64,
     /// keelson masters' election timeout range (`keelson master --election-timeout-ms`).
-    #[arg(long, default_value_t = crate::master::ElectionTimeout::default())]
-    pub raft_election_ms: crate::master::ElectionTimeout,
+    #[arg(long, default_value_t = keelson_raft::node::ElectionTimeout::default())]
+    pub raft_election_ms: keelson_raft::node::ElectionTimeout,
     /// etcd's `--heartbeat-interval` (its default: 100).
     #[arg(long, default_value_t = 100)]
     pub etcd_heartbeat_ms: u64,
@@ -223,8 +232,48 @@ pub(crate) const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Members in each cluster.
 pub(crate) const MEMBERS: usize = 3;
 
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEELSON_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = BenchArgs::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let Err(e) = runtime.block_on(run(args)) {
+        eprintln!("keelson-bench: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The `keelson` binary the masters and agents run: `KEELSON_BIN` if set, else the `keelson`
+/// file next to this executable (cargo builds both into the same directory; `keelson bench`
+/// sets `KEELSON_BIN` to itself).
+pub(crate) fn keelson_bin() -> anyhow::Result<PathBuf> {
+    let (bin, hint) = match std::env::var_os("KEELSON_BIN").filter(|p| !p.is_empty()) {
+        Some(p) => (PathBuf::from(p), "KEELSON_BIN names no file"),
+        None => (
+            std::env::current_exe()
+                .context("current_exe")?
+                .with_file_name("keelson"),
+            "not next to keelson-bench: build it (`cargo build --release` at the workspace \
+             root builds both) or set KEELSON_BIN to its path",
+        ),
+    };
+    if !bin.is_file() {
+        bail!("no keelson binary at {}: {hint}", bin.display());
+    }
+    std::path::absolute(&bin).with_context(|| format!("{}", bin.display()))
+}
+
 /// Runs the benchmarks and prints the report.
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    keelson_bin()?;
     let value = "x".repeat(args.value_size);
     let mut kinds = vec![Kind::Keelson];
     if !args.skip_etcd {
@@ -704,7 +753,7 @@ impl Sys {
     pub(crate) async fn start(kind: Kind, args: &BenchArgs) -> anyhow::Result<Sys> {
         let sys = match kind {
             Kind::Keelson => {
-                let bin = std::env::current_exe().context("current_exe")?;
+                let bin = keelson_bin()?;
                 let heartbeat = args.raft_heartbeat_ms.to_string();
                 let election = args.raft_election_ms.to_string();
                 let mut extra = vec![

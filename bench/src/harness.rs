@@ -123,7 +123,7 @@ impl Agents {
     /// Starts `n` agents `bench-node-N` on the Docker runtime, each on its own loopback address
     /// 127.SLOT.3.N, logging to `ROOT/agent-N.log` of the cluster.
     pub fn start_docker(cluster: &Cluster, n: usize) -> anyhow::Result<Agents> {
-        let bin = std::env::current_exe().context("current_exe")?;
+        let bin = super::keelson_bin()?;
         let masters: Vec<String> = (1..=MEMBERS as u64).map(|id| cluster.url(id)).collect();
         let mut agents = Vec::new();
         for i in 0..n {
@@ -276,7 +276,7 @@ pub fn follow_pods(
     let sel = if selector.is_empty() {
         String::new()
     } else {
-        format!("labelSelector={}", crate::process::url::enc(selector))
+        format!("labelSelector={}", keelson_model::url::enc(selector))
     };
     let task = tokio::spawn(async move {
         let http = reqwest::Client::builder()
@@ -408,7 +408,7 @@ pub fn hollow_node(name: &str, i: usize) -> Value {
             "allocatable": capacity,
             "addresses": [{"type": "InternalIP", "address": format!("10.{}.{}.{}", 200 + i / 65536 % 50, i / 256 % 256, i % 256)},
                           {"type": "Hostname", "address": name}],
-            "nodeInfo": crate::agent::node_info::hollow(name),
+            "nodeInfo": keelson_nodeinfo::hollow(name),
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
         },
     })
