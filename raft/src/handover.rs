@@ -20,92 +20,17 @@
 //! new leader is elected in one round trip. If any step fails or times out, the master simply
 //! stops: the followers elect a leader after their timeouts, as after a crash.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::ServerState;
-use tokio::sync::Notify;
 
 use crate::error::ClusterError;
 use crate::network::call;
 use crate::node::RaftNode;
 use crate::NodeId;
 
-/// Lets proposals through until it is closed, and counts those in flight.
-#[derive(Default)]
-pub(crate) struct WriteGate {
-    closed: AtomicBool,
-    in_flight: AtomicUsize,
-    idle: Notify,
-}
-
-/// A proposal let through the gate; dropping it ends the proposal.
-pub(crate) struct Pass<'a>(&'a WriteGate);
-
-impl Drop for Pass<'_> {
-    fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
-
-impl WriteGate {
-    /// A pass for one proposal, or `None` once the gate is closed.
-    pub(crate) fn enter(&self) -> Option<Pass<'_>> {
-        // Counted before the check: a closer that sees no proposal in flight after closing
-        // knows that every later one sees the gate closed.
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        let pass = Pass(self);
-        (!self.closed.load(Ordering::SeqCst)).then_some(pass)
-    }
-
-    /// Closes the gate and waits until no proposal is in flight, or until `deadline`; true when
-    /// the proposals drained.
-    async fn close_and_drain(&self, deadline: Instant) -> bool {
-        self.closed.store(true, Ordering::SeqCst);
-        loop {
-            let idle = self.idle.notified();
-            tokio::pin!(idle);
-            idle.as_mut().enable();
-            if self.in_flight.load(Ordering::SeqCst) == 0 {
-                return true;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || tokio::time::timeout(left, idle).await.is_err() {
-                return false;
-            }
-        }
-    }
-
-    fn open(&self) {
-        self.closed.store(false, Ordering::SeqCst);
-    }
-}
-
-/// When this master was elected, as seen in openraft's metrics: its lease over its own vote runs
-/// from then (seen at or after the election, so waiting from here is never too short).
-#[derive(Default)]
-pub(crate) struct Tenure(Mutex<Option<(u64, Instant)>>);
-
-impl Tenure {
-    /// Records a leadership observed in `term` (kept from its first sighting), or its end.
-    fn observe(&self, leading: bool, term: u64) {
-        let mut slot = self.0.lock().expect("tenure lock");
-        match (*slot, leading) {
-            (Some((t, _)), true) if t == term => {}
-            (_, true) => *slot = Some((term, Instant::now())),
-            (_, false) => *slot = None,
-        }
-    }
-
-    fn since(&self) -> Option<Instant> {
-        self.0.lock().expect("tenure lock").map(|(_, at)| at)
-    }
-}
-
-/// Keeps the node's [`Tenure`] in step with openraft's metrics, until Raft stops.
+/// Keeps the node's [`crate::gate::Tenure`] in step with openraft's metrics, until Raft stops.
 pub(crate) async fn follow_tenure(node: Arc<RaftNode>) {
     let mut rx = node.raft.metrics();
     loop {

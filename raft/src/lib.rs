@@ -24,9 +24,13 @@
 
 pub mod codec;
 pub mod command;
+#[cfg(feature = "storage")]
+mod elections;
 pub mod error;
 #[cfg(feature = "storage")]
 pub mod feed;
+#[cfg(feature = "storage")]
+mod gate;
 #[cfg(feature = "storage")]
 pub mod handover;
 pub mod message;
@@ -47,6 +51,8 @@ pub mod runtime;
 pub mod server;
 #[cfg(feature = "storage")]
 mod snapshot_policy;
+#[cfg(feature = "storage")]
+mod start;
 #[cfg(feature = "storage")]
 pub mod store;
 

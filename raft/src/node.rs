@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -21,13 +21,12 @@ use crate::command::{
 };
 use crate::error::ClusterError;
 use crate::feed::{Expired, Subscription, WindowLimits};
-use crate::handover::{Tenure, WriteGate};
+use crate::gate::{Tenure, WriteGate};
 use crate::metrics::RaftMetrics;
 use crate::network::{call, http_client, scheme, CallError, Network, PeerTls};
-use crate::prevote::{guard_elections, PreVote};
+use crate::prevote::PreVote;
 use crate::proposer::{write_error, Proposer};
 use crate::runtime::RaftRuntime;
-use crate::snapshot_policy::drive_snapshots;
 use crate::store::{self, LogStore, OpenError, Shared, StateMachine};
 use crate::{codec, MasterNode, NodeId, Raft};
 
@@ -208,11 +207,12 @@ pub struct RaftNode {
 
 impl RaftNode {
     /// Opens the data directory (checking that it belongs to this master and cluster) and
-    /// starts the Raft member. Does not initialize a cluster: see [`RaftNode::initialize`].
-    pub async fn start(
+    /// starts the Raft member without the tasks that watch it ([`RaftNode::start`] adds them);
+    /// also returns the counter of bytes the log has taken.
+    pub(crate) async fn open(
         cfg: NodeConfig,
         registry: &prometheus::Registry,
-    ) -> Result<Arc<Self>, StartError> {
+    ) -> Result<(Arc<Self>, Arc<AtomicU64>), StartError> {
         // Private to its owner: it holds every object of the cluster.
         let private = std::fs::create_dir_all(&cfg.data_dir).and_then(|()| {
             use std::os::unix::fs::PermissionsExt;
@@ -306,18 +306,7 @@ impl RaftNode {
             runtime,
         });
         tokio::spawn(export_metrics(node.clone()));
-        tokio::spawn(crate::handover::follow_tenure(node.clone()));
-        // On Raft's threads: API load must not hold back the switch it keeps.
-        node.runtime.handle().spawn(guard_elections(
-            Arc::downgrade(&node),
-            Duration::from_millis(cfg.heartbeat_ms),
-        ));
-        node.runtime.handle().spawn(drive_snapshots(
-            Arc::downgrade(&node),
-            cfg.snapshot_every,
-            appended,
-        ));
-        Ok(node)
+        Ok((node, appended))
     }
 
     /// Initializes a new cluster with `members` unless this master already holds Raft state.
