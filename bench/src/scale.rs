@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 
 use super::harness::{
     active, command_line, cpu_secs, follow_pods, loadavg, name_of, node_of, register_nodes,
-    wait_nodes_ready, Api, Heartbeats, PodView,
+    wait_nodes_ready, Api, Heartbeats, PodEvent, PodView,
 };
 use super::{table, BenchArgs, Kind, Sys, MEMBERS};
 
@@ -140,170 +140,28 @@ pub async fn scheduling(args: &BenchArgs) -> anyhow::Result<Scheduling> {
         view.apply(ev);
     }
     let t0 = Instant::now();
-    // Each create task returns how many pods it failed to create.
-    let mut creates: JoinSet<usize> = JoinSet::new();
-    match args.sched_mode {
-        SchedMode::Rc => {
-            let per = args.rc_replicas.max(1);
-            for (i, start) in (0..n_pods).step_by(per).enumerate() {
-                let api = api.clone();
-                let replicas = per.min(n_pods - start);
-                creates.spawn(async move {
-                    let body = rc(
-                        &format!("sched-{i}"),
-                        replicas,
-                        json!({"app": "sched", "rc": format!("sched-{i}")}),
-                    );
-                    let path = "/api/v1/namespaces/default/replicationcontrollers";
-                    match api.post(i, path, &body).await {
-                        Ok(_) => 0,
-                        Err(e) => {
-                            eprintln!("bench: scheduling: create sched-{i}: {e:#}");
-                            replicas
-                        }
-                    }
-                });
-            }
-        }
-        SchedMode::Pods => {
-            let next = Arc::new(AtomicUsize::new(0));
-            for c in 0..args.api_clients {
-                let (api, next) = (api.clone(), next.clone());
-                creates.spawn(async move {
-                    let mut failed = 0;
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= n_pods {
-                            return failed;
-                        }
-                        let mut pod = template(json!({"app": "sched"}));
-                        pod["apiVersion"] = json!("v1");
-                        pod["kind"] = json!("Pod");
-                        pod["metadata"]["name"] = json!(format!("sched-{i}"));
-                        // A retry after a timeout may find the first attempt's pod.
-                        let mut tries = 0;
-                        loop {
-                            let r = api
-                                .call(
-                                    c + tries,
-                                    reqwest::Method::POST,
-                                    "/api/v1/namespaces/default/pods",
-                                    Some(&pod),
-                                    "application/json",
-                                )
-                                .await;
-                            match r {
-                                Ok((code, _)) if (200..300).contains(&code) => break,
-                                Ok((409, _)) if tries > 0 => break,
-                                r if tries >= 4 => {
-                                    let why = match r {
-                                        Ok((code, v)) => format!("{code} {v}"),
-                                        Err(e) => format!("{e:#}"),
-                                    };
-                                    eprintln!("bench: scheduling: create sched-{i}: {why}");
-                                    failed += 1;
-                                    break;
-                                }
-                                _ => tries += 1,
-                            }
-                        }
-                    }
-                });
-            }
-        }
-    }
-    let mut bound_at: HashMap<String, (String, Instant)> = HashMap::new();
-    let mut seen_at: HashMap<String, Instant> = HashMap::new();
-    let mut rebound = 0;
-    let mut creates_done = None;
+    let creates = match args.sched_mode {
+        SchedMode::Rc => create_controllers(&api, n_pods, args.rc_replicas.max(1)),
+        SchedMode::Pods => create_pods(&api, n_pods, args.api_clients),
+    };
     let deadline = t0 + Duration::from_secs(args.sched_timeout_secs);
-    let mut failed_creates = 0;
-    let mut report = tokio::time::interval(Duration::from_secs(10));
-    loop {
-        tokio::select! {
-            Some(r) = creates.join_next(), if !creates.is_empty() => {
-                failed_creates += r.unwrap_or(0);
-                if creates.is_empty() {
-                    creates_done = Some(t0.elapsed());
-                }
-            }
-            _ = report.tick() => {
-                eprintln!(
-                    "bench: scheduling: {:.0} s: {} pods seen, {} bound",
-                    t0.elapsed().as_secs_f64(),
-                    view.pods.len(),
-                    bound_at.len()
-                );
-            }
-            ev = events.recv() => {
-                let Some(ev) = ev else { break };
-                let (pods, at) = view.apply(ev);
-                for p in pods {
-                    seen_at.entry(name_of(&p)).or_insert(at);
-                    let node = node_of(&p);
-                    if node.is_empty() {
-                        continue;
-                    }
-                    match bound_at.get(&name_of(&p)) {
-                        None => {
-                            bound_at.insert(name_of(&p), (node.to_string(), at));
-                        }
-                        Some((first, _)) if first != node => rebound += 1,
-                        _ => {}
-                    }
-                }
-            }
-            _ = tokio::time::sleep_until(deadline.into()) => break,
-        }
-        if creates.is_empty() && bound_at.len() >= n_pods - failed_creates {
-            break;
-        }
-    }
+    let b = watch_binding(creates, &mut events, &mut view, n_pods, t0, deadline).await;
     follower.abort();
     drop(events);
-    let all_bound = (bound_at.len() >= n_pods - failed_creates)
-        .then(|| bound_at.values().map(|(_, at)| *at).max())
+    let all_bound = (b.bound_at.len() >= n_pods - b.failed_creates)
+        .then(|| b.bound_at.values().map(|(_, at)| *at).max())
         .flatten()
         .map(|last| last - t0);
-    let all_seen = (seen_at.len() >= n_pods - failed_creates)
-        .then(|| seen_at.values().max().map(|last| *last - t0))
+    let all_seen = (b.seen_at.len() >= n_pods - b.failed_creates)
+        .then(|| b.seen_at.values().max().map(|last| *last - t0))
         .flatten();
-    let first_bound = bound_at.values().map(|(_, at)| *at - t0).min();
+    let first_bound = b.bound_at.values().map(|(_, at)| *at - t0).min();
     // The pass that bound the pods is counted once it ends (after its events are written).
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let leader = cluster.wait_leader(Duration::from_secs(30)).await;
-    let text = match leader {
-        Some(l) => async {
-            api.http
-                .get(format!("{}/metrics", cluster.url(l)))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()
-        }
-        .await
-        .unwrap_or_default(),
-        None => String::new(),
-    };
-    let loops = ["scheduler", "replication"]
-        .iter()
-        .map(|c| {
-            let m = |suffix: &str| {
-                metric(
-                    &text,
-                    &format!(
-                        "keelson_controller_sync_duration_seconds_{suffix}{{controller=\"{c}\"}}"
-                    ),
-                )
-            };
-            (c.to_string(), m("count"), m("sum"))
-        })
-        .collect();
+    let loops = controller_loops(cluster, &api).await;
     eprintln!(
         "bench: scheduling: {}/{n_pods} bound in {:?} ({:.0} pods/s)",
-        bound_at.len(),
+        b.bound_at.len(),
         all_bound,
         all_bound.map_or(f64::NAN, |d| n_pods as f64 / d.as_secs_f64())
     );
@@ -321,19 +179,208 @@ pub async fn scheduling(args: &BenchArgs) -> anyhow::Result<Scheduling> {
         mode: args.sched_mode,
         register,
         ready,
-        creates_done,
+        creates_done: b.creates_done,
         all_bound,
         all_seen,
         first_bound,
-        failed_creates,
+        failed_creates: b.failed_creates,
         loops,
-        bound: bound_at.len(),
-        rebound,
+        bound: b.bound_at.len(),
+        rebound: b.rebound,
         lists: view.lists,
         convergence,
         load_before,
         load_after,
     })
+}
+
+/// Creates `n_pods` pods as replication controllers of `per` replicas each, one task per
+/// controller; each task returns how many pods it failed to create.
+fn create_controllers(api: &Api, n_pods: usize, per: usize) -> JoinSet<usize> {
+    let mut creates = JoinSet::new();
+    for (i, start) in (0..n_pods).step_by(per).enumerate() {
+        let api = api.clone();
+        let replicas = per.min(n_pods - start);
+        creates.spawn(async move {
+            let body = rc(
+                &format!("sched-{i}"),
+                replicas,
+                json!({"app": "sched", "rc": format!("sched-{i}")}),
+            );
+            let path = "/api/v1/namespaces/default/replicationcontrollers";
+            match api.post(i, path, &body).await {
+                Ok(_) => 0,
+                Err(e) => {
+                    eprintln!("bench: scheduling: create sched-{i}: {e:#}");
+                    replicas
+                }
+            }
+        });
+    }
+    creates
+}
+
+/// Creates `n_pods` pods one by one from `clients` tasks (retrying, and taking a conflict on a
+/// retry as the first attempt's pod); each task returns how many pods it failed to create.
+fn create_pods(api: &Api, n_pods: usize, clients: usize) -> JoinSet<usize> {
+    let mut creates = JoinSet::new();
+    let next = Arc::new(AtomicUsize::new(0));
+    for c in 0..clients {
+        let (api, next) = (api.clone(), next.clone());
+        creates.spawn(async move {
+            let mut failed = 0;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n_pods {
+                    return failed;
+                }
+                let mut pod = template(json!({"app": "sched"}));
+                pod["apiVersion"] = json!("v1");
+                pod["kind"] = json!("Pod");
+                pod["metadata"]["name"] = json!(format!("sched-{i}"));
+                // A retry after a timeout may find the first attempt's pod.
+                let mut tries = 0;
+                loop {
+                    let r = api
+                        .call(
+                            c + tries,
+                            reqwest::Method::POST,
+                            "/api/v1/namespaces/default/pods",
+                            Some(&pod),
+                            "application/json",
+                        )
+                        .await;
+                    match r {
+                        Ok((code, _)) if (200..300).contains(&code) => break,
+                        Ok((409, _)) if tries > 0 => break,
+                        r if tries >= 4 => {
+                            let why = match r {
+                                Ok((code, v)) => format!("{code} {v}"),
+                                Err(e) => format!("{e:#}"),
+                            };
+                            eprintln!("bench: scheduling: create sched-{i}: {why}");
+                            failed += 1;
+                            break;
+                        }
+                        _ => tries += 1,
+                    }
+                }
+            }
+        });
+    }
+    creates
+}
+
+/// What the pod watch saw while the pods were created and bound.
+struct Binding {
+    /// Each pod's first node and when it was seen bound.
+    bound_at: HashMap<String, (String, Instant)>,
+    /// When each pod was first seen.
+    seen_at: HashMap<String, Instant>,
+    /// Pods seen bound to a second node.
+    rebound: usize,
+    /// From `t0` to the last create acknowledged.
+    creates_done: Option<Duration>,
+    failed_creates: usize,
+}
+
+/// Follows the pod watch until the creates are done and every pod created is bound, or until
+/// `deadline`; reports progress every 10 s.
+async fn watch_binding(
+    mut creates: JoinSet<usize>,
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<PodEvent>,
+    view: &mut PodView,
+    n_pods: usize,
+    t0: Instant,
+    deadline: Instant,
+) -> Binding {
+    let mut b = Binding {
+        bound_at: HashMap::new(),
+        seen_at: HashMap::new(),
+        rebound: 0,
+        creates_done: None,
+        failed_creates: 0,
+    };
+    let mut report = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            Some(r) = creates.join_next(), if !creates.is_empty() => {
+                b.failed_creates += r.unwrap_or(0);
+                if creates.is_empty() {
+                    b.creates_done = Some(t0.elapsed());
+                }
+            }
+            _ = report.tick() => {
+                eprintln!(
+                    "bench: scheduling: {:.0} s: {} pods seen, {} bound",
+                    t0.elapsed().as_secs_f64(),
+                    view.pods.len(),
+                    b.bound_at.len()
+                );
+            }
+            ev = events.recv() => {
+                let Some(ev) = ev else { break };
+                let (pods, at) = view.apply(ev);
+                for p in pods {
+                    b.seen_at.entry(name_of(&p)).or_insert(at);
+                    let node = node_of(&p);
+                    if node.is_empty() {
+                        continue;
+                    }
+                    match b.bound_at.get(&name_of(&p)) {
+                        None => {
+                            b.bound_at.insert(name_of(&p), (node.to_string(), at));
+                        }
+                        Some((first, _)) if first != node => b.rebound += 1,
+                        _ => {}
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => break,
+        }
+        if creates.is_empty() && b.bound_at.len() >= n_pods - b.failed_creates {
+            break;
+        }
+    }
+    b
+}
+
+/// (controller, passes, seconds) of the scheduler's and the replication manager's loops, from
+/// the leader's metrics (none if no leader answers).
+async fn controller_loops(
+    cluster: &keelson_chaos::Cluster,
+    api: &Api,
+) -> Vec<(String, Option<f64>, Option<f64>)> {
+    let leader = cluster.wait_leader(Duration::from_secs(30)).await;
+    let text = match leader {
+        Some(l) => async {
+            api.http
+                .get(format!("{}/metrics", cluster.url(l)))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()
+        }
+        .await
+        .unwrap_or_default(),
+        None => String::new(),
+    };
+    ["scheduler", "replication"]
+        .iter()
+        .map(|c| {
+            let m = |suffix: &str| {
+                metric(
+                    &text,
+                    &format!(
+                        "keelson_controller_sync_duration_seconds_{suffix}{{controller=\"{c}\"}}"
+                    ),
+                )
+            };
+            (c.to_string(), m("count"), m("sum"))
+        })
+        .collect()
 }
 
 /// Counts of a controller's pods in `view`: (active, active and bound, all).
