@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -186,76 +187,14 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let peers = parse_peers(&args.peers, scheme)?;
-    if !args.join {
-        if peers.is_empty() {
-            bail!("--peers is required to create a cluster (or pass --join to join one)");
-        }
-        match peers.get(&args.id) {
-            None => bail!("--peers does not name this master's id {}: conflicting id", args.id),
-            Some(me) if me.raft != args.raft_addr.to_string() => bail!(
-                "--peers gives master {} the Raft address {}, but --raft-addr is {}: conflicting id",
-                args.id,
-                me.raft,
-                args.raft_addr
-            ),
-            Some(_) => {}
-        }
-    }
-    let peer_files = match (
-        &args.peer_cert_file,
-        &args.peer_key_file,
-        &args.peer_trusted_ca_file,
-    ) {
-        (Some(cert), Some(key), Some(ca)) => Some(peer_tls::PeerFiles { cert, key, ca }),
-        _ if args.insecure_plaintext_peers => {
-            let raft_addr = args.raft_addr.to_string();
-            let addrs = peers.values().map(|p| p.raft.as_str());
-            if !peer_tls::plaintext_allowed(addrs.chain([raft_addr.as_str()])) {
-                bail!("--insecure-plaintext-peers is for loopback benches only: every Raft address must be loopback");
-            }
-            tracing::warn!("--insecure-plaintext-peers: the Raft port is unauthenticated; for benches only");
-            None
-        }
-        _ => bail!("the Raft port requires mutual TLS: pass --peer-cert-file, --peer-key-file and --peer-trusted-ca-file"),
-    };
+    check_peers(&args, &peers)?;
+    let peer_files = peer_files(&args, &peers)?;
     let peer_server = match &peer_files {
         Some(files) => Some(files.server_config()?),
         None => None,
     };
-    let mut cfg = NodeConfig::new(
-        args.id,
-        args.data_dir.clone(),
-        args.raft_addr,
-        format!("{scheme}://{}", args.api_addr),
-    );
-    cfg.cluster_id = args.cluster_id.clone();
-    cfg.default_cluster_id = (!args.join).then(|| derived_cluster_id(&peers));
-    cfg.heartbeat_ms = args.heartbeat_ms;
-    cfg.election_min_ms = args.election_timeout_ms.min_ms;
-    cfg.election_max_ms = args.election_timeout_ms.max_ms;
-    cfg.snapshot_every = args.snapshot_every;
-    cfg.keep_logs = args.keep_logs;
-    cfg.request_timeout = Duration::from_millis(args.request_timeout_ms);
-    cfg.peer_tls = match &peer_files {
-        Some(files) => Some(files.client()?),
-        None => None,
-    };
-
-    let registry = prometheus::Registry::new();
-    #[cfg(target_os = "linux")]
-    registry
-        .register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))
-        .context("register process metrics")?;
-    let mut certs: Vec<(&str, &std::path::Path)> = Vec::new();
-    if let Some(files) = &peer_files {
-        certs.extend([("peer", files.cert), ("ca", files.ca)]);
-    }
-    if let Some(cert) = &args.tls_cert_file {
-        certs.push(("serving", cert));
-    }
-    peer_tls::register_expiry(&registry, &certs)?;
+    let cfg = node_config(&args, &peers, scheme, peer_files.as_ref())?;
+    let registry = metrics_registry(&args, peer_files.as_ref())?;
     let raft_listener = TcpListener::bind(args.raft_addr)
         .await
         .with_context(|| format!("listen on --raft-addr {}", args.raft_addr))?;
@@ -268,74 +207,14 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     let timeouts = http::Timeouts {
         header_read: Duration::from_millis(args.header_read_timeout_ms),
     };
-    // With mTLS, a caller reaches the router (and the cluster id) only after its handshake.
-    // The Raft port is served on Raft's own runtime (keelson_raft::runtime), so API load never
-    // delays a heartbeat or a vote.
-    let raft_router = keelson_raft::server::router(node.clone());
-    let raft_listener = raft_listener.into_std().context("the Raft listener")?;
-    let raft_stop = stop_rx.clone();
-    let raft_server = node.runtime().spawn(async move {
-        let listener = TcpListener::from_std(raft_listener)?;
-        match peer_server {
-            Some(config) => {
-                let listener = tls::TlsListener::new(listener, config)?;
-                http::serve(listener, raft_router, timeouts, raft_stop).await
-            }
-            None => http::serve(listener, raft_router, timeouts, raft_stop).await,
-        }
-        anyhow::Ok(())
-    });
+    let raft_server = serve_raft(&node, raft_listener, peer_server, timeouts, stop_rx.clone())?;
     let tokens = match &args.token_file {
         Some(path) => api::auth::Tokens::load(path)?,
         None => api::auth::Tokens::open(),
     };
-    // The leader's control loops, and the heartbeat endpoint that feeds node lifecycle.
-    let heartbeats = controllers::Heartbeats::default();
-    let controller_metrics = controllers::ControllerMetrics::register(&registry);
-    let loops_stop = CancellationToken::new();
-    let loop_ctx = controllers::Context {
-        node: node.clone(),
-        config: controllers::LoopConfig {
-            node_grace: Duration::from_millis(args.node_grace_ms),
-            pod_eviction: Duration::from_millis(args.pod_eviction_ms),
-            event_ttl: Duration::from_secs(args.event_ttl_secs),
-            ..Default::default()
-        },
-        heartbeats: heartbeats.clone(),
-        metrics: controller_metrics.clone(),
-    };
-    let loops = if args.no_controllers {
-        tokio::spawn(async {})
-    } else {
-        tokio::spawn(controllers::LeaderGate::run(loop_ctx, loops_stop.clone()))
-    };
-    let heartbeat_routes = axum::Router::new()
-        .route(
-            "/agent/heartbeats",
-            axum::routing::post(controllers::nodes::heartbeats),
-        )
-        .with_state(controllers::nodes::HeartbeatEndpoint {
-            node: node.clone(),
-            heartbeats,
-            metrics: controller_metrics,
-        })
-        .layer(axum::middleware::from_fn_with_state(
-            tokens.clone(),
-            api::auth::authenticate,
-        ));
-    let mut api_state = api::ApiState::new(node.clone(), registry, tokens);
-    api_state.unsafe_stale_reads = args.unsafe_stale_reads;
-    api_state.tls = tls.is_some();
-    api_state.limits = api::limits::Limits::new(api::limits::LimitConfig {
-        max_inflight: args.max_requests_inflight,
-        max_mutating: args.max_mutating_requests_inflight,
-        max_watches_per_user: args.max_watches_per_user,
-        body_read: Duration::from_millis(args.body_read_timeout_ms),
-    });
-    if args.unsafe_stale_reads {
-        tracing::warn!("--unsafe-stale-reads: key/value reads may be stale; for testing the chaos checkers only");
-    }
-    let api_router = api::router(api_state).merge(heartbeat_routes);
+    let (loops, loops_stop, heartbeat_routes) = start_controllers(&args, &node, &registry, &tokens);
+    let api_router =
+        api_router(&args, &node, registry, tokens, tls.is_some()).merge(heartbeat_routes);
     let api_server = match tls {
         Some(config) => tokio::spawn(http::serve(
             tls::TlsListener::new(api_listener, config)?,
@@ -377,6 +256,197 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     })
     .await;
     Ok(())
+}
+
+/// A master creating a cluster must be named in `--peers`, at its own `--raft-addr`.
+fn check_peers(args: &MasterArgs, peers: &BTreeMap<NodeId, MasterNode>) -> anyhow::Result<()> {
+    if args.join {
+        return Ok(());
+    }
+    if peers.is_empty() {
+        bail!("--peers is required to create a cluster (or pass --join to join one)");
+    }
+    match peers.get(&args.id) {
+        None => bail!(
+            "--peers does not name this master's id {}: conflicting id",
+            args.id
+        ),
+        Some(me) if me.raft != args.raft_addr.to_string() => bail!(
+            "--peers gives master {} the Raft address {}, but --raft-addr is {}: conflicting id",
+            args.id,
+            me.raft,
+            args.raft_addr
+        ),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The peer certificate files of the Raft port's mutual TLS; `None` only with
+/// `--insecure-plaintext-peers`, which every Raft address must then be loopback for.
+fn peer_files<'a>(
+    args: &'a MasterArgs,
+    peers: &BTreeMap<NodeId, MasterNode>,
+) -> anyhow::Result<Option<peer_tls::PeerFiles<'a>>> {
+    match (
+        &args.peer_cert_file,
+        &args.peer_key_file,
+        &args.peer_trusted_ca_file,
+    ) {
+        (Some(cert), Some(key), Some(ca)) => Ok(Some(peer_tls::PeerFiles { cert, key, ca })),
+        _ if args.insecure_plaintext_peers => {
+            let raft_addr = args.raft_addr.to_string();
+            let addrs = peers.values().map(|p| p.raft.as_str());
+            if !peer_tls::plaintext_allowed(addrs.chain([raft_addr.as_str()])) {
+                bail!("--insecure-plaintext-peers is for loopback benches only: every Raft address must be loopback");
+            }
+            tracing::warn!("--insecure-plaintext-peers: the Raft port is unauthenticated; for benches only");
+            Ok(None)
+        }
+        _ => bail!("the Raft port requires mutual TLS: pass --peer-cert-file, --peer-key-file and --peer-trusted-ca-file"),
+    }
+}
+
+/// The Raft member's configuration from the flags.
+fn node_config(
+    args: &MasterArgs,
+    peers: &BTreeMap<NodeId, MasterNode>,
+    scheme: &str,
+    peer_files: Option<&peer_tls::PeerFiles>,
+) -> anyhow::Result<NodeConfig> {
+    let mut cfg = NodeConfig::new(
+        args.id,
+        args.data_dir.clone(),
+        args.raft_addr,
+        format!("{scheme}://{}", args.api_addr),
+    );
+    cfg.cluster_id = args.cluster_id.clone();
+    cfg.default_cluster_id = (!args.join).then(|| derived_cluster_id(peers));
+    cfg.heartbeat_ms = args.heartbeat_ms;
+    cfg.election_min_ms = args.election_timeout_ms.min_ms;
+    cfg.election_max_ms = args.election_timeout_ms.max_ms;
+    cfg.snapshot_every = args.snapshot_every;
+    cfg.keep_logs = args.keep_logs;
+    cfg.request_timeout = Duration::from_millis(args.request_timeout_ms);
+    cfg.peer_tls = match peer_files {
+        Some(files) => Some(files.client()?),
+        None => None,
+    };
+    Ok(cfg)
+}
+
+/// The master's Prometheus registry: process metrics and the expiry of its certificates.
+fn metrics_registry(
+    args: &MasterArgs,
+    peer_files: Option<&peer_tls::PeerFiles>,
+) -> anyhow::Result<prometheus::Registry> {
+    let registry = prometheus::Registry::new();
+    #[cfg(target_os = "linux")]
+    registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .context("register process metrics")?;
+    let mut certs: Vec<(&str, &std::path::Path)> = Vec::new();
+    if let Some(files) = peer_files {
+        certs.extend([("peer", files.cert), ("ca", files.ca)]);
+    }
+    if let Some(cert) = &args.tls_cert_file {
+        certs.push(("serving", cert));
+    }
+    peer_tls::register_expiry(&registry, &certs)?;
+    Ok(registry)
+}
+
+/// Serves the Raft port on Raft's own runtime (keelson_raft::runtime), so API load never delays
+/// a heartbeat or a vote. With mTLS, a caller reaches the router (and the cluster id) only after
+/// its handshake.
+fn serve_raft(
+    node: &Arc<RaftNode>,
+    listener: TcpListener,
+    peer_server: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    timeouts: http::Timeouts,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let router = keelson_raft::server::router(node.clone());
+    let listener = listener.into_std().context("the Raft listener")?;
+    Ok(node.runtime().spawn(async move {
+        let listener = TcpListener::from_std(listener)?;
+        match peer_server {
+            Some(config) => {
+                let listener = tls::TlsListener::new(listener, config)?;
+                http::serve(listener, router, timeouts, stop).await
+            }
+            None => http::serve(listener, router, timeouts, stop).await,
+        }
+        anyhow::Ok(())
+    }))
+}
+
+/// The leader's control loops (unless `--no-controllers`), the token that stops them, and the
+/// heartbeat endpoint that feeds node lifecycle.
+fn start_controllers(
+    args: &MasterArgs,
+    node: &Arc<RaftNode>,
+    registry: &prometheus::Registry,
+    tokens: &api::auth::Tokens,
+) -> (tokio::task::JoinHandle<()>, CancellationToken, axum::Router) {
+    let heartbeats = controllers::Heartbeats::default();
+    let controller_metrics = controllers::ControllerMetrics::register(registry);
+    let loops_stop = CancellationToken::new();
+    let loop_ctx = controllers::Context {
+        node: node.clone(),
+        config: controllers::LoopConfig {
+            node_grace: Duration::from_millis(args.node_grace_ms),
+            pod_eviction: Duration::from_millis(args.pod_eviction_ms),
+            event_ttl: Duration::from_secs(args.event_ttl_secs),
+            ..Default::default()
+        },
+        heartbeats: heartbeats.clone(),
+        metrics: controller_metrics.clone(),
+    };
+    let loops = if args.no_controllers {
+        tokio::spawn(async {})
+    } else {
+        tokio::spawn(controllers::LeaderGate::run(loop_ctx, loops_stop.clone()))
+    };
+    let heartbeat_routes = axum::Router::new()
+        .route(
+            "/agent/heartbeats",
+            axum::routing::post(controllers::nodes::heartbeats),
+        )
+        .with_state(controllers::nodes::HeartbeatEndpoint {
+            node: node.clone(),
+            heartbeats,
+            metrics: controller_metrics,
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            tokens.clone(),
+            api::auth::authenticate,
+        ));
+    (loops, loops_stop, heartbeat_routes)
+}
+
+/// The API server's router, with its limits and flags.
+fn api_router(
+    args: &MasterArgs,
+    node: &Arc<RaftNode>,
+    registry: prometheus::Registry,
+    tokens: api::auth::Tokens,
+    tls: bool,
+) -> axum::Router {
+    let mut api_state = api::ApiState::new(node.clone(), registry, tokens);
+    api_state.unsafe_stale_reads = args.unsafe_stale_reads;
+    api_state.tls = tls;
+    api_state.limits = api::limits::Limits::new(api::limits::LimitConfig {
+        max_inflight: args.max_requests_inflight,
+        max_mutating: args.max_mutating_requests_inflight,
+        max_watches_per_user: args.max_watches_per_user,
+        body_read: Duration::from_millis(args.body_read_timeout_ms),
+    });
+    if args.unsafe_stale_reads {
+        tracing::warn!("--unsafe-stale-reads: key/value reads may be stale; for testing the chaos checkers only");
+    }
+    api::router(api_state)
 }
 
 #[cfg(test)]
