@@ -407,22 +407,68 @@ async fn converge(
         &rc("converge", from, labels),
     )
     .await?;
-    // At count first: `from` active pods, all bound, in two lists a second apart (polled:
-    // nothing is timed yet).
-    let list_path = "/api/v1/namespaces/default/pods?labelSelector=app%3Dconverge";
-    let list = |m: usize| {
-        let api = api.clone();
-        async move {
-            let v = api.get(m, list_path).await?;
-            let pods: HashMap<String, Value> = v["items"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|p| (name_of(p), p.clone()))
-                .collect();
-            Ok::<_, anyhow::Error>(pods)
-        }
-    };
+    wait_at_count(cluster, api, from).await?;
+    let (leader, survivors, mut events, follower, mut view) =
+        follow_from_survivors(cluster, api).await?;
+    let first_node: HashMap<String, String> = view
+        .pods
+        .values()
+        .map(|p| (name_of(p), node_of(p).to_string()))
+        .collect();
+    // The kill, and the change right after it.
+    cluster.kill(leader);
+    let killed_at = Instant::now();
+    let patcher = patch_replicas(api, &survivors, to, killed_at);
+    let deadline = killed_at + Duration::from_secs(args.sched_timeout_secs);
+    let seen = watch_convergence(
+        patcher,
+        &mut events,
+        &mut view,
+        first_node,
+        to,
+        killed_at,
+        deadline,
+    )
+    .await;
+    follower.abort();
+    let new_leader = cluster.wait_leader(Duration::from_secs(30)).await;
+    let final_view = converge_pods(api, survivors[0]).await?;
+    Ok(Convergence {
+        from,
+        to,
+        patched: seen.patched,
+        exact: seen.exact,
+        max_active: seen.max_active,
+        rebound: seen.rebound,
+        final_counts: counts(&final_view),
+        killed: leader,
+        new_leader,
+    })
+}
+
+/// The pods of the `converge` controller, by name, listed through member `m`.
+async fn converge_pods(api: &Api, m: usize) -> anyhow::Result<HashMap<String, Value>> {
+    let v = api
+        .get(
+            m,
+            "/api/v1/namespaces/default/pods?labelSelector=app%3Dconverge",
+        )
+        .await?;
+    Ok(v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| (name_of(p), p.clone()))
+        .collect())
+}
+
+/// Waits until the controller is at count: `from` active pods, all bound, in two lists a
+/// second apart (polled: nothing is timed yet); fails after 5 minutes, with the master logs.
+async fn wait_at_count(
+    cluster: &mut keelson_chaos::Cluster,
+    api: &Api,
+    from: usize,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut at_count = 0;
     let mut last = (0, 0, 0);
@@ -435,7 +481,7 @@ async fn converge(
             );
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-        match list(0).await {
+        match converge_pods(api, 0).await {
             Ok(pods) => {
                 last = counts(&pods);
                 at_count = if last == (from, from, from) {
@@ -447,9 +493,22 @@ async fn converge(
             Err(e) => eprintln!("bench: scheduling: convergence: list: {e:#}"),
         }
     }
-    // The leader as of now (leadership may move under load), a watch on the two others, and
-    // the leader checked again right before the kill.
-    let (leader, survivors, mut events, follower, mut view) = loop {
+    Ok(())
+}
+
+/// The leader as of now (leadership may move under load), a watch of the controller's pods on
+/// the two others, and the leader checked again once the watch has its first list.
+async fn follow_from_survivors(
+    cluster: &keelson_chaos::Cluster,
+    api: &Api,
+) -> anyhow::Result<(
+    u64,
+    Vec<usize>,
+    tokio::sync::mpsc::UnboundedReceiver<PodEvent>,
+    tokio::task::JoinHandle<()>,
+    PodView,
+)> {
+    loop {
         let leader = cluster
             .wait_leader(Duration::from_secs(30))
             .await
@@ -465,47 +524,67 @@ async fn converge(
             None => bail!("pod follower ended"),
         }
         if cluster.wait_leader(Duration::from_secs(5)).await == Some(leader) {
-            break (leader, survivors, events, follower, view);
+            return Ok((leader, survivors, events, follower, view));
         }
         follower.abort();
-    };
-    let mut first_node: HashMap<String, String> = view
-        .pods
-        .values()
-        .map(|p| (name_of(p), node_of(p).to_string()))
-        .collect();
-    // The kill, and the change right after it.
-    cluster.kill(leader);
-    let killed_at = Instant::now();
+    }
+}
+
+/// Sets the controller's replicas to `to` through the survivors in turn, every 50 ms until one
+/// acknowledges (for 60 s after the kill); the time from the kill to that acknowledgement.
+fn patch_replicas(
+    api: &Api,
+    survivors: &[usize],
+    to: usize,
+    killed_at: Instant,
+) -> tokio::task::JoinHandle<Option<Duration>> {
     let patch = json!({"spec": {"replicas": to}});
     let path = "/api/v1/namespaces/default/replicationcontrollers/converge";
-    let patcher = {
-        let (api, survivors) = (api.clone(), survivors.clone());
-        tokio::spawn(async move {
-            for i in 0usize.. {
-                let r = api
-                    .call(
-                        survivors[i % survivors.len()],
-                        reqwest::Method::PATCH,
-                        path,
-                        Some(&patch),
-                        "application/merge-patch+json",
-                    )
-                    .await;
-                if matches!(r, Ok((c, _)) if (200..300).contains(&c)) {
-                    return Some(killed_at.elapsed());
-                }
-                if killed_at.elapsed() > Duration::from_secs(60) {
-                    return None;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+    let (api, survivors) = (api.clone(), survivors.to_vec());
+    tokio::spawn(async move {
+        for i in 0usize.. {
+            let r = api
+                .call(
+                    survivors[i % survivors.len()],
+                    reqwest::Method::PATCH,
+                    path,
+                    Some(&patch),
+                    "application/merge-patch+json",
+                )
+                .await;
+            if matches!(r, Ok((c, _)) if (200..300).contains(&c)) {
+                return Some(killed_at.elapsed());
             }
-            None
-        })
-    };
+            if killed_at.elapsed() > Duration::from_secs(60) {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    })
+}
+
+/// What the survivors' watch saw after the kill.
+struct Converged {
+    patched: Option<Duration>,
+    exact: Option<Duration>,
+    max_active: usize,
+    rebound: usize,
+}
+
+/// Follows the watch after the kill until the controller has been at exactly `to` pods, all
+/// bound, for 3 s after the patch was acknowledged, or until `deadline`.
+async fn watch_convergence(
+    patcher: tokio::task::JoinHandle<Option<Duration>>,
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<PodEvent>,
+    view: &mut PodView,
+    mut first_node: HashMap<String, String>,
+    to: usize,
+    killed_at: Instant,
+    deadline: Instant,
+) -> Converged {
     let mut patched: Option<Option<Duration>> = None;
     let (mut exact, mut max_active, mut rebound) = (None, 0, 0);
-    let deadline = killed_at + Duration::from_secs(args.sched_timeout_secs);
     let mut patcher = Some(patcher);
     let mut reached: Option<Instant> = None;
     let mut last_event = killed_at;
@@ -557,31 +636,12 @@ async fn converge(
             break;
         }
     }
-    follower.abort();
-    let new_leader = cluster.wait_leader(Duration::from_secs(30)).await;
-    let list = api
-        .get(
-            survivors[0],
-            "/api/v1/namespaces/default/pods?labelSelector=app%3Dconverge",
-        )
-        .await?;
-    let final_view: HashMap<String, Value> = list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|p| (name_of(p), p.clone()))
-        .collect();
-    Ok(Convergence {
-        from,
-        to,
+    Converged {
         patched: patched.flatten(),
         exact,
         max_active,
         rebound,
-        final_counts: counts(&final_view),
-        killed: leader,
-        new_leader,
-    })
+    }
 }
 
 /// Copies the masters' logs to a folder of their own (the cluster's folder goes with it);
