@@ -25,6 +25,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use tokio::process::{Child, Command};
 
+use crate::master::tls::ClusterCerts;
 use crate::process::{AgentEntry, ClusterFile, MasterEntry};
 
 /// Flags of `keelson up`.
@@ -166,12 +167,47 @@ fn kubeconfig(file: &ClusterFile, ca_pem: &[u8], token: &str) -> String {
     )
 }
 
-/// Runs the cluster until Ctrl-C or SIGTERM.
+/// Runs the cluster until Ctrl-C or SIGTERM: the runtime's images, the data directory and its
+/// credentials, the masters then the agents, the configuration files, a leader, then supervision.
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if args.masters == 0 || args.masters > 7 {
         bail!("--masters must be between 1 and 7 (3 or 5 recommended)");
     }
+    // The handlers are installed here: from now on Ctrl-C and SIGTERM wait for `supervise`.
     let stop_signal = crate::process::shutdown_signal();
+    prepare_runtime(&args).await?;
+    crate::files::private_dir(&args.data_dir)?;
+    let data_dir = args.data_dir.canonicalize()?;
+    let mut file = load_or_create_cluster(&args, &data_dir)?;
+    let certs = ensure_certificates(&args, &data_dir, &mut file)?;
+    let ca_pem = std::fs::read(&certs.ca_cert)
+        .with_context(|| format!("read {}", certs.ca_cert.display()))?;
+    let token = ensure_token(&data_dir)?;
+    let exe = std::env::current_exe().context("locate the keelson binary")?;
+    // Masters first, then agents; `masters_started` splits the two.
+    let mut children = start_masters(&data_dir, &exe, &certs, &mut file)?;
+    let masters_started = children.len();
+    start_agents(
+        &args,
+        &data_dir,
+        &exe,
+        &certs.ca_cert,
+        &token,
+        &mut file,
+        &mut children,
+    )?;
+    write_config_files(&data_dir, &file, &ca_pem, &token)?;
+
+    let client = api_client(&ca_pem)?;
+    let leader = wait_for_leader(&client, &file, &token, Duration::from_secs(30)).await;
+    print_summary(&args, &data_dir, &file, leader);
+    supervise(stop_signal, &mut children, masters_started).await?;
+    stop_cluster(&mut children).await;
+    Ok(())
+}
+
+/// Checks the agents' runtime; for Docker, builds the local images it lacks.
+async fn prepare_runtime(args: &UpArgs) -> anyhow::Result<()> {
     if args.agents > 0 {
         match args.runtime.as_str() {
             "hollow" => {}
@@ -188,9 +224,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             other => bail!("--runtime {other}: expected docker or hollow"),
         }
     }
-    crate::files::private_dir(&args.data_dir)?;
-    let data_dir = args.data_dir.canonicalize()?;
-    let mut file = match ClusterFile::load(&data_dir)? {
+    Ok(())
+}
+
+/// The cluster of `DATA_DIR/cluster.json` when there is one (its API URLs moved to HTTPS), else
+/// a new cluster of `--masters` masters.
+fn load_or_create_cluster(args: &UpArgs, data_dir: &Path) -> anyhow::Result<ClusterFile> {
+    Ok(match ClusterFile::load(data_dir)? {
         Some(mut existing) => {
             if existing
                 .masters
@@ -228,10 +268,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             agents: vec![],
             ca_file: None,
         },
-    };
-    // The CA and the masters' serving certificate, made once: for localhost, 127.0.0.1 and
-    // every master's address.
-    let certs = crate::master::tls::ClusterCerts::in_dir(&data_dir);
+    })
+}
+
+/// The CA and the masters' serving certificate, made once: for localhost, 127.0.0.1 and every
+/// master's address. Records the CA in `file`.
+fn ensure_certificates(
+    args: &UpArgs,
+    data_dir: &Path,
+    file: &mut ClusterFile,
+) -> anyhow::Result<ClusterCerts> {
+    let certs = ClusterCerts::in_dir(data_dir);
     let mut ips: Vec<IpAddr> = vec![args.host];
     for m in &file.masters {
         if let Ok(a) = m.raft.parse::<std::net::SocketAddr>() {
@@ -245,64 +292,95 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .ensure(&ips)
         .context("create the cluster's CA and certificates")?;
     file.ca_file = Some(certs.ca_cert.clone());
-    let ca_pem = std::fs::read(&certs.ca_cert)
-        .with_context(|| format!("read {}", certs.ca_cert.display()))?;
+    Ok(certs)
+}
+
+/// Starts every master of `file` in turn, recording their pids: the children, named `master N`.
+fn start_masters(
+    data_dir: &Path,
+    exe: &Path,
+    certs: &ClusterCerts,
+    file: &mut ClusterFile,
+) -> anyhow::Result<Vec<(String, Child)>> {
     let peers: Vec<String> = file
         .masters
         .iter()
         .map(|m| format!("{}={}/{}", m.id, m.raft, addr_of(&m.api)))
         .collect();
-    let token = ensure_token(&data_dir)?;
-    let exe = std::env::current_exe().context("locate the keelson binary")?;
-    // Masters first, then agents; `masters_started` splits the two.
     let mut children: Vec<(String, Child)> = Vec::new();
     for m in file.masters.iter_mut() {
-        let log_path = data_dir.join(format!("master-{}.log", m.id));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)?;
-        let raft_ip = m
-            .raft
-            .parse::<std::net::SocketAddr>()
-            .map(|a| a.ip())
-            .with_context(|| format!("master {}: Raft address {:?}", m.id, m.raft))?;
-        certs
-            .ensure_peer(&data_dir, m.id, raft_ip)
-            .with_context(|| format!("issue master {}'s peer certificate", m.id))?;
-        let (peer_cert, peer_key) = crate::master::tls::ClusterCerts::peer_paths(&data_dir, m.id);
-        let child = Command::new(&exe)
-            .arg("master")
-            .args(["--id", &m.id.to_string()])
-            .arg("--data-dir")
-            .arg(&m.data_dir)
-            .args(["--raft-addr", &m.raft])
-            .args(["--api-addr", addr_of(&m.api)])
-            .args(["--peers", &peers.join(",")])
-            .args(["--cluster-id", &file.cluster_id])
-            .arg("--token-file")
-            .arg(data_dir.join("tokens.csv"))
-            .arg("--tls-cert-file")
-            .arg(&certs.cert)
-            .arg("--tls-private-key-file")
-            .arg(&certs.key)
-            .arg("--peer-cert-file")
-            .arg(&peer_cert)
-            .arg("--peer-key-file")
-            .arg(&peer_key)
-            .arg("--peer-trusted-ca-file")
-            .arg(&certs.ca_cert)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .context("start a master")?;
+        let child = start_master(data_dir, exe, certs, m, &peers, &file.cluster_id)?;
         m.pid = child.id().unwrap_or(0);
         children.push((format!("master {}", m.id), child));
     }
-    let masters_started = children.len();
-    file.agents = agent_entries(&args);
+    Ok(children)
+}
+
+/// Starts one master logging to `DATA_DIR/master-N.log`, first issuing its peer certificate.
+fn start_master(
+    data_dir: &Path,
+    exe: &Path,
+    certs: &ClusterCerts,
+    m: &MasterEntry,
+    peers: &[String],
+    cluster_id: &str,
+) -> anyhow::Result<Child> {
+    let log_path = data_dir.join(format!("master-{}.log", m.id));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)?;
+    let raft_ip = m
+        .raft
+        .parse::<std::net::SocketAddr>()
+        .map(|a| a.ip())
+        .with_context(|| format!("master {}: Raft address {:?}", m.id, m.raft))?;
+    certs
+        .ensure_peer(data_dir, m.id, raft_ip)
+        .with_context(|| format!("issue master {}'s peer certificate", m.id))?;
+    let (peer_cert, peer_key) = ClusterCerts::peer_paths(data_dir, m.id);
+    let child = Command::new(exe)
+        .arg("master")
+        .args(["--id", &m.id.to_string()])
+        .arg("--data-dir")
+        .arg(&m.data_dir)
+        .args(["--raft-addr", &m.raft])
+        .args(["--api-addr", addr_of(&m.api)])
+        .args(["--peers", &peers.join(",")])
+        .args(["--cluster-id", cluster_id])
+        .arg("--token-file")
+        .arg(data_dir.join("tokens.csv"))
+        .arg("--tls-cert-file")
+        .arg(&certs.cert)
+        .arg("--tls-private-key-file")
+        .arg(&certs.key)
+        .arg("--peer-cert-file")
+        .arg(&peer_cert)
+        .arg("--peer-key-file")
+        .arg(&peer_key)
+        .arg("--peer-trusted-ca-file")
+        .arg(&certs.ca_cert)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .context("start a master")?;
+    Ok(child)
+}
+
+/// Starts the agents `node-1..N` (recorded in `file` with their pids), each logging to
+/// `DATA_DIR/agent-NAME.log`, and adds them to `children` as `agent NAME`.
+fn start_agents(
+    args: &UpArgs,
+    data_dir: &Path,
+    exe: &Path,
+    ca_file: &Path,
+    token: &str,
+    file: &mut ClusterFile,
+    children: &mut Vec<(String, Child)>,
+) -> anyhow::Result<()> {
+    file.agents = agent_entries(args);
     let master_urls: Vec<String> = file.masters.iter().map(|m| m.api.clone()).collect();
     for a in file.agents.iter_mut() {
         let log_path = data_dir.join(format!("agent-{}.log", a.name));
@@ -310,7 +388,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .create(true)
             .append(true)
             .open(&log_path)?;
-        let child = Command::new(&exe)
+        let child = Command::new(exe)
             .arg("agent")
             .args(["--name", &a.name])
             .args(["--runtime", &args.runtime])
@@ -322,9 +400,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .args(["--api-addr", a.api.trim_start_matches("http://")])
             .args(["--masters", &master_urls.join(",")])
             .arg("--ca-file")
-            .arg(&certs.ca_cert)
+            .arg(ca_file)
             // The token through the environment, not the command line (visible in `ps`).
-            .env("KEELSON_TOKEN", &token)
+            .env("KEELSON_TOKEN", token)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -334,20 +412,38 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         a.pid = child.id().unwrap_or(0);
         children.push((format!("agent {}", a.name), child));
     }
-    file.save(&data_dir)?;
+    Ok(())
+}
+
+/// Writes `cluster.json`, `alerts.yml`, `prometheus.yml` and the kubeconfig into the data dir.
+fn write_config_files(
+    data_dir: &Path,
+    file: &ClusterFile,
+    ca_pem: &[u8],
+    token: &str,
+) -> anyhow::Result<()> {
+    file.save(data_dir)?;
     std::fs::write(data_dir.join("alerts.yml"), ALERT_RULES)?;
-    std::fs::write(data_dir.join("prometheus.yml"), prometheus_config(&file))?;
+    std::fs::write(data_dir.join("prometheus.yml"), prometheus_config(file))?;
     // The kubeconfig carries the admin token.
     crate::files::write_private(
         &data_dir.join("kubeconfig"),
-        &kubeconfig(&file, &ca_pem, &token),
+        &kubeconfig(file, ca_pem, token),
     )?;
+    Ok(())
+}
 
-    let client = reqwest::Client::builder()
+/// A client of the masters' API that trusts the cluster's CA, each request limited to 1 s.
+fn api_client(ca_pem: &[u8]) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
         .timeout(Duration::from_secs(1))
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca_pem)?)
-        .build()?;
-    let leader = wait_for_leader(&client, &file, &token, Duration::from_secs(30)).await;
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem)?)
+        .build()?)
+}
+
+/// Prints the cluster: its masters (the leader marked) and agents with their logs, the
+/// Prometheus command and how to reach it, or a warning when no leader was elected.
+fn print_summary(args: &UpArgs, data_dir: &Path, file: &ClusterFile, leader: Option<u64>) {
     println!(
         "keelson cluster {} — data in {}",
         file.cluster_id,
@@ -397,7 +493,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ),
         None => println!("warning: no leader elected yet; see the logs above"),
     }
+}
 
+/// Watches the children every 500 ms until `stop_signal`, reporting each one that exits; fails
+/// when every master (the first `masters_started` children) has exited.
+async fn supervise(
+    stop_signal: impl std::future::Future<Output = ()>,
+    children: &mut [(String, Child)],
+    masters_started: usize,
+) -> anyhow::Result<()> {
     let mut stop = Box::pin(stop_signal);
     let mut alive: Vec<bool> = vec![true; children.len()];
     loop {
@@ -418,6 +522,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// Sends SIGTERM to every child, then waits for them (killing those still running after 10 s).
+async fn stop_cluster(children: &mut [(String, Child)]) {
     println!("stopping the cluster");
     for (_, child) in children.iter() {
         if let Some(pid) = child.id() {
@@ -425,8 +534,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             unsafe { libc::kill(pid as i32, libc::SIGTERM) };
         }
     }
-    stop_children(&mut children, Duration::from_secs(10)).await;
-    Ok(())
+    stop_children(children, Duration::from_secs(10)).await;
 }
 
 /// Waits for every signalled child to exit, saying each second which ones it still waits
@@ -459,6 +567,7 @@ async fn stop_children(children: &mut [(String, tokio::process::Child)], grace: 
     }
 }
 
+/// Asks each master in turn for the cluster's leader until one names it or `timeout` passes.
 async fn wait_for_leader(
     client: &reqwest::Client,
     file: &ClusterFile,

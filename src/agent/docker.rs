@@ -179,6 +179,18 @@ struct Waiting {
     message: String,
 }
 
+/// What one spec container needs from a sync of its pod.
+enum Step<'a> {
+    /// Nothing now: it runs, or exited for good (the restart policy).
+    Leave,
+    /// Nothing now: its crash back-off runs, for this reason.
+    Wait(Waiting),
+    /// Its latest container, by id, was created but never started.
+    StartCreated(&'a str),
+    /// Create and start the container of this restart count.
+    Start(u32),
+}
+
 /// The Docker runtime of one agent.
 pub struct DockerRuntime {
     docker: Docker,
@@ -594,30 +606,7 @@ impl DockerRuntime {
     /// back-off), and returns its reachable ports and status.
     pub async fn sync_pod(&self, pod: &Value, observed: Vec<Observed>) -> anyhow::Result<Synced> {
         let uid = meta(pod, "uid");
-        let mut acted = false;
-        let mut observed = observed;
-        let sandbox_ok = observed
-            .iter()
-            .rev()
-            .find(|o| o.container == SANDBOX)
-            .is_some_and(Observed::running);
-        if !sandbox_ok {
-            // No sandbox, or it died: everything of the pod starts again in a new one.
-            let next = observed
-                .iter()
-                .filter(|o| o.container == SANDBOX)
-                .map(|o| o.restarts + 1)
-                .max()
-                .unwrap_or(0);
-            for o in observed
-                .iter()
-                .filter(|o| o.running() || o.container == SANDBOX)
-            {
-                self.remove(&o.id).await?;
-            }
-            self.start_sandbox(pod, next).await?;
-            observed = self.observe_pod(&uid).await?;
-        }
+        let mut observed = self.ensure_sandbox(pod, &uid, observed).await?;
         let sandbox = observed
             .iter()
             .rev()
@@ -628,105 +617,197 @@ impl DockerRuntime {
             .pointer("/spec/restartPolicy")
             .and_then(Value::as_str)
             .unwrap_or("Always");
+        let mut acted = false;
         let mut waiting: HashMap<String, Waiting> = HashMap::new();
         for spec in spec_containers(pod) {
-            let name = spec["name"].as_str().unwrap_or("").to_string();
-            let mine: Vec<&Observed> = observed.iter().filter(|o| o.container == name).collect();
-            let latest = mine.last().copied();
-            let next = match latest {
-                None => Some(0),
-                Some(l) if l.running() => None,
-                Some(l) if l.exited() && should_restart(policy, l.exit_code()) => {
-                    let ran = l
-                        .state_time(false)
-                        .zip(l.state_time(true))
-                        .and_then(|(a, b)| {
-                            let a: jiff::Timestamp = a.parse().ok()?;
-                            let b: jiff::Timestamp = b.parse().ok()?;
-                            Some(b.as_second() - a.as_second())
-                        })
-                        .unwrap_or(0);
-                    if ran >= BACKOFF_RESET.as_secs() as i64 {
-                        self.reset_backoff(&uid, &name);
-                    }
-                    if self.backoff_ready(&uid, &name) {
-                        Some(l.restarts + 1)
-                    } else {
-                        waiting.insert(
-                            name.clone(),
-                            Waiting {
-                                reason: "CrashLoopBackOff",
-                                message: format!("back-off restarting failed container {name}"),
-                            },
-                        );
-                        None
-                    }
-                }
-                Some(l) if !l.exited() => {
-                    // Created but never started (the agent died in between): start it.
-                    let _ = self.docker.start_container(&l.id, None).await;
-                    acted = true;
-                    None
-                }
-                Some(_) => None, // exited for good (restart policy)
-            };
-            let Some(restarts) = next else { continue };
-            let image = spec["image"].as_str().unwrap_or("");
-            if !self.backoff_ready(&uid, &format!("pull:{name}")) {
-                waiting.insert(
-                    name.clone(),
-                    Waiting {
-                        reason: "ImagePullBackOff",
-                        message: format!("Back-off pulling image \"{image}\""),
-                    },
-                );
-                continue;
-            }
-            if let Err(message) = self.ensure_image(image).await {
-                self.back_off(&uid, &format!("pull:{name}"));
-                waiting.insert(
-                    name.clone(),
-                    Waiting {
-                        reason: "ErrImagePull",
-                        message,
-                    },
-                );
-                continue;
-            }
-            self.reset_backoff(&uid, &format!("pull:{name}"));
-            match self.start_container(pod, spec, &sandbox.id, restarts).await {
-                Ok(()) => {
-                    if restarts > 0 {
-                        self.back_off(&uid, &name);
-                        metrics::get().container_restarts.inc();
-                    }
-                }
-                Err(e) => {
-                    self.back_off(&uid, &name);
-                    let reason = if e.is::<ConfigError>() {
-                        "CreateContainerConfigError"
-                    } else {
-                        "CreateContainerError"
-                    };
-                    waiting.insert(
-                        name.clone(),
-                        Waiting {
-                            reason,
-                            message: e.to_string(),
-                        },
-                    );
-                }
-            }
-            acted = true;
-            // Older containers go; the one before is kept for `logs --previous`.
-            for old in mine.iter().filter(|o| o.restarts + 1 < restarts) {
-                let _ = self.remove(&old.id).await;
-            }
+            acted |= self
+                .sync_container(pod, spec, &observed, &sandbox.id, policy, &mut waiting)
+                .await;
         }
         if acted {
             observed = self.observe_pod(&uid).await?;
         }
-        let annotations: BTreeMap<String, String> = sandbox
+        Ok(Synced {
+            annotations: self.reachable(&sandbox),
+            status: self.status(pod, &observed, &waiting, policy),
+        })
+    }
+
+    /// Keeps a running sandbox, else starts the next one (removing the dead sandboxes and every
+    /// running container of the pod first): what then runs of the pod.
+    async fn ensure_sandbox(
+        &self,
+        pod: &Value,
+        uid: &str,
+        observed: Vec<Observed>,
+    ) -> anyhow::Result<Vec<Observed>> {
+        let sandbox_ok = observed
+            .iter()
+            .rev()
+            .find(|o| o.container == SANDBOX)
+            .is_some_and(Observed::running);
+        if sandbox_ok {
+            return Ok(observed);
+        }
+        // No sandbox, or it died: everything of the pod starts again in a new one.
+        let next = observed
+            .iter()
+            .filter(|o| o.container == SANDBOX)
+            .map(|o| o.restarts + 1)
+            .max()
+            .unwrap_or(0);
+        for o in observed
+            .iter()
+            .filter(|o| o.running() || o.container == SANDBOX)
+        {
+            self.remove(&o.id).await?;
+        }
+        self.start_sandbox(pod, next).await?;
+        self.observe_pod(uid).await
+    }
+
+    /// Brings one spec container to its spec (start, restart, or nothing yet), noting in
+    /// `waiting` why it waits; true if it acted on Docker.
+    async fn sync_container(
+        &self,
+        pod: &Value,
+        spec: &Value,
+        observed: &[Observed],
+        sandbox_id: &str,
+        policy: &str,
+        waiting: &mut HashMap<String, Waiting>,
+    ) -> bool {
+        let uid = meta(pod, "uid");
+        let name = spec["name"].as_str().unwrap_or("").to_string();
+        let mine: Vec<&Observed> = observed.iter().filter(|o| o.container == name).collect();
+        let restarts = match self.next_step(&uid, &name, mine.last().copied(), policy) {
+            Step::Leave => return false,
+            Step::Wait(w) => {
+                waiting.insert(name, w);
+                return false;
+            }
+            Step::StartCreated(id) => {
+                // Created but never started (the agent died in between): start it.
+                let _ = self.docker.start_container(id, None).await;
+                return true;
+            }
+            Step::Start(restarts) => restarts,
+        };
+        let image = spec["image"].as_str().unwrap_or("");
+        if let Err(w) = self.pull_with_backoff(&uid, &name, image).await {
+            waiting.insert(name, w);
+            return false;
+        }
+        if let Err(w) = self
+            .start_with_backoff(pod, spec, &uid, &name, sandbox_id, restarts)
+            .await
+        {
+            waiting.insert(name, w);
+        }
+        // Older containers go; the one before is kept for `logs --previous`.
+        for old in mine.iter().filter(|o| o.restarts + 1 < restarts) {
+            let _ = self.remove(&old.id).await;
+        }
+        true
+    }
+
+    /// What a spec container whose latest container is `latest` needs now, by the restart
+    /// policy and its crash back-off (reset when it ran long enough).
+    fn next_step<'a>(
+        &self,
+        uid: &str,
+        name: &str,
+        latest: Option<&'a Observed>,
+        policy: &str,
+    ) -> Step<'a> {
+        match latest {
+            None => Step::Start(0),
+            Some(l) if l.running() => Step::Leave,
+            Some(l) if l.exited() && should_restart(policy, l.exit_code()) => {
+                let ran = l
+                    .state_time(false)
+                    .zip(l.state_time(true))
+                    .and_then(|(a, b)| {
+                        let a: jiff::Timestamp = a.parse().ok()?;
+                        let b: jiff::Timestamp = b.parse().ok()?;
+                        Some(b.as_second() - a.as_second())
+                    })
+                    .unwrap_or(0);
+                if ran >= BACKOFF_RESET.as_secs() as i64 {
+                    self.reset_backoff(uid, name);
+                }
+                if self.backoff_ready(uid, name) {
+                    Step::Start(l.restarts + 1)
+                } else {
+                    Step::Wait(Waiting {
+                        reason: "CrashLoopBackOff",
+                        message: format!("back-off restarting failed container {name}"),
+                    })
+                }
+            }
+            Some(l) if !l.exited() => Step::StartCreated(&l.id),
+            Some(_) => Step::Leave, // exited for good (restart policy)
+        }
+    }
+
+    /// Makes sure a container's image is local, unless its pull is backing off: why it waits
+    /// (`ImagePullBackOff`, `ErrImagePull`) otherwise.
+    async fn pull_with_backoff(&self, uid: &str, name: &str, image: &str) -> Result<(), Waiting> {
+        if !self.backoff_ready(uid, &format!("pull:{name}")) {
+            return Err(Waiting {
+                reason: "ImagePullBackOff",
+                message: format!("Back-off pulling image \"{image}\""),
+            });
+        }
+        if let Err(message) = self.ensure_image(image).await {
+            self.back_off(uid, &format!("pull:{name}"));
+            return Err(Waiting {
+                reason: "ErrImagePull",
+                message,
+            });
+        }
+        self.reset_backoff(uid, &format!("pull:{name}"));
+        Ok(())
+    }
+
+    /// Creates and starts restart `restarts` of a container; a restart, or a failure (why it
+    /// waits), backs the next one off.
+    async fn start_with_backoff(
+        &self,
+        pod: &Value,
+        spec: &Value,
+        uid: &str,
+        name: &str,
+        sandbox_id: &str,
+        restarts: u32,
+    ) -> Result<(), Waiting> {
+        match self.start_container(pod, spec, sandbox_id, restarts).await {
+            Ok(()) => {
+                if restarts > 0 {
+                    self.back_off(uid, name);
+                    metrics::get().container_restarts.inc();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.back_off(uid, name);
+                let reason = if e.is::<ConfigError>() {
+                    "CreateContainerConfigError"
+                } else {
+                    "CreateContainerError"
+                };
+                Err(Waiting {
+                    reason,
+                    message: e.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Annotations telling other hosts where the pod is reachable: the node's address and the
+    /// host port of each TCP port the sandbox published.
+    fn reachable(&self, sandbox: &Observed) -> BTreeMap<String, String> {
+        sandbox
             .published()
             .into_iter()
             .filter_map(|(key, host)| {
@@ -745,11 +826,7 @@ impl DockerRuntime {
                 crate::controllers::endpoints::REACHABLE_IP.to_string(),
                 self.address.clone(),
             )])
-            .collect();
-        Ok(Synced {
-            annotations,
-            status: self.status(pod, &observed, &waiting, policy),
-        })
+            .collect()
     }
 
     /// The pod's status from what Docker reports.

@@ -19,7 +19,7 @@ pub struct DescribeArgs {
     pub name: Option<String>,
 }
 
-/// `describe KIND NAME`.
+/// `describe KIND NAME`: the object's name and namespace, its kind's section, then its events.
 pub async fn describe(ctx: &Ctx, a: DescribeArgs) -> anyhow::Result<()> {
     let (info, name) = match (a.resource.split_once('/'), a.name) {
         (Some((kind, name)), None) => (super::manifest::resolve(kind)?, name.to_string()),
@@ -29,159 +29,25 @@ pub async fn describe(ctx: &Ctx, a: DescribeArgs) -> anyhow::Result<()> {
     let ns = info.namespaced.then_some(ctx.namespace.as_str());
     let obj = ctx.client.get(&object_path(info, ns, &name)).await?;
     let mut out = String::new();
-    let s = |p: &str| str_at(&obj, p);
     field(&mut out, "Name", &name);
     if info.namespaced {
-        field(&mut out, "Namespace", s("/metadata/namespace"));
+        field(&mut out, "Namespace", str_at(&obj, "/metadata/namespace"));
     }
     match info.plural {
-        "pods" => pod(&mut out, &obj),
-        "replicationcontrollers" => {
-            field(
-                &mut out,
-                "Selector",
-                &map_string(obj.pointer("/spec/selector")),
-            );
-            labels(&mut out, &obj);
-            let replicas = format!(
-                "{} current / {} desired",
-                num(&obj, "/status/replicas"),
-                num(&obj, "/spec/replicas")
-            );
-            field(&mut out, "Replicas", &replicas);
-            let selector = map_string(obj.pointer("/spec/selector"));
-            if !selector.is_empty() {
-                let path = format!(
-                    "{}?labelSelector={}",
-                    collection_path(super::manifest::resolve("pods")?, ns),
-                    enc(&selector)
-                );
-                if let Ok(pods) = ctx.client.get(&path).await {
-                    field(&mut out, "Pods Status", &pods_status(list(&pods, "/items")));
-                }
-            }
-            out.push_str("Pod Template:\n");
-            field_at(
-                &mut out,
-                2,
-                "Labels",
-                &lines(obj.pointer("/spec/template/metadata/labels")),
-            );
-            containers(
-                &mut out,
-                2,
-                list(&obj, "/spec/template/spec/containers"),
-                &[],
-            );
-        }
-        "services" => {
-            labels(&mut out, &obj);
-            field(
-                &mut out,
-                "Selector",
-                &map_string(obj.pointer("/spec/selector")),
-            );
-            field(&mut out, "Type", or(s("/spec/type"), "ClusterIP"));
-            field(&mut out, "IP", or(s("/spec/clusterIP"), "<none>"));
-            for p in list(&obj, "/spec/ports") {
-                let proto = p["protocol"].as_str().unwrap_or("TCP");
-                let pname = p["name"].as_str().unwrap_or("<unset>");
-                let port = format!("{pname}  {}/{proto}", p["port"]);
-                field(&mut out, "Port", &port);
-                if !p["targetPort"].is_null() {
-                    let target = match &p["targetPort"] {
-                        Value::String(t) => t.clone(),
-                        other => other.to_string(),
-                    };
-                    field(&mut out, "TargetPort", &format!("{target}/{proto}"));
-                }
-                if let Some(np) = p["nodePort"].as_i64() {
-                    field(&mut out, "NodePort", &format!("{pname}  {np}/{proto}"));
-                }
-            }
-            let eps = format!(
-                "{}/{}",
-                collection_path(super::manifest::resolve("endpoints")?, ns),
-                enc(&name)
-            );
-            let endpoints = match ctx.client.get(&eps).await {
-                Ok(ep) => endpoint_list(&ep),
-                Err(_) => String::new(),
-            };
-            field(&mut out, "Endpoints", or(&endpoints, "<none>"));
-            field(
-                &mut out,
-                "Session Affinity",
-                or(s("/spec/sessionAffinity"), "None"),
-            );
-        }
-        "nodes" => {
-            labels(&mut out, &obj);
-            let unsched = obj.pointer("/spec/unschedulable") == Some(&Value::Bool(true));
-            field(&mut out, "Unschedulable", &unsched.to_string());
-            conditions(&mut out, &obj);
-            out.push_str("Addresses:\n");
-            for a in list(&obj, "/status/addresses") {
-                field_at(&mut out, 2, str_at(a, "/type"), str_at(a, "/address"));
-            }
-            field(
-                &mut out,
-                "Capacity",
-                &lines(obj.pointer("/status/capacity")),
-            );
-            let info = obj
-                .pointer("/status/nodeInfo")
-                .cloned()
-                .unwrap_or(Value::Null);
-            field(
-                &mut out,
-                "Kubelet Version",
-                str_at(&info, "/kubeletVersion"),
-            );
-        }
-        "namespaces" => {
-            labels(&mut out, &obj);
-            field(&mut out, "Status", s("/status/phase"));
-        }
-        _ => {
-            labels(&mut out, &obj);
-            for part in ["spec", "subsets", "status"] {
-                if let Some(v) = obj.get(part).filter(|v| !v.is_null()) {
-                    let _ = writeln!(out, "{}:", capitalize(part));
-                    for l in yaml(v).lines() {
-                        let _ = writeln!(out, "  {l}");
-                    }
-                }
-            }
-        }
+        "pods" => describe_pod(&mut out, &obj),
+        "replicationcontrollers" => describe_controller(ctx, &mut out, &obj, ns).await?,
+        "services" => describe_service(ctx, &mut out, &obj, ns, &name).await?,
+        "nodes" => describe_node(&mut out, &obj),
+        "namespaces" => describe_namespace(&mut out, &obj),
+        _ => describe_generic(&mut out, &obj),
     }
-    // Events about this object: same name, namespace and kind.
-    let ev_ns = obj["metadata"]["namespace"].as_str();
-    let selector = format!(
-        "involvedObject.name={name},involvedObject.namespace={},involvedObject.kind={}",
-        ev_ns.unwrap_or(""),
-        info.kind
-    );
-    let events_path = format!(
-        "{}?fieldSelector={}",
-        collection_path(super::manifest::resolve("events")?, ev_ns),
-        enc(&selector)
-    );
-    match ctx.client.get(&events_path).await {
-        Ok(evs) if !list(&evs, "/items").is_empty() => {
-            out.push_str("Events:\n");
-            out.push_str(&events_table(list(&evs, "/items")));
-        }
-        Ok(_) => out.push_str("Events:  <none>\n"),
-        Err(e) => {
-            let _ = writeln!(out, "Events:  <unavailable: {e}>");
-        }
-    }
+    describe_events(ctx, &mut out, &obj, &name, info.kind).await?;
     print!("{out}");
     Ok(())
 }
 
-fn pod(out: &mut String, obj: &Value) {
+/// A pod's section: node, start time, labels, status, IP, owner, containers and conditions.
+fn describe_pod(out: &mut String, obj: &Value) {
     let s = |p: &str| str_at(obj, p);
     field(out, "Node", or(s("/spec/nodeName"), "<none>"));
     field(out, "Start Time", or(s("/status/startTime"), "<unset>"));
@@ -199,6 +65,159 @@ fn pod(out: &mut String, obj: &Value) {
         list(obj, "/status/containerStatuses"),
     );
     conditions(out, obj);
+}
+
+/// A replication controller's section: selector, replicas, its pods' phases and its pod template.
+async fn describe_controller(
+    ctx: &Ctx,
+    out: &mut String,
+    obj: &Value,
+    ns: Option<&str>,
+) -> anyhow::Result<()> {
+    field(out, "Selector", &map_string(obj.pointer("/spec/selector")));
+    labels(out, obj);
+    let replicas = format!(
+        "{} current / {} desired",
+        num(obj, "/status/replicas"),
+        num(obj, "/spec/replicas")
+    );
+    field(out, "Replicas", &replicas);
+    let selector = map_string(obj.pointer("/spec/selector"));
+    if !selector.is_empty() {
+        let path = format!(
+            "{}?labelSelector={}",
+            collection_path(super::manifest::resolve("pods")?, ns),
+            enc(&selector)
+        );
+        if let Ok(pods) = ctx.client.get(&path).await {
+            field(out, "Pods Status", &pods_status(list(&pods, "/items")));
+        }
+    }
+    out.push_str("Pod Template:\n");
+    field_at(
+        out,
+        2,
+        "Labels",
+        &lines(obj.pointer("/spec/template/metadata/labels")),
+    );
+    containers(out, 2, list(obj, "/spec/template/spec/containers"), &[]);
+    Ok(())
+}
+
+/// A service's section: selector, type, IP, ports and the endpoints of service `name`.
+async fn describe_service(
+    ctx: &Ctx,
+    out: &mut String,
+    obj: &Value,
+    ns: Option<&str>,
+    name: &str,
+) -> anyhow::Result<()> {
+    let s = |p: &str| str_at(obj, p);
+    labels(out, obj);
+    field(out, "Selector", &map_string(obj.pointer("/spec/selector")));
+    field(out, "Type", or(s("/spec/type"), "ClusterIP"));
+    field(out, "IP", or(s("/spec/clusterIP"), "<none>"));
+    for p in list(obj, "/spec/ports") {
+        let proto = p["protocol"].as_str().unwrap_or("TCP");
+        let pname = p["name"].as_str().unwrap_or("<unset>");
+        let port = format!("{pname}  {}/{proto}", p["port"]);
+        field(out, "Port", &port);
+        if !p["targetPort"].is_null() {
+            let target = match &p["targetPort"] {
+                Value::String(t) => t.clone(),
+                other => other.to_string(),
+            };
+            field(out, "TargetPort", &format!("{target}/{proto}"));
+        }
+        if let Some(np) = p["nodePort"].as_i64() {
+            field(out, "NodePort", &format!("{pname}  {np}/{proto}"));
+        }
+    }
+    let eps = format!(
+        "{}/{}",
+        collection_path(super::manifest::resolve("endpoints")?, ns),
+        enc(name)
+    );
+    let endpoints = match ctx.client.get(&eps).await {
+        Ok(ep) => endpoint_list(&ep),
+        Err(_) => String::new(),
+    };
+    field(out, "Endpoints", or(&endpoints, "<none>"));
+    field(
+        out,
+        "Session Affinity",
+        or(s("/spec/sessionAffinity"), "None"),
+    );
+    Ok(())
+}
+
+/// A node's section: schedulability, conditions, addresses, capacity and kubelet version.
+fn describe_node(out: &mut String, obj: &Value) {
+    labels(out, obj);
+    let unsched = obj.pointer("/spec/unschedulable") == Some(&Value::Bool(true));
+    field(out, "Unschedulable", &unsched.to_string());
+    conditions(out, obj);
+    out.push_str("Addresses:\n");
+    for a in list(obj, "/status/addresses") {
+        field_at(out, 2, str_at(a, "/type"), str_at(a, "/address"));
+    }
+    field(out, "Capacity", &lines(obj.pointer("/status/capacity")));
+    let info = obj
+        .pointer("/status/nodeInfo")
+        .cloned()
+        .unwrap_or(Value::Null);
+    field(out, "Kubelet Version", str_at(&info, "/kubeletVersion"));
+}
+
+/// A namespace's section: labels, annotations and phase.
+fn describe_namespace(out: &mut String, obj: &Value) {
+    labels(out, obj);
+    field(out, "Status", str_at(obj, "/status/phase"));
+}
+
+/// Any other kind's section: labels, annotations, then its spec, subsets and status as YAML.
+fn describe_generic(out: &mut String, obj: &Value) {
+    labels(out, obj);
+    for part in ["spec", "subsets", "status"] {
+        if let Some(v) = obj.get(part).filter(|v| !v.is_null()) {
+            let _ = writeln!(out, "{}:", capitalize(part));
+            for l in yaml(v).lines() {
+                let _ = writeln!(out, "  {l}");
+            }
+        }
+    }
+}
+
+/// `Events:` about this object (same name, namespace and kind), or why there are none.
+async fn describe_events(
+    ctx: &Ctx,
+    out: &mut String,
+    obj: &Value,
+    name: &str,
+    kind: &str,
+) -> anyhow::Result<()> {
+    let ev_ns = obj["metadata"]["namespace"].as_str();
+    let selector = format!(
+        "involvedObject.name={name},involvedObject.namespace={},involvedObject.kind={}",
+        ev_ns.unwrap_or(""),
+        kind
+    );
+    let events_path = format!(
+        "{}?fieldSelector={}",
+        collection_path(super::manifest::resolve("events")?, ev_ns),
+        enc(&selector)
+    );
+    match ctx.client.get(&events_path).await {
+        Ok(evs) if !list(&evs, "/items").is_empty() => {
+            out.push_str("Events:\n");
+            out.push_str(&events_table(list(&evs, "/items")));
+        }
+        Ok(_) => out.push_str("Events:  <none>\n"),
+        Err(e) => {
+            let _ = writeln!(out, "Events:  <unavailable: {e}>");
+        }
+    }
+    Ok(())
 }
 
 /// `Containers:` with each container's image, ports, requests and, when known, its state.
