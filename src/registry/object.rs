@@ -7,6 +7,7 @@ pub fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
     obj.get("metadata")?.get(field)?.as_str()
 }
 
+/// `n` random characters for `generateName`, from Kubernetes' alphabet (no vowels).
 pub fn random_suffix(n: usize) -> String {
     use rand::Rng;
     const CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
