@@ -644,8 +644,10 @@ impl Cluster {
         req.send().await.ok()?.json().await.ok()
     }
 
-    /// Waits until a running master reports itself leader and every other running voter
-    /// agrees; returns its id.
+    /// Waits until a running master reports itself leader and every running master that
+    /// answers and is a voter in that leader's membership agrees (same leader, same term);
+    /// returns its id. A voter judged by its own membership would let one that has not yet
+    /// heard from the new leader (term 0, no membership) pass as agreeing.
     pub async fn wait_leader(&self, timeout: Duration) -> Option<u64> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
@@ -661,20 +663,16 @@ impl Cluster {
                 .map(|(id, _)| *id)
                 .collect();
             if let [leader] = leaders[..] {
-                let term = statuses
+                let own = statuses
                     .iter()
                     .find(|(id, _)| *id == leader)
-                    .map(|(_, s)| s["term"].clone());
+                    .map(|(_, s)| s)
+                    .expect("the leader's status");
+                let voters = own["voters"].as_array().cloned().unwrap_or_default();
                 let agreed = statuses
                     .iter()
-                    .filter(|(_, s)| {
-                        s["voters"]
-                            .as_array()
-                            .is_some_and(|v| v.iter().any(|x| x.as_u64() == s["id"].as_u64()))
-                    })
-                    .all(|(_, s)| {
-                        s["leader"].as_u64() == Some(leader) && Some(s["term"].clone()) == term
-                    });
+                    .filter(|(_, s)| voters.iter().any(|v| v.as_u64() == s["id"].as_u64()))
+                    .all(|(_, s)| s["leader"].as_u64() == Some(leader) && s["term"] == own["term"]);
                 if agreed {
                     return Some(leader);
                 }
