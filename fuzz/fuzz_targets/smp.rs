@@ -12,28 +12,13 @@ use keelson_model::smp::{Strategies, PLAIN};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Value};
 
-/// The list strategies of the kind named on the first line, as the registry's kind files
-/// declare them; any other name has none.
+/// The list strategies of the kind named on the first line (core/v1's, as the registry's kind
+/// files name them); any other name has none.
 fn strategies(kind: &str) -> &'static Strategies {
-    const POD: Strategies = Strategies {
-        pod_spec: Some(&["spec"]),
-        merge_keys: &[(&["status", "podIPs"], "ip")],
-    };
-    const RC: Strategies = Strategies {
-        pod_spec: Some(&["spec", "template", "spec"]),
-        merge_keys: &[],
-    };
-    const SERVICE: Strategies = Strategies {
-        pod_spec: None,
-        merge_keys: &[(&["spec", "ports"], "port")],
-    };
-    const NODE: Strategies = Strategies {
-        pod_spec: None,
-        merge_keys: &[(&["status", "addresses"], "type")],
-    };
+    use keelson_model::smp::core_v1::*;
     match kind {
         "Pod" => &POD,
-        "ReplicationController" => &RC,
+        "ReplicationController" => &REPLICATION_CONTROLLER,
         "Service" => &SERVICE,
         "Node" => &NODE,
         _ => &PLAIN,

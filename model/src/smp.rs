@@ -40,6 +40,29 @@ pub const PLAIN: Strategies = Strategies {
     merge_keys: &[],
 };
 
+/// The strategies of core/v1's kinds that have lists of their own (their registry files name
+/// them; the tests and the fuzz target use the same).
+pub mod core_v1 {
+    use super::Strategies;
+
+    pub const POD: Strategies = Strategies {
+        pod_spec: Some(&["spec"]),
+        merge_keys: &[(&["status", "podIPs"], "ip")],
+    };
+    pub const REPLICATION_CONTROLLER: Strategies = Strategies {
+        pod_spec: Some(&["spec", "template", "spec"]),
+        merge_keys: &[],
+    };
+    pub const SERVICE: Strategies = Strategies {
+        pod_spec: None,
+        merge_keys: &[(&["spec", "ports"], "port")],
+    };
+    pub const NODE: Strategies = Strategies {
+        pod_spec: None,
+        merge_keys: &[(&["status", "addresses"], "type")],
+    };
+}
+
 /// The patch strategy of the list at `path` (field names, list positions left out) in an
 /// object of a kind with strategies `kind`.
 pub fn list_strategy(kind: &Strategies, path: &[&str]) -> ListStrategy {
@@ -301,19 +324,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    // core/v1's, as the registry's kind files declare them.
-    const POD: Strategies = Strategies {
-        pod_spec: Some(&["spec"]),
-        merge_keys: &[(&["status", "podIPs"], "ip")],
-    };
-    const RC: Strategies = Strategies {
-        pod_spec: Some(&["spec", "template", "spec"]),
-        merge_keys: &[],
-    };
-    const SERVICE: Strategies = Strategies {
-        pod_spec: None,
-        merge_keys: &[(&["spec", "ports"], "port")],
-    };
+    use super::core_v1::{POD, REPLICATION_CONTROLLER as RC, SERVICE};
 
     fn patched(kind: &Strategies, mut obj: Value, patch: Value) -> Value {
         apply(kind, &mut obj, &patch).unwrap();

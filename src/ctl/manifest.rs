@@ -198,10 +198,7 @@ fn from_v1beta1(object: Value) -> anyhow::Result<Value> {
         return Ok(object);
     }
     let v1beta1_kind = object["kind"].as_str().unwrap_or("");
-    let Some(kind) = registry::kinds::KINDS.iter().find(|k| {
-        k.v1beta1_names()
-            .is_some_and(|(_, kind)| kind == v1beta1_kind)
-    }) else {
+    let Some(kind) = registry::kinds::by_v1beta1(|_, kind| kind == v1beta1_kind) else {
         return Ok(object);
     };
     let Some(converted) = kind.from_v1beta1(&object) else {

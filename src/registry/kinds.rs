@@ -43,3 +43,11 @@ pub fn resource(info: &ResourceInfo) -> &'static dyn Resource {
         .find(|k| k.info().kind == info.kind)
         .expect("every ResourceInfo is a served kind's")
 }
+
+/// The kind v1beta1 serves under the names (collection, kind) that `matches`.
+pub fn by_v1beta1(matches: impl Fn(&str, &str) -> bool) -> Option<&'static dyn Resource> {
+    KINDS
+        .iter()
+        .copied()
+        .find(|k| k.v1beta1_names().is_some_and(|(c, kind)| matches(c, kind)))
+}

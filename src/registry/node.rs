@@ -2,7 +2,7 @@
 //! heartbeats; cluster-scoped.
 
 use k8s_openapi::api::core::v1 as core;
-use keelson_model::smp::Strategies;
+use keelson_model::smp::{self, Strategies};
 use keelson_model::v1beta1 as convert;
 use serde_json::{json, Value};
 
@@ -42,10 +42,7 @@ impl Kind for Node {
         col("Container-Runtime", "string", 1, "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2)."),
     ];
 
-    const PATCH_STRATEGIES: Strategies = Strategies {
-        pod_spec: None,
-        merge_keys: &[(&["status", "addresses"], "type")],
-    };
+    const PATCH_STRATEGIES: Strategies = smp::core_v1::NODE;
 
     const SELECTABLE_FIELDS: &'static [&'static str] = &["spec.unschedulable"];
 

@@ -1,7 +1,7 @@
 //! Pods: core/v1 `Pod`, the unit the scheduler binds and the agents run.
 
 use k8s_openapi::api::core::v1 as core;
-use keelson_model::smp::Strategies;
+use keelson_model::smp::{self, Strategies};
 use keelson_model::v1beta1 as convert;
 use serde_json::{json, Value};
 
@@ -43,10 +43,7 @@ impl Kind for Pod {
         col("Readiness Gates", "string", 1, "If specified, all readiness gates will be evaluated for pod readiness."),
     ];
 
-    const PATCH_STRATEGIES: Strategies = Strategies {
-        pod_spec: Some(&["spec"]),
-        merge_keys: &[(&["status", "podIPs"], "ip")],
-    };
+    const PATCH_STRATEGIES: Strategies = smp::core_v1::POD;
 
     const SELECTABLE_FIELDS: &'static [&'static str] = &[
         "spec.nodeName",

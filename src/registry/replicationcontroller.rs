@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1 as core;
-use keelson_model::smp::Strategies;
+use keelson_model::smp::{self, Strategies};
 use keelson_model::v1beta1 as convert;
 use serde_json::{json, Map, Value};
 
@@ -75,10 +75,7 @@ impl Kind for ReplicationController {
         ),
     ];
 
-    const PATCH_STRATEGIES: Strategies = Strategies {
-        pod_spec: Some(&["spec", "template", "spec"]),
-        merge_keys: &[],
-    };
+    const PATCH_STRATEGIES: Strategies = smp::core_v1::REPLICATION_CONTROLLER;
 
     const V1BETA1_NAMES: Option<(&'static str, &'static str)> =
         Some(("replicationControllers", "ReplicationController"));

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1 as core;
-use keelson_model::smp::Strategies;
+use keelson_model::smp::{self, Strategies};
 use keelson_model::v1beta1 as convert;
 use serde_json::{json, Value};
 
@@ -49,10 +49,7 @@ impl Kind for Service {
         col("Selector", "string", 1, "Route service traffic to pods with label keys and values matching this selector."),
     ];
 
-    const PATCH_STRATEGIES: Strategies = Strategies {
-        pod_spec: None,
-        merge_keys: &[(&["spec", "ports"], "port")],
-    };
+    const PATCH_STRATEGIES: Strategies = smp::core_v1::SERVICE;
 
     const V1BETA1_NAMES: Option<(&'static str, &'static str)> = Some(("services", "Service"));
 

@@ -39,12 +39,7 @@ pub fn routes() -> Router<ApiState> {
 
 /// The internal resource behind a v1beta1 collection name.
 fn resource(name: &str) -> Result<&'static ResourceInfo, ApiError> {
-    registry::kinds::KINDS
-        .iter()
-        .find(|k| {
-            k.v1beta1_names()
-                .is_some_and(|(collection, _)| collection == name)
-        })
+    registry::kinds::by_v1beta1(|collection, _| collection == name)
         .map(|k| k.info())
         .ok_or_else(|| {
             ApiError::not_found(format!(
