@@ -9,6 +9,7 @@ mod api;
 mod controllers;
 mod ctl;
 mod files;
+mod informer;
 mod master;
 mod process;
 mod registry;

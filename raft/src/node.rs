@@ -440,6 +440,56 @@ impl RaftNode {
         Ok(results)
     }
 
+    /// [`RaftNode::write_batch`] for the leader's own control loops, fenced by their tenure:
+    /// each entry is proposed on this master only while it leads in `term` (never forwarded:
+    /// `NotLeader` otherwise), and its result is awaited however long that takes — no deadline
+    /// turns it into `Indeterminate`. Within one term a proposal's entry is either committed
+    /// and applied here, or the term ends (openraft then answers it); so a loop that runs its
+    /// passes one after another never starts a pass while one of its writes could still land,
+    /// and a pass of a later tenure starts only after the read barrier that settles them all.
+    /// This is what Kubernetes' replication manager keeps expectations for.
+    pub async fn write_batch_in_term(
+        &self,
+        term: u64,
+        ops: Vec<Command>,
+    ) -> Result<Vec<OpResult>, ClusterError> {
+        let mut results = Vec::with_capacity(ops.len());
+        for entry in command::pack(ops, PACKED_ENTRY_BYTES) {
+            let checked = check_entry(&entry)?;
+            let leads = {
+                let m = self.raft.metrics();
+                let m = m.borrow();
+                m.state == ServerState::Leader && m.current_term == term
+            };
+            if !leads || !self.is_member() {
+                return Err(ClusterError::NotLeader {
+                    leader: self.leader(),
+                });
+            }
+            let Some(_pass) = self.gate.enter() else {
+                return Err(ClusterError::NoQuorum);
+            };
+            self.metrics.proposals.inc();
+            let start = Instant::now();
+            let response = self
+                .proposer
+                .propose(entry, checked.size, checked.ops)
+                .await?;
+            self.metrics
+                .proposal_seconds
+                .observe(start.elapsed().as_secs_f64());
+            results.extend(response.results);
+        }
+        Ok(results)
+    }
+
+    /// The current term and whether this master is its leader.
+    pub fn term(&self) -> (u64, bool) {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        (m.current_term, m.state == ServerState::Leader)
+    }
+
     /// Proposes `cmd`, forwarded by another master, on this master, which must be the leader.
     pub async fn write_local(
         &self,

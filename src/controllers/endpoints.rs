@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use super::util::{list, pod_ready, pod_terminating, s, string_map};
 use super::Context;
+use crate::informer::pod as pod_index;
 use crate::registry::selectors::LabelSelector;
 use crate::registry::service::FIRST_CONTAINER_PORT;
 use crate::registry::strategy;
@@ -134,7 +135,6 @@ pub fn subsets(service: &Value, pods: &[&Value]) -> Value {
 /// One pass over every service.
 pub async fn sync(ctx: Context) -> Result<(), String> {
     let services = list(&ctx, "services");
-    let pods = list(&ctx, "pods");
     let existing: BTreeMap<String, Value> = list(&ctx, "endpoints")
         .into_iter()
         .map(|e| (super::util::key_of(&e), e))
@@ -149,11 +149,15 @@ pub async fn sync(ctx: Context) -> Result<(), String> {
         let ns = s(svc, "/metadata/namespace");
         let name = s(svc, "/metadata/name");
         let sel = LabelSelector::from_map(&selector);
-        let matching: Vec<&Value> = pods
-            .iter()
-            .filter(|p| s(p, "/metadata/namespace") == ns && sel.matches_object(p))
-            .collect();
-        let subsets = subsets(svc, &matching);
+        // From the pods informer: only the ready pods the service selects are decoded.
+        let mut matching = Vec::new();
+        for p in ctx.informers.pods.by_index(pod_index::BY_NAMESPACE, ns) {
+            let f = &p.facts;
+            if f.ready && !f.terminating && !f.pod_ip.is_empty() && sel.matches(&f.labels) {
+                matching.push(p.object().map_err(|e| e.message)?);
+            }
+        }
+        let subsets = subsets(svc, &matching.iter().collect::<Vec<_>>());
         let key = registry::key(info, Some(ns), name);
         match existing.get(&super::util::key_of(svc)) {
             Some(current) if current.get("subsets").cloned().unwrap_or(json!([])) == subsets => {}
@@ -194,10 +198,7 @@ pub async fn sync(ctx: Context) -> Result<(), String> {
         }
     }
     if !commands.is_empty() {
-        ctx.node
-            .write_batch(commands)
-            .await
-            .map_err(|e| e.to_string())?;
+        super::util::write(&ctx, commands).await?;
     }
     Ok(())
 }

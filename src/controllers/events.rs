@@ -87,9 +87,6 @@ pub async fn collect_garbage(ctx: Context) -> Result<(), String> {
             precondition: Some(rv(e)),
         })
         .collect();
-    ctx.node
-        .write_batch(expired)
-        .await
-        .map_err(|e| e.to_string())?;
+    super::util::write(&ctx, expired).await?;
     Ok(())
 }

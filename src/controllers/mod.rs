@@ -6,11 +6,17 @@
 //!   master Leader (after a read barrier, so the local replica holds every committed write) and
 //!   cancels them when it stops being leader. Their writes go through Raft, so a deposed leader
 //!   that still runs a loop for a moment cannot commit anything: that is the fence.
-//! - Every loop is "watch → dirty → idempotent sync on current state": a change in the store
-//!   wakes the loop, which recomputes what to do from the leader's own applied state. Because a
-//!   write returns only once applied on the leader, that state already holds the loop's earlier
-//!   writes (read-your-writes): the expectations Kubernetes keeps against a lagging informer
-//!   cache reduce here to running each sync to completion before the next.
+//! - A tenure is a term: the gate restarts the loops when the term changes, and every write of
+//!   a loop is proposed only while this master leads in the loops' term, and awaited without a
+//!   deadline ([`keelson_raft::RaftNode::write_batch_in_term`]). So no write of a loop has an
+//!   unknown outcome when its next pass starts, and the passes of a new tenure start after the
+//!   read barrier that settles every write of the old one: the expectations Kubernetes keeps
+//!   against duplicate creates reduce to running each pass to completion before the next.
+//! - The scheduler and the replication manager read the informers' caches
+//!   ([`crate::informer`]) and work from queues of keys: a change costs work in proportion to
+//!   what changed. After writing, a loop waits until the caches reflect its writes
+//!   (read-your-writes). The endpoints, events and node lifecycle loops still list the store
+//!   and run a full pass per burst of changes.
 
 pub mod endpoints;
 pub mod events;
@@ -23,8 +29,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keelson_raft::RaftNode;
-use openraft::ServerState;
 use tokio_util::sync::CancellationToken;
+
+use crate::informer::Informers;
 
 pub use nodes::Heartbeats;
 
@@ -56,6 +63,9 @@ impl Default for LoopConfig {
 #[derive(Clone)]
 pub struct Context {
     pub node: Arc<RaftNode>,
+    pub informers: Arc<Informers>,
+    /// The term this master leads in while the loops run: their writes are fenced by it.
+    pub term: u64,
     pub config: LoopConfig,
     pub heartbeats: Heartbeats,
     pub metrics: ControllerMetrics,
@@ -154,36 +164,44 @@ impl ControllerMetrics {
 pub struct LeaderGate;
 
 impl LeaderGate {
-    /// Runs until `shutdown` is cancelled.
+    /// Runs until `shutdown` is cancelled. `ctx.term` is set for each tenure.
     pub async fn run(ctx: Context, shutdown: CancellationToken) {
         let mut metrics = ctx.node.raft.metrics();
-        let mut running: Option<(CancellationToken, Vec<tokio::task::JoinHandle<()>>)> = None;
+        // The term the loops run in, their token and tasks.
+        let mut running: Option<(u64, CancellationToken, Vec<tokio::task::JoinHandle<()>>)> = None;
         loop {
-            let leader = metrics.borrow_and_update().state == ServerState::Leader;
-            match (leader, running.is_some()) {
-                (true, false) => {
-                    // The local replica must hold every committed write before loops read it.
-                    if ctx.node.read_barrier().await.is_ok() {
-                        tracing::info!("became leader: starting the control loops");
+            metrics.borrow_and_update();
+            let (term, leader) = ctx.node.term();
+            if running
+                .as_ref()
+                .is_some_and(|(t, _, _)| !leader || *t != term)
+            {
+                tracing::info!("lost leadership (or its term): stopping the control loops");
+                if let Some((_, token, tasks)) = running.take() {
+                    stop(token, tasks).await;
+                }
+                // Only the leader reports what its loops see: a deposed leader's gauges
+                // would be summed with the new one's.
+                ctx.metrics.pending_pods.set(0);
+                ctx.metrics.nodes.reset();
+            }
+            if leader && running.is_none() {
+                // The local replica must hold every committed write before loops read it, and
+                // the caches must reflect it; still the leader of the same term after that.
+                if let Ok(index) = ctx.node.read_barrier().await {
+                    let rv = keelson_raft::revision::through_entry(index);
+                    let synced = ctx.informers.wait_synced(rv, Duration::from_secs(10)).await;
+                    if synced && ctx.node.term() == (term, true) {
+                        tracing::info!(term, "became leader: starting the control loops");
                         ctx.heartbeats.grant_grace_to_all();
                         let token = shutdown.child_token();
-                        running = Some((token.clone(), start_loops(&ctx, token)));
+                        let ctx = Context {
+                            term,
+                            ..ctx.clone()
+                        };
+                        running = Some((term, token.clone(), start_loops(&ctx, token)));
                     }
                 }
-                (false, true) => {
-                    tracing::info!("lost leadership: stopping the control loops");
-                    if let Some((token, tasks)) = running.take() {
-                        token.cancel();
-                        for t in tasks {
-                            let _ = t.await;
-                        }
-                    }
-                    // Only the leader reports what its loops see: a deposed leader's gauges
-                    // would be summed with the new one's.
-                    ctx.metrics.pending_pods.set(0);
-                    ctx.metrics.nodes.reset();
-                }
-                _ => {}
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -192,31 +210,23 @@ impl LeaderGate {
                 _ = tokio::time::sleep(Duration::from_millis(200)), if leader && running.is_none() => {}
             }
         }
-        if let Some((token, tasks)) = running.take() {
-            token.cancel();
-            for t in tasks {
-                let _ = t.await;
-            }
+        if let Some((_, token, tasks)) = running.take() {
+            stop(token, tasks).await;
         }
+    }
+}
+
+async fn stop(token: CancellationToken, tasks: Vec<tokio::task::JoinHandle<()>>) {
+    token.cancel();
+    for t in tasks {
+        let _ = t.await;
     }
 }
 
 fn start_loops(ctx: &Context, token: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
-        tokio::spawn(util::run_loop(
-            "scheduler",
-            &["pods", "nodes"],
-            ctx.clone(),
-            token.clone(),
-            scheduler::sync,
-        )),
-        tokio::spawn(util::run_loop(
-            "replication",
-            &["pods", "replicationcontrollers"],
-            ctx.clone(),
-            token.clone(),
-            replication::sync,
-        )),
+        tokio::spawn(scheduler::run(ctx.clone(), token.clone())),
+        tokio::spawn(replication::run(ctx.clone(), token.clone())),
         tokio::spawn(util::run_loop(
             "endpoints",
             &["pods", "services", "endpoints"],

@@ -24,9 +24,9 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::events::{event, Severity};
-use super::scheduler::set_condition;
-use super::util::{condition, list, pod_active, pod_terminating, rv, s, store_key, stored_bytes};
+use super::util::{pod_terminating, rv, s, set_condition, store_key, stored_bytes};
 use super::{Context, ControllerMetrics};
+use crate::informer::pod as pod_index;
 use crate::registry::{self, lookup};
 
 /// Last heartbeat of every node, as seen by this master while leader.
@@ -108,15 +108,15 @@ pub async fn run(ctx: Context, token: CancellationToken) {
 }
 
 async fn pass(ctx: &Context, not_ready_since: &mut HashMap<String, Instant>) -> Result<(), String> {
-    let nodes = list(ctx, "nodes");
+    // From the nodes informer: a node is decoded only when it changes state.
+    let nodes = ctx.informers.nodes.list();
     let now = Instant::now();
     let mut commands = Vec::new();
     let mut counts: HashMap<&str, i64> = HashMap::from([("True", 0), ("False", 0), ("Unknown", 0)]);
-    for node in &nodes {
-        let name = s(node, "/metadata/name").to_string();
-        let ready = condition(node, "Ready");
+    for item in &nodes {
+        let name = item.facts.name.clone();
+        let ready = item.facts.ready.as_deref();
         let silent = now.saturating_duration_since(ctx.heartbeats.last(&name));
-        let mut updated = node.clone();
         let change = match transition(ready, silent, ctx.config.node_grace) {
             Transition::BecameNotReady => Some((
                 "Unknown",
@@ -133,14 +133,16 @@ async fn pass(ctx: &Context, not_ready_since: &mut HashMap<String, Instant>) -> 
             Transition::None => None,
         };
         if let Some((status, reason, message, event_reason)) = change {
+            let node = item.object().map_err(|e| e.message)?;
+            let mut updated = node.clone();
             set_condition(&mut updated, "Ready", status, reason, message);
             commands.push(Command::Update {
-                key: store_key("nodes", node),
+                key: item.key.clone(),
                 value: stored_bytes(updated),
-                precondition: Some(rv(node)),
+                precondition: Some(item.rv()),
             });
             commands.extend(event(
-                node,
+                &node,
                 Severity::Normal,
                 event_reason,
                 &format!("Node {name} status is now: {event_reason}"),
@@ -154,7 +156,7 @@ async fn pass(ctx: &Context, not_ready_since: &mut HashMap<String, Instant>) -> 
         if ready != Some("True") {
             let since = *not_ready_since.entry(name.clone()).or_insert(now);
             if now.saturating_duration_since(since) > ctx.config.pod_eviction {
-                commands.extend(evict_pods(ctx, &name));
+                commands.extend(evict_pods(ctx, &name)?);
             }
         } else {
             not_ready_since.remove(&name);
@@ -164,21 +166,23 @@ async fn pass(ctx: &Context, not_ready_since: &mut HashMap<String, Instant>) -> 
         ctx.metrics.nodes.with_label_values(&[cond]).set(n);
     }
     if !commands.is_empty() {
-        ctx.node
-            .write_batch(commands)
-            .await
-            .map_err(|e| e.to_string())?;
+        super::util::write(&ctx, commands).await?;
     }
     Ok(())
 }
 
 /// Marks every active pod on `node` Failed (reason NodeLost), and removes its terminating
 /// pods at once: no agent is there to confirm their deletion.
-fn evict_pods(ctx: &Context, node: &str) -> Vec<Command> {
+fn evict_pods(ctx: &Context, node: &str) -> Result<Vec<Command>, String> {
     let info = lookup("pods").expect("pods");
-    list(ctx, "pods")
+    let mut pods = Vec::new();
+    for item in ctx.informers.pods.by_index(pod_index::BY_NODE, node) {
+        if item.facts.active() || item.facts.terminating {
+            pods.push(item.object().map_err(|e| e.message)?);
+        }
+    }
+    Ok(pods
         .into_iter()
-        .filter(|p| s(p, "/spec/nodeName") == node && (pod_active(p) || pod_terminating(p)))
         .map(|p| {
             if pod_terminating(&p) {
                 return Command::Delete {
@@ -204,7 +208,7 @@ fn evict_pods(ctx: &Context, node: &str) -> Vec<Command> {
                 precondition: Some(rv(&p)),
             }
         })
-        .collect()
+        .collect())
 }
 
 /// What the heartbeat endpoint needs.

@@ -3,10 +3,8 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
-
-pub use keelson_model::owners::controller_uid;
 
 use super::Context;
 use crate::registry::{self, lookup, ResourceInfo};
@@ -35,7 +33,11 @@ pub async fn run_loop<F, Fut>(
     };
     loop {
         let start = Instant::now();
-        let result = sync(ctx.clone()).await;
+        // A pass is dropped when the tenure ends: its writes are fenced by the term anyway.
+        let result = tokio::select! {
+            _ = token.cancelled() => return,
+            result = sync(ctx.clone()) => result,
+        };
         ctx.metrics.syncs.with_label_values(&[name]).inc();
         ctx.metrics
             .sync_seconds
@@ -82,6 +84,22 @@ fn relevant(watched: &[&str], key: &str) -> bool {
         .is_some_and(|plural| watched.contains(&plural))
 }
 
+/// Writes `commands` in the loops' tenure ([`keelson_raft::RaftNode::write_batch_in_term`]:
+/// fenced by its term, awaited without a deadline) and waits until the informers' caches
+/// reflect them, so the next pass reads its own writes.
+pub async fn write(
+    ctx: &Context,
+    commands: Vec<keelson_raft::Command>,
+) -> Result<Vec<keelson_raft::OpResult>, String> {
+    let results = ctx.node.write_batch_in_term(ctx.term, commands).await;
+    // On an error too: the entries before it were applied.
+    let rv = ctx.node.store.applied_rv();
+    if !ctx.informers.wait_synced(rv, Duration::from_secs(10)).await {
+        return Err("the informers did not catch up with this pass's writes in 10 s".into());
+    }
+    results.map_err(|e| e.to_string())
+}
+
 /// Every object of `plural` (all namespaces) on this replica.
 pub fn list(ctx: &Context, plural: &str) -> Vec<Value> {
     let info: &ResourceInfo = lookup(plural).expect("served resource");
@@ -99,24 +117,16 @@ pub fn rv(v: &Value) -> u64 {
     s(v, "/metadata/resourceVersion").parse().unwrap_or(0)
 }
 
-/// True when the pod is bound, running or about to, i.e. not finished.
-pub fn pod_active(pod: &Value) -> bool {
-    !matches!(s(pod, "/status/phase"), "Succeeded" | "Failed")
-}
-
 /// True when the pod is being deleted (its agent stops it, then removes it).
 pub fn pod_terminating(pod: &Value) -> bool {
     pod.pointer("/metadata/deletionTimestamp").is_some()
 }
 
 /// The command that deletes `pod` as the API would ([`crate::registry::pod::pod_deletion`]): at once, or by
-/// marking it terminating for its agent; `None` when it is terminating already.
-pub fn delete_pod_command(
-    pod: &Value,
-    ready_nodes: &std::collections::BTreeSet<&str>,
-) -> Option<keelson_raft::Command> {
+/// marking it terminating for its agent (when its node is Ready); `None` when it is
+/// terminating already.
+pub fn delete_pod_command(pod: &Value, node_ready: bool) -> Option<keelson_raft::Command> {
     use crate::registry::pod::{pod_deletion, PodDeletion};
-    let node_ready = ready_nodes.contains(s(pod, "/spec/nodeName"));
     match pod_deletion(pod, None, node_ready) {
         PodDeletion::Now => Some(keelson_raft::Command::Delete {
             key: store_key("pods", pod),
@@ -131,15 +141,6 @@ pub fn delete_pod_command(
         }),
         PodDeletion::Terminating => None,
     }
-}
-
-/// The names of the Ready nodes.
-pub fn ready_nodes(nodes: &[Value]) -> std::collections::BTreeSet<&str> {
-    nodes
-        .iter()
-        .filter(|n| crate::registry::node_ready(n))
-        .map(|n| s(n, "/metadata/name"))
-        .collect()
 }
 
 /// True when the pod's Ready condition is True.
@@ -176,4 +177,37 @@ pub fn store_key(plural: &str, obj: &Value) -> String {
 /// The bytes to store for an object read from the store (without its resource version).
 pub fn stored_bytes(obj: Value) -> bytes::Bytes {
     bytes::Bytes::from(serde_json::to_vec(&registry::without_rv(obj)).expect("json"))
+}
+
+/// Sets (or replaces) a status condition.
+pub fn set_condition(obj: &mut Value, kind: &str, status: &str, reason: &str, message: &str) {
+    let now = crate::registry::object::now();
+    let mut c = json!({"type": kind, "status": status, "lastTransitionTime": now});
+    if !reason.is_empty() {
+        c["reason"] = json!(reason);
+    }
+    if !message.is_empty() {
+        c["message"] = json!(message);
+    }
+    if !obj.get("status").is_some_and(Value::is_object) {
+        obj["status"] = json!({});
+    }
+    let conds = obj["status"]
+        .as_object_mut()
+        .expect("object")
+        .entry("conditions")
+        .or_insert(json!([]));
+    if !conds.is_array() {
+        *conds = json!([]);
+    }
+    let arr = conds.as_array_mut().expect("array");
+    match arr.iter_mut().find(|x| x["type"] == kind) {
+        Some(existing) => {
+            if existing["status"] == status {
+                c["lastTransitionTime"] = existing["lastTransitionTime"].clone();
+            }
+            *existing = c;
+        }
+        None => arr.push(c),
+    }
 }

@@ -393,8 +393,12 @@ fn start_controllers(
     let heartbeats = controllers::Heartbeats::default();
     let controller_metrics = controllers::ControllerMetrics::register(registry);
     let loops_stop = CancellationToken::new();
+    // On every master, so a new leader's loops start warm.
+    let informers = crate::informer::Informers::start(node.store.clone());
     let loop_ctx = controllers::Context {
         node: node.clone(),
+        informers,
+        term: 0,
         config: controllers::LoopConfig {
             node_grace: Duration::from_millis(args.node_grace_ms),
             pod_eviction: Duration::from_millis(args.pod_eviction_ms),
