@@ -1,7 +1,8 @@
 //! Short fault-injection campaigns against real masters (the `keelson-chaos` runner, called as
 //! a library), and the checker's self-check on a known-bad history. The three-master campaign
 //! also runs the controller workload (the seed's replication controller on hollow agents,
-//! scaled under faults).
+//! scaled under faults, and a burst of three more controllers of 100 replicas created at the
+//! start, none of which may ever hold more live pods than its replicas).
 //!
 //! Campaigns run one at a time (two clusters at once would starve 2 cores). Partitions need
 //! root and iptables; without them they are skipped with a printed reason.
@@ -123,9 +124,22 @@ async fn three_masters_keep_every_property_under_faults_with_the_seed_controller
     ];
     let mut cfg = config(3, 35, 11, &kinds);
     cfg.controllers = true;
+    cfg.burst_controllers = 3;
+    cfg.burst_replicas = 100;
     let r = campaign("3-masters", cfg).await;
     assert_covered(&r, &kinds);
     assert_controller_checked(&r);
+    let over = &r
+        .checked
+        .controller
+        .as_ref()
+        .expect("checked")
+        .over_replicas;
+    assert!(
+        over.controllers >= 4 && over.pod_events > 300,
+        "the burst was not checked\n{}",
+        r.summary()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,6 +163,7 @@ fn the_checker_rejects_a_known_bad_history() {
         "leaders",
         "replica-count",
         "pod-binding",
+        "over-replicas",
     ] {
         assert!(
             r.violations.iter().any(|v| v.checker == checker),

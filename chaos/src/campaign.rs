@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::agents::Agents;
 use crate::checker::controller::{self as ctl, BoundOnce, ControllerFinal, ReplicaCount};
+use crate::checker::over_replicas::{self, NeverOverReplicas};
 use crate::checker::{self, FinalState, Invariant, Violation};
 use crate::client::Kv;
 use crate::cluster::Cluster;
@@ -120,6 +121,12 @@ pub async fn run(cfg: &Config) -> Result<(Report, Histories), String> {
         healed_us: 0,
     };
     let tasks = spawn_workloads(cfg, &run.shared);
+    if cfg.controllers && cfg.burst_controllers > 0 {
+        if let Err(e) = run.burst().await {
+            run.stop_all();
+            return Err(e);
+        }
+    }
     let plan = faults::schedule(cfg.seed, &kinds, 100_000, cfg.timing);
     run.inject_all(&plan).await;
     run.heal_everything().await;
@@ -194,9 +201,10 @@ struct Tasks {
     writers: Vec<tokio::task::JoinHandle<()>>,
     sampler: tokio::task::JoinHandle<()>,
     watchers: Vec<tokio::task::JoinHandle<WatchLog>>,
-    /// The controller workload's scaler and pods watcher.
+    /// The controller workload's scaler, pods watcher and controllers watcher.
     scaler: Option<tokio::task::JoinHandle<()>>,
     pods: Option<tokio::task::JoinHandle<PodWatchLog>>,
+    rcs: Option<tokio::task::JoinHandle<PodWatchLog>>,
 }
 
 fn spawn_workloads(cfg: &Config, shared: &Arc<Shared>) -> Tasks {
@@ -237,10 +245,51 @@ fn spawn_workloads(cfg: &Config, shared: &Arc<Shared>) -> Tasks {
         pods: cfg
             .controllers
             .then(|| tokio::spawn(objects::pod_watcher(shared.clone()))),
+        rcs: cfg
+            .controllers
+            .then(|| tokio::spawn(objects::rc_watcher(shared.clone()))),
     }
 }
 
 impl Run<'_> {
+    /// Creates the burst controllers ([`Config::burst_controllers`]) once the pods and
+    /// controllers watchers have listed (within 5 s), so that both see the burst as events.
+    async fn burst(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let listed = |s: &Shared| {
+            s.pod_log.lock().is_ok_and(|l| !l.is_empty())
+                && s.rc_log.lock().is_ok_and(|l| !l.is_empty())
+        };
+        while Instant::now() < deadline && !listed(&self.shared) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let names = objects::create_burst(
+            &self.shared,
+            self.cfg.burst_controllers,
+            self.cfg.burst_replicas,
+        )
+        .await?;
+        self.log(format!(
+            "burst: {} controllers of {} replicas ({}..)",
+            names.len(),
+            self.cfg.burst_replicas,
+            names.first().map_or("", String::as_str)
+        ));
+        Ok(())
+    }
+
+    /// Tells every workload task to stop.
+    fn stop_all(&self) {
+        for f in [
+            &self.shared.stop,
+            &self.shared.stop_watch,
+            &self.shared.stop_scale,
+            &self.shared.stop_pod_watch,
+        ] {
+            f.store(true, Ordering::Relaxed);
+        }
+    }
+
     fn log(&self, msg: impl AsRef<str>) {
         if self.cfg.verbose {
             eprintln!(
@@ -529,9 +578,9 @@ impl Run<'_> {
             .and_then(|f| f.items.iter().map(|i| i.2).max())
             .unwrap_or(0);
         self.shared.watch_target.store(target, Ordering::Relaxed);
-        let controller = match tasks.pods {
-            Some(pods) => Some(self.controller_final(pods).await),
-            None => None,
+        let controller = match (tasks.pods, tasks.rcs) {
+            (Some(pods), Some(rcs)) => Some(self.controller_final(pods, rcs).await),
+            _ => None,
         };
         let logs = self.join_watchers(tasks.watchers, target).await;
         let mut h = Histories {
@@ -544,6 +593,8 @@ impl Run<'_> {
             faults: std::mem::take(&mut self.records),
             scales: std::mem::take(&mut *self.shared.scales.lock().map_err(|e| e.to_string())?),
             bindings: Vec::new(),
+            pods: Vec::new(),
+            controllers: Vec::new(),
         };
         report::fill_failover(&mut h);
         let mut report = Report::new(self.cfg, fault_end, self.cluster.root().to_path_buf());
@@ -556,6 +607,8 @@ impl Run<'_> {
         };
         if let Some(c) = &controller {
             h.bindings = c.bindings.clone();
+            h.pods = c.pod_log.clone();
+            h.controllers = c.rc_log.clone();
         }
         self.check(&mut report, &h, final_state, controller);
         if let Some(mut c) = ctl_checked {
@@ -568,11 +621,12 @@ impl Run<'_> {
     }
 
     /// Waits (within [`Config::controller_bound`] of the heal) for the controller's exact
-    /// count, lets the pods watcher catch up with the final list, and gathers what the
-    /// controller invariants check.
+    /// count, lets the pods and controllers watchers catch up with the final list, and
+    /// gathers what the controller invariants check.
     async fn controller_final(
         &mut self,
         pods: tokio::task::JoinHandle<PodWatchLog>,
+        rcs: tokio::task::JoinHandle<PodWatchLog>,
     ) -> (ControllerFinal, ControllerChecked) {
         let bound = self.cfg.controller_bound;
         let conv = objects::converge(&self.shared, self.healed_us, bound).await;
@@ -592,15 +646,38 @@ impl Run<'_> {
             self.shared.stop_pod_watch.store(true, Ordering::Relaxed);
         }
         let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline && !pods.is_finished() {
+        while Instant::now() < deadline && !(pods.is_finished() && rcs.is_finished()) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.shared.stop_pod_watch.store(true, Ordering::Relaxed);
         let pod_watch = pods.await.unwrap_or_default();
+        let rc_watch = rcs.await.unwrap_or_default();
         if pod_watch.reached_rv < conv.list_rv {
             self.unknown.push(format!(
                 "pod-binding: the pods watcher reached version {}, not the final list's {}; later bindings were not observed",
                 pod_watch.reached_rv, conv.list_rv
+            ));
+        }
+        if rc_watch.reached_rv < conv.list_rv {
+            self.unknown.push(format!(
+                "over-replicas: the controllers watcher reached version {}, not the final list's {}; later versions were not checked",
+                rc_watch.reached_rv, conv.list_rv
+            ));
+        }
+        let pod_log = std::mem::take(
+            &mut *self
+                .shared
+                .pod_log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        let rc_log =
+            std::mem::take(&mut *self.shared.rc_log.lock().unwrap_or_else(|e| e.into_inner()));
+        let (_, over) = over_replicas::check("over-replicas", &pod_log, &rc_log);
+        if over.undecided > 0 {
+            self.unknown.push(format!(
+                "over-replicas: {} controller versions over spec.replicas right after a re-list, where the controller's previous version was not observed",
+                over.undecided
             ));
         }
         let mut bindings = std::mem::take(
@@ -642,6 +719,10 @@ impl Run<'_> {
             bound_s: bound.as_secs_f64(),
             bindings: ctl::binding_stats(&bindings),
             pod_watch,
+            rc_watch,
+            burst_controllers: self.cfg.burst_controllers,
+            burst_replicas: self.cfg.burst_replicas,
+            over_replicas: over,
         };
         let fin = ControllerFinal {
             namespace: objects::NAMESPACE.to_string(),
@@ -650,6 +731,8 @@ impl Run<'_> {
             pods: conv.pods,
             acceptable,
             bindings,
+            pod_log,
+            rc_log,
             converged_after_s: conv.converged_after_s,
             bound_s: bound.as_secs_f64(),
         };
@@ -782,7 +865,11 @@ impl Run<'_> {
             ..fin
         };
         let builtin: Vec<Box<dyn Invariant>> = match self.cfg.controllers {
-            true => vec![Box::new(ReplicaCount), Box::new(BoundOnce)],
+            true => vec![
+                Box::new(ReplicaCount),
+                Box::new(BoundOnce),
+                Box::new(NeverOverReplicas),
+            ],
             false => Vec::new(),
         };
         for inv in self.cfg.invariants.iter().chain(&builtin) {

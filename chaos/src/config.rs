@@ -34,10 +34,18 @@ pub struct Config {
     /// controller workload's own.
     pub invariants: Vec<Box<dyn Invariant>>,
     /// The controller workload: hollow agents, the seed's replication controller scaled
-    /// during the campaign, a pods watcher; checked by
-    /// [`crate::checker::controller::ReplicaCount`] and
-    /// [`crate::checker::controller::BoundOnce`].
+    /// during the campaign, a pods watcher and a controllers watcher; checked by
+    /// [`crate::checker::controller::ReplicaCount`],
+    /// [`crate::checker::controller::BoundOnce`] and
+    /// [`crate::checker::over_replicas::NeverOverReplicas`].
     pub controllers: bool,
+    /// With the controller workload: replication controllers created all at once at the start
+    /// of the campaign besides the seed's (`chaos-burst-1..N`, never scaled), each of
+    /// [`Config::burst_replicas`]; every one is checked by
+    /// [`crate::checker::over_replicas::NeverOverReplicas`]. 0: none.
+    pub burst_controllers: u32,
+    /// `spec.replicas` of each burst controller.
+    pub burst_replicas: i64,
     /// Hollow agents of the controller workload.
     pub agents: u32,
     /// The values the scaler picks from.
@@ -80,6 +88,8 @@ impl Config {
             search_limit: 2_000_000,
             invariants: Vec::new(),
             controllers: false,
+            burst_controllers: 0,
+            burst_replicas: 0,
             agents: 3,
             scale_values: vec![1, 2, 3, 4],
             scale_every: (Duration::from_millis(1000), Duration::from_millis(2500)),

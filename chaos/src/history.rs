@@ -176,6 +176,53 @@ pub struct BindingObs {
     pub source: BindingSource,
 }
 
+/// A pod as the over-replicas check needs it ([`crate::checker::over_replicas`]), at one
+/// resource version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodSeen {
+    pub uid: String,
+    /// `namespace/name`.
+    pub pod: String,
+    pub rv: u64,
+    /// The uid of its controlling owner reference (empty: none).
+    pub owner: String,
+    /// `metadata.deletionTimestamp` is set.
+    pub terminating: bool,
+    pub phase: String,
+}
+
+/// A replication controller's desired replicas at one resource version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RcSeen {
+    pub uid: String,
+    /// `namespace/name`.
+    pub name: String,
+    pub rv: u64,
+    /// `spec.replicas` (1 when unset).
+    pub replicas: i64,
+}
+
+/// What a collection watcher saw, in the order it saw it: a list is the whole collection at
+/// its version (the first, and after every `ERROR`/410, when the versions between the last
+/// one reached and the list's are not observed); events follow, in version order, from the
+/// list's version on, across resumed watches; `Reached` is where a watch connection ended (it
+/// had seen every change up to there, bookmarks included).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Seen<T> {
+    Listed {
+        rv: u64,
+        items: Vec<T>,
+    },
+    /// `ADDED`, `MODIFIED` or `DELETED` (the object at its deletion's version).
+    Event {
+        kind: String,
+        item: T,
+    },
+    Reached {
+        rv: u64,
+    },
+}
+
 /// Outcome counts of a list of outcomes.
 pub fn count(outcomes: impl Iterator<Item = Outcome>) -> BTreeMap<&'static str, usize> {
     let mut m = BTreeMap::from([("ok", 0), ("fail", 0), ("info", 0)]);

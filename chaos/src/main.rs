@@ -65,6 +65,13 @@ struct Args {
     /// Hollow agents of the controller workload.
     #[arg(long, default_value_t = 3)]
     agents: u32,
+    /// With --controllers: replication controllers created all at once at the start, besides
+    /// the seed's (`chaos-burst-1..N`), checked never to hold more pods than their replicas.
+    #[arg(long, default_value_t = 0)]
+    burst_controllers: u32,
+    /// Replicas of each burst controller.
+    #[arg(long, default_value_t = 100)]
+    burst_replicas: i64,
     /// Values the controller is scaled between, e.g. `1,2,3,4`.
     #[arg(long, default_value = "1,2,3,4", value_delimiter = ',')]
     scale_values: Vec<i64>,
@@ -127,6 +134,11 @@ fn config(a: &Args) -> Result<Config, String> {
     cfg.register_clients = a.clients;
     cfg.controllers = a.controllers;
     cfg.agents = a.agents.max(1);
+    if a.burst_replicas < 0 {
+        return Err("--burst-replicas cannot be negative".into());
+    }
+    cfg.burst_controllers = a.burst_controllers;
+    cfg.burst_replicas = a.burst_replicas;
     if a.scale_values.len() < 2 || a.scale_values.iter().any(|v| *v < 0) {
         return Err("--scale-values needs at least two values, none negative".into());
     }

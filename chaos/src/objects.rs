@@ -1,7 +1,9 @@
 //! The controller workload: the seed's replication controller (`mysiteController`, posted in
 //! the seed's own v1beta1 JSON) on hollow agents ([`crate::agents`]), scaled during the
-//! campaign by one client ([`scaler`]), every pod change recorded by a pods watcher
-//! ([`pod_watcher`]), and the controller's convergence after the heal ([`converge`]).
+//! campaign by one client ([`scaler`]), optionally a burst of more controllers created at the
+//! start ([`create_burst`]), every pod change recorded by a pods watcher ([`pod_watcher`]) and
+//! every controller change by a controllers watcher ([`rc_watcher`]), and the seed
+//! controller's convergence after the heal ([`converge`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,9 +15,11 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use keelson_model::owners::controller_uid;
+
 use crate::checker::controller::{desired, live_pods};
 use crate::client::KvError;
-use crate::history::{BindingObs, BindingSource, Outcome, ScaleOp};
+use crate::history::{BindingObs, BindingSource, Outcome, PodSeen, RcSeen, ScaleOp, Seen};
 use crate::workload::Shared;
 
 /// The seed's replication controller, as the seed wrote it (v1beta1).
@@ -113,6 +117,69 @@ pub async fn create_controller(shared: &Shared) -> Result<i64, String> {
     Err(format!("could not create the seed's controller: {last}"))
 }
 
+/// The name of the `i`-th burst controller (from 1).
+pub fn burst_name(i: u32) -> String {
+    format!("chaos-burst-{i}")
+}
+
+/// The `i`-th burst controller (core/v1): `replicas` pods labelled `app=chaos-burst-i`.
+pub fn burst_rc(i: u32, replicas: i64) -> Value {
+    let name = burst_name(i);
+    json!({
+        "apiVersion": "v1",
+        "kind": "ReplicationController",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"app": name},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "burst", "image": "chaos/burst"}]}
+            }
+        }
+    })
+}
+
+/// Creates `n` burst controllers of `replicas` replicas each, all at once (every create
+/// retried on any master until it exists, within 30 s); returns their names.
+pub async fn create_burst(shared: &Shared, n: u32, replicas: i64) -> Result<Vec<String>, String> {
+    let creates = (1..=n).map(|i| async move {
+        let api = Api::new(shared.timeout);
+        let name = burst_name(i);
+        let coll = format!("/api/v1/namespaces/{NAMESPACE}/replicationcontrollers");
+        let one = format!("{coll}/{name}");
+        let body = serde_json::to_vec(&burst_rc(i, replicas)).expect("json");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            for (_, url) in shared.members() {
+                let r = api
+                    .call(
+                        &url,
+                        reqwest::Method::POST,
+                        &coll,
+                        Some(("application/json", body.clone())),
+                    )
+                    .await;
+                match r {
+                    Ok(_) | Err(KvError::Status { code: 409, .. }) => return Ok(name),
+                    Err(e) => last = e.to_string(),
+                }
+                // An indeterminate create may have been applied.
+                if api.get(&url, &one).await.is_ok() {
+                    return Ok(name);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(format!("could not create {name}: {last}"))
+    });
+    futures::future::join_all(creates)
+        .await
+        .into_iter()
+        .collect()
+}
+
 /// Sleeps `d` in slices, returning early (true) once `stop` says so.
 async fn sleep_unless(d: Duration, stop: impl Fn() -> bool) -> bool {
     let end = Instant::now() + d;
@@ -192,7 +259,7 @@ pub async fn scaler(shared: Arc<Shared>, seed: u64, values: Vec<i64>, every: (Du
     }
 }
 
-/// What the pods watcher did.
+/// What a collection watcher (pods, controllers) did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PodWatchLog {
     /// Watch connections that were answered with a stream.
@@ -222,22 +289,130 @@ pub fn observe(shared: &Shared, pod: &Value, source: BindingSource) -> BindingOb
     }
 }
 
-fn record(shared: &Shared, obs: Vec<BindingObs>) {
-    if let Ok(mut h) = shared.bindings.lock() {
-        h.extend(obs);
+fn str_of(v: &Value, ptr: &str) -> String {
+    v.pointer(ptr)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
+}
+
+fn ns_name(v: &Value) -> String {
+    format!(
+        "{}/{}",
+        str_of(v, "/metadata/namespace"),
+        str_of(v, "/metadata/name")
+    )
+}
+
+/// `pod` as the over-replicas check needs it.
+pub fn pod_seen(pod: &Value) -> PodSeen {
+    PodSeen {
+        uid: str_of(pod, "/metadata/uid"),
+        pod: ns_name(pod),
+        rv: rv_of(pod),
+        owner: controller_uid(pod).unwrap_or("").to_string(),
+        terminating: pod
+            .pointer("/metadata/deletionTimestamp")
+            .is_some_and(|t| !t.is_null()),
+        phase: str_of(pod, "/status/phase"),
     }
 }
 
-/// How long a pods watch may stay silent (bookmarks come every second) before the watcher
-/// moves to another master.
+/// `rc`'s desired replicas at its version.
+pub fn rc_seen(rc: &Value) -> RcSeen {
+    RcSeen {
+        uid: str_of(rc, "/metadata/uid"),
+        name: ns_name(rc),
+        rv: rv_of(rc),
+        replicas: desired(rc),
+    }
+}
+
+/// What a collection watcher passes on, in the order it sees it.
+pub enum Sight<'a> {
+    /// The whole collection at a version.
+    Listed(u64, &'a [Value]),
+    /// `ADDED`, `MODIFIED`, `DELETED` and the object.
+    Event(&'a str, &'a Value),
+    /// A watch connection ended, having seen everything up to this version.
+    Reached(u64),
+}
+
+/// Records what the pods watcher sees: bindings ([`crate::checker::controller::BoundOnce`])
+/// and the pods' history ([`crate::checker::over_replicas`]).
+fn record_pods(shared: &Shared, s: Sight<'_>) {
+    let (obs, seen) = match s {
+        Sight::Listed(rv, items) => (
+            items
+                .iter()
+                .map(|p| observe(shared, p, BindingSource::List))
+                .collect(),
+            Seen::Listed {
+                rv,
+                items: items.iter().map(pod_seen).collect(),
+            },
+        ),
+        Sight::Event(kind, pod) => (
+            vec![observe(shared, pod, BindingSource::Watch)],
+            Seen::Event {
+                kind: kind.to_string(),
+                item: pod_seen(pod),
+            },
+        ),
+        Sight::Reached(rv) => (Vec::new(), Seen::Reached { rv }),
+    };
+    if let Ok(mut h) = shared.bindings.lock() {
+        h.extend(obs);
+    }
+    if let Ok(mut h) = shared.pod_log.lock() {
+        h.push(seen);
+    }
+}
+
+/// Records what the controllers watcher sees.
+fn record_rcs(shared: &Shared, s: Sight<'_>) {
+    let seen = match s {
+        Sight::Listed(rv, items) => Seen::Listed {
+            rv,
+            items: items.iter().map(rc_seen).collect(),
+        },
+        Sight::Event(kind, rc) => Seen::Event {
+            kind: kind.to_string(),
+            item: rc_seen(rc),
+        },
+        Sight::Reached(rv) => Seen::Reached { rv },
+    };
+    if let Ok(mut h) = shared.rc_log.lock() {
+        h.push(seen);
+    }
+}
+
+/// How long a watch may stay silent (bookmarks come every second) before the watcher moves to
+/// another master.
 const POD_WATCH_IDLE: Duration = Duration::from_secs(3);
 
 /// Watches every pod (`/api/v1/pods`, all namespaces) for the whole campaign and records each
-/// pod's binding at every version it sees: lists (linearizably), then watches from the list's
-/// version with bookmarks; a dropped or silent connection is resumed from the last version on
-/// the next master; an `ERROR` (410) makes it re-list. Stops once it has seen
-/// [`Shared::pod_watch_target`], or on [`Shared::stop_pod_watch`].
+/// pod at every version it sees (its binding, owner, phase, deletion); see [`watch_all`].
 pub async fn pod_watcher(shared: Arc<Shared>) -> PodWatchLog {
+    watch_all(shared, "/api/v1/pods", record_pods).await
+}
+
+/// Watches every replication controller (all namespaces) for the whole campaign and records
+/// its `spec.replicas` at every version; see [`watch_all`].
+pub async fn rc_watcher(shared: Arc<Shared>) -> PodWatchLog {
+    watch_all(shared, "/api/v1/replicationcontrollers", record_rcs).await
+}
+
+/// Watches the collection at `path` (all namespaces) for the whole campaign and passes what it
+/// sees to `sink`: lists (linearizably), then watches from the list's version with bookmarks;
+/// a dropped or silent connection is resumed from the last version on the next master; an
+/// `ERROR` (410) makes it re-list. Stops once it has seen [`Shared::pod_watch_target`], or on
+/// [`Shared::stop_pod_watch`].
+pub async fn watch_all(
+    shared: Arc<Shared>,
+    path: &'static str,
+    sink: fn(&Shared, Sight<'_>),
+) -> PodWatchLog {
     let mut log = PodWatchLog::default();
     let Ok(http) = reqwest::Client::builder()
         .connect_timeout(Duration::from_millis(500))
@@ -261,18 +436,13 @@ pub async fn pod_watcher(shared: Arc<Shared>) -> PodWatchLog {
         let url = members[turn % members.len()].1.clone();
         let from = match pos {
             Some(p) => p,
-            None => match api.get(&url, "/api/v1/pods").await {
+            None => match api.get(&url, path).await {
                 Ok(list) => {
                     log.lists += 1;
                     let items = list["items"].as_array().cloned().unwrap_or_default();
-                    record(
-                        &shared,
-                        items
-                            .iter()
-                            .map(|p| observe(&shared, p, BindingSource::List))
-                            .collect(),
-                    );
-                    rv_of(&list)
+                    let rv = rv_of(&list);
+                    sink(&shared, Sight::Listed(rv, &items));
+                    rv
                 }
                 Err(_) => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -280,7 +450,8 @@ pub async fn pod_watcher(shared: Arc<Shared>) -> PodWatchLog {
                 }
             },
         };
-        let (reached, relist, connected) = follow_pods(&http, &url, &shared, from).await;
+        let (reached, relist, connected) = follow(&http, &url, path, &shared, from, sink).await;
+        sink(&shared, Sight::Reached(reached));
         log.segments += usize::from(connected);
         log.reached_rv = log.reached_rv.max(reached);
         pos = if relist { None } else { Some(reached) };
@@ -291,17 +462,19 @@ pub async fn pod_watcher(shared: Arc<Shared>) -> PodWatchLog {
     log
 }
 
-/// Streams one pods watch from `from`; returns the version reached, whether to re-list, and
-/// whether a stream was opened.
-async fn follow_pods(
+/// Streams one watch of `path` from `from`; returns the version reached, whether to re-list,
+/// and whether a stream was opened.
+async fn follow(
     http: &reqwest::Client,
     url: &str,
+    path: &str,
     shared: &Shared,
     from: u64,
+    sink: fn(&Shared, Sight<'_>),
 ) -> (u64, bool, bool) {
     let mut at = from;
     let req = http.get(format!(
-        "{url}/api/v1/pods?watch=true&allowWatchBookmarks=true&resourceVersion={from}"
+        "{url}{path}?watch=true&allowWatchBookmarks=true&resourceVersion={from}"
     ));
     let resp = match tokio::time::timeout(POD_WATCH_IDLE, req.send()).await {
         Ok(Ok(r)) => r,
@@ -334,11 +507,8 @@ async fn follow_pods(
             match ev["type"].as_str() {
                 Some("ERROR") => return (at, true, true),
                 Some("BOOKMARK") => at = at.max(rv_of(&ev["object"])),
-                Some(_) => {
-                    record(
-                        shared,
-                        vec![observe(shared, &ev["object"], BindingSource::Watch)],
-                    );
+                Some(kind) => {
+                    sink(shared, Sight::Event(kind, &ev["object"]));
                     at = at.max(rv_of(&ev["object"]));
                 }
                 None => {}

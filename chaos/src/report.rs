@@ -9,13 +9,14 @@ use serde::Serialize;
 use crate::checker::appends::AppendStats;
 use crate::checker::controller::{BindingStats, ControllerFinal};
 use crate::checker::linear::KeyResult;
+use crate::checker::over_replicas::OverStats;
 use crate::checker::{self, FinalState, Invariant, Violation};
 use crate::config::Config;
 use crate::faults::FaultRecord;
 use crate::history;
 use crate::history::{
-    AppendOp, BindingObs, BindingSource, LeaderSample, Outcome, RegKind, RegisterOp, ScaleOp,
-    WatchLog,
+    AppendOp, BindingObs, BindingSource, LeaderSample, Outcome, PodSeen, RcSeen, RegKind,
+    RegisterOp, ScaleOp, Seen, WatchLog,
 };
 use crate::objects::PodWatchLog;
 
@@ -31,6 +32,10 @@ pub struct Histories {
     pub scales: Vec<ScaleOp>,
     /// Every pod binding observed (controller workload).
     pub bindings: Vec<BindingObs>,
+    /// Every pod as the pods watcher saw it (controller workload).
+    pub pods: Vec<Seen<PodSeen>>,
+    /// Every replication controller as the controllers watcher saw it (controller workload).
+    pub controllers: Vec<Seen<RcSeen>>,
 }
 
 /// What the controller invariants looked at.
@@ -54,6 +59,13 @@ pub struct ControllerChecked {
     pub bound_s: f64,
     pub bindings: BindingStats,
     pub pod_watch: PodWatchLog,
+    /// The controllers watcher.
+    pub rc_watch: PodWatchLog,
+    /// Burst controllers created at the start, and their replicas each.
+    pub burst_controllers: u32,
+    pub burst_replicas: i64,
+    /// What [`checker::over_replicas`] looked at.
+    pub over_replicas: OverStats,
 }
 
 /// What the checkers looked at.
@@ -281,6 +293,25 @@ impl Report {
                 c.pod_watch.segments,
                 c.pod_watch.lists
             );
+            let o = &c.over_replicas;
+            let peaks: Vec<String> = o
+                .peak
+                .iter()
+                .map(|(name, (n, want))| format!("{name} {n}/{want}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  over-replicas: {} controllers ({} burst of {}), {} pod and {} controller events, {} versions checked in {:?}, unobserved {:?}, peak live/replicas: {}",
+                o.controllers,
+                c.burst_controllers,
+                c.burst_replicas,
+                o.pod_events,
+                o.rc_events,
+                o.versions,
+                o.checked,
+                o.unobserved,
+                peaks.join(", ")
+            );
         }
         for u in &self.unknown {
             let _ = writeln!(s, "  UNKNOWN {u}");
@@ -373,7 +404,8 @@ fn latencies(h: &Histories) -> impl Iterator<Item = (u64, u64, Outcome)> + '_ {
 
 /// The known-bad history the checker must reject (`keelson-chaos --self-check`): a stale read
 /// after an indeterminate write that a read proved applied, a lost acknowledged create, two
-/// leaders in one term, a pod bound to two nodes, and a controller with a pod too many.
+/// leaders in one term, a pod bound to two nodes, and a controller with a pod too many (at
+/// the end, and at a version during the campaign).
 pub fn self_check() -> Report {
     let op = |kind, value: Option<&str>, rv, t: (u64, u64), outcome| RegisterOp {
         client: 0,
@@ -432,6 +464,7 @@ pub fn self_check() -> Report {
     for inv in [
         &checker::controller::ReplicaCount as &dyn Invariant,
         &checker::controller::BoundOnce,
+        &checker::over_replicas::NeverOverReplicas,
     ] {
         r.violations.extend(inv.check(&fin));
     }
@@ -439,7 +472,8 @@ pub fn self_check() -> Report {
     r
 }
 
-/// A controller at 2 replicas with 3 live pods, one of which was seen on two nodes.
+/// A controller at 2 replicas with 3 live pods (since version 12), one of which was seen on
+/// two nodes.
 fn bad_controller() -> ControllerFinal {
     let pod = |name: &str, node: &str| {
         serde_json::json!({"metadata": {"name": name, "namespace": "default", "uid": name,
@@ -469,6 +503,44 @@ fn bad_controller() -> ControllerFinal {
             seen("a", "n1", 10),
             seen("b", "n2", 11),
             seen("a", "n2", 12),
+        ],
+        pod_log: std::iter::once(Seen::Listed {
+            rv: 1,
+            items: vec![],
+        })
+        .chain(
+            ["a", "b", "c"]
+                .iter()
+                .zip(10..)
+                .map(|(uid, rv)| Seen::Event {
+                    kind: "ADDED".into(),
+                    item: PodSeen {
+                        uid: uid.to_string(),
+                        pod: format!("default/{uid}"),
+                        rv,
+                        owner: "rc".into(),
+                        terminating: false,
+                        phase: "Running".into(),
+                    },
+                }),
+        )
+        .chain([Seen::Reached { rv: 20 }])
+        .collect(),
+        rc_log: vec![
+            Seen::Listed {
+                rv: 1,
+                items: vec![],
+            },
+            Seen::Event {
+                kind: "ADDED".into(),
+                item: RcSeen {
+                    uid: "rc".into(),
+                    name: "default/mysiteController".into(),
+                    rv: 2,
+                    replicas: 2,
+                },
+            },
+            Seen::Reached { rv: 20 },
         ],
         converged_after_s: None,
         bound_s: 30.0,

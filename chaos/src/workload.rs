@@ -13,8 +13,8 @@ use rand::{Rng, SeedableRng};
 
 use crate::client::{Kv, KvError};
 use crate::history::{
-    AppendOp, BindingObs, LeaderSample, Outcome, RegKind, RegisterOp, ScaleOp, SegmentStart,
-    WatchEvent, WatchLog, WatchSegment,
+    AppendOp, BindingObs, LeaderSample, Outcome, PodSeen, RcSeen, RegKind, RegisterOp, ScaleOp,
+    Seen, SegmentStart, WatchEvent, WatchLog, WatchSegment,
 };
 
 /// The prefix every workload key lives under.
@@ -51,6 +51,10 @@ pub struct Shared {
     pub stop_pod_watch: AtomicBool,
     pub scales: Mutex<Vec<ScaleOp>>,
     pub bindings: Mutex<Vec<BindingObs>>,
+    /// Every pod as the pods watcher saw it (lists, events, where each watch ended).
+    pub pod_log: Mutex<Vec<Seen<PodSeen>>>,
+    /// Every replication controller as the controllers watcher saw it.
+    pub rc_log: Mutex<Vec<Seen<RcSeen>>>,
 }
 
 impl Shared {
@@ -72,6 +76,8 @@ impl Shared {
             stop_pod_watch: AtomicBool::new(false),
             scales: Mutex::new(Vec::new()),
             bindings: Mutex::new(Vec::new()),
+            pod_log: Mutex::new(Vec::new()),
+            rc_log: Mutex::new(Vec::new()),
         })
     }
 

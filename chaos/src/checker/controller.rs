@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{FinalState, Invariant, Violation};
-use crate::history::{BindingObs, Outcome, ScaleOp};
+use crate::history::{BindingObs, Outcome, PodSeen, RcSeen, ScaleOp, Seen};
 
 /// The controller workload as the campaign leaves it.
 #[derive(Debug, Clone, Default)]
@@ -34,6 +34,12 @@ pub struct ControllerFinal {
     pub acceptable: BTreeSet<i64>,
     /// Every binding observation of the campaign.
     pub bindings: Vec<BindingObs>,
+    /// Every pod (all namespaces) over the campaign: lists and events, as the pods watcher saw
+    /// them ([`super::over_replicas`]).
+    pub pod_log: Vec<Seen<PodSeen>>,
+    /// Every replication controller's `spec.replicas` over the campaign, as the controllers
+    /// watcher saw them.
+    pub rc_log: Vec<Seen<RcSeen>>,
     /// Heal → first exact count, seconds (`None`: not within `bound_s`).
     pub converged_after_s: Option<f64>,
     /// How long the count was given to become exact after the heal, seconds.

@@ -6,12 +6,14 @@
 //! - [`leaders`]: at most one leader per term.
 //! - [`watches`]: every watcher saw the same events, in order, without a gap.
 //! - [`Invariant`]: the hook for domain invariants on the healed cluster; [`controller`] holds
-//!   the replication controller's (exact replica count, no pod bound twice).
+//!   the replication controller's (exact replica count, no pod bound twice), and
+//!   [`over_replicas`] that no controller ever holds more live pods than `spec.replicas`.
 
 pub mod appends;
 pub mod controller;
 pub mod leaders;
 pub mod linear;
+pub mod over_replicas;
 pub mod watches;
 
 use serde::{Deserialize, Serialize};
@@ -73,8 +75,10 @@ pub struct FinalState {
 /// A domain invariant checked at the end of a campaign, on the healed cluster.
 ///
 /// The campaign adds [`controller::ReplicaCount`] ("the controller owns exactly
-/// `spec.replicas` live pods, and says so in its status") and [`controller::BoundOnce`] ("no
-/// pod was ever bound to two nodes") when the controller workload runs; more can be passed in
+/// `spec.replicas` live pods, and says so in its status"), [`controller::BoundOnce`] ("no
+/// pod was ever bound to two nodes") and [`over_replicas::NeverOverReplicas`] ("no controller
+/// ever held more live pods than `spec.replicas`") when the controller workload runs; more
+/// can be passed in
 /// [`crate::config::Config::invariants`].
 pub trait Invariant: Send + Sync {
     /// Names the violations this invariant reports.
