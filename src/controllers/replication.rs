@@ -127,10 +127,12 @@ pub async fn run(ctx: Context, token: CancellationToken) {
             _ = token.cancelled() => break,
             work = queue.take(64) => match work { Some(w) => w, None => break },
         };
+        let began = std::time::Instant::now();
         let result = tokio::select! {
             _ = token.cancelled() => break,
             r = pass(&ctx, &work) => r,
         };
+        util::record_pass(&ctx, "replication", began);
         for w in &work {
             queue.done(w);
         }

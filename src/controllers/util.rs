@@ -38,11 +38,7 @@ pub async fn run_loop<F, Fut>(
             _ = token.cancelled() => return,
             result = sync(ctx.clone()) => result,
         };
-        ctx.metrics.syncs.with_label_values(&[name]).inc();
-        ctx.metrics
-            .sync_seconds
-            .with_label_values(&[name])
-            .observe(start.elapsed().as_secs_f64());
+        record_pass(&ctx, name, start);
         let pause = match result {
             Ok(()) => ctx.config.resync,
             Err(e) => {
@@ -75,6 +71,15 @@ pub async fn run_loop<F, Fut>(
         // Coalesce a burst of changes into one pass.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Counts a pass of loop `name` that began at `start` in the loops' metrics.
+pub fn record_pass(ctx: &Context, name: &str, start: Instant) {
+    ctx.metrics.syncs.with_label_values(&[name]).inc();
+    ctx.metrics
+        .sync_seconds
+        .with_label_values(&[name])
+        .observe(start.elapsed().as_secs_f64());
 }
 
 /// True when `key` is an object of one of the `watched` resources.

@@ -95,10 +95,12 @@ pub async fn run(ctx: Context, token: CancellationToken) {
             _ = token.cancelled() => break,
             keys = shared.queue.take(CHUNK) => match keys { Some(k) => k, None => break },
         };
+        let began = std::time::Instant::now();
         let result = tokio::select! {
             _ = token.cancelled() => break,
             r = pass(&ctx, &shared, &keys, &mut start) => r,
         };
+        util::record_pass(&ctx, "scheduler", began);
         for k in &keys {
             shared.queue.done(k);
         }
