@@ -107,6 +107,8 @@ pub struct Scheduling {
     pub loops: Vec<(String, Option<f64>, Option<f64>)>,
     pub bound: usize,
     pub rebound: usize,
+    /// Bound pods per node over every node (min, median, max): placement quality.
+    pub per_node: Option<(usize, usize, usize)>,
     pub lists: usize,
     pub convergence: Option<Convergence>,
     pub load_before: String,
@@ -156,6 +158,7 @@ pub async fn scheduling(args: &BenchArgs) -> anyhow::Result<Scheduling> {
         .then(|| b.seen_at.values().max().map(|last| *last - t0))
         .flatten();
     let first_bound = b.bound_at.values().map(|(_, at)| *at - t0).min();
+    let per_node = spread(n_nodes, b.bound_at.values().map(|(node, _)| node.as_str()));
     // The pass that bound the pods is counted once it ends (after its events are written).
     tokio::time::sleep(Duration::from_secs(5)).await;
     let loops = controller_loops(cluster, &api).await;
@@ -187,11 +190,27 @@ pub async fn scheduling(args: &BenchArgs) -> anyhow::Result<Scheduling> {
         loops,
         bound: b.bound_at.len(),
         rebound: b.rebound,
+        per_node,
         lists: view.lists,
         convergence,
         load_before,
         load_after,
     })
+}
+
+/// Pods per node over `n_nodes` nodes (those without a pod count 0): min, median, max.
+fn spread<'a>(
+    n_nodes: usize,
+    nodes: impl Iterator<Item = &'a str>,
+) -> Option<(usize, usize, usize)> {
+    let mut per: HashMap<&str, usize> = HashMap::new();
+    for n in nodes {
+        *per.entry(n).or_default() += 1;
+    }
+    let mut counts: Vec<usize> = per.into_values().collect();
+    counts.resize(n_nodes.max(counts.len()), 0);
+    counts.sort_unstable();
+    Some((*counts.first()?, counts[counts.len() / 2], *counts.last()?))
 }
 
 /// Creates `n_pods` pods as replication controllers of `per` replicas each, one task per
@@ -896,6 +915,11 @@ pub fn render_scheduling(args: &BenchArgs, r: &Scheduling) -> String {
         vec![
             "pods bound twice (nodeName changed)".into(),
             r.rebound.to_string(),
+        ],
+        vec![
+            "placement: bound pods per node, min / median / max (cpu requested: 100m each)".into(),
+            r.per_node
+                .map_or("?".into(), |(lo, mid, hi)| format!("{lo} / {mid} / {hi}")),
         ],
     ];
     for (c, n, secs) in &r.loops {
