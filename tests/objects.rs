@@ -86,6 +86,18 @@ async fn cluster() -> (Cluster, u64, u64) {
         .await
         .expect("leader");
     let follower = *c.ids().iter().find(|id| **id != leader).unwrap();
+    // wait_leader skips a master that does not answer yet: wait until every API listens.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in c.ids() {
+        let url = format!("{}/readyz", c.url(id));
+        while !reqwest::get(&url)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(Instant::now() < deadline, "master {id}'s API is not ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     (c, leader, follower)
 }
 
