@@ -690,6 +690,112 @@ async fn watches_on_a_follower_resume_and_expire() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_of_a_list_reads_the_first_pages_version() {
+    let (mut c, leader, follower) = cluster().await;
+    let (l, f) = (Api::new(c.url(leader)), Api::new(c.url(follower)));
+    let services = "/api/v1/namespaces/default/services";
+    let svc = |name: &str| json!({"metadata": {"name": name, "labels": {"app": "w"}}, "spec": {"ports": [{"port": 80}]}});
+    let mut rvs = std::collections::BTreeMap::new();
+    for i in 0..6 {
+        let (code, s) = l.post(services, &svc(&format!("s{i}"))).await;
+        assert_eq!(code, 201, "{s}");
+        rvs.insert(format!("s{i}"), s["metadata"]["resourceVersion"].clone());
+    }
+    let names = |l: &Value| -> Vec<String> {
+        l["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (code, page1) = l.get(&format!("{services}?limit=2")).await;
+    assert_eq!(code, 200, "{page1}");
+    assert_eq!(names(&page1), ["s0", "s1"]);
+    let rv = page1["metadata"]["resourceVersion"].clone();
+    let token = page1["metadata"]["continue"]
+        .as_str()
+        .expect("a token")
+        .to_string();
+    // Changes after the first page: an update, a delete, creates before and after the cursor.
+    let (code, _) = l
+        .patch(
+            &format!("{services}/s2"),
+            "application/merge-patch+json",
+            &json!({"metadata": {"labels": {"app": "changed"}}}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        l.call("DELETE", &format!("{services}/s3"), "", None)
+            .await
+            .0,
+        200
+    );
+    for name in ["s2a", "s9"] {
+        assert_eq!(l.post(services, &svc(name)).await.0, 201);
+    }
+    // The later pages, from a follower, read the state of the first page's version.
+    let (code, page2) = f.get(&format!("{services}?limit=2&continue={token}")).await;
+    assert_eq!(code, 200, "{page2}");
+    assert_eq!(names(&page2), ["s2", "s3"], "as at the first page");
+    assert_eq!(page2["metadata"]["resourceVersion"], rv);
+    assert_eq!(page2["items"][0]["metadata"]["labels"]["app"], "w");
+    assert_eq!(page2["items"][0]["metadata"]["resourceVersion"], rvs["s2"]);
+    let token2 = page2["metadata"]["continue"]
+        .as_str()
+        .expect("a token")
+        .to_string();
+    let (_, page3) = f
+        .get(&format!("{services}?limit=2&continue={token2}"))
+        .await;
+    assert_eq!(names(&page3), ["s4", "s5"]);
+    assert!(page3["metadata"].get("continue").is_none(), "{page3}");
+    // A new list sees the changes.
+    let (_, now) = f.get(services).await;
+    assert_eq!(names(&now), ["s0", "s1", "s2", "s2a", "s4", "s5", "s9"]);
+    // Bad tokens, and a token with a resource version, are 400 naming the field.
+    let (code, e) = f.get(&format!("{services}?continue=garbage")).await;
+    assert_eq!(
+        (code, e["reason"].as_str()),
+        (400, Some("BadRequest")),
+        "{e}"
+    );
+    assert!(
+        e["message"].as_str().unwrap().starts_with("continue: "),
+        "{e}"
+    );
+    let (code, e) = f
+        .get(&format!("{services}?continue={token}&resourceVersion=0"))
+        .await;
+    assert_eq!(code, 400, "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("resourceVersion: "),
+        "{e}"
+    );
+    // A restarted master's change feed starts at what it had applied: the first page's
+    // version is gone there, and the continue token is 410 Expired (clients list again).
+    c.restart(follower);
+    assert!(c.wait_applied(follower, 1, Duration::from_secs(30)).await);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !reqwest::get(format!("{}/readyz", c.url(follower)))
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted master is not ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, e) = f.get(&format!("{services}?limit=2&continue={token}")).await;
+    assert_eq!((code, e["reason"].as_str()), (410, Some("Expired")), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_tokens_are_required_except_for_health() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens.csv");

@@ -35,10 +35,12 @@
 //! 9. `heartbeats`: CPU of the masters with many hollow nodes beating, against idle
 //!    (`bench/src/scale.rs`);
 //! 10. `metrics-cost`: write throughput with and without a 1 s `/metrics` scraper
-//!    (`bench/src/metrics_cost.rs`).
+//!    (`bench/src/metrics_cost.rs`);
+//! 11. `lists`: `kubectl get pods` and API lists of `--pods` pods (`bench/src/lists.rs`).
 
 mod api;
 mod harness;
+mod lists;
 mod metrics_cost;
 mod pods;
 mod scale;
@@ -138,6 +140,9 @@ pub struct BenchArgs {
     /// scheduling: replicas per replication controller (--sched-mode rc).
     #[arg(long, default_value_t = 1000)]
     pub rc_replicas: usize,
+    /// lists: times each read is repeated.
+    #[arg(long, default_value_t = 3)]
+    pub list_rounds: usize,
     /// scheduling: give up waiting for bindings (and for convergence) after this many seconds.
     #[arg(long, default_value_t = 900)]
     pub sched_timeout_secs: u64,
@@ -202,6 +207,7 @@ pub enum Phase {
     Scheduling,
     Heartbeats,
     MetricsCost,
+    Lists,
 }
 
 impl Phase {
@@ -328,6 +334,12 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         match scale::scheduling(&args).await {
             Ok(r) => sections.push(scale::render_scheduling(&args, &r)),
             Err(e) => sections.push(failed("scheduling", &e)),
+        }
+    }
+    if args.runs(Phase::Lists) {
+        match lists::lists(&args).await {
+            Ok(r) => sections.push(lists::render_lists(&args, &r)),
+            Err(e) => sections.push(failed("lists", &e)),
         }
     }
     if args.runs(Phase::Heartbeats) {

@@ -215,7 +215,7 @@ fn spread<'a>(
 
 /// Creates `n_pods` pods as replication controllers of `per` replicas each, one task per
 /// controller; each task returns how many pods it failed to create.
-fn create_controllers(api: &Api, n_pods: usize, per: usize) -> JoinSet<usize> {
+pub(crate) fn create_controllers(api: &Api, n_pods: usize, per: usize) -> JoinSet<usize> {
     let mut creates = JoinSet::new();
     for (i, start) in (0..n_pods).step_by(per).enumerate() {
         let api = api.clone();

@@ -88,8 +88,14 @@ fn rv_of(v: &Value) -> u64 {
         .unwrap_or(0)
 }
 
-/// Posts the seed's controller (v1beta1) until it exists; returns its initial replicas.
-pub async fn create_controller(shared: &Shared) -> Result<i64, String> {
+/// Posts `body` to collection `coll` on any master until the object at `one` exists (a 409,
+/// or a GET after an indeterminate create, counts as created), within 30 s.
+async fn create_until_exists(
+    shared: &Shared,
+    coll: &str,
+    one: &str,
+    body: Vec<u8>,
+) -> Result<(), String> {
     let api = Api::new(shared.timeout);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = String::new();
@@ -99,22 +105,29 @@ pub async fn create_controller(shared: &Shared) -> Result<i64, String> {
                 .call(
                     &url,
                     reqwest::Method::POST,
-                    V1BETA1_RCS,
-                    Some(("application/json", SEED_RC.as_bytes().to_vec())),
+                    coll,
+                    Some(("application/json", body.clone())),
                 )
                 .await;
             match r {
-                Ok(_) | Err(KvError::Status { code: 409, .. }) => return Ok(seed_replicas()),
+                Ok(_) | Err(KvError::Status { code: 409, .. }) => return Ok(()),
                 Err(e) => last = e.to_string(),
             }
             // An indeterminate create may have been applied.
-            if api.get(&url, &rc_path()).await.is_ok() {
-                return Ok(seed_replicas());
+            if api.get(&url, one).await.is_ok() {
+                return Ok(());
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Err(format!("could not create the seed's controller: {last}"))
+    Err(format!("could not create {one}: {last}"))
+}
+
+/// Posts the seed's controller (v1beta1) until it exists; returns its initial replicas.
+pub async fn create_controller(shared: &Shared) -> Result<i64, String> {
+    let body = SEED_RC.as_bytes().to_vec();
+    create_until_exists(shared, V1BETA1_RCS, &rc_path(), body).await?;
+    Ok(seed_replicas())
 }
 
 /// The name of the `i`-th burst controller (from 1).
@@ -144,35 +157,12 @@ pub fn burst_rc(i: u32, replicas: i64) -> Value {
 /// retried on any master until it exists, within 30 s); returns their names.
 pub async fn create_burst(shared: &Shared, n: u32, replicas: i64) -> Result<Vec<String>, String> {
     let creates = (1..=n).map(|i| async move {
-        let api = Api::new(shared.timeout);
         let name = burst_name(i);
         let coll = format!("/api/v1/namespaces/{NAMESPACE}/replicationcontrollers");
         let one = format!("{coll}/{name}");
         let body = serde_json::to_vec(&burst_rc(i, replicas)).expect("json");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut last = String::new();
-        while Instant::now() < deadline {
-            for (_, url) in shared.members() {
-                let r = api
-                    .call(
-                        &url,
-                        reqwest::Method::POST,
-                        &coll,
-                        Some(("application/json", body.clone())),
-                    )
-                    .await;
-                match r {
-                    Ok(_) | Err(KvError::Status { code: 409, .. }) => return Ok(name),
-                    Err(e) => last = e.to_string(),
-                }
-                // An indeterminate create may have been applied.
-                if api.get(&url, &one).await.is_ok() {
-                    return Ok(name);
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Err(format!("could not create {name}: {last}"))
+        create_until_exists(shared, &coll, &one, body).await?;
+        Ok(name)
     });
     futures::future::join_all(creates)
         .await

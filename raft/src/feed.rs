@@ -22,12 +22,14 @@
 //! dropped), and [`Subscription::next_index`] hands out an entry's events together, so the end
 //! of an entry is known without waiting for the next one.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, RwLock};
+use std::any::Any;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use bytes::Bytes;
 use tokio::sync::watch;
 
+use crate::command::Record;
 use crate::revision;
 
 /// What happened to a key.
@@ -47,14 +49,66 @@ pub struct Event {
     pub key: String,
     /// The new value; for a delete, the value the key held.
     pub value: Bytes,
-    /// The previous value of an update or delete.
-    pub prev: Option<Bytes>,
+    /// What the key held before an update or delete (its value shares the record's bytes):
+    /// what a read of an earlier version finds there.
+    pub prev: Option<Record>,
+    /// What subscribers derive from the event, computed by the first one and shared by all.
+    pub memo: Memo,
 }
 
 impl Event {
+    /// A change, with nothing derived from it yet.
+    pub fn new(rv: u64, kind: EventKind, key: String, value: Bytes, prev: Option<Record>) -> Self {
+        Event {
+            rv,
+            kind,
+            key,
+            value,
+            prev,
+            memo: Memo::default(),
+        }
+    }
+
     /// What the event weighs in the window: its key, value and previous value.
     pub fn size(&self) -> usize {
-        self.key.len() + self.value.len() + self.prev.as_ref().map_or(0, Bytes::len)
+        self.key.len() + self.value.len() + self.prev.as_ref().map_or(0, |p| p.value.len())
+    }
+}
+
+/// A value derived from an event once (a decoded object, an encoded line) and shared by every
+/// subscriber: every subscription hands out the same `Arc<Event>`, so a thousand watches of
+/// one change decode it once. It holds one value of one type; a consumer asking for another
+/// type gets `None` and derives its own.
+#[derive(Clone, Default)]
+pub struct Memo(OnceLock<Arc<dyn Any + Send + Sync>>);
+
+impl Memo {
+    /// The value derived by `derive`, computed on the first call and shared by the others.
+    pub fn get_or_init<T: Any + Send + Sync>(&self, derive: impl FnOnce() -> T) -> Option<Arc<T>> {
+        self.0
+            .get_or_init(|| Arc::new(derive()))
+            .clone()
+            .downcast()
+            .ok()
+    }
+}
+
+impl PartialEq for Memo {
+    /// Derived data: it never makes two events differ.
+    fn eq(&self, _: &Memo) -> bool {
+        true
+    }
+}
+
+impl Eq for Memo {}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Memo(set)"
+        } else {
+            "Memo(unset)"
+        })
     }
 }
 
@@ -220,6 +274,33 @@ impl Feed {
         (w.events.len(), w.bytes)
     }
 
+    /// What the keys `in_range` held at resource version `at`, for each one changed since:
+    /// `None` for a key created since. Every other key holds now what it held then. Needs the
+    /// window to reach back to `at`, as a watch from it would.
+    pub fn changed_since(
+        &self,
+        at: u64,
+        in_range: impl Fn(&str) -> bool,
+    ) -> Result<BTreeMap<String, Option<Record>>, Expired> {
+        let w = self.window.read().expect("feed lock");
+        if at < w.floor {
+            return Err(Expired {
+                requested: at,
+                floor: w.floor,
+            });
+        }
+        let start = w.events.partition_point(|e| e.rv <= at);
+        let mut then = BTreeMap::new();
+        for e in w.events.range(start..).filter(|e| in_range(&e.key)) {
+            // The first change since `at` tells what the key held at `at`.
+            then.entry(e.key.clone()).or_insert_with(|| match e.kind {
+                EventKind::Created => None,
+                EventKind::Updated | EventKind::Deleted => e.prev.clone(),
+            });
+        }
+        Ok(then)
+    }
+
     /// Subscribes to every event with `rv > from`.
     pub fn subscribe(&self, from: u64) -> Result<Subscription, Expired> {
         let w = self.window.read().expect("feed lock");
@@ -342,13 +423,7 @@ mod tests {
     }
 
     fn ev(rv: u64, key: &str) -> Event {
-        Event {
-            rv,
-            kind: EventKind::Created,
-            key: key.into(),
-            value: Bytes::new(),
-            prev: None,
-        }
+        Event::new(rv, EventKind::Created, key.into(), Bytes::new(), None)
     }
 
     #[tokio::test]
@@ -429,13 +504,18 @@ mod tests {
     }
 
     fn big(rv: u64, key: &str, len: usize) -> Event {
-        Event {
+        let prev = Record {
+            value: Bytes::from(vec![b'p'; len]),
+            create_rv: 0,
+            mod_rv: 0,
+        };
+        Event::new(
             rv,
-            kind: EventKind::Updated,
-            key: key.into(),
-            value: Bytes::from(vec![b'v'; len]),
-            prev: Some(Bytes::from(vec![b'p'; len])),
-        }
+            EventKind::Updated,
+            key.into(),
+            Bytes::from(vec![b'v'; len]),
+            Some(prev),
+        )
     }
 
     const KIB: usize = 1024;

@@ -1,7 +1,6 @@
 //! Reading collections of core/v1: lists (paged with `limit`/`continue`) and watches, as JSON
 //! or as server-side printed Tables, and watch-list (`sendInitialEvents=true`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -19,12 +18,13 @@ fn list_kind(info: &ResourceInfo) -> String {
     format!("{}List", info.kind)
 }
 
+/// Where an object sits in its kind's key space: `namespace/name`, or `name`.
 fn position(obj: &Value) -> String {
-    format!(
-        "{}/{}",
-        registry::meta_str(obj, "namespace").unwrap_or(""),
-        registry::meta_str(obj, "name").unwrap_or("")
-    )
+    let name = registry::meta_str(obj, "name").unwrap_or("");
+    match registry::meta_str(obj, "namespace") {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_string(),
+    }
 }
 
 /// The longest a watch runs, whatever its `timeoutSeconds` (kube-apiserver's watches last 30 to
@@ -35,7 +35,12 @@ pub const MAX_WATCH_TIMEOUT: Duration = Duration::from_secs(3600);
 /// with a `continue` token, as the API allows a server to answer.
 pub const MAX_PAGE: usize = 5000;
 
-/// `GET` a collection: a `{Kind}List`, or a Table when asked for.
+/// Records read at a time while a selector filters them.
+const FILTER_CHUNK: usize = 500;
+
+/// `GET` a collection: a `{Kind}List`, or a Table when asked for. With `limit`, a page and a
+/// `continue` token; every later page reads the collection as it stood at the first page's
+/// resource version, as Kubernetes' continue tokens do, and costs O(limit), not O(collection).
 pub async fn list(
     s: &ApiState,
     t: &Target,
@@ -43,37 +48,59 @@ pub async fn list(
     table: Option<TableRequest>,
 ) -> Result<Response, ApiError> {
     let (labels, fields) = p.selectors(t.info)?;
-    let (objects, rv) = s
-        .registry()
-        .list(t.info, t.namespace.as_deref(), p.consistent())
-        .await?;
-    let after = match &p.continue_token {
-        Some(tok) if !tok.is_empty() => Some(decode_continue(tok)?),
+    let token = match &p.continue_token {
+        Some(tok) if !tok.is_empty() => Some(Continue::decode(tok)?),
         _ => None,
     };
-    let mut items = Vec::new();
-    let mut next = None;
-    for obj in objects {
-        if after
-            .as_ref()
-            .is_some_and(|a| position(&obj).as_str() <= a.as_str())
-        {
-            continue;
-        }
-        if !(labels.matches_object(&obj) && fields.matches(&obj)) {
-            continue;
-        }
-        if p.limit
-            .is_some_and(|l| l > 0 && items.len() == l.min(MAX_PAGE))
-        {
-            next = items.last().map(position);
-            break;
-        }
-        items.push(obj);
+    if token.is_some() && !p.consistent() {
+        return Err(ApiError::bad_request(
+            "resourceVersion: Forbidden: specifying resource version is not allowed when using continue",
+        ));
     }
+    let limit = match p.limit {
+        Some(l) if l > 0 => l.min(MAX_PAGE),
+        _ => usize::MAX,
+    };
+    let filtered = !(labels.0.is_empty() && fields.0.is_empty());
+    let (mut after, mut at) = match token {
+        Some(c) => (Some(c.start), Some(c.rv)),
+        None => (None, None),
+    };
+    // One item past the limit tells whether another page follows.
+    let mut items = Vec::new();
+    let rv = loop {
+        let missing = (limit - items.len()).saturating_add(1);
+        let want = if filtered {
+            missing.max(FILTER_CHUNK)
+        } else {
+            missing
+        };
+        let page = s
+            .registry()
+            .list_page(
+                t.info,
+                t.namespace.as_deref(),
+                after.as_deref(),
+                at,
+                want,
+                p.consistent(),
+            )
+            .await?;
+        items.extend(
+            page.objects
+                .into_iter()
+                .filter(|o| labels.matches_object(o) && fields.matches(o)),
+        );
+        if items.len() > limit || page.next.is_none() {
+            break page.rv;
+        }
+        (after, at) = (page.next, Some(page.rv));
+    };
     let mut metadata = json!({"resourceVersion": rv.to_string()});
-    if let Some(n) = next {
-        metadata["continue"] = json!(encode_continue(&n));
+    if items.len() > limit {
+        items.truncate(limit);
+        let start = items.last().map(position).unwrap_or_default();
+        metadata["continue"] = json!(Continue { rv, start }.encode());
     }
     if let Some(req) = table {
         return Ok(Json(table::table(t.info, &items, metadata, req, true)).into_response());
@@ -81,18 +108,43 @@ pub async fn list(
     Ok(Json(json!({"kind": list_kind(t.info), "apiVersion": "v1", "metadata": metadata, "items": items})).into_response())
 }
 
-pub fn encode_continue(position: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(position)
+/// A `continue` token, as Kubernetes encodes one (unpadded URL-safe base64 of JSON): the
+/// first page's resource version, and the position after which the next page starts.
+#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Continue {
+    pub rv: u64,
+    pub start: String,
 }
 
-pub fn decode_continue(tok: &str) -> Result<String, ApiError> {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(tok)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| ApiError::bad_request("invalid continue token"))
+/// The longest continue token taken: a position is a namespace and a name.
+const MAX_CONTINUE: usize = 2048;
+
+impl Continue {
+    pub fn encode(&self) -> String {
+        use base64::Engine;
+        let json = json!({"v": "meta.k8s.io/v1", "rv": self.rv, "start": self.start});
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json.to_string())
+    }
+
+    pub fn decode(tok: &str) -> Result<Continue, ApiError> {
+        use base64::Engine;
+        let invalid = || {
+            ApiError::bad_request(format!(
+                "continue: Invalid value: {tok:.64?}: not a continue token of this server"
+            ))
+        };
+        if tok.len() > MAX_CONTINUE {
+            return Err(invalid());
+        }
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(tok)
+            .map_err(|_| invalid())?;
+        let c: Continue = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+        if c.rv == 0 {
+            return Err(invalid());
+        }
+        Ok(c)
+    }
 }
 
 /// What a core/v1 watch follows, rendered as JSON objects or one-row Tables.
@@ -102,10 +154,7 @@ pub fn watch_spec(
     table: Option<TableRequest>,
 ) -> Result<WatchSpec, ApiError> {
     let (labels, fields) = p.selectors(t.info)?;
-    let render: Arc<dyn Fn(&Value) -> Value + Send + Sync> = match table {
-        Some(req) => table::watch_renderer(t.info, req),
-        None => Arc::new(Value::clone),
-    };
+    let render = table.map(|req| table::watch_renderer(t.info, req));
     Ok(WatchSpec {
         info: t.info,
         prefix: registry::prefix(t.info, t.namespace.as_deref()),
@@ -183,11 +232,16 @@ mod tests {
 
     #[test]
     fn continue_tokens_round_trip() {
-        assert_eq!(
-            decode_continue(&encode_continue("default/web-1")).unwrap(),
-            "default/web-1"
-        );
-        assert!(decode_continue("%%%").is_err());
+        let c = Continue {
+            rv: 42 << 16,
+            start: "default/web-1".into(),
+        };
+        assert_eq!(Continue::decode(&c.encode()).unwrap(), c);
+        for bad in ["%%%", "e30", &"A".repeat(4096)] {
+            let e = Continue::decode(bad).unwrap_err();
+            assert_eq!(e.code, 400);
+            assert!(e.message.starts_with("continue: "), "{}", e.message);
+        }
     }
 
     #[test]

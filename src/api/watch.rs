@@ -41,14 +41,61 @@ pub struct WatchSpec {
     pub from: Option<u64>,
     pub bookmarks: bool,
     pub timeout: Option<Duration>,
-    /// Turns an internal object into what the client sees (version conversion).
-    pub render: Arc<dyn Fn(&Value) -> Value + Send + Sync>,
+    /// Turns an internal object into what the client sees (version conversion, a Table);
+    /// `None` sends it as stored, encoded once for every watcher.
+    pub render: Option<Render>,
 }
 
+/// What a watch sends for an object, when it is not the object itself.
+pub type Render = Arc<dyn Fn(&Value) -> Value + Send + Sync>;
+
 fn line(kind: &str, object: Value) -> Bytes {
-    let mut v = serde_json::to_vec(&json!({"type": kind, "object": object})).expect("json");
-    v.push(b'\n');
+    line_of(kind, &serde_json::to_vec(&object).expect("json"))
+}
+
+/// The event line for an object already encoded as JSON.
+fn line_of(kind: &str, object: &[u8]) -> Bytes {
+    let mut v = Vec::with_capacity(object.len() + 32);
+    v.extend_from_slice(b"{\"type\":\"");
+    v.extend_from_slice(kind.as_bytes());
+    v.extend_from_slice(b"\",\"object\":");
+    v.extend_from_slice(object);
+    v.extend_from_slice(b"}\n");
     Bytes::from(v)
+}
+
+/// A feed event as every watch of it needs it, derived once per event and shared by every
+/// watcher through the event's memo: a thousand watches of a change decode it once and
+/// encode it once.
+struct Decoded {
+    /// The object after the change (for a delete, the last state), with its resource
+    /// version; `None` when it does not decode.
+    now: Option<Value>,
+    /// The object before an update or delete.
+    before: Option<Value>,
+    /// `now` as JSON: what a watch without a renderer sends.
+    encoded: Bytes,
+}
+
+impl Decoded {
+    fn of(e: &Event) -> Decoded {
+        let now = serde_json::from_slice::<Value>(&e.value)
+            .ok()
+            .map(|v| registry::with_rv(v, e.rv));
+        let before = e
+            .prev
+            .as_ref()
+            .and_then(|p| serde_json::from_slice::<Value>(&p.value).ok());
+        let encoded = now
+            .as_ref()
+            .map(|v| Bytes::from(serde_json::to_vec(v).expect("json")))
+            .unwrap_or_default();
+        Decoded {
+            now,
+            before,
+            encoded,
+        }
+    }
 }
 
 fn expired(message: String) -> Bytes {
@@ -66,6 +113,15 @@ struct State {
     done: bool,
 }
 
+impl WatchSpec {
+    fn rendered(&self, v: Value) -> Value {
+        match &self.render {
+            Some(render) => render(&v),
+            None => v,
+        }
+    }
+}
+
 impl State {
     fn matches(&self, v: &Value) -> bool {
         self.spec.labels.matches_object(v) && self.spec.fields.matches(v)
@@ -81,18 +137,19 @@ impl State {
 
     /// The line for one feed event, if the client should see it.
     fn translate(&self, e: &Event) -> Option<Bytes> {
-        let with_rv = |bytes: &[u8]| -> Option<Value> {
-            let v: Value = serde_json::from_slice(bytes).ok()?;
-            Some(registry::with_rv(v, e.rv))
+        let shared = e.memo.get_or_init(|| Decoded::of(e));
+        let own;
+        let d = match &shared {
+            Some(d) => d.as_ref(),
+            None => {
+                own = Decoded::of(e);
+                &own
+            }
         };
-        let now = with_rv(&e.value)?;
-        let before = e
-            .prev
-            .as_deref()
-            .and_then(|p| serde_json::from_slice::<Value>(p).ok());
+        let now = d.now.as_ref()?;
         let (was, is) = (
-            before.as_ref().is_some_and(|b| self.matches(b)),
-            self.matches(&now),
+            d.before.as_ref().is_some_and(|b| self.matches(b)),
+            self.matches(now),
         );
         let kind = match e.kind {
             EventKind::Created if is => "ADDED",
@@ -102,7 +159,10 @@ impl State {
             EventKind::Deleted if is => "DELETED",
             _ => return None,
         };
-        Some(line(kind, (self.spec.render)(&now)))
+        Some(match &self.spec.render {
+            Some(render) => line(kind, render(now)),
+            None => line_of(kind, &d.encoded),
+        })
     }
 }
 
@@ -158,7 +218,7 @@ pub fn serve_with(
                     continue;
                 };
                 if spec.labels.matches_object(&v) && spec.fields.matches(&v) {
-                    initial.push(line("ADDED", (spec.render)(&v)));
+                    initial.push(line("ADDED", spec.rendered(v)));
                 }
             }
             if options.send_initial_events {

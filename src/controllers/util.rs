@@ -150,17 +150,7 @@ pub fn delete_pod_command(pod: &Value, node_ready: bool) -> Option<keelson_raft:
 
 /// True when the pod's Ready condition is True.
 pub fn pod_ready(pod: &Value) -> bool {
-    condition(pod, "Ready") == Some("True")
-}
-
-/// The status of condition `kind` on an object.
-pub fn condition<'a>(obj: &'a Value, kind: &str) -> Option<&'a str> {
-    obj.pointer("/status/conditions")?
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == kind)?
-        .get("status")?
-        .as_str()
+    crate::registry::condition_status(pod, "Ready") == Some("True")
 }
 
 /// `namespace/name` of an object.

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::cache::Facts;
 use super::pod::Resources;
+use crate::registry::condition_status;
 
 /// Index: nodes by their Ready condition (`True`, `False`, `Unknown`; absent: `Unknown`).
 pub const BY_READY: &str = "ready";
@@ -42,11 +43,7 @@ impl Facts for NodeFacts {
                 .and_then(parse_quantity)
                 .unwrap_or(0.0)
         };
-        let ready = node
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-            .and_then(|c| c["status"].as_str());
+        let ready = condition_status(node, "Ready");
         NodeFacts {
             name: node
                 .pointer("/metadata/name")

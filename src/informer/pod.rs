@@ -10,6 +10,7 @@ use keelson_model::selectors::string_map;
 use serde_json::Value;
 
 use super::cache::Facts;
+use crate::registry::condition;
 
 /// Index: pods by `spec.nodeName` (unscheduled pods are not in it).
 pub const BY_NODE: &str = "node";
@@ -118,13 +119,6 @@ fn containers(pod: &Value) -> impl Iterator<Item = &Value> {
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-}
-
-fn condition<'a>(obj: &'a Value, kind: &str) -> Option<&'a Value> {
-    obj.pointer("/status/conditions")?
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == kind)
 }
 
 impl Facts for PodFacts {

@@ -43,11 +43,12 @@ pub mod validation;
 pub use info::{key, prefix, ResourceInfo, Subresource};
 pub use kinds::{by_kind, lookup, resource, resources};
 pub use node::node_ready;
-pub use object::{drop_nulls, meta_str, with_rv, without_rv};
+pub use object::{condition, condition_status, drop_nulls, meta_str, with_rv, without_rv};
 pub use status::ApiError;
 
 use bytes::Bytes;
 use keelson_raft::command::Record;
+use keelson_raft::store::page::{PageError, Range};
 use keelson_raft::{Command, OpResult, RaftNode};
 use serde_json::Value;
 
@@ -98,6 +99,17 @@ pub fn decode_record(r: &Record) -> Result<Value, ApiError> {
         );
     }
     Ok(v)
+}
+
+/// A page of a collection, decoded.
+pub struct ListPage {
+    /// The objects that decode, in key order.
+    pub objects: Vec<Value>,
+    /// The resource version the page was read at.
+    pub rv: u64,
+    /// When more objects follow: the position of the last one read (its key after the
+    /// kind's prefix, `namespace/name` or `name`), where the next page starts.
+    pub next: Option<String>,
 }
 
 /// Largest object stored, in bytes of its JSON: etcd's default request limit
@@ -181,6 +193,59 @@ impl Registry {
         let (records, rv) = self.node.list(&prefix(info, ns));
         let objects = decode_records(records.iter().map(|(k, r)| (k.as_str(), r)));
         Ok((objects, rv))
+    }
+
+    /// One page of a collection: at most `limit` objects after position `after` (see
+    /// [`ListPage::next`]), read at resource version `at` (a continued list's first page), or
+    /// at the applied state after a read barrier when `consistent`. A version the change
+    /// feed's window no longer reaches is 410 `Expired`; one this replica has not applied yet
+    /// is waited for. Reads O(limit + changes since `at`) records, never the whole collection.
+    pub async fn list_page(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        after: Option<&str>,
+        at: Option<u64>,
+        limit: usize,
+        consistent: bool,
+    ) -> Result<ListPage, ApiError> {
+        if consistent && at.is_none() {
+            self.node.read_barrier().await?;
+        }
+        // Positions are relative to the kind's prefix, so a token names a key of this kind.
+        let base = prefix(info, None);
+        let after = after.map(|a| format!("{base}{a}"));
+        let list_prefix = prefix(info, ns);
+        let range = Range {
+            prefix: &list_prefix,
+            after: after.as_deref(),
+        };
+        let page = match self.node.store.list_page(&range, at, limit) {
+            Err(PageError::NotYet { .. }) => {
+                // Another master served the first page: catch up with the cluster.
+                self.node.read_barrier().await?;
+                self.node.store.list_page(&range, at, limit)
+            }
+            other => other,
+        }
+        .map_err(|e| match e {
+            PageError::Expired(e) => ApiError::new(
+                http::StatusCode::GONE,
+                "Expired",
+                format!("The provided continue parameter is too old to display a consistent list result ({e}). Start a new list without the continue parameter."),
+            ),
+            PageError::NotYet { .. } => ApiError::internal(e.to_string()),
+        })?;
+        let next = match (page.more, page.records.last()) {
+            (true, Some((key, _))) => Some(key[base.len()..].to_string()),
+            _ => None,
+        };
+        let objects = decode_records(page.records.iter().map(|(k, r)| (k.as_str(), r)));
+        Ok(ListPage {
+            objects,
+            rv: page.rv,
+            next,
+        })
     }
 
     /// Stores a new object (already defaulted and validated).

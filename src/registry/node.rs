@@ -63,12 +63,7 @@ impl Kind for Node {
 
 /// Whether a Node's Ready condition is True.
 pub fn node_ready(node: &Value) -> bool {
-    node.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
+    super::condition_status(node, "Ready") == Some("True")
 }
 
 fn node_cells(obj: &Value, now: jiff::Timestamp) -> Vec<Value> {

@@ -7,6 +7,19 @@ pub fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
     obj.get("metadata")?.get(field)?.as_str()
 }
 
+/// Condition `kind` of an object's `status.conditions`.
+pub fn condition<'a>(obj: &'a Value, kind: &str) -> Option<&'a Value> {
+    obj.pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
+}
+
+/// The status (`True`, `False`, `Unknown`) of condition `kind` of an object.
+pub fn condition_status<'a>(obj: &'a Value, kind: &str) -> Option<&'a str> {
+    condition(obj, kind)?.get("status")?.as_str()
+}
+
 /// `n` random characters for `generateName`, from Kubernetes' alphabet (no vowels).
 pub fn random_suffix(n: usize) -> String {
     use rand::Rng;

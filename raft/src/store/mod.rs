@@ -13,6 +13,7 @@
 //! - `state`: the state machine's records by key.
 
 mod log;
+pub mod page;
 mod recent;
 mod snapshot;
 mod state;

@@ -21,6 +21,7 @@ use openraft::{
 };
 use rocksdb::{IteratorMode, WriteBatch, DB};
 
+use super::page::{self, Page, PageError, Range};
 use super::snapshot::{self, StoredSnapshot};
 use super::{synced, OpenError, CF_META, CF_STATE};
 use crate::codec;
@@ -104,6 +105,31 @@ impl Shared {
             .subscribe(rv)
             .expect("the feed always covers the applied state");
         (scan(&st.space, prefix), rv, sub)
+    }
+
+    /// Up to `limit` records of `range` as the state stood at resource version `at` (the
+    /// applied state when `None`): every page of a paged list reads at its first page's
+    /// version. A past version is read through the change feed's window.
+    pub fn list_page(
+        &self,
+        range: &Range<'_>,
+        at: Option<u64>,
+        limit: usize,
+    ) -> Result<Page, PageError> {
+        let st = self.state.read().expect("state lock");
+        let applied = applied_rv(&st);
+        let rv = at.unwrap_or(applied);
+        if rv > applied {
+            return Err(PageError::NotYet { at: rv, applied });
+        }
+        // Apply publishes under the state lock held here: the window matches the state.
+        let then = if rv < applied {
+            self.feed.changed_since(rv, |k| range.contains(k))?
+        } else {
+            Default::default()
+        };
+        let (records, more) = page::read(&st.space, &then, range, limit);
+        Ok(Page { records, rv, more })
     }
 
     /// Number of records stored.
@@ -256,23 +282,12 @@ fn record_changes(
                 } else {
                     EventKind::Created
                 };
-                events.push(Event {
-                    rv: record.mod_rv,
-                    kind,
-                    key,
-                    value: record.value,
-                    prev: prev.map(|p| p.value),
-                });
+                events.push(Event::new(record.mod_rv, kind, key, record.value, prev));
             }
             Change::Delete { key, prev, rv } => {
                 batch.delete_cf(&cf, key.as_bytes());
-                events.push(Event {
-                    rv,
-                    kind: EventKind::Deleted,
-                    key,
-                    value: prev.value.clone(),
-                    prev: Some(prev.value),
-                });
+                let value = prev.value.clone();
+                events.push(Event::new(rv, EventKind::Deleted, key, value, Some(prev)));
             }
         }
     }

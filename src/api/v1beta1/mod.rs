@@ -208,7 +208,9 @@ async fn watch_collection(
         from,
         bookmarks: false,
         timeout: None,
-        render: Arc::new(move |v: &Value| to_v1beta1(info, v).unwrap_or_else(|e| e.to_status())),
+        render: Some(Arc::new(move |v: &Value| {
+            to_v1beta1(info, v).unwrap_or_else(|e| e.to_status())
+        })),
     };
     watch::serve(&s.node, spec, s.metrics.clone())
 }

@@ -151,13 +151,9 @@ async fn pass(
     keys: &[String],
     start: &mut usize,
 ) -> Result<(), String> {
-    let nodes: Vec<NodeFacts> = ctx
-        .informers
-        .nodes
-        .list()
-        .iter()
-        .map(|n| n.facts.clone())
-        .collect();
+    // The cache's items, shared: a pass copies no node.
+    let items = ctx.informers.nodes.list();
+    let nodes: Vec<&NodeFacts> = items.iter().map(|n| &n.facts).collect();
     let mut binds = Vec::new();
     let mut bound = Vec::new();
     let mut unschedulable = Vec::new();

@@ -87,7 +87,7 @@ pub fn nodes_to_find(n: usize) -> usize {
 /// Picks a node for `pod` among `nodes`, examining them from `*start` on (and moving it past
 /// the nodes examined), or gives the reasons every node refused it.
 pub fn choose<'a, 'u>(
-    nodes: &'a [NodeFacts],
+    nodes: &[&'a NodeFacts],
     usage: impl Fn(&str) -> Option<&'u Usage>,
     start: &mut usize,
     pod: &PodFacts,
@@ -95,11 +95,11 @@ pub fn choose<'a, 'u>(
     let n = nodes.len();
     let want = nodes_to_find(n);
     let mut reasons: BTreeMap<&'static str, usize> = BTreeMap::new();
-    let mut best: Option<(&NodeFacts, f64)> = None;
+    let mut best: Option<(&'a NodeFacts, f64)> = None;
     let mut found = 0;
     let mut examined = 0;
     while examined < n && found < want {
-        let node = &nodes[(*start + examined) % n];
+        let node = nodes[(*start + examined) % n];
         examined += 1;
         let u = usage(&node.name);
         match filter(node, u, pod) {
@@ -194,10 +194,11 @@ mod tests {
 
     #[test]
     fn scores_prefer_free_nodes_and_spread() {
-        let nodes = [
+        let (a, b) = (
             node("a", "4", "4Gi", json!({})),
             node("b", "4", "4Gi", json!({})),
-        ];
+        );
+        let nodes = [&a, &b];
         let p = pod(
             "1",
             json!({"metadata": {"ownerReferences": [{"uid": "rc1", "controller": true}]}}),
@@ -222,9 +223,10 @@ mod tests {
         assert_eq!(nodes_to_find(1_000), 420);
         assert_eq!(nodes_to_find(5_000), 500);
         assert_eq!(nodes_to_find(100_000), 5_000);
-        let nodes: Vec<NodeFacts> = (0..1_000)
+        let facts: Vec<NodeFacts> = (0..1_000)
             .map(|i| node(&format!("n{i:04}"), "4", "4Gi", json!({})))
             .collect();
+        let nodes: Vec<&NodeFacts> = facts.iter().collect();
         let p = pod("1m", json!({}));
         let acc = Accounting::default();
         let mut start = 0;
