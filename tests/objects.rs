@@ -751,9 +751,43 @@ async fn every_page_of_a_list_reads_the_first_pages_version() {
         .await;
     assert_eq!(names(&page3), ["s4", "s5"]);
     assert!(page3["metadata"].get("continue").is_none(), "{page3}");
-    // A new list sees the changes.
+    // A new list sees the changes; resourceVersionMatch=Exact reads the first page's version.
     let (_, now) = f.get(services).await;
     assert_eq!(names(&now), ["s0", "s1", "s2", "s2a", "s4", "s5", "s9"]);
+    let rv_s = rv.as_str().unwrap();
+    let (code, then) = f
+        .get(&format!(
+            "{services}?resourceVersion={rv_s}&resourceVersionMatch=Exact"
+        ))
+        .await;
+    assert_eq!(code, 200, "{then}");
+    assert_eq!(names(&then), ["s0", "s1", "s2", "s3", "s4", "s5"]);
+    assert_eq!(then["metadata"]["resourceVersion"], rv);
+    let (code, e) = f
+        .get(&format!(
+            "{services}?resourceVersion={}&resourceVersionMatch=Exact",
+            u64::MAX / 2
+        ))
+        .await;
+    assert_eq!((code, e["reason"].as_str()), (504, Some("Timeout")), "{e}");
+    for bad in [
+        "resourceVersionMatch=Sometimes&resourceVersion=1",
+        "resourceVersionMatch=Exact",
+    ] {
+        let (code, e) = f.get(&format!("{services}?{bad}")).await;
+        assert_eq!(
+            (code, e["reason"].as_str()),
+            (422, Some("Invalid")),
+            "{bad}: {e}"
+        );
+        assert!(
+            e["message"]
+                .as_str()
+                .unwrap()
+                .contains("resourceVersionMatch"),
+            "{e}"
+        );
+    }
     // Bad tokens, and a token with a resource version, are 400 naming the field.
     let (code, e) = f.get(&format!("{services}?continue=garbage")).await;
     assert_eq!(

@@ -711,7 +711,7 @@ async fn memory(sys: &mut Sys, objects: usize, value: &str) -> anyhow::Result<Me
 }
 
 /// VmRSS of process `pid` in KiB (0 if unknown).
-fn rss_kib(pid: u32) -> u64 {
+pub(crate) fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()

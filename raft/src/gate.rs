@@ -1,11 +1,12 @@
 //! What a master keeps about its own leadership for a graceful stop (`handover.rs`): the gate
-//! proposals pass, and when it was elected.
+//! proposals pass, and when it was elected; and the leadership's changes, for whoever must act
+//! on them (`RaftNode::leadership`).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 /// Lets proposals through until it is closed, and counts those in flight.
 #[derive(Default)]
@@ -61,21 +62,42 @@ impl WriteGate {
 
 /// When this master was elected, as seen in openraft's metrics: its lease over its own vote runs
 /// from then (seen at or after the election, so waiting from here is never too short).
-#[derive(Default)]
-pub(crate) struct Tenure(Mutex<Option<(u64, Instant)>>);
+pub(crate) struct Tenure {
+    elected: Mutex<Option<(u64, Instant)>>,
+    /// The term and whether this master leads it: changes only when one of them does.
+    changes: watch::Sender<(u64, bool)>,
+}
+
+impl Default for Tenure {
+    fn default() -> Self {
+        Tenure {
+            elected: Mutex::new(None),
+            changes: watch::channel((0, false)).0,
+        }
+    }
+}
 
 impl Tenure {
     /// Records a leadership observed in `term` (kept from its first sighting), or its end.
     pub(crate) fn observe(&self, leading: bool, term: u64) {
-        let mut slot = self.0.lock().expect("tenure lock");
+        let mut slot = self.elected.lock().expect("tenure lock");
         match (*slot, leading) {
             (Some((t, _)), true) if t == term => {}
             (_, true) => *slot = Some((term, Instant::now())),
             (_, false) => *slot = None,
         }
+        self.changes.send_if_modified(|now| {
+            let changed = *now != (term, leading);
+            *now = (term, leading);
+            changed
+        });
     }
 
     pub(crate) fn since(&self) -> Option<Instant> {
-        self.0.lock().expect("tenure lock").map(|(_, at)| at)
+        self.elected.lock().expect("tenure lock").map(|(_, at)| at)
+    }
+
+    pub(crate) fn changes(&self) -> watch::Receiver<(u64, bool)> {
+        self.changes.subscribe()
     }
 }

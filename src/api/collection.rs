@@ -57,14 +57,16 @@ pub async fn list(
             "resourceVersion: Forbidden: specifying resource version is not allowed when using continue",
         ));
     }
+    let exact = exact_version(p)?;
     let limit = match p.limit {
         Some(l) if l > 0 => l.min(MAX_PAGE),
         _ => usize::MAX,
     };
     let filtered = !(labels.0.is_empty() && fields.0.is_empty());
+    let continued = token.is_some();
     let (mut after, mut at) = match token {
         Some(c) => (Some(c.start), Some(c.rv)),
-        None => (None, None),
+        None => (None, exact),
     };
     // One item past the limit tells whether another page follows.
     let mut items = Vec::new();
@@ -85,7 +87,11 @@ pub async fn list(
                 want,
                 p.consistent(),
             )
-            .await?;
+            .await
+            .map_err(|e| match e.code.as_u16() {
+                410 if continued => ApiError::new(e.code, e.reason, format!("The provided continue parameter is too old to display a consistent list result ({}). Start a new list without the continue parameter.", e.message)),
+                _ => e,
+            })?;
         items.extend(
             page.objects
                 .into_iter()
@@ -106,6 +112,24 @@ pub async fn list(
         return Ok(Json(table::table(t.info, &items, metadata, req, true)).into_response());
     }
     Ok(Json(json!({"kind": list_kind(t.info), "apiVersion": "v1", "metadata": metadata, "items": items})).into_response())
+}
+
+/// The version of a list with `resourceVersionMatch=Exact`; `None` for `NotOlderThan` or none.
+fn exact_version(p: &Params) -> Result<Option<u64>, ApiError> {
+    let invalid = |m: &str| invalid_list(&format!("resourceVersionMatch: {m}"));
+    let unless_rv =
+        "Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided";
+    match (p.resource_version_match.as_deref(), p.rv()?) {
+        (None | Some(""), _) | (Some("NotOlderThan"), Some(_)) => Ok(None),
+        (Some("Exact"), Some(n)) if n > 0 => Ok(Some(n)),
+        (Some("Exact"), Some(_)) => Err(invalid(
+            "Forbidden: resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\"",
+        )),
+        (Some("Exact" | "NotOlderThan"), None) => Err(invalid(unless_rv)),
+        (Some(other), _) => Err(invalid(&format!(
+            "Unsupported value: {other:?}: supported values: \"Exact\", \"NotOlderThan\""
+        ))),
+    }
 }
 
 /// A `continue` token, as Kubernetes encodes one (unpadded URL-safe base64 of JSON): the
@@ -171,7 +195,7 @@ pub fn watch_spec(
     })
 }
 
-fn invalid_watch(message: &str) -> ApiError {
+fn invalid_list(message: &str) -> ApiError {
     ApiError::new(
         StatusCode::UNPROCESSABLE_ENTITY,
         "Invalid",
@@ -193,13 +217,13 @@ fn watch_options(p: &Params) -> Result<WatchOptions, ApiError> {
     let rv_match = p.resource_version_match.as_deref().unwrap_or("");
     if send {
         if rv_match != "NotOlderThan" {
-            return Err(invalid_watch("resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"));
+            return Err(invalid_list("resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"));
         }
         if !truthy(&p.allow_watch_bookmarks) {
-            return Err(invalid_watch("allowWatchBookmarks: Required value: allowWatchBookmarks must be true when sendInitialEvents is true"));
+            return Err(invalid_list("allowWatchBookmarks: Required value: allowWatchBookmarks must be true when sendInitialEvents is true"));
         }
     } else if !rv_match.is_empty() && p.send_initial_events.is_some() {
-        return Err(invalid_watch("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided"));
+        return Err(invalid_list("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided"));
     }
     Ok(WatchOptions {
         send_initial_events: send,

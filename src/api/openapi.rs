@@ -4,7 +4,7 @@
 //! schema and everything it references ([`schemas`], from k8s-openapi's Kubernetes 1.37
 //! types), and for each resource only the operations, paths and query parameters the API
 //! answers (no `deletecollection`, `dryRun`, `pretty` or proxy paths), each with its success
-//! answer and the error answers (400, 401, 403, 404, 409, 410, 422, 429) as `Status`. It is
+//! answer and the error answers (400, 401, 403, 404, 409, 410, 422, 429, 504) as `Status`. It is
 //! built once and served with the hash the index names as its ETag.
 //!
 //! kubectl reads it to learn that PATCH takes `fieldValidation` (so `create -f` and `apply -f`
@@ -36,6 +36,7 @@ const ERRORS: &[(&str, &str)] = &[
     ("410", "Gone"),
     ("422", "Invalid"),
     ("429", "TooManyRequests"),
+    ("504", "Timeout"),
 ];
 
 /// A query parameter.

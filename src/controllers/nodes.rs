@@ -18,7 +18,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use keelson_raft::{Command, RaftNode};
-use openraft::ServerState;
 use serde::Deserialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +25,9 @@ use tokio_util::sync::CancellationToken;
 use super::events::{event, Severity};
 use super::util::{pod_terminating, rv, s, set_condition, store_key, stored_bytes};
 use super::{Context, ControllerMetrics};
+use crate::informer::node as node_index;
 use crate::informer::pod as pod_index;
+use crate::informer::queue::WorkQueue;
 use crate::registry::{self, lookup};
 
 /// Last heartbeat of every node, as seen by this master while leader.
@@ -37,6 +38,10 @@ struct HeartbeatState {
     last: HashMap<String, Instant>,
     /// When this master last became leader: nodes not heard from since count from here.
     since: Instant,
+    /// Nodes whose next beat the lifecycle loop wants to hear of (they are not Ready), with
+    /// their keys, and its queue.
+    watched: HashMap<String, String>,
+    wake: Option<Arc<WorkQueue<String>>>,
 }
 
 impl Default for Heartbeats {
@@ -44,6 +49,8 @@ impl Default for Heartbeats {
         Heartbeats(Arc::new(Mutex::new(HeartbeatState {
             last: HashMap::new(),
             since: Instant::now(),
+            watched: HashMap::new(),
+            wake: None,
         })))
     }
 }
@@ -51,11 +58,48 @@ impl Default for Heartbeats {
 impl Heartbeats {
     /// Records a beat of `node`.
     pub fn beat(&self, node: &str) {
-        self.0
-            .lock()
-            .expect("heartbeats")
-            .last
-            .insert(node.to_string(), Instant::now());
+        let mut st = self.0.lock().expect("heartbeats");
+        let now = Instant::now();
+        match st.last.get_mut(node) {
+            Some(last) => *last = now,
+            None => {
+                st.last.insert(node.to_string(), now);
+            }
+        }
+        if let Some(key) = st.watched.remove(node) {
+            if let Some(queue) = &st.wake {
+                queue.add(key);
+            }
+        }
+    }
+
+    /// The lifecycle loop's queue, given the key of every watched node that beats.
+    fn wake_on_beat(&self, queue: Arc<WorkQueue<String>>) {
+        let mut st = self.0.lock().expect("heartbeats");
+        st.wake = Some(queue);
+        st.watched.clear();
+    }
+
+    /// Stops giving keys to `queue` (unless a later loop's queue replaced it already).
+    fn stop_waking(&self, queue: &Arc<WorkQueue<String>>) {
+        let mut st = self.0.lock().expect("heartbeats");
+        if st.wake.as_ref().is_some_and(|q| Arc::ptr_eq(q, queue)) {
+            st.wake = None;
+            st.watched.clear();
+        }
+    }
+
+    /// Whether the next beat of `node` queues `key` (a node not Ready), or not.
+    fn watch_beats(&self, node: &str, key: Option<&str>) {
+        let mut st = self.0.lock().expect("heartbeats");
+        match key {
+            Some(key) => {
+                st.watched.insert(node.to_string(), key.to_string());
+            }
+            None => {
+                st.watched.remove(node);
+            }
+        }
     }
 
     /// When `node` was last heard of (or the start of this leadership).
@@ -90,34 +134,109 @@ pub fn transition(ready: Option<&str>, silent: Duration, grace: Duration) -> Tra
     }
 }
 
-/// The lifecycle loop, until `token` is cancelled.
+/// Nodes looked at in one pass, at most.
+const CHUNK: usize = 1000;
+
+/// The lifecycle loop, until `token` is cancelled. It works from a deadline queue of node
+/// keys: a node is looked at when it changes, when it beats while not Ready, and when its
+/// deadline comes (its grace period after its last beat, or its pods' eviction), so a pass
+/// costs O(nodes due), not O(nodes).
 pub async fn run(ctx: Context, token: CancellationToken) {
-    let tick = (ctx.config.node_grace / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-    let mut not_ready_since: HashMap<String, Instant> = HashMap::new();
-    loop {
-        if let Err(e) = pass(&ctx, &mut not_ready_since).await {
-            if !token.is_cancelled() {
-                tracing::warn!("node lifecycle: {e}");
+    let queue: Arc<WorkQueue<String>> = Arc::new(WorkQueue::default());
+    let nodes = ctx.informers.nodes.clone();
+    let _changes = nodes.on_change({
+        let queue = queue.clone();
+        move |old, new| {
+            if let Some(item) = new.or(old) {
+                queue.add(item.key.clone());
             }
         }
-        tokio::select! {
-            _ = token.cancelled() => return,
-            _ = tokio::time::sleep(tick) => {}
+    });
+    ctx.heartbeats.wake_on_beat(queue.clone());
+    for item in nodes.list() {
+        queue.add(item.key.clone());
+    }
+    let mut state = Lifecycle::default();
+    loop {
+        let keys = tokio::select! {
+            _ = token.cancelled() => break,
+            keys = queue.take(CHUNK) => match keys { Some(k) => k, None => break },
+        };
+        let began = Instant::now();
+        let result = tokio::select! {
+            _ = token.cancelled() => break,
+            r = pass(&ctx, &queue, &mut state, &keys) => r,
+        };
+        super::util::record_pass(&ctx, "nodes", began);
+        for k in &keys {
+            queue.done(k);
         }
+        if let Err(e) = result {
+            tracing::warn!("node lifecycle: {e}");
+            for k in keys {
+                queue.retry(k);
+            }
+        }
+        for cond in ["True", "False", "Unknown"] {
+            let n = nodes.count_by_index(node_index::BY_READY, cond);
+            ctx.metrics.nodes.with_label_values(&[cond]).set(n as i64);
+        }
+    }
+    ctx.heartbeats.stop_waking(&queue);
+    queue.shut_down();
+}
+
+/// What the loop remembers between passes.
+#[derive(Default)]
+struct Lifecycle {
+    /// Since when each node is not Ready, as this leader saw it.
+    not_ready_since: HashMap<String, Instant>,
+    /// The deadline queued for each node key, so that no more than one waits at a time.
+    armed: HashMap<String, Instant>,
+}
+
+impl Lifecycle {
+    /// Queues `key` for `at`, unless a deadline no later than `at` is queued already.
+    fn arm(&mut self, queue: &WorkQueue<String>, key: &str, at: Instant, now: Instant) {
+        if self
+            .armed
+            .get(key)
+            .is_some_and(|&armed| armed > now && armed <= at)
+        {
+            return;
+        }
+        self.armed.insert(key.to_string(), at);
+        queue.add_after(key.to_string(), at.saturating_duration_since(now));
     }
 }
 
-async fn pass(ctx: &Context, not_ready_since: &mut HashMap<String, Instant>) -> Result<(), String> {
-    // From the nodes informer: a node is decoded only when it changes state.
-    let nodes = ctx.informers.nodes.list();
+async fn pass(
+    ctx: &Context,
+    queue: &WorkQueue<String>,
+    state: &mut Lifecycle,
+    keys: &[String],
+) -> Result<(), String> {
     let now = Instant::now();
+    let grace = ctx.config.node_grace;
     let mut commands = Vec::new();
-    let mut counts: HashMap<&str, i64> = HashMap::from([("True", 0), ("False", 0), ("Unknown", 0)]);
-    for item in &nodes {
+    for key in keys {
+        if state.armed.get(key).is_some_and(|&at| at <= now) {
+            state.armed.remove(key);
+        }
+        // From the nodes informer: a node is decoded only when it changes state.
+        let Some(item) = ctx.informers.nodes.get(key) else {
+            // Deleted: forget it.
+            let name = key.rsplit('/').next().unwrap_or_default();
+            state.armed.remove(key);
+            state.not_ready_since.remove(name);
+            ctx.heartbeats.watch_beats(name, None);
+            continue;
+        };
         let name = item.facts.name.clone();
         let ready = item.facts.ready.as_deref();
-        let silent = now.saturating_duration_since(ctx.heartbeats.last(&name));
-        let change = match transition(ready, silent, ctx.config.node_grace) {
+        let last = ctx.heartbeats.last(&name);
+        let silent = now.saturating_duration_since(last);
+        let change = match transition(ready, silent, grace) {
             Transition::BecameNotReady => Some((
                 "Unknown",
                 "NodeStatusUnknown",
@@ -148,25 +267,32 @@ async fn pass(ctx: &Context, not_ready_since: &mut HashMap<String, Instant>) -> 
                 &format!("Node {name} status is now: {event_reason}"),
                 "node-controller",
             ));
-            if status == "True" {
-                not_ready_since.remove(&name);
-            }
         }
-        *counts.entry(ready.unwrap_or("Unknown")).or_default() += 1;
-        if ready != Some("True") {
-            let since = *not_ready_since.entry(name.clone()).or_insert(now);
-            if now.saturating_duration_since(since) > ctx.config.pod_eviction {
-                commands.extend(evict_pods(ctx, &name)?);
-            }
+        let ready_now = match change {
+            Some((status, ..)) => status == "True",
+            None => ready == Some("True"),
+        };
+        if ready_now {
+            // Looked at again when its grace runs out, unless it beats before.
+            state.not_ready_since.remove(&name);
+            ctx.heartbeats.watch_beats(&name, None);
+            state.arm(queue, key, last + grace, now);
         } else {
-            not_ready_since.remove(&name);
+            // Looked at again when it beats, and when its pods are due for eviction.
+            ctx.heartbeats.watch_beats(&name, Some(key));
+            let since = *state.not_ready_since.entry(name.clone()).or_insert(now);
+            let evict_at = since + ctx.config.pod_eviction;
+            if now >= evict_at {
+                commands.extend(evict_pods(ctx, &name)?);
+                // Pods bound there later (none should be) are evicted on the next look.
+                state.arm(queue, key, now + ctx.config.pod_eviction, now);
+            } else {
+                state.arm(queue, key, evict_at, now);
+            }
         }
-    }
-    for (cond, n) in counts {
-        ctx.metrics.nodes.with_label_values(&[cond]).set(n);
     }
     if !commands.is_empty() {
-        super::util::write(&ctx, commands).await?;
+        super::util::write(ctx, commands).await?;
     }
     Ok(())
 }
@@ -232,13 +358,19 @@ pub async fn heartbeats(
     body: Body,
 ) -> Response {
     let leader_api = || ep.node.leader().map(|(_, n)| n.api).unwrap_or_default();
-    let mut metrics = ep.node.raft.metrics();
-    if metrics.borrow().state != ServerState::Leader {
-        return (
+    let not_leader = || {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(json!({"leader": leader_api()})),
         )
-            .into_response();
+            .into_response()
+    };
+    // Leadership changes only: openraft's metrics change with every replication ack, and a
+    // thousand streams woken by each would cost more than their beats.
+    let mut leadership = ep.node.leadership();
+    leadership.borrow_and_update();
+    if !ep.node.term().1 {
+        return not_leader();
     }
     let mut stream = body.into_data_stream();
     loop {
@@ -252,9 +384,9 @@ pub async fn heartbeats(
                 }
                 _ => return (StatusCode::OK, "stream ended").into_response(),
             },
-            changed = metrics.changed() => {
-                if changed.is_err() || metrics.borrow().state != ServerState::Leader {
-                    return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"leader": leader_api()}))).into_response();
+            changed = leadership.changed() => {
+                if changed.is_err() || !leadership.borrow().1 {
+                    return not_leader();
                 }
             }
         }

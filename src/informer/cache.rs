@@ -128,6 +128,15 @@ impl<T: Facts> Cache<T> {
             .unwrap_or_default()
     }
 
+    /// How many items index `index` has under `value`.
+    pub fn count_by_index(&self, index: &str, value: &str) -> usize {
+        self.read()
+            .indexes
+            .get(index)
+            .and_then(|i| i.get(value))
+            .map_or(0, |keys| keys.len())
+    }
+
     /// Calls `handler` on every later change, until the guard is dropped. A consumer that
     /// registers first and lists after misses nothing (it may see a change twice).
     pub fn on_change(

@@ -196,10 +196,12 @@ impl Registry {
     }
 
     /// One page of a collection: at most `limit` objects after position `after` (see
-    /// [`ListPage::next`]), read at resource version `at` (a continued list's first page), or
-    /// at the applied state after a read barrier when `consistent`. A version the change
-    /// feed's window no longer reaches is 410 `Expired`; one this replica has not applied yet
-    /// is waited for. Reads O(limit + changes since `at`) records, never the whole collection.
+    /// [`ListPage::next`]), read at resource version `at` (a continued list's first page, or
+    /// `resourceVersionMatch=Exact`), or at the applied state after a read barrier when
+    /// `consistent`. A version the change feed's window no longer reaches is 410 `Expired`;
+    /// one this replica has not applied yet is waited for (a read barrier), and one the
+    /// cluster has not reached is 504. Reads O(limit + changes since `at`) records, never the
+    /// whole collection.
     pub async fn list_page(
         &self,
         info: &ResourceInfo,
@@ -229,12 +231,16 @@ impl Registry {
             other => other,
         }
         .map_err(|e| match e {
-            PageError::Expired(e) => ApiError::new(
-                http::StatusCode::GONE,
-                "Expired",
-                format!("The provided continue parameter is too old to display a consistent list result ({e}). Start a new list without the continue parameter."),
-            ),
-            PageError::NotYet { .. } => ApiError::internal(e.to_string()),
+            PageError::Expired(e) => {
+                ApiError::new(http::StatusCode::GONE, "Expired", e.to_string())
+            }
+            // As kube-apiserver answers a version it has not reached.
+            PageError::NotYet { at, applied } => ApiError::new(
+                http::StatusCode::GATEWAY_TIMEOUT,
+                "Timeout",
+                format!("Too large resource version: {at}, current: {applied}"),
+            )
+            .with_retry_after(1),
         })?;
         let next = match (page.more, page.records.last()) {
             (true, Some((key, _))) => Some(key[base.len()..].to_string()),
