@@ -26,8 +26,12 @@ fn pod(name: &str) -> Value {
 pub struct ApiCreates {
     /// `POST .../pods`.
     pub creates: Level,
-    /// keelson `PUT /kv/KEY?upsert=true` of a value as large as the create's body.
+    /// keelson `PUT /kv/KEY?upsert=true` of a value as large as the create's body, on the same
+    /// cluster right after the creates, and on a fresh cluster.
     pub kv: Level,
+    pub kv_fresh: Level,
+    /// Hollow nodes beating during the creates (`--api-nodes`), so that the pods bind.
+    pub nodes: usize,
     /// etcd puts of that size, unless `--skip-etcd`.
     pub etcd: Option<Level>,
     /// Bytes of one create's request body, and of the object as stored.
@@ -86,6 +90,19 @@ pub async fn api_creates(args: &BenchArgs) -> anyhow::Result<ApiCreates> {
     let Sys::Keelson(cluster) = &sys else {
         bail!("not keelson")
     };
+    let beats = if args.api_nodes > 0 {
+        let api = super::harness::Api::new(cluster)?;
+        let every = Duration::from_millis(args.heartbeat_ms);
+        let (beats, _, ready) = super::scale::hollow_nodes(&api, args.api_nodes, every).await?;
+        eprintln!(
+            "bench: api-creates: {} hollow nodes Ready after {:.1} s",
+            args.api_nodes,
+            ready.as_secs_f64()
+        );
+        Some(beats)
+    } else {
+        None
+    };
     let level = creates(cluster, args.api_clients, duration).await;
     eprintln!("bench: api-creates: {:.0} creates/s", level.ops_per_sec);
     let http = reqwest::Client::builder()
@@ -107,7 +124,17 @@ pub async fn api_creates(args: &BenchArgs) -> anyhow::Result<ApiCreates> {
         "bench: api-creates: keelson kv {:.0} puts/s",
         kv.ops_per_sec
     );
+    if let Some(b) = beats {
+        b.stop();
+    }
     drop(sys);
+    let fresh = Sys::start(Kind::Keelson, args).await?;
+    let kv_fresh = throughput(&fresh, args.api_clients, duration, &value).await;
+    eprintln!(
+        "bench: api-creates: keelson kv on a fresh cluster {:.0} puts/s",
+        kv_fresh.ops_per_sec
+    );
+    drop(fresh);
     let etcd = if args.skip_etcd {
         None
     } else {
@@ -119,6 +146,8 @@ pub async fn api_creates(args: &BenchArgs) -> anyhow::Result<ApiCreates> {
     Ok(ApiCreates {
         creates: level,
         kv,
+        kv_fresh,
+        nodes: args.api_nodes,
         etcd,
         body_bytes,
         stored_bytes,
@@ -338,7 +367,11 @@ pub fn render_api(args: &BenchArgs, a: &ApiCreates) -> String {
     };
     let mut rows = vec![
         row("keelson `POST /api/v1/namespaces/default/pods`", &a.creates),
-        row("keelson `PUT /kv/KEY?upsert=true`", &a.kv),
+        row("keelson `PUT /kv/KEY?upsert=true`, right after", &a.kv),
+        row(
+            "keelson `PUT /kv/KEY?upsert=true`, fresh cluster",
+            &a.kv_fresh,
+        ),
     ];
     if let Some(e) = &a.etcd {
         rows.push(row("etcd `POST /v3/kv/put`", e));
@@ -349,9 +382,10 @@ pub fn render_api(args: &BenchArgs, a: &ApiCreates) -> String {
         .as_ref()
         .map(|e| {
             format!(
-                " Pod creates reach {:.2}x etcd's put rate, and {:.2}x keelson's own key/value puts.",
+                " Pod creates reach {:.2}x etcd's put rate, and {:.2}x keelson's own key/value puts; the puts right after reach {:.2}x a fresh cluster's.",
                 a.creates.ops_per_sec / e.ops_per_sec,
-                a.creates.ops_per_sec / a.kv.ops_per_sec
+                a.creates.ops_per_sec / a.kv.ops_per_sec,
+                a.kv.ops_per_sec / a.kv_fresh.ops_per_sec
             )
         })
         .unwrap_or_default();
@@ -359,13 +393,21 @@ pub fn render_api(args: &BenchArgs, a: &ApiCreates) -> String {
         "## Object API: pod creates per second\n\n\
          {} closed-loop clients, client i talking to master i mod 3, each creating fresh small \
          valid pods ({} B request body; {} B as stored, with uid, timestamps and status) for {} \
-         s after 1 s of warm-up on a fresh 3-master cluster. Then, in the same run, keelson's \
-         key/value upserts and etcd's puts of {} B values (the request body's size) with the \
-         same clients and duration.{ratio}\n\n{}",
+         s after 1 s of warm-up on a fresh 3-master cluster{}. Then, in the same run, keelson's \
+         key/value upserts of {} B values (the request body's size) with the same clients and \
+         duration on that cluster right after, on a fresh cluster, and etcd's puts.{ratio}\n\n{}",
         args.api_clients,
         a.body_bytes,
         a.stored_bytes,
         args.duration_secs,
+        if a.nodes > 0 {
+            format!(
+                " with {} hollow nodes beating, so every pod is scheduled and bound",
+                a.nodes
+            )
+        } else {
+            " with no node (the pods stay pending)".to_string()
+        },
         a.body_bytes,
         table(&header, &rows)
     )

@@ -140,6 +140,9 @@ pub struct BenchArgs {
     /// scheduling: replicas per replication controller (--sched-mode rc).
     #[arg(long, default_value_t = 1000)]
     pub rc_replicas: usize,
+    /// api-creates: hollow nodes registered and beating before the creates, so pods bind.
+    #[arg(long, default_value_t = 0)]
+    pub api_nodes: usize,
     /// lists: times each read is repeated.
     #[arg(long, default_value_t = 3)]
     pub list_rounds: usize,

@@ -53,7 +53,7 @@ fn rc(name: &str, replicas: usize, labels: Value) -> Value {
 
 /// Registers `n` hollow nodes, starts their heartbeats and waits until all are Ready; returns
 /// the heartbeats and the time each step took.
-async fn hollow_nodes(
+pub(crate) async fn hollow_nodes(
     api: &Api,
     n: usize,
     every: Duration,

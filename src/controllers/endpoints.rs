@@ -1,5 +1,6 @@
 //! The endpoints controller: for every service with a selector, an Endpoints object listing
-//! the ready pods that match it, with the target port.
+//! the ready pods that match it, with the target port. It works from a queue of services
+//! (`run`), so a pod's change costs work for the services that select it only.
 //!
 //! The target port is the service port's `targetPort`: a number, or the name of a container
 //! port; a service converted from the seed's v1beta1 without `containerPort` uses the first
@@ -8,14 +9,19 @@
 //! `keelson.io/reachable-ip` and `keelson.io/reachable-port-<containerPort>` on the pod).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use keelson_raft::Command;
 use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
 
-use super::util::{list, pod_ready, pod_terminating, s, string_map};
+use super::util::{pod_ready, pod_terminating, s};
 use super::Context;
-use crate::informer::pod as pod_index;
+use crate::informer::pod::{self as pod_index, PodFacts};
+use crate::informer::queue::WorkQueue;
+use crate::informer::service as service_index;
+use crate::informer::Informers;
 use crate::registry::selectors::LabelSelector;
 use crate::registry::service::FIRST_CONTAINER_PORT;
 use crate::registry::strategy;
@@ -132,23 +138,120 @@ pub fn subsets(service: &Value, pods: &[&Value]) -> Value {
     Value::Array(subsets)
 }
 
-/// One pass over every service.
-pub async fn sync(ctx: Context) -> Result<(), String> {
-    let services = list(&ctx, "services");
-    let existing: BTreeMap<String, Value> = list(&ctx, "endpoints")
-        .into_iter()
-        .map(|e| (super::util::key_of(&e), e))
-        .collect();
+/// Runs the endpoints controller until `token` is cancelled: a queue of service keys, fed by
+/// the informers (a service's change queues it; a pod's change queues the services of its
+/// namespace that select it), and every resync period all of them, with the services of
+/// Endpoints whose service is gone. A change costs work for the services it concerns only.
+pub async fn run(ctx: Context, token: CancellationToken) {
+    let queue = Arc::new(WorkQueue::<String>::default());
+    let informers = ctx.informers.clone();
+    let _service_changes = informers.services.on_change({
+        let queue = queue.clone();
+        move |old, new| {
+            if let Some(svc) = new.or(old) {
+                queue.add(svc.key.clone());
+            }
+        }
+    });
+    let _pod_changes = informers.pods.on_change({
+        let queue = queue.clone();
+        let informers = informers.clone();
+        move |old, new| {
+            for pod in [old, new].into_iter().flatten() {
+                enqueue_for_pod(&informers, &queue, &pod.facts);
+            }
+        }
+    });
+    let mut resync = tokio::time::interval(ctx.config.resync);
+    loop {
+        let keys = tokio::select! {
+            _ = token.cancelled() => break,
+            _ = resync.tick() => {
+                queue_everything(&ctx, &queue);
+                continue;
+            }
+            keys = queue.take(64) => match keys { Some(k) => k, None => break },
+        };
+        let began = std::time::Instant::now();
+        let result = tokio::select! {
+            _ = token.cancelled() => break,
+            r = pass(&ctx, &keys) => r,
+        };
+        super::util::record_pass(&ctx, "endpoints", began);
+        for k in &keys {
+            queue.done(k);
+        }
+        match result {
+            Ok(()) => keys.iter().for_each(|k| queue.forget(k)),
+            Err(e) => {
+                tracing::warn!("endpoints: {e}");
+                keys.into_iter().for_each(|k| queue.retry(k));
+            }
+        }
+    }
+    queue.shut_down();
+}
+
+/// Queues the services of `pod`'s namespace whose selector matches it.
+fn enqueue_for_pod(informers: &Informers, queue: &WorkQueue<String>, pod: &PodFacts) {
+    for svc in informers
+        .services
+        .by_index(service_index::BY_NAMESPACE, &pod.namespace)
+    {
+        let selector = &svc.facts.selector;
+        if !selector.is_empty() && LabelSelector::from_map(selector).matches(&pod.labels) {
+            queue.add(svc.key.clone());
+        }
+    }
+}
+
+/// Queues every service, and the service key of every Endpoints object (one whose service is
+/// gone is deleted by its pass).
+fn queue_everything(ctx: &Context, queue: &WorkQueue<String>) {
+    for svc in ctx.informers.services.list() {
+        queue.add(svc.key.clone());
+    }
+    let endpoints = lookup("endpoints").expect("endpoints");
+    let services = lookup("services").expect("services");
+    let (records, _) = ctx.node.list(&registry::prefix(endpoints, None));
+    let base = registry::prefix(endpoints, None);
+    for (key, _) in records {
+        if let Some(rest) = key.strip_prefix(&base) {
+            queue.add(format!("{}{rest}", registry::prefix(services, None)));
+        }
+    }
+}
+
+/// One pass over the services under `keys` (storage keys): each one's Endpoints brought to
+/// the ready pods it selects, and removed when the service is gone.
+async fn pass(ctx: &Context, keys: &[String]) -> Result<(), String> {
     let info = lookup("endpoints").expect("endpoints");
+    let base = registry::prefix(lookup("services").expect("services"), None);
     let mut commands = Vec::new();
-    for svc in &services {
-        let selector = string_map(svc, "/spec/selector");
-        if selector.is_empty() {
+    for key in keys {
+        let Some((ns, name)) = key.strip_prefix(&base).and_then(|r| r.split_once('/')) else {
+            continue;
+        };
+        let ep_key = registry::key(info, Some(ns), name);
+        let existing = match ctx.node.get(&ep_key).0 {
+            Some(r) => Some(registry::decode_record(&r).map_err(|e| e.message)?),
+            None => None,
+        };
+        let Some(item) = ctx.informers.services.get(key) else {
+            // The service is gone: so are its endpoints.
+            if let Some(ep) = existing {
+                commands.push(Command::Delete {
+                    key: ep_key,
+                    precondition: Some(super::util::rv(&ep)),
+                });
+            }
+            continue;
+        };
+        if item.facts.selector.is_empty() {
             continue;
         }
-        let ns = s(svc, "/metadata/namespace");
-        let name = s(svc, "/metadata/name");
-        let sel = LabelSelector::from_map(&selector);
+        let svc = item.object().map_err(|e| e.message)?;
+        let sel = LabelSelector::from_map(&item.facts.selector);
         // From the pods informer: only the ready pods the service selects are decoded.
         let mut matching = Vec::new();
         for p in ctx.informers.pods.by_index(pod_index::BY_NAMESPACE, ns) {
@@ -157,9 +260,8 @@ pub async fn sync(ctx: Context) -> Result<(), String> {
                 matching.push(p.object().map_err(|e| e.message)?);
             }
         }
-        let subsets = subsets(svc, &matching.iter().collect::<Vec<_>>());
-        let key = registry::key(info, Some(ns), name);
-        match existing.get(&super::util::key_of(svc)) {
+        let subsets = subsets(&svc, &matching.iter().collect::<Vec<_>>());
+        match existing {
             Some(current) if current.get("subsets").cloned().unwrap_or(json!([])) == subsets => {}
             Some(current) => {
                 let mut updated = current.clone();
@@ -168,37 +270,24 @@ pub async fn sync(ctx: Context) -> Result<(), String> {
                     m.remove("resourceVersion");
                 }
                 commands.push(Command::Update {
-                    key,
+                    key: ep_key,
                     value: Bytes::from(serde_json::to_vec(&updated).expect("json")),
-                    precondition: Some(super::util::rv(current)),
+                    precondition: Some(super::util::rv(&current)),
                 });
             }
             None => {
                 let mut ep = json!({"metadata": {"name": name, "labels": svc.pointer("/metadata/labels").cloned().unwrap_or(json!({}))}, "subsets": subsets});
                 if strategy::prepare_create(info, &mut ep, Some(ns), Names::Lenient, "v1").is_ok() {
                     commands.push(Command::Create {
-                        key,
+                        key: ep_key,
                         value: Bytes::from(serde_json::to_vec(&ep).expect("json")),
                     });
                 }
             }
         }
     }
-    // Endpoints of services that are gone.
-    for (k, ep) in &existing {
-        if !services.iter().any(|svc| super::util::key_of(svc) == *k) {
-            commands.push(Command::Delete {
-                key: registry::key(
-                    info,
-                    Some(s(ep, "/metadata/namespace")),
-                    s(ep, "/metadata/name"),
-                ),
-                precondition: Some(super::util::rv(ep)),
-            });
-        }
-    }
     if !commands.is_empty() {
-        super::util::write(&ctx, commands).await?;
+        super::util::write(ctx, commands).await?;
     }
     Ok(())
 }

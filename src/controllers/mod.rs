@@ -227,13 +227,7 @@ fn start_loops(ctx: &Context, token: CancellationToken) -> Vec<tokio::task::Join
     vec![
         tokio::spawn(scheduler::run(ctx.clone(), token.clone())),
         tokio::spawn(replication::run(ctx.clone(), token.clone())),
-        tokio::spawn(util::run_loop(
-            "endpoints",
-            &["pods", "services", "endpoints"],
-            ctx.clone(),
-            token.clone(),
-            endpoints::sync,
-        )),
+        tokio::spawn(endpoints::run(ctx.clone(), token.clone())),
         // Watches nothing: wakes every resync period.
         tokio::spawn(util::run_loop(
             "events",

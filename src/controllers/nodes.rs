@@ -191,6 +191,10 @@ pub async fn run(ctx: Context, token: CancellationToken) {
 struct Lifecycle {
     /// Since when each node is not Ready, as this leader saw it.
     not_ready_since: HashMap<String, Instant>,
+    /// When this loop first saw each node: a node registered a moment ago, whose agent has not
+    /// beaten yet, is not silent (Kubernetes' node lifecycle counts from a node's first sight
+    /// too).
+    first_seen: HashMap<String, Instant>,
     /// The deadline queued for each node key, so that no more than one waits at a time.
     armed: HashMap<String, Instant>,
 }
@@ -229,12 +233,14 @@ async fn pass(
             let name = key.rsplit('/').next().unwrap_or_default();
             state.armed.remove(key);
             state.not_ready_since.remove(name);
+            state.first_seen.remove(name);
             ctx.heartbeats.watch_beats(name, None);
             continue;
         };
         let name = item.facts.name.clone();
         let ready = item.facts.ready.as_deref();
-        let last = ctx.heartbeats.last(&name);
+        let first_seen = *state.first_seen.entry(name.clone()).or_insert(now);
+        let last = ctx.heartbeats.last(&name).max(first_seen);
         let silent = now.saturating_duration_since(last);
         let change = match transition(ready, silent, grace) {
             Transition::BecameNotReady => Some((
@@ -424,6 +430,46 @@ mod tests {
             transition(Some("Unknown"), Duration::from_secs(20), g),
             Transition::None
         );
+    }
+
+    #[test]
+    fn one_deadline_waits_per_node() {
+        let queue = WorkQueue::default();
+        let mut state = Lifecycle::default();
+        let now = Instant::now();
+        let later = now + Duration::from_secs(10);
+        state.arm(&queue, "n", later, now);
+        // A later deadline is covered by the one waiting; an earlier one replaces it.
+        state.arm(&queue, "n", later + Duration::from_secs(5), now);
+        assert_eq!(state.armed["n"], later);
+        state.arm(&queue, "n", now + Duration::from_secs(1), now);
+        assert_eq!(state.armed["n"], now + Duration::from_secs(1));
+        // Once it is due, the next deadline is armed whatever it is.
+        let due = now + Duration::from_secs(2);
+        state.arm(&queue, "n", due + Duration::from_secs(30), due);
+        assert_eq!(state.armed["n"], due + Duration::from_secs(30));
+        // Due at once: queued now.
+        state.arm(&queue, "m", now, now);
+        assert_eq!(queue.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_beat_of_a_watched_node_queues_its_key() {
+        let hb = Heartbeats::default();
+        let queue = Arc::new(WorkQueue::default());
+        hb.wake_on_beat(queue.clone());
+        hb.beat("n1");
+        assert!(queue.is_empty(), "not watched");
+        hb.watch_beats("n1", Some("/registry/nodes/n1"));
+        hb.beat("n1");
+        assert_eq!(queue.take(10).await.unwrap(), ["/registry/nodes/n1"]);
+        queue.done(&"/registry/nodes/n1".to_string());
+        hb.beat("n1");
+        assert!(queue.is_empty(), "once per watch");
+        hb.stop_waking(&queue);
+        hb.watch_beats("n1", Some("/registry/nodes/n1"));
+        hb.beat("n1");
+        assert!(queue.is_empty(), "stopped");
     }
 
     #[test]

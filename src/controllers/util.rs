@@ -9,8 +9,6 @@ use tokio_util::sync::CancellationToken;
 use super::Context;
 use crate::registry::{self, lookup, ResourceInfo};
 
-pub use crate::registry::selectors::string_map;
-
 /// Runs `sync` whenever an object of a `watched` resource changes (coalescing bursts), and at
 /// least every resync period, until `token` is cancelled. A failed pass is retried after a
 /// short pause.
@@ -151,11 +149,6 @@ pub fn delete_pod_command(pod: &Value, node_ready: bool) -> Option<keelson_raft:
 /// True when the pod's Ready condition is True.
 pub fn pod_ready(pod: &Value) -> bool {
     crate::registry::condition_status(pod, "Ready") == Some("True")
-}
-
-/// `namespace/name` of an object.
-pub fn key_of(v: &Value) -> String {
-    format!("{}/{}", s(v, "/metadata/namespace"), s(v, "/metadata/name"))
 }
 
 /// The storage key of a stored object of `plural`.

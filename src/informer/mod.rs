@@ -12,13 +12,15 @@
 //! that wrote through Raft reads its own writes from them.
 //!
 //! Files: `cache.rs` (one kind's cache, indexes, handlers), `queue.rs` (the controllers' work
-//! queue), and one projection per kind: `pod.rs`, `node.rs`, `replicationcontroller.rs`.
+//! queue), and one projection per kind: `pod.rs`, `node.rs`, `replicationcontroller.rs`,
+//! `service.rs`.
 
 pub mod cache;
 pub mod node;
 pub mod pod;
 pub mod queue;
 pub mod replicationcontroller;
+pub mod service;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,12 +34,14 @@ pub use cache::{Cache, Facts, Item};
 pub use node::NodeFacts;
 pub use pod::PodFacts;
 pub use replicationcontroller::RcFacts;
+pub use service::ServiceFacts;
 
 /// The caches of every kind the control plane reads through them.
 pub struct Informers {
     pub pods: Arc<Cache<PodFacts>>,
     pub nodes: Arc<Cache<NodeFacts>>,
     pub rcs: Arc<Cache<RcFacts>>,
+    pub services: Arc<Cache<ServiceFacts>>,
     /// The resource version the caches reflect.
     synced: watch::Receiver<u64>,
     /// Asks the feeding thread to report how far it has caught up.
@@ -53,6 +57,7 @@ impl Informers {
             pods: Default::default(),
             nodes: Default::default(),
             rcs: Default::default(),
+            services: Default::default(),
             synced,
             nudge: Arc::new(Notify::new()),
         });
@@ -128,23 +133,27 @@ impl Informers {
             Some(PodFacts::PLURAL) => self.pods.apply(key, record),
             Some(NodeFacts::PLURAL) => self.nodes.apply(key, record),
             Some(RcFacts::PLURAL) => self.rcs.apply(key, record),
+            Some(ServiceFacts::PLURAL) => self.services.apply(key, record),
             _ => {}
         }
     }
 
     fn replace_all(&self, records: Vec<(String, Record)>) {
-        let (mut pods, mut nodes, mut rcs) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut pods, mut nodes, mut rcs, mut services) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (key, record) in records {
             match plural_of(&key) {
                 Some(PodFacts::PLURAL) => pods.push((key, record)),
                 Some(NodeFacts::PLURAL) => nodes.push((key, record)),
                 Some(RcFacts::PLURAL) => rcs.push((key, record)),
+                Some(ServiceFacts::PLURAL) => services.push((key, record)),
                 _ => {}
             }
         }
-        // Nodes and controllers first: a pod's handlers may look them up.
+        // Nodes, controllers and services first: a pod's handlers may look them up.
         self.nodes.replace(nodes);
         self.rcs.replace(rcs);
+        self.services.replace(services);
         self.pods.replace(pods);
     }
 }
