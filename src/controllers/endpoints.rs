@@ -153,14 +153,10 @@ pub async fn run(ctx: Context, token: CancellationToken) {
             }
         }
     });
-    let _pod_changes = informers.pods.on_change({
+    let _pod_changes = informers.pods.on_each_side({
         let queue = queue.clone();
         let informers = informers.clone();
-        move |old, new| {
-            for pod in [old, new].into_iter().flatten() {
-                enqueue_for_pod(&informers, &queue, &pod.facts);
-            }
-        }
+        move |pod| enqueue_for_pod(&informers, &queue, &pod.facts)
     });
     let mut resync = tokio::time::interval(ctx.config.resync);
     loop {

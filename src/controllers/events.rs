@@ -2,11 +2,13 @@
 //! SuccessfulCreate, SuccessfulDelete, NodeNotReady, NodeReady; and their garbage collection
 //! after `--event-ttl-secs`.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use keelson_raft::Command;
 use serde_json::{json, Value};
 
-use super::util::{list, rv, s, store_key};
+use super::util::s;
 use super::Context;
 use crate::registry::strategy;
 use crate::registry::validation::Names;
@@ -63,30 +65,70 @@ pub fn event(
     })
 }
 
-/// Deletes the events last seen more than the TTL ago, in batches.
+/// Deletes the events last seen more than the TTL ago, in batches. Reads each stored event's
+/// times only: decoding every event whole each resync period cost the leader more memory than
+/// the events themselves (a `Value` weighs several times its JSON).
 pub async fn collect_garbage(ctx: Context) -> Result<(), String> {
     let cutoff = jiff::Timestamp::now()
         .checked_sub(
             jiff::SignedDuration::try_from(ctx.config.event_ttl).map_err(|e| e.to_string())?,
         )
         .map_err(|e| e.to_string())?;
-    let expired: Vec<Command> = list(&ctx, "events")
-        .iter()
-        .filter(|e| {
-            [
-                "/lastTimestamp",
-                "/eventTime",
-                "/metadata/creationTimestamp",
-            ]
-            .iter()
-            .find_map(|p| s(e, p).parse::<jiff::Timestamp>().ok())
-            .is_some_and(|t| t < cutoff)
-        })
-        .map(|e| Command::Delete {
-            key: store_key("events", e),
-            precondition: Some(rv(e)),
+    let info = lookup("events").expect("events");
+    let (records, _) = ctx.node.list(&registry::prefix(info, None));
+    let expired: Vec<Command> = records
+        .into_iter()
+        .filter(|(_, r)| last_seen(&r.value).is_some_and(|t| t < cutoff))
+        .map(|(key, r)| Command::Delete {
+            key,
+            precondition: Some(r.mod_rv),
         })
         .collect();
     super::util::write(&ctx, expired).await?;
     Ok(())
+}
+
+/// The times of a stored event, and nothing else of it.
+#[derive(serde::Deserialize)]
+struct Times<'a> {
+    #[serde(rename = "lastTimestamp", borrow, default)]
+    last: Option<Cow<'a, str>>,
+    #[serde(rename = "eventTime", borrow, default)]
+    event_time: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    metadata: Option<Created<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Created<'a> {
+    #[serde(rename = "creationTimestamp", borrow, default)]
+    at: Option<Cow<'a, str>>,
+}
+
+/// When a stored event was last seen: its `lastTimestamp`, else its `eventTime`, else its
+/// creation.
+fn last_seen(stored: &[u8]) -> Option<jiff::Timestamp> {
+    let t: Times = serde_json::from_slice(stored).ok()?;
+    [t.last, t.event_time, t.metadata.and_then(|m| m.at)]
+        .into_iter()
+        .flatten()
+        .find_map(|t| t.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_events_last_sight_is_read_from_its_times_alone() {
+        let at = |s: &str| Some(s.parse::<jiff::Timestamp>().unwrap());
+        let both = br#"{"metadata":{"name":"e","creationTimestamp":"2026-01-01T00:00:00Z"},"lastTimestamp":"2026-01-02T00:00:00Z","message":"x"}"#;
+        assert_eq!(last_seen(both), at("2026-01-02T00:00:00Z"));
+        let series = br#"{"metadata":{"creationTimestamp":"2026-01-01T00:00:00Z"},"lastTimestamp":null,"eventTime":"2026-01-03T00:00:00.000000Z"}"#;
+        assert_eq!(last_seen(series), at("2026-01-03T00:00:00Z"));
+        let created = br#"{"metadata":{"creationTimestamp":"2026-01-01T00:00:00Z"}}"#;
+        assert_eq!(last_seen(created), at("2026-01-01T00:00:00Z"));
+        assert_eq!(last_seen(br#"{"metadata":{}}"#), None);
+        assert_eq!(last_seen(b"not json"), None);
+    }
 }

@@ -107,14 +107,10 @@ pub async fn run(ctx: Context, token: CancellationToken) {
             (None, None) => {}
         }
     });
-    let _pod_changes = informers.pods.on_change({
+    let _pod_changes = informers.pods.on_each_side({
         let queue = queue.clone();
         let informers = informers.clone();
-        move |old, new| {
-            for pod in [old, new].into_iter().flatten() {
-                enqueue_for_pod(&informers, &queue, &pod.facts);
-            }
-        }
+        move |pod| enqueue_for_pod(&informers, &queue, &pod.facts)
     });
     for rc in informers.rcs.list() {
         queue.add(Work::Controller(rc.key.clone()));

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::Context;
-use crate::registry::{self, lookup, ResourceInfo};
+use crate::registry::{self, lookup};
 
 /// Runs `sync` whenever an object of a `watched` resource changes (coalescing bursts), and at
 /// least every resync period, until `token` is cancelled. A failed pass is retried after a
@@ -101,13 +101,6 @@ pub async fn write(
         return Err("the informers did not catch up with this pass's writes in 10 s".into());
     }
     results.map_err(|e| e.to_string())
-}
-
-/// Every object of `plural` (all namespaces) on this replica.
-pub fn list(ctx: &Context, plural: &str) -> Vec<Value> {
-    let info: &ResourceInfo = lookup(plural).expect("served resource");
-    let (records, _) = ctx.node.list(&registry::prefix(info, None));
-    registry::decode_records(records.iter().map(|(k, r)| (k.as_str(), r)))
 }
 
 /// A string field at a JSON pointer.

@@ -137,6 +137,15 @@ impl<T: Facts> Cache<T> {
             .map_or(0, |keys| keys.len())
     }
 
+    /// Calls `handler` on the item before and the item after every later change (each one
+    /// that exists), until the guard is dropped: for consumers that queue what either concerns.
+    pub fn on_each_side(
+        self: &Arc<Self>,
+        handler: impl Fn(&Arc<Item<T>>) + Send + Sync + 'static,
+    ) -> HandlerGuard<T> {
+        self.on_change(move |old, new| [old, new].into_iter().flatten().for_each(&handler))
+    }
+
     /// Calls `handler` on every later change, until the guard is dropped. A consumer that
     /// registers first and lists after misses nothing (it may see a change twice).
     pub fn on_change(
