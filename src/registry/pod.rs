@@ -10,7 +10,7 @@ use super::object::obj_mut;
 use super::podspec::{default_pod_spec, validate_pod_spec};
 use super::printing::{age, arr, col, or_none, s, since, Column, AGE, NAME};
 use super::resource::Kind;
-use super::validation::{required, Cause};
+use super::validation::{forbidden, required, Cause};
 
 /// Pods.
 pub struct Pod;
@@ -66,6 +66,20 @@ impl Kind for Pod {
         match &pod.spec {
             Some(spec) => validate_pod_spec(spec, "spec", causes),
             None => causes.push(required("spec")),
+        }
+    }
+
+    /// A pod that finished stays finished (kube-apiserver refuses it too): an agent's late
+    /// status write must not bring back a pod that node lifecycle failed, after its controller
+    /// replaced it.
+    fn check_update(&self, old: &Value, new: &Value, causes: &mut Vec<Cause>) {
+        let phase = |v: &Value| s(v, "/status/phase").to_string();
+        let (was, is) = (phase(old), phase(new));
+        if matches!(was.as_str(), "Succeeded" | "Failed") && is != was {
+            causes.push(forbidden(
+                "status.phase",
+                &format!("a pod in phase {was} cannot change to {is:?}: it finished"),
+            ));
         }
     }
 
@@ -209,6 +223,37 @@ pub fn pod_deletion(pod: &Value, grace: Option<i64>, node_ready: bool) -> PodDel
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_finished_pod_stays_finished() {
+        use crate::registry::strategy::prepare_update;
+        use crate::registry::Subresource;
+        let info = &Pod::INFO;
+        let pod = |phase: &str| {
+            json!({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": "p", "namespace": "default", "uid": "u"},
+                   "spec": {"containers": [{"name": "c", "image": "i"}]},
+                   "status": {"phase": phase}})
+        };
+        let mut back = pod("Running");
+        let e =
+            prepare_update(info, &mut back, &pod("Failed"), Subresource::Status, "v1").unwrap_err();
+        assert_eq!(e.code, 422);
+        assert!(
+            e.message.contains("status.phase: Forbidden"),
+            "{}",
+            e.message
+        );
+        for (from, to) in [
+            ("Running", "Failed"),
+            ("Pending", "Running"),
+            ("Failed", "Failed"),
+        ] {
+            let mut new = pod(to);
+            prepare_update(info, &mut new, &pod(from), Subresource::Status, "v1")
+                .unwrap_or_else(|e| panic!("{from} → {to}: {}", e.message));
+        }
+    }
 
     #[test]
     fn pods_are_deleted_gracefully_only_when_an_agent_will_confirm() {

@@ -58,6 +58,10 @@ pub trait Kind: Sync + 'static {
     /// Checks the kind's own fields (metadata is checked for every kind) into `causes`.
     fn check(&self, _typed: &Self::Object, _obj: &Value, _causes: &mut Vec<Cause>) {}
 
+    /// Checks an update of `old` into `new` (both as stored, `new` already checked) into
+    /// `causes`: the transitions the kind forbids.
+    fn check_update(&self, _old: &Value, _new: &Value, _causes: &mut Vec<Cause>) {}
+
     /// The cells of `obj`'s row under [`Kind::COLUMNS`], ages counted at `now`.
     fn cells(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
         printing::default_cells(obj, now)
@@ -84,6 +88,7 @@ pub trait Resource: Sync {
     /// Decodes `obj` into the typed struct (a 400 naming the kind if it does not) and checks
     /// the kind's own fields into `causes`.
     fn check(&self, obj: &Value, causes: &mut Vec<Cause>) -> Result<(), ApiError>;
+    fn check_update(&self, old: &Value, new: &Value, causes: &mut Vec<Cause>);
     /// The object as its typed struct keeps it, or where and why it does not decode
     /// (`spec.containers[0].ports: invalid type: …`).
     fn typed_view(&self, obj: &Value) -> Result<Value, String>;
@@ -121,6 +126,9 @@ impl<K: Kind> Resource for K {
             .map_err(|e| ApiError::bad_request(format!("{} in body: {e}", K::INFO.kind)))?;
         Kind::check(self, &typed, obj, causes);
         Ok(())
+    }
+    fn check_update(&self, old: &Value, new: &Value, causes: &mut Vec<Cause>) {
+        Kind::check_update(self, old, new, causes)
     }
     fn typed_view(&self, obj: &Value) -> Result<Value, String> {
         let typed: K::Object = serde_path_to_error::deserialize(obj).map_err(|e| {

@@ -176,7 +176,14 @@ pub fn prepare_update(
     resource(info).apply_defaults(new);
     // The name is immutable: it was checked when the object was created (through whichever
     // version), so an update through core/v1 of the seed's `mysiteController` is fine.
-    validate(info, new, Names::Lenient)
+    validate(info, new, Names::Lenient)?;
+    let mut causes = Vec::new();
+    resource(info).check_update(old, new, &mut causes);
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid_error(info, old_name, causes))
+    }
 }
 
 /// Validates `obj` as `info`'s kind.
