@@ -26,6 +26,28 @@ impl Drop for Agent {
     }
 }
 
+/// Waits until `n` nodes report Ready.
+async fn ready_nodes(api: &Api, n: usize) {
+    eventually(
+        Duration::from_secs(30),
+        &format!("{n} Ready nodes"),
+        || async {
+            let nodes = api.items("/api/v1/nodes").await;
+            let ready = nodes
+                .iter()
+                .filter(|n| {
+                    n["status"]["conditions"].as_array().is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    })
+                })
+                .count();
+            (ready == n).then_some(())
+        },
+    )
+    .await;
+}
+
 fn agent(c: &Cluster, name: &str, cpu: &str) -> Agent {
     let masters: Vec<String> = c.ids().iter().map(|id| c.url(*id)).collect();
     let log = std::fs::File::create(c.root().join(format!("agent-{name}.log"))).unwrap();
@@ -114,21 +136,7 @@ async fn seed_controller_spreads_scales_and_its_endpoints_follow() {
     let _a = agent(&c, "node-a", "4");
     let _b = agent(&c, "node-b", "4");
     let api = Api::of(&c);
-    eventually(Duration::from_secs(30), "two Ready nodes", || async {
-        let nodes = api.items("/api/v1/nodes").await;
-        (nodes
-            .iter()
-            .filter(|n| {
-                n["status"]["conditions"].as_array().is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                })
-            })
-            .count()
-            == 2)
-            .then_some(())
-    })
-    .await;
+    ready_nodes(&api, 2).await;
     for (path, file) in [
         ("replicationControllers", "replication-controller.json"),
         ("services", "service.json"),
@@ -328,6 +336,8 @@ async fn silent_node_goes_not_ready_and_its_pods_move() {
     let a = agent(&c, "node-a", "4");
     let _b = agent(&c, "node-b", "4");
     let api = Api::of(&c);
+    // Both Ready before the pods exist: a node Ready alone would take them all.
+    ready_nodes(&api, 2).await;
     let rc = json!({"metadata": {"name": "web"}, "spec": {"replicas": 4, "selector": {"app": "web"},
                     "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
     assert_eq!(
@@ -392,19 +402,7 @@ async fn a_pod_too_big_for_every_node_waits_for_a_big_enough_node() {
         .expect("leader");
     let _a = agent(&c, "small", "2");
     let api = Api::of(&c);
-    eventually(Duration::from_secs(30), "a Ready node", || async {
-        let nodes = api.items("/api/v1/nodes").await;
-        nodes
-            .iter()
-            .any(|n| {
-                n["status"]["conditions"].as_array().is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                })
-            })
-            .then_some(())
-    })
-    .await;
+    ready_nodes(&api, 1).await;
     let pod = json!({"metadata": {"name": "huge"}, "spec": {"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "16"}}}]}});
     assert_eq!(
         api.call("POST", "/api/v1/namespaces/default/pods", Some(&pod))

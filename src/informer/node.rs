@@ -22,6 +22,8 @@ pub struct NodeFacts {
     pub labels: BTreeMap<String, String>,
     /// Allocatable (or, without it, capacity) CPU and memory.
     pub allocatable: Resources,
+    /// Allocatable (or capacity) pods, if the node says.
+    pub max_pods: Option<usize>,
 }
 
 impl NodeFacts {
@@ -57,6 +59,11 @@ impl Facts for NodeFacts {
                 cpu: quantity("cpu"),
                 memory: quantity("memory"),
             },
+            max_pods: ["allocatable", "capacity"].iter().find_map(|field| {
+                node.pointer(&format!("/status/{field}/pods"))
+                    .and_then(Value::as_str)
+                    .and_then(|p| p.parse().ok())
+            }),
         }
     }
 

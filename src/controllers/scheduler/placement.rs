@@ -1,8 +1,8 @@
 //! Where a pod goes: filters (a node must pass all), scores (higher is better), and the choice
 //! over a sample of the nodes.
 //!
-//! Filters: Ready and schedulable, enough free CPU and memory for the pod's requests, no
-//! host-port conflict, the node selector. Scores: least requested (the free share after
+//! Filters: Ready and schedulable, room for one more pod, enough free CPU and memory for the
+//! pod's requests, no host-port conflict, the node selector. Scores: least requested (the free share after
 //! placing the pod) plus spread (fewer pods of the same controller on the node).
 //!
 //! Like kube-scheduler's `percentageOfNodesToScore`, a choice stops once it has found enough
@@ -23,6 +23,9 @@ pub fn filter(node: &NodeFacts, usage: Option<&Usage>, pod: &PodFacts) -> Option
     }
     let empty = Usage::default();
     let usage = usage.unwrap_or(&empty);
+    if node.max_pods.is_some_and(|max| usage.pods >= max) {
+        return Some("Too many pods");
+    }
     let want = pod.requests;
     if usage.requested.cpu + want.cpu > node.allocatable.cpu + 1e-9 {
         return Some("Insufficient cpu");
@@ -236,5 +239,117 @@ mod tests {
         assert_eq!(start, 840);
         choose(&nodes, |n| acc.usage(n), &mut start, &p).unwrap();
         assert_eq!(start, 260, "wrapped around");
+    }
+
+    /// Kube-scheduler's invariants under a random workload of placements and removals: no
+    /// node over its cpu, memory or pod count, no host port taken twice on a node, every pod
+    /// on a Ready node its selector admits, and the accounting equal to a recount.
+    #[test]
+    fn invariants_hold_under_a_random_workload() {
+        use rand::{rngs::StdRng, Rng, SeedableRng};
+        for seed in 0..40u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let facts: Vec<NodeFacts> = (0..rng.gen_range(1..12))
+                .map(|i| {
+                    let disk = if rng.gen_bool(0.5) { "ssd" } else { "hdd" };
+                    let ready = if rng.gen_bool(0.9) { "True" } else { "Unknown" };
+                    NodeFacts::from_object(&json!({
+                        "metadata": {"name": format!("n{i}"), "labels": {"disk": disk}},
+                        "spec": {"unschedulable": rng.gen_bool(0.1)},
+                        "status": {"allocatable": {"cpu": format!("{}", rng.gen_range(1..5)),
+                                                   "memory": format!("{}Gi", rng.gen_range(1..5)),
+                                                   "pods": format!("{}", rng.gen_range(1..8))},
+                                   "conditions": [{"type": "Ready", "status": ready}]},
+                    }))
+                })
+                .collect();
+            let nodes: Vec<&NodeFacts> = facts.iter().collect();
+            let mut acc = Accounting::default();
+            let mut placed: BTreeMap<String, (PodFacts, String)> = BTreeMap::new();
+            let mut start = 0;
+            for step in 0..300 {
+                if !placed.is_empty() && rng.gen_bool(0.3) {
+                    let key = placed
+                        .keys()
+                        .nth(rng.gen_range(0..placed.len()))
+                        .unwrap()
+                        .clone();
+                    placed.remove(&key);
+                    acc.set(&key, None, false);
+                    continue;
+                }
+                let mut extra = json!({"metadata": {"ownerReferences": [{"uid": format!("rc{}", rng.gen_range(0..3)), "controller": true}]}});
+                if rng.gen_bool(0.3) {
+                    let port = [80, 443, 8080][rng.gen_range(0..3)];
+                    extra["spec"] = json!({"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "1m"}}, "ports": [{"containerPort": 1, "hostPort": port}]}]});
+                }
+                if rng.gen_bool(0.3) {
+                    extra["spec"]["nodeSelector"] = json!({"disk": "ssd"});
+                }
+                let mut p = pod(&format!("{}m", rng.gen_range(1..1500)), extra);
+                p.requests.memory = rng.gen_range(0..1_500_000_000u64) as f64;
+                let key = format!("default/p{step}");
+                if let Ok(node) = choose(&nodes, |n| acc.usage(n), &mut start, &p) {
+                    let name = node.name.clone();
+                    acc.set(&key, Some(Contribution::of(&p, &name)), step % 2 == 0);
+                    placed.insert(key, (p, name));
+                }
+            }
+            for node in &facts {
+                let here: Vec<&PodFacts> = placed
+                    .values()
+                    .filter(|(_, n)| *n == node.name)
+                    .map(|(p, _)| p)
+                    .collect();
+                let cpu: f64 = here.iter().map(|p| p.requests.cpu).sum();
+                let memory: f64 = here.iter().map(|p| p.requests.memory).sum();
+                assert!(
+                    cpu <= node.allocatable.cpu + 1e-6,
+                    "seed {seed}: cpu on {}",
+                    node.name
+                );
+                assert!(
+                    memory <= node.allocatable.memory + 1.0,
+                    "seed {seed}: memory on {}",
+                    node.name
+                );
+                assert!(
+                    here.len() <= node.max_pods.unwrap(),
+                    "seed {seed}: pods on {}",
+                    node.name
+                );
+                let mut ports: Vec<i64> = here.iter().flat_map(|p| p.host_ports.clone()).collect();
+                let n = ports.len();
+                ports.sort();
+                ports.dedup();
+                assert_eq!(
+                    ports.len(),
+                    n,
+                    "seed {seed}: a host port twice on {}",
+                    node.name
+                );
+                if !here.is_empty() {
+                    assert!(
+                        node.is_ready() && !node.unschedulable,
+                        "seed {seed}: {}",
+                        node.name
+                    );
+                }
+                for p in &here {
+                    assert!(p
+                        .node_selector
+                        .iter()
+                        .all(|(k, v)| node.labels.get(k) == Some(v)));
+                }
+                let usage = acc.usage(&node.name).cloned().unwrap_or_default();
+                assert_eq!(
+                    usage.pods,
+                    here.len(),
+                    "seed {seed}: recount on {}",
+                    node.name
+                );
+                assert!((usage.requested.cpu - cpu).abs() < 1e-6, "seed {seed}");
+            }
+        }
     }
 }
