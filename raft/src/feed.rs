@@ -75,7 +75,7 @@ impl Event {
     }
 }
 
-/// A value derived from an event once (a decoded object, an encoded line) and shared by every
+/// A value derived from an event once (an encoded object) and shared by every
 /// subscriber: every subscription hands out the same `Arc<Event>`, so a thousand watches of
 /// one change decode it once. It holds one value of one type; a consumer asking for another
 /// type gets `None` and derives its own.

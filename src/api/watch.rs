@@ -64,37 +64,22 @@ fn line_of(kind: &str, object: &[u8]) -> Bytes {
     Bytes::from(v)
 }
 
-/// A feed event as every watch of it needs it, derived once per event and shared by every
-/// watcher through the event's memo: a thousand watches of a change decode it once and
-/// encode it once.
-struct Decoded {
-    /// The object after the change (for a delete, the last state), with its resource
-    /// version; `None` when it does not decode.
-    now: Option<Value>,
-    /// The object before an update or delete.
-    before: Option<Value>,
-    /// `now` as JSON: what a watch without a renderer sends.
-    encoded: Bytes,
+/// The object after a change (for a delete, its last state) with its resource version, or
+/// `None` when it does not decode.
+fn object_after(e: &Event) -> Option<Value> {
+    let v = serde_json::from_slice::<Value>(&e.value).ok()?;
+    Some(registry::with_rv(v, e.rv))
 }
 
-impl Decoded {
-    fn of(e: &Event) -> Decoded {
-        let now = serde_json::from_slice::<Value>(&e.value)
-            .ok()
-            .map(|v| registry::with_rv(v, e.rv));
-        let before = e
-            .prev
-            .as_ref()
-            .and_then(|p| serde_json::from_slice::<Value>(&p.value).ok());
-        let encoded = now
-            .as_ref()
-            .map(|v| Bytes::from(serde_json::to_vec(v).expect("json")))
-            .unwrap_or_default();
-        Decoded {
-            now,
-            before,
-            encoded,
-        }
+/// A feed event's object as a watch without selectors or renderer sends it, encoded once per
+/// event and shared by every such watcher through the event's memo: a thousand watches of a
+/// change decode and encode it once. Only the JSON is kept (about the size of the stored
+/// value), not the decoded object, so the window's events carry little more than their bytes.
+struct Encoded(Option<Bytes>);
+
+impl Encoded {
+    fn of(e: &Event) -> Encoded {
+        Encoded(object_after(e).map(|v| Bytes::from(serde_json::to_vec(&v).expect("json"))))
     }
 }
 
@@ -137,19 +122,28 @@ impl State {
 
     /// The line for one feed event, if the client should see it.
     fn translate(&self, e: &Event) -> Option<Bytes> {
-        let shared = e.memo.get_or_init(|| Decoded::of(e));
-        let own;
-        let d = match &shared {
-            Some(d) => d.as_ref(),
-            None => {
-                own = Decoded::of(e);
-                &own
-            }
-        };
-        let now = d.now.as_ref()?;
+        let everything = self.spec.labels.0.is_empty() && self.spec.fields.0.is_empty();
+        if everything && self.spec.render.is_none() {
+            // Every change is the client's, as it is: the event's shared encoding.
+            let kind = match e.kind {
+                EventKind::Created => "ADDED",
+                EventKind::Updated => "MODIFIED",
+                EventKind::Deleted => "DELETED",
+            };
+            let shared = e.memo.get_or_init(|| Encoded::of(e));
+            return match shared {
+                Some(enc) => enc.0.as_ref().map(|json| line_of(kind, json)),
+                None => Encoded::of(e).0.map(|json| line_of(kind, &json)),
+            };
+        }
+        let now = object_after(e)?;
+        let before = e
+            .prev
+            .as_ref()
+            .and_then(|p| serde_json::from_slice::<Value>(&p.value).ok());
         let (was, is) = (
-            d.before.as_ref().is_some_and(|b| self.matches(b)),
-            self.matches(now),
+            before.as_ref().is_some_and(|b| self.matches(b)),
+            self.matches(&now),
         );
         let kind = match e.kind {
             EventKind::Created if is => "ADDED",
@@ -159,10 +153,7 @@ impl State {
             EventKind::Deleted if is => "DELETED",
             _ => return None,
         };
-        Some(match &self.spec.render {
-            Some(render) => line(kind, render(now)),
-            None => line_of(kind, &d.encoded),
-        })
+        Some(line(kind, self.spec.rendered(now)))
     }
 }
 
