@@ -207,13 +207,12 @@ fn queue_everything(ctx: &Context, queue: &WorkQueue<String>) {
     for svc in ctx.informers.services.list() {
         queue.add(svc.key.clone());
     }
-    let endpoints = lookup("endpoints").expect("endpoints");
-    let services = lookup("services").expect("services");
-    let (records, _) = ctx.node.list(&registry::prefix(endpoints, None));
-    let base = registry::prefix(endpoints, None);
+    let base = registry::prefix(lookup("endpoints").expect("endpoints"), None);
+    let services = registry::prefix(lookup("services").expect("services"), None);
+    let (records, _) = ctx.node.list(&base);
     for (key, _) in records {
         if let Some(rest) = key.strip_prefix(&base) {
-            queue.add(format!("{}{rest}", registry::prefix(services, None)));
+            queue.add(format!("{services}{rest}"));
         }
     }
 }
