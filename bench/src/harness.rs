@@ -1,9 +1,8 @@
 //! Shared pieces of the cluster phases of `keelson bench` (pod-startup, proxy, scheduling,
 //! heartbeats, metrics-cost): agent processes, an in-process harness of heartbeat streams for
-//! many hollow nodes, a pod follower (list + watch, again after the watch ends), Docker cleanup
+//! many hollow nodes, Docker cleanup
 //! by cluster label, CPU accounting from `/proc/PID/stat`, and a small JSON client.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -12,11 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
-use futures::StreamExt;
 use keelson_chaos::cluster::free_addr;
 use keelson_chaos::Cluster;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::{MEMBERS, REQUEST_TIMEOUT};
@@ -248,132 +245,6 @@ pub async fn wait_nodes_ready(
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// What the pod follower reports, with the moment the bench process read it.
-pub enum PodEvent {
-    /// A (re-)list: the whole current set.
-    Listed(Vec<Value>, Instant),
-    Changed(Value, Instant),
-    Deleted(Value, Instant),
-}
-
-/// Follows the pods of `namespace` (with `selector`, a label selector, if not empty): a list on
-/// one of `urls`, then a watch from its resource version (with bookmarks, one a second); both
-/// again (on the next master) when the watch ends or is silent for 5 s. Events go to the
-/// returned channel; the task ends when its receiver is gone.
-pub fn follow_pods(
-    urls: Vec<String>,
-    namespace: &str,
-    selector: &str,
-) -> (
-    mpsc::UnboundedReceiver<PodEvent>,
-    tokio::task::JoinHandle<()>,
-) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let base = format!("/api/v1/namespaces/{namespace}/pods");
-    let sel = if selector.is_empty() {
-        String::new()
-    } else {
-        format!("labelSelector={}", keelson_model::url::enc(selector))
-    };
-    let task = tokio::spawn(async move {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .build()
-            .expect("http client");
-        for attempt in 0usize.. {
-            let url = &urls[attempt % urls.len()];
-            let list = async {
-                let resp = http
-                    .get(format!("{url}{base}?{sel}"))
-                    .timeout(Duration::from_secs(30))
-                    .send()
-                    .await?;
-                if !resp.status().is_success() {
-                    bail!("list: {}", resp.status());
-                }
-                Ok::<Value, anyhow::Error>(resp.json().await?)
-            }
-            .await;
-            let Ok(list) = list else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            let rv = list["metadata"]["resourceVersion"]
-                .as_str()
-                .unwrap_or("0")
-                .to_string();
-            let items = list["items"].as_array().cloned().unwrap_or_default();
-            if tx.send(PodEvent::Listed(items, Instant::now())).is_err() {
-                return;
-            }
-            let resp = http
-                .get(format!(
-                    "{url}{base}?watch=true&allowWatchBookmarks=true&resourceVersion={rv}&{sel}"
-                ))
-                .send()
-                .await;
-            let Ok(resp) = resp else { continue };
-            if !resp.status().is_success() {
-                continue;
-            }
-            let mut stream = resp.bytes_stream();
-            let mut buf: Vec<u8> = Vec::new();
-            'read: while let Ok(Some(Ok(chunk))) =
-                tokio::time::timeout(Duration::from_secs(5), stream.next()).await
-            {
-                let now = Instant::now();
-                buf.extend_from_slice(&chunk);
-                while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=nl).collect();
-                    let Ok(ev) = serde_json::from_slice::<Value>(&line) else {
-                        continue;
-                    };
-                    let object = ev["object"].clone();
-                    let msg = match ev["type"].as_str() {
-                        Some("ADDED" | "MODIFIED") => PodEvent::Changed(object, now),
-                        Some("DELETED") => PodEvent::Deleted(object, now),
-                        Some("ERROR") => break 'read,
-                        _ => continue,
-                    };
-                    if tx.send(msg).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    });
-    (rx, task)
-}
-
-/// Pods by name, as a [`follow_pods`] stream last told, and how many (re-)lists it took.
-#[derive(Default)]
-pub struct PodView {
-    pub pods: HashMap<String, Value>,
-    pub lists: usize,
-}
-
-impl PodView {
-    /// Applies one event; returns the pods that changed (for a list: every pod listed) with
-    /// the event's time.
-    pub fn apply(&mut self, ev: PodEvent) -> (Vec<Value>, Instant) {
-        match ev {
-            PodEvent::Listed(items, at) => {
-                self.lists += 1;
-                self.pods = items.iter().map(|p| (name_of(p), p.clone())).collect();
-                (items, at)
-            }
-            PodEvent::Changed(p, at) => {
-                self.pods.insert(name_of(&p), p.clone());
-                (vec![p], at)
-            }
-            PodEvent::Deleted(p, at) => {
-                self.pods.remove(&name_of(&p));
-                (Vec::new(), at)
-            }
-        }
     }
 }
 

@@ -39,6 +39,7 @@
 //! 11. `lists`: `kubectl get pods` and API lists of `--pods` pods (`bench/src/lists.rs`).
 
 mod api;
+mod follow;
 mod harness;
 mod lists;
 mod metrics_cost;

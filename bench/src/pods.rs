@@ -11,9 +11,9 @@ use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
+use super::follow::{follow_pods, PodView};
 use super::harness::{
-    command_line, condition_true, follow_pods, loadavg, name_of, wait_nodes_ready, Agents, Api,
-    DockerCleanup, PodView,
+    command_line, condition_true, loadavg, name_of, wait_nodes_ready, Agents, Api, DockerCleanup,
 };
 use super::{pct_ms, table, BenchArgs, Kind, Sys, MEMBERS};
 

@@ -19,9 +19,10 @@ use anyhow::{anyhow, bail};
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
+use super::follow::{follow_pods, PodEvent, PodView};
 use super::harness::{
-    active, command_line, cpu_secs, follow_pods, loadavg, name_of, node_of, register_nodes,
-    wait_nodes_ready, Api, Heartbeats, PodEvent, PodView,
+    active, command_line, cpu_secs, loadavg, name_of, node_of, register_nodes, wait_nodes_ready,
+    Api, Heartbeats,
 };
 use super::{table, BenchArgs, Kind, Sys, MEMBERS};
 

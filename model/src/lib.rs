@@ -14,6 +14,7 @@
 //! - [`quantity`]: resource quantities (`100m`, `128Mi`) and their values.
 //! - [`smp`]: strategic merge patch with core/v1's patch strategies.
 //! - [`v1beta1`]: conversion between the seed's v1beta1 objects and core/v1.
+//! - [`stored`]: how a stored record's bytes read as the object the API serves.
 //! - [`url`]: percent-encoding of request URLs' path segments and query values (selectors,
 //!   names), for the API's clients: `keelson ctl`, the agent and the bench.
 
@@ -22,5 +23,6 @@ pub mod owners;
 pub mod quantity;
 pub mod selectors;
 pub mod smp;
+pub mod stored;
 pub mod url;
 pub mod v1beta1;

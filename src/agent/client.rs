@@ -1,11 +1,14 @@
-//! The agent's connection to the masters: requests to any master (failing over), watches, and
-//! the heartbeat stream to the leader.
+//! The agent's connection to the masters: requests to any master (failing over), watches (the
+//! transport of its informers), and the heartbeat stream to the leader.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use futures::StreamExt;
+use keelson_informer::remote::Source;
 use serde_json::Value;
 
 /// Why a request failed.
@@ -147,18 +150,16 @@ impl Masters {
         Err(Error::Unreachable(last))
     }
 
-    /// Opens a watch (NDJSON events) on the first master that answers.
-    pub async fn watch(&self, path: &str) -> Result<Events, Error> {
+    /// Opens a watch on the first master that answers: its events, one JSON object each (an
+    /// `ERROR` event included), until the stream ends or breaks.
+    pub async fn watch(&self, path: &str) -> Result<BoxStream<'static, Value>, Error> {
         let mut last = String::new();
         for i in self.order() {
             let req = self.auth(self.streaming.get(format!("{}{}", self.urls[i], path)));
             match req.send().await {
                 Ok(resp) if resp.status().is_success() => {
                     self.preferred.store(i, Ordering::Relaxed);
-                    return Ok(Events {
-                        stream: Box::pin(resp.bytes_stream()),
-                        buf: Vec::new(),
-                    });
+                    return Ok(events(resp));
                 }
                 Ok(resp) => last = format!("{} from {}", resp.status(), self.urls[i]),
                 Err(e) => last = e.to_string(),
@@ -181,29 +182,39 @@ impl Masters {
     }
 }
 
-/// A stream of watch events.
-pub struct Events {
-    stream: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
-    buf: Vec<u8>,
-}
-
-impl Events {
-    /// The next event; `None` when the stream ended or broke.
-    pub async fn next(&mut self) -> Option<Value> {
+/// The events of a watch's response, one per line.
+fn events(resp: reqwest::Response) -> BoxStream<'static, Value> {
+    let lines = (resp.bytes_stream(), Vec::<u8>::new());
+    futures::stream::unfold(lines, |(mut stream, mut buf)| async move {
         loop {
-            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+            if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
                 match serde_json::from_slice::<Value>(&line) {
-                    Ok(v) if v["type"] == "ERROR" => return None,
-                    Ok(v) => return Some(v),
+                    Ok(v) => return Some((v, (stream, buf))),
                     Err(_) => continue,
                 }
             }
-            match self.stream.next().await {
-                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+            match stream.next().await {
+                Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
                 _ => return None,
             }
         }
+    })
+    .boxed()
+}
+
+/// The informers' transport: lists and watches on any master.
+impl Source for Masters {
+    fn list(&self, path: String) -> BoxFuture<'_, Result<Value, String>> {
+        Box::pin(async move {
+            self.send(reqwest::Method::GET, &path, None)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn watch(&self, path: String) -> BoxFuture<'_, Result<BoxStream<'static, Value>, String>> {
+        Box::pin(async move { Masters::watch(self, &path).await.map_err(|e| e.to_string()) })
     }
 }
 

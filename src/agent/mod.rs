@@ -17,7 +17,7 @@ mod volumes;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
@@ -26,6 +26,9 @@ use serde_json::{json, Value};
 use tokio::sync::Notify;
 
 use client::Masters;
+
+use crate::informer::cache::HandlerGuard;
+use crate::informer::{remote, Cache, PodFacts};
 
 /// Flags of `keelson agent`.
 #[derive(Args, Debug, Clone)]
@@ -159,7 +162,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         args.name.clone(),
         Duration::from_millis(args.heartbeat_ms),
     ));
-    let cache = Arc::new(PodCache::default());
+    let cache = Arc::new(PodCache::new());
     let watch = tokio::spawn(watch_pods_forever(
         masters.clone(),
         args.name.clone(),
@@ -306,75 +309,59 @@ async fn register(
     }
 }
 
-/// The pods bound to this node, by uid, as the masters last told.
-#[derive(Default)]
+/// The pods bound to this node, as the masters last told: an informer's cache, fed by list and
+/// watch.
 struct PodCache {
-    pods: Mutex<HashMap<String, Value>>,
+    pods: Arc<Cache<PodFacts>>,
     /// Set once the first list arrived: before that, an empty cache means "unknown", not "none",
     /// and nothing may be removed.
     synced: AtomicBool,
-    changed: Notify,
+    changed: Arc<Notify>,
+    _wake: HandlerGuard<PodFacts>,
 }
 
 impl PodCache {
+    fn new() -> Self {
+        let pods: Arc<Cache<PodFacts>> = Arc::default();
+        let changed = Arc::new(Notify::new());
+        let _wake = pods.on_change({
+            let changed = changed.clone();
+            move |_, _| changed.notify_one()
+        });
+        PodCache {
+            pods,
+            synced: AtomicBool::new(false),
+            changed,
+            _wake,
+        }
+    }
+
+    /// The pods, by uid.
     fn snapshot(&self) -> HashMap<String, Value> {
-        self.pods.lock().unwrap().clone()
+        self.pods
+            .list()
+            .iter()
+            .filter_map(|item| item.object().ok())
+            .map(|pod| (uid_of(&pod), pod))
+            .collect()
     }
 }
 
-/// Follows the pods bound to this node: a list, then a watch from its resource version; both
-/// again after any failure, with backoff.
+/// Follows the pods bound to this node for ever (list, then watch; see [`remote::follow`]).
 async fn watch_pods_forever(masters: Masters, node: String, cache: Arc<PodCache>) {
     let selector = crate::process::url::enc(&format!("spec.nodeName={node}"));
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match masters
-            .send(
-                reqwest::Method::GET,
-                &format!("/api/v1/pods?fieldSelector={selector}"),
-                None,
-            )
-            .await
-        {
-            Ok(list) => {
-                let rv = list["metadata"]["resourceVersion"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string();
-                let pods: HashMap<String, Value> = list["items"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|p| (uid_of(p), p.clone()))
-                    .collect();
-                *cache.pods.lock().unwrap() = pods;
-                cache.synced.store(true, Ordering::SeqCst);
-                cache.changed.notify_one();
-                let path = format!(
-                    "/api/v1/pods?watch=true&allowWatchBookmarks=true&fieldSelector={selector}&resourceVersion={rv}"
-                );
-                if let Ok(mut events) = masters.watch(&path).await {
-                    backoff = Duration::from_millis(100);
-                    while let Some(ev) = events.next().await {
-                        let pod = &ev["object"];
-                        match ev["type"].as_str() {
-                            Some("ADDED" | "MODIFIED") => {
-                                cache.pods.lock().unwrap().insert(uid_of(pod), pod.clone());
-                            }
-                            Some("DELETED") => {
-                                cache.pods.lock().unwrap().remove(&uid_of(pod));
-                            }
-                            _ => continue,
-                        }
-                        cache.changed.notify_one();
-                    }
-                }
-            }
-            Err(e) => tracing::debug!("pod list: {e}"),
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
-    }
+    let query = format!("fieldSelector={selector}");
+    remote::follow(
+        Arc::new(masters),
+        "/api/v1/pods",
+        &query,
+        cache.pods.clone(),
+        || {
+            cache.synced.store(true, Ordering::SeqCst);
+            cache.changed.notify_one();
+        },
+    )
+    .await
 }
 
 fn uid_of(pod: &Value) -> String {

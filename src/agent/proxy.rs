@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -21,11 +22,14 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::client::Masters;
 use super::metrics::{self, ProxyServiceMetrics};
+use crate::informer::cache::HandlerGuard;
+use crate::informer::remote::{self, Source};
+use crate::informer::{Cache, Facts, ServiceFacts};
 
 /// How long one attempt to connect to an endpoint may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -387,129 +391,104 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Services,
-    Endpoints,
-}
+/// An Endpoints object in the proxy's cache, which decodes the whole object when it reconciles.
+struct EndpointsFacts;
 
-enum Update {
-    /// A (re-)established watch's full initial state.
-    Synced(Kind, BTreeMap<String, Value>),
-    /// A change after that.
-    Event(Kind, Value),
-}
-
-/// Applies one watch event to a cache keyed by `namespace/name`.
-fn apply(cache: &mut BTreeMap<String, Value>, event: &Value) {
-    let object = &event["object"];
-    match event["type"].as_str() {
-        Some("ADDED") | Some("MODIFIED") => {
-            cache.insert(key_of(object), object.clone());
-        }
-        Some("DELETED") => {
-            cache.remove(&key_of(object));
-        }
-        _ => {}
+impl Facts for EndpointsFacts {
+    const PLURAL: &'static str = "endpoints";
+    const INDEXES: &'static [&'static str] = &[];
+    fn from_object(_: &Value) -> Self {
+        EndpointsFacts
+    }
+    fn index_values(&self, _: &str) -> Vec<String> {
+        Vec::new()
     }
 }
 
-/// Follows one collection in all namespaces for ever: a watch-list (initial state, then the
-/// end-of-initial-events bookmark, then changes), re-established with backoff when it breaks.
-async fn watch_forever(masters: Masters, kind: Kind, tx: mpsc::UnboundedSender<Update>) {
-    let resource = match kind {
-        Kind::Services => "services",
-        Kind::Endpoints => "endpoints",
-    };
-    let path = format!(
-        "/api/v1/{resource}?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true"
-    );
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match masters.watch(&path).await {
-            Ok(mut events) => {
-                backoff = Duration::from_millis(100);
-                // The new watch's initial state replaces the cache as a whole, once complete.
-                let mut initial = Some(BTreeMap::new());
-                while let Some(ev) = events.next().await {
-                    if ev["type"] == "BOOKMARK" {
-                        let end = ev
-                            .pointer("/object/metadata/annotations/k8s.io~1initial-events-end")
-                            .and_then(Value::as_str)
-                            == Some("true");
-                        if end {
-                            if let Some(state) = initial.take() {
-                                if tx.send(Update::Synced(kind, state)).is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                        continue;
-                    }
-                    match initial.as_mut() {
-                        Some(state) => apply(state, &ev),
-                        None => {
-                            if tx.send(Update::Event(kind, ev)).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-                tracing::debug!("proxy: {resource} watch ended");
-            }
-            Err(e) => tracing::debug!("proxy: {resource} watch: {e}"),
+/// What the proxy follows, in all namespaces: services and endpoints, each an informer's cache
+/// fed by list and watch.
+struct Followed {
+    services: Arc<Cache<ServiceFacts>>,
+    endpoints: Arc<Cache<EndpointsFacts>>,
+    /// Whether each cache (services, endpoints) holds a whole state: its first list arrived.
+    listed: [AtomicBool; 2],
+    changed: Arc<Notify>,
+    _wake: (HandlerGuard<ServiceFacts>, HandlerGuard<EndpointsFacts>),
+}
+
+impl Followed {
+    fn new() -> Self {
+        let services: Arc<Cache<ServiceFacts>> = Arc::default();
+        let endpoints: Arc<Cache<EndpointsFacts>> = Arc::default();
+        let changed = Arc::new(Notify::new());
+        let (s, e) = (changed.clone(), changed.clone());
+        Followed {
+            _wake: (
+                services.on_change(move |_, _| s.notify_one()),
+                endpoints.on_change(move |_, _| e.notify_one()),
+            ),
+            services,
+            endpoints,
+            listed: Default::default(),
+            changed,
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+
+    fn mark_listed(&self, which: usize) {
+        self.listed[which].store(true, Ordering::SeqCst);
+        self.changed.notify_one();
     }
 }
 
-/// Keeps the proxy in line with the caches the watches feed.
-async fn follow(mut rx: mpsc::UnboundedReceiver<Update>, mut proxy: Proxy) {
-    let mut services = BTreeMap::new();
-    let mut endpoints = BTreeMap::new();
-    let (mut services_synced, mut endpoints_synced) = (false, false);
+/// Keeps the proxy in line with the caches, once both hold a whole state (no listener without
+/// its endpoints): after every burst of changes, and while a port waits to be bound.
+async fn follow(followed: Arc<Followed>, mut proxy: Proxy) {
     let mut retry = tokio::time::interval(BIND_RETRY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let mut handle = |u: Update| match u {
-            Update::Synced(Kind::Services, state) => {
-                services = state;
-                services_synced = true;
-            }
-            Update::Synced(Kind::Endpoints, state) => {
-                endpoints = state;
-                endpoints_synced = true;
-            }
-            Update::Event(Kind::Services, ev) => apply(&mut services, &ev),
-            Update::Event(Kind::Endpoints, ev) => apply(&mut endpoints, &ev),
-        };
         tokio::select! {
-            u = rx.recv() => {
-                let Some(u) = u else { return };
-                handle(u);
-                // Take everything already queued before reconciling once.
-                while let Ok(u) = rx.try_recv() {
-                    handle(u);
-                }
-            }
+            _ = followed.changed.notified() => {}
             _ = retry.tick(), if proxy.has_unbound() => {}
         }
-        // Not before both caches hold a full state: no listener without its endpoints.
-        if services_synced && endpoints_synced {
-            proxy.reconcile(services.values(), endpoints.values()).await;
+        if !followed.listed.iter().all(|l| l.load(Ordering::SeqCst)) {
+            continue;
         }
+        let services = objects(&followed.services);
+        let endpoints = objects(&followed.endpoints);
+        proxy.reconcile(services.iter(), endpoints.iter()).await;
     }
+}
+
+/// Every object a cache holds, decoded.
+fn objects<T: Facts>(cache: &Cache<T>) -> Vec<Value> {
+    cache
+        .list()
+        .iter()
+        .filter_map(|i| i.object().ok())
+        .collect()
 }
 
 /// Runs the service proxy for ever: listeners at `address` for every service, following the
 /// services and endpoints of all namespaces. Aborting the task closes every listener.
 pub async fn run(masters: Masters, address: String) {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let followed = Arc::new(Followed::new());
+    let source: Arc<dyn Source> = Arc::new(masters);
     tokio::join!(
-        watch_forever(masters.clone(), Kind::Services, tx.clone()),
-        watch_forever(masters, Kind::Endpoints, tx),
-        follow(rx, Proxy::new(address)),
+        remote::follow(
+            source.clone(),
+            "/api/v1/services",
+            "",
+            followed.services.clone(),
+            || followed.mark_listed(0),
+        ),
+        remote::follow(
+            source,
+            "/api/v1/endpoints",
+            "",
+            followed.endpoints.clone(),
+            || followed.mark_listed(1),
+        ),
+        follow(followed.clone(), Proxy::new(address)),
     );
 }
 
@@ -719,23 +698,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn follow_applies_watch_updates() {
+    async fn follow_applies_cache_changes() {
         let (a, _ta) = backend(b'A').await;
         let port = free_port();
         let svc = service("follow", port);
-        let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(follow(rx, Proxy::new("127.0.0.1")));
-        let one = |v: &Value| [(key_of(v), v.clone())].into_iter().collect();
-        tx.send(Update::Synced(Kind::Services, one(&svc))).unwrap();
-        tx.send(Update::Synced(Kind::Endpoints, BTreeMap::new()))
-            .unwrap();
+        let followed = Arc::new(Followed::new());
+        let task = tokio::spawn(follow(followed.clone(), Proxy::new("127.0.0.1")));
+        let record = |v: &Value| remote::record_of::<ServiceFacts>(&with_rv(v)).unwrap();
+        followed.services.replace(vec![record(&svc)]);
+        followed.mark_listed(0);
+        // No listener before the endpoints' cache holds a whole state too.
+        followed.endpoints.replace(Vec::new());
+        followed.mark_listed(1);
         wait_listening(port, true).await;
-        let ep = endpoints("follow", &[a]);
-        tx.send(Update::Event(
-            Kind::Endpoints,
-            json!({"type": "ADDED", "object": ep}),
-        ))
-        .unwrap();
+        let ep = with_rv(&endpoints("follow", &[a]));
+        let (key, rec) = remote::record_of::<EndpointsFacts>(&ep).unwrap();
+        followed.endpoints.apply(&key, Some(rec));
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
@@ -746,11 +724,16 @@ mod tests {
             }
             assert!(Instant::now() < deadline, "endpoints never applied");
         }
-        // A re-established watch replaces the whole state: the service is gone.
-        tx.send(Update::Synced(Kind::Services, BTreeMap::new()))
-            .unwrap();
+        // A re-list without the service closes its listener.
+        followed.services.replace(Vec::new());
         wait_listening(port, false).await;
         task.abort();
+    }
+
+    fn with_rv(v: &Value) -> Value {
+        let mut v = v.clone();
+        v["metadata"]["resourceVersion"] = json!("1");
+        v
     }
 
     #[tokio::test]

@@ -245,14 +245,14 @@ async fn pass(ctx: &Context, keys: &[String]) -> Result<(), String> {
         if item.facts.selector.is_empty() {
             continue;
         }
-        let svc = item.object().map_err(|e| e.message)?;
+        let svc = item.object()?;
         let sel = LabelSelector::from_map(&item.facts.selector);
         // From the pods informer: only the ready pods the service selects are decoded.
         let mut matching = Vec::new();
         for p in ctx.informers.pods.by_index(pod_index::BY_NAMESPACE, ns) {
             let f = &p.facts;
             if f.ready && !f.terminating && !f.pod_ip.is_empty() && sel.matches(&f.labels) {
-                matching.push(p.object().map_err(|e| e.message)?);
+                matching.push(p.object()?);
             }
         }
         let subsets = subsets(&svc, &matching.iter().collect::<Vec<_>>());

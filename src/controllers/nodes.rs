@@ -258,7 +258,7 @@ async fn pass(
             Transition::None => None,
         };
         if let Some((status, reason, message, event_reason)) = change {
-            let node = item.object().map_err(|e| e.message)?;
+            let node = item.object()?;
             let mut updated = node.clone();
             set_condition(&mut updated, "Ready", status, reason, message);
             commands.push(Command::Update {
@@ -310,7 +310,7 @@ fn evict_pods(ctx: &Context, node: &str) -> Result<Vec<Command>, String> {
     let mut pods = Vec::new();
     for item in ctx.informers.pods.by_index(pod_index::BY_NODE, node) {
         if item.facts.active() || item.facts.terminating {
-            pods.push(item.object().map_err(|e| e.message)?);
+            pods.push(item.object()?);
         }
     }
     Ok(pods

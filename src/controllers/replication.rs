@@ -241,7 +241,7 @@ fn node_ready(informers: &Informers, name: &str) -> bool {
 
 /// The command deleting a cached pod (none if it is terminating already).
 fn delete(informers: &Informers, pod: &Item<PodFacts>) -> Result<Option<Command>, String> {
-    let obj = pod.object().map_err(|e| e.message)?;
+    let obj = pod.object()?;
     Ok(delete_pod_command(
         &obj,
         node_ready(informers, &pod.facts.node_name),
@@ -271,7 +271,7 @@ fn plan_controller(ctx: &Context, key: &str, plan: &mut Plan) -> Result<(), Stri
     let mut rc_object: Option<Value> = None;
     let mut rc_value = || -> Result<Value, String> {
         if rc_object.is_none() {
-            rc_object = Some(rc.object().map_err(|e| e.message)?);
+            rc_object = Some(rc.object()?);
         }
         Ok(rc_object.clone().expect("decoded"))
     };

@@ -11,16 +11,16 @@
 //! [`Informers::wait_synced`] waits until the caches reflect a resource version: a control loop
 //! that wrote through Raft reads its own writes from them.
 //!
-//! Files: `cache.rs` (one kind's cache, indexes, handlers), `queue.rs` (the controllers' work
-//! queue), and one projection per kind: `pod.rs`, `node.rs`, `replicationcontroller.rs`,
-//! `service.rs`.
+//! The caches themselves and the work queue are the `keelson-informer` crate's (`informer/`),
+//! which the agent and the bench also feed, by list and watch. Here: this feeder, and one
+//! projection per kind: `pod.rs`, `node.rs`, `replicationcontroller.rs`, `service.rs`.
 
-pub mod cache;
 pub mod node;
 pub mod pod;
-pub mod queue;
 pub mod replicationcontroller;
 pub mod service;
+
+pub use keelson_informer::{cache, queue, remote};
 
 use std::sync::Arc;
 use std::time::Duration;

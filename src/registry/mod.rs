@@ -52,17 +52,9 @@ use keelson_raft::store::page::{PageError, Range};
 use keelson_raft::{Command, OpResult, RaftNode};
 use serde_json::Value;
 
-/// Stored objects that could not be decoded, skipped by lists and watches (nothing invalid
-/// is stored through the API, but a store written by an older version, or around the API, may
-/// hold one: it must not turn every list into an error).
-pub static UNDECODABLE: std::sync::LazyLock<prometheus::IntCounter> =
-    std::sync::LazyLock::new(|| {
-        prometheus::IntCounter::new(
-            "keelson_registry_undecodable_objects_total",
-            "Stored objects skipped by lists and watches because they could not be decoded.",
-        )
-        .expect("valid metric")
-    });
+/// Stored objects that could not be decoded (the registry's lists and watches skip them, as
+/// the informers' caches do).
+pub use keelson_informer::UNDECODABLE;
 
 /// The objects of `records` that decode; each one that does not is logged and counted in
 /// [`UNDECODABLE`], and skipped.
@@ -87,18 +79,8 @@ pub fn decode_records<'a>(records: impl IntoIterator<Item = (&'a str, &'a Record
 
 /// An object as read: its JSON with `metadata.resourceVersion` set and no `null` members.
 pub fn decode_record(r: &Record) -> Result<Value, ApiError> {
-    let mut v: Value = serde_json::from_slice(&r.value)
-        .map_err(|e| ApiError::internal(format!("stored object undecodable: {e}")))?;
-    // Control loops write their own commands; whatever `null` they or an older version
-    // stored is not served.
-    drop_nulls(&mut v);
-    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.insert(
-            "resourceVersion".into(),
-            Value::String(r.mod_rv.to_string()),
-        );
-    }
-    Ok(v)
+    keelson_model::stored::decode(&r.value, r.mod_rv)
+        .map_err(|e| ApiError::internal(format!("stored object undecodable: {e}")))
 }
 
 /// A page of a collection, decoded.
@@ -210,6 +192,7 @@ impl Registry {
         at: Option<u64>,
         limit: usize,
         consistent: bool,
+        candidates: Option<&[String]>,
     ) -> Result<ListPage, ApiError> {
         if consistent && at.is_none() {
             self.node.read_barrier().await?;
@@ -222,11 +205,15 @@ impl Registry {
             prefix: &list_prefix,
             after: after.as_deref(),
         };
-        let page = match self.node.store.list_page(&range, at, limit) {
+        let read = || match candidates {
+            Some(keys) => self.node.store.list_keys(&range, keys, at, limit),
+            None => self.node.store.list_page(&range, at, limit),
+        };
+        let page = match read() {
             Err(PageError::NotYet { .. }) => {
                 // Another master served the first page: catch up with the cluster.
                 self.node.read_barrier().await?;
-                self.node.store.list_page(&range, at, limit)
+                read()
             }
             other => other,
         }

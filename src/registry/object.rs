@@ -63,19 +63,7 @@ pub fn obj_mut<'a>(v: &'a mut Value, field: &str) -> &'a mut Map<String, Value> 
     entry.as_object_mut().expect("object")
 }
 
-/// Removes the members of every object (at any depth) whose value is `null`: a field set to
-/// `null` is a field left unset, as the typed structs read it, and the OpenAPI document types
-/// none of them as nullable (a `lastProbeTime: null` would be a string field holding `null`).
-pub fn drop_nulls(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            m.retain(|_, v| !v.is_null());
-            m.values_mut().for_each(drop_nulls);
-        }
-        Value::Array(a) => a.iter_mut().for_each(drop_nulls),
-        _ => {}
-    }
-}
+pub use keelson_model::stored::drop_nulls;
 
 /// `obj` without `metadata.resourceVersion`.
 pub fn without_rv(mut obj: Value) -> Value {

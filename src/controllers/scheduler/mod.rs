@@ -177,7 +177,7 @@ async fn pass(
     }
     let mut bound_events = Vec::new();
     for (item, name) in &bound {
-        let mut pod = item.object().map_err(|e| e.message)?;
+        let mut pod = item.object()?;
         pod["spec"]["nodeName"] = json!(name);
         set_condition(&mut pod, "PodScheduled", "True", "", "");
         bound_events.push(event(
@@ -253,7 +253,7 @@ async fn report_unschedulable(
         if item.facts.unschedulable.as_deref() == Some(message.as_str()) {
             continue;
         }
-        let mut pod: Value = item.object().map_err(|e| e.message)?;
+        let mut pod: Value = item.object()?;
         set_condition(&mut pod, "PodScheduled", "False", "Unschedulable", message);
         updates.push(Command::Update {
             key: item.key.clone(),

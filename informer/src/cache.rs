@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use keelson_raft::command::Record;
 use serde_json::Value;
 
-use crate::registry::{self, ApiError};
+use crate::UNDECODABLE;
 
 /// What a cache keeps of each object of its kind, computed once per change.
 pub trait Facts: Sized + Send + Sync + 'static {
@@ -45,8 +45,9 @@ impl<T> Item<T> {
     }
 
     /// The whole object, decoded from its record, with its resource version set.
-    pub fn object(&self) -> Result<Value, ApiError> {
-        registry::decode_record(&self.record)
+    pub fn object(&self) -> Result<Value, String> {
+        keelson_model::stored::decode(&self.record.value, self.record.mod_rv)
+            .map_err(|e| format!("stored object {} undecodable: {e}", self.key))
     }
 }
 
@@ -165,8 +166,9 @@ impl<T: Facts> Cache<T> {
         }
     }
 
-    /// Stores `record` under `key` (a create or update), or removes `key` (`None`).
-    pub(super) fn apply(&self, key: &str, record: Option<Record>) {
+    /// Stores `record` under `key` (a create or update), or removes `key` (`None`). Only the
+    /// cache's one feeder calls it, in the order of the changes.
+    pub fn apply(&self, key: &str, record: Option<Record>) {
         let new = record.and_then(|r| decode(key, r));
         let old = {
             let mut inner = self.write();
@@ -179,8 +181,9 @@ impl<T: Facts> Cache<T> {
         self.notify(old.as_ref(), new.as_ref());
     }
 
-    /// Replaces every item with `records` (a re-list), telling handlers what differs.
-    pub(super) fn replace(&self, records: Vec<(String, Record)>) {
+    /// Replaces every item with `records` (a re-list), telling handlers what differs. Only the
+    /// cache's one feeder calls it.
+    pub fn replace(&self, records: Vec<(String, Record)>) {
         let mut changes = Vec::new();
         {
             let mut inner = self.write();
@@ -272,15 +275,15 @@ impl<T: Facts> Inner<T> {
 /// The item of a stored record; one that does not decode is counted and left out, as lists
 /// leave it out.
 fn decode<T: Facts>(key: &str, record: Record) -> Option<Arc<Item<T>>> {
-    match registry::decode_record(&record) {
+    match keelson_model::stored::decode(&record.value, record.mod_rv) {
         Ok(obj) => Some(Arc::new(Item {
             key: key.to_string(),
             facts: T::from_object(&obj),
             record,
         })),
         Err(e) => {
-            registry::UNDECODABLE.inc();
-            tracing::warn!(key, "informer: skipping a stored object: {}", e.message);
+            UNDECODABLE.inc();
+            tracing::warn!(key, "informer: skipping a stored object: {e}");
             None
         }
     }

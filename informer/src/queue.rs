@@ -146,13 +146,11 @@ impl<K: Clone + Eq + Hash> WorkQueue<K> {
     }
 
     /// Keys queued now (not delayed, not being processed).
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().queue.len()
     }
 
     /// True when no key is queued.
-    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
