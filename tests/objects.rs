@@ -829,6 +829,119 @@ async fn every_page_of_a_list_reads_the_first_pages_version() {
     assert_eq!((code, e["reason"].as_str()), (410, Some("Expired")), "{e}");
 }
 
+/// Lists of pods by label read the informers' label index, at the list's version: a page read
+/// after pods were relabelled, deleted and created still holds what matched at the first
+/// page's version, and so does an Exact list; a new list sees the changes. Set-based and
+/// combined selectors too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_by_label_read_the_index_at_the_lists_version() {
+    let (c, leader, follower) = cluster().await;
+    let (l, f) = (Api::new(c.url(leader)), Api::new(c.url(follower)));
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = |name: &str, app: &str, tier: &str| {
+        json!({"metadata": {"name": name, "labels": {"app": app, "tier": tier}},
+               "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
+    };
+    for (name, app, tier) in [
+        ("p0", "w", "a"),
+        ("p1", "w", "b"),
+        ("p2", "w", "a"),
+        ("p3", "w", "b"),
+        ("p4", "x", "a"),
+        ("p5", "x", "b"),
+    ] {
+        let (code, p) = l.post(pods, &pod(name, app, tier)).await;
+        assert_eq!(code, 201, "{p}");
+    }
+    // Another namespace's pod with the same label stays out of a namespaced list.
+    let (code, other) = l
+        .post(
+            "/api/v1/namespaces",
+            &json!({"metadata": {"name": "other"}}),
+        )
+        .await;
+    assert_eq!(code, 201, "{other}");
+    let (code, p) = l
+        .post("/api/v1/namespaces/other/pods", &pod("o0", "w", "a"))
+        .await;
+    assert_eq!(code, 201, "{p}");
+    let names = |l: &Value| -> Vec<String> {
+        l["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("a list: {l}"))
+            .iter()
+            .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let sel = |s: &str| keelson_model::url::enc(s);
+    for (selector, want) in [
+        ("app=w", vec!["p0", "p1", "p2", "p3"]),
+        ("app in (w,x),tier=a", vec!["p0", "p2", "p4"]),
+        ("app=w,tier!=a", vec!["p1", "p3"]),
+        ("app=nothing", vec![]),
+    ] {
+        let (code, list) = f
+            .get(&format!("{pods}?labelSelector={}", sel(selector)))
+            .await;
+        assert_eq!(code, 200, "{list}");
+        assert_eq!(names(&list), want, "{selector}");
+    }
+    let (_, all) = f
+        .get(&format!(
+            "/api/v1/pods?labelSelector={}",
+            sel("app=w,tier=a")
+        ))
+        .await;
+    assert_eq!(names(&all), ["p0", "p2", "o0"]);
+    let w = sel("app=w");
+    let (code, page1) = f.get(&format!("{pods}?labelSelector={w}&limit=2")).await;
+    assert_eq!(code, 200, "{page1}");
+    assert_eq!(names(&page1), ["p0", "p1"]);
+    let rv = page1["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let token = page1["metadata"]["continue"]
+        .as_str()
+        .expect("a token")
+        .to_string();
+    // After the first page: p2 leaves the selection, p4 joins it, p3 is deleted, p2a created.
+    for (name, app) in [("p2", "x"), ("p4", "w")] {
+        let (code, p) = l
+            .patch(
+                &format!("{pods}/{name}"),
+                "application/merge-patch+json",
+                &json!({"metadata": {"labels": {"app": app}}}),
+            )
+            .await;
+        assert_eq!(code, 200, "{p}");
+    }
+    let (code, _) = l.call("DELETE", &format!("{pods}/p3"), "", None).await;
+    assert_eq!(code, 200);
+    assert_eq!(l.post(pods, &pod("p2a", "w", "a")).await.0, 201);
+    let (code, page2) = f
+        .get(&format!(
+            "{pods}?labelSelector={w}&limit=2&continue={token}"
+        ))
+        .await;
+    assert_eq!(code, 200, "{page2}");
+    assert_eq!(names(&page2), ["p2", "p3"], "as at the first page");
+    assert_eq!(page2["items"][0]["metadata"]["labels"]["app"], "w");
+    assert!(page2["metadata"].get("continue").is_none(), "{page2}");
+    let (code, then) = f
+        .get(&format!(
+            "{pods}?labelSelector={w}&resourceVersion={rv}&resourceVersionMatch=Exact"
+        ))
+        .await;
+    assert_eq!(code, 200, "{then}");
+    assert_eq!(names(&then), ["p0", "p1", "p2", "p3"]);
+    // Consistent reads, on the leader and on a follower, see every change.
+    for api in [&l, &f] {
+        let (_, now) = api.get(&format!("{pods}?labelSelector={w}")).await;
+        assert_eq!(names(&now), ["p0", "p1", "p2a", "p4"]);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_tokens_are_required_except_for_health() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,8 @@
 //! Phase `lists` of `keelson bench`: reading a large collection. `--pods` pods (pending: no
 //! node runs them) are created by replication controllers; then, `--list-rounds` times each,
 //! `kubectl get pods` (a server-side Table, in kubectl's pages of 500), `kubectl get pods -o
-//! json` (JSON pages of 500), one unpaged JSON list, and a list's first page of 500.
+//! json` (JSON pages of 500), one unpaged JSON list, a list's first page of 500, and a list by
+//! label of one controller's pods.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -28,6 +29,8 @@ pub struct Lists {
     /// One unpaged `GET /api/v1/namespaces/default/pods`, and the first page of 500.
     pub unpaged: Vec<Duration>,
     pub first_page: Vec<Duration>,
+    /// `GET …?labelSelector=rc=sched-0`: one controller's pods.
+    pub by_label: Vec<Duration>,
     pub kubectl: Option<String>,
     /// Each master's VmRSS (KiB) before the pods and once they all exist, and the leader.
     pub rss_before: Vec<u64>,
@@ -38,6 +41,8 @@ pub struct Lists {
 }
 
 const PODS: &str = "/api/v1/namespaces/default/pods";
+/// The pods of the first controller `create_controllers` makes.
+const BY_LABEL: &str = "labelSelector=rc%3Dsched-0";
 
 pub async fn lists(args: &BenchArgs) -> anyhow::Result<Lists> {
     let n = args.pods;
@@ -90,6 +95,7 @@ pub async fn lists(args: &BenchArgs) -> anyhow::Result<Lists> {
         kubectl_json_whole: Vec::new(),
         unpaged: Vec::new(),
         first_page: Vec::new(),
+        by_label: Vec::new(),
         kubectl: kubectl.clone(),
         rss_before,
         rss_after,
@@ -111,6 +117,9 @@ pub async fn lists(args: &BenchArgs) -> anyhow::Result<Lists> {
         r.unpaged.push(timed_get(&api, PODS, n).await?);
         r.first_page
             .push(timed_get(&api, &format!("{PODS}?limit=500"), n.min(500)).await?);
+        let one_rc = args.rc_replicas.max(1).min(n);
+        r.by_label
+            .push(timed_get(&api, &format!("{PODS}?{BY_LABEL}"), one_rc).await?);
         eprintln!("bench: lists: round {} done", round + 1);
     }
     for v in [
@@ -120,6 +129,7 @@ pub async fn lists(args: &BenchArgs) -> anyhow::Result<Lists> {
         &mut r.kubectl_json_whole,
         &mut r.unpaged,
         &mut r.first_page,
+        &mut r.by_label,
     ] {
         v.sort();
     }
@@ -230,6 +240,13 @@ pub fn render_lists(args: &BenchArgs, r: &Lists) -> String {
     rows.push(row(
         &format!("`GET {PODS}?limit=500` (first page)"),
         &r.first_page,
+    ));
+    rows.push(row(
+        &format!(
+            "`GET {PODS}?{BY_LABEL}` (one controller's {} pods)",
+            args.rc_replicas.max(1).min(r.pods)
+        ),
+        &r.by_label,
     ));
     let mib = |k: u64| format!("{:.0}", k as f64 / 1024.0);
     let rss_header = ["master", "RSS MiB before", "RSS MiB after", "KiB per pod"].map(String::from);

@@ -13,6 +13,7 @@ use super::target::{truthy, Params, Target};
 use super::watch::{self, WatchOptions, WatchSpec};
 use super::{ApiError, ApiState};
 use crate::registry::{self, ResourceInfo};
+use keelson_model::selectors::{LabelSelector, Requirement};
 
 fn list_kind(info: &ResourceInfo) -> String {
     format!("{}List", info.kind)
@@ -68,6 +69,13 @@ pub async fn list(
         Some(c) => (Some(c.start), Some(c.rv)),
         None => (None, exact),
     };
+    let candidates = match indexed(s, t, &labels, at, p.consistent()).await? {
+        Some((keys, rv)) => {
+            at = Some(rv);
+            Some(keys)
+        }
+        None => None,
+    };
     // One item past the limit tells whether another page follows.
     let mut items = Vec::new();
     let rv = loop {
@@ -86,6 +94,7 @@ pub async fn list(
                 at,
                 want,
                 p.consistent(),
+                candidates.as_deref(),
             )
             .await
             .map_err(|e| match e.code.as_u16() {
@@ -112,6 +121,73 @@ pub async fn list(
         return Ok(Json(table::table(t.info, &items, metadata, req, true)).into_response());
     }
     Ok(Json(json!({"kind": list_kind(t.info), "apiVersion": "v1", "metadata": metadata, "items": items})).into_response())
+}
+
+/// How long a list by label waits for the informers to reach its version before it reads the
+/// collection without their index.
+const INDEX_WAIT: Duration = Duration::from_secs(1);
+
+/// The pods an informer index says may match `labels`, and the version to read them at: the
+/// keys (sorted) its equality requirement with the fewest pods names, once the index reflects
+/// that version (`at`, or the applied state after a read barrier when `consistent`). The
+/// list reads those and the keys changed since, so it misses none that matched. `None` when
+/// no index serves the list: it reads the collection.
+async fn indexed(
+    s: &ApiState,
+    t: &Target,
+    labels: &LabelSelector,
+    at: Option<u64>,
+    consistent: bool,
+) -> Result<Option<(Vec<String>, u64)>, ApiError> {
+    use crate::informer::{pod, PodFacts};
+    use keelson_informer::Facts as _;
+    let Some(informers) = s.informers.as_ref() else {
+        return Ok(None);
+    };
+    if t.info.plural != PodFacts::PLURAL {
+        return Ok(None);
+    }
+    let values = |r: &Requirement| -> Option<Vec<String>> {
+        match r {
+            Requirement::Equals(k, v) => Some(vec![pod::label(k, v)]),
+            Requirement::In(k, vs) => Some(vs.iter().map(|v| pod::label(k, v)).collect()),
+            _ => None,
+        }
+    };
+    let pods = &informers.pods;
+    let count = |vs: &[String]| -> usize {
+        vs.iter()
+            .map(|v| pods.count_by_index(pod::BY_LABEL, v))
+            .sum()
+    };
+    let Some(best) = labels
+        .0
+        .iter()
+        .filter_map(values)
+        .min_by_key(|vs| count(vs))
+    else {
+        return Ok(None);
+    };
+    let rv = match at {
+        Some(rv) => rv,
+        None => {
+            if consistent {
+                s.node.read_barrier().await?;
+            }
+            s.node.store.applied_rv()
+        }
+    };
+    // A version not applied here yet is the registry's to wait for, or to refuse.
+    if rv > s.node.store.applied_rv() || !informers.wait_synced(rv, INDEX_WAIT).await {
+        return Ok(None);
+    }
+    let mut keys: Vec<String> = best
+        .iter()
+        .flat_map(|v| pods.keys_by_index(pod::BY_LABEL, v))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    Ok(Some((keys, rv)))
 }
 
 /// The version of a list with `resourceVersionMatch=Exact`; `None` for `NotOlderThan` or none.

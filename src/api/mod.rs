@@ -62,6 +62,8 @@ pub struct ApiState {
     pub tls: bool,
     /// Requests in flight, long-running requests per user, body read time.
     pub limits: Arc<limits::Limits>,
+    /// The master's informers, whose indexes narrow lists by label (none: every list scans).
+    pub informers: Option<Arc<crate::informer::Informers>>,
 }
 
 impl ApiState {
@@ -80,6 +82,7 @@ impl ApiState {
             unsafe_stale_reads: false,
             tls: false,
             limits: limits::Limits::new(limits::LimitConfig::default()),
+            informers: None,
         }
     }
 

@@ -20,6 +20,9 @@ pub const BY_CONTROLLER: &str = "controller";
 pub const BY_NAMESPACE: &str = "namespace";
 /// Index: pods without a controller, by namespace (what a controller may adopt).
 pub const ORPHANS: &str = "orphans";
+/// Index: pods by each of their labels, as `key=value` (in every namespace): what narrows a
+/// list by label selector.
+pub const BY_LABEL: &str = "label";
 /// Index: active pods without a node, under the one value [`UNSCHEDULED`].
 pub const PENDING: &str = "pending";
 /// The value of every pod in [`PENDING`].
@@ -123,8 +126,14 @@ fn containers(pod: &Value) -> impl Iterator<Item = &Value> {
 
 impl Facts for PodFacts {
     const PLURAL: &'static str = "pods";
-    const INDEXES: &'static [&'static str] =
-        &[BY_NODE, BY_CONTROLLER, BY_NAMESPACE, ORPHANS, PENDING];
+    const INDEXES: &'static [&'static str] = &[
+        BY_NODE,
+        BY_CONTROLLER,
+        BY_NAMESPACE,
+        BY_LABEL,
+        ORPHANS,
+        PENDING,
+    ];
 
     fn from_object(pod: &Value) -> Self {
         let controller = controller_uid(pod).map(|uid| {
@@ -171,9 +180,15 @@ impl Facts for PodFacts {
             BY_NODE if !self.node_name.is_empty() => vec![self.node_name.clone()],
             BY_CONTROLLER => self.controller.iter().map(|c| c.uid.clone()).collect(),
             BY_NAMESPACE => vec![self.namespace.clone()],
+            BY_LABEL => self.labels.iter().map(|(k, v)| label(k, v)).collect(),
             ORPHANS if self.controller.is_none() => vec![self.namespace.clone()],
             PENDING if self.pending() => vec![UNSCHEDULED.to_string()],
             _ => Vec::new(),
         }
     }
+}
+
+/// The value of `key=value` in [`BY_LABEL`].
+pub fn label(key: &str, value: &str) -> String {
+    format!("{key}={value}")
 }

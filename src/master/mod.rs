@@ -212,9 +212,12 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
         Some(path) => api::auth::Tokens::load(path)?,
         None => api::auth::Tokens::open(),
     };
-    let (loops, loops_stop, heartbeat_routes) = start_controllers(&args, &node, &registry, &tokens);
-    let api_router =
-        api_router(&args, &node, registry, tokens, tls.is_some()).merge(heartbeat_routes);
+    // On every master: a new leader's loops start warm, and lists by label read their index.
+    let informers = crate::informer::Informers::start(node.store.clone());
+    let (loops, loops_stop, heartbeat_routes) =
+        start_controllers(&args, &node, &informers, &registry, &tokens);
+    let api_router = api_router(&args, &node, informers, registry, tokens, tls.is_some())
+        .merge(heartbeat_routes);
     let api_server = match tls {
         Some(config) => tokio::spawn(http::serve(
             tls::TlsListener::new(api_listener, config)?,
@@ -387,17 +390,16 @@ fn serve_raft(
 fn start_controllers(
     args: &MasterArgs,
     node: &Arc<RaftNode>,
+    informers: &Arc<crate::informer::Informers>,
     registry: &prometheus::Registry,
     tokens: &api::auth::Tokens,
 ) -> (tokio::task::JoinHandle<()>, CancellationToken, axum::Router) {
     let heartbeats = controllers::Heartbeats::default();
     let controller_metrics = controllers::ControllerMetrics::register(registry);
     let loops_stop = CancellationToken::new();
-    // On every master, so a new leader's loops start warm.
-    let informers = crate::informer::Informers::start(node.store.clone());
     let loop_ctx = controllers::Context {
         node: node.clone(),
-        informers,
+        informers: informers.clone(),
         term: 0,
         config: controllers::LoopConfig {
             node_grace: Duration::from_millis(args.node_grace_ms),
@@ -434,11 +436,13 @@ fn start_controllers(
 fn api_router(
     args: &MasterArgs,
     node: &Arc<RaftNode>,
+    informers: Arc<crate::informer::Informers>,
     registry: prometheus::Registry,
     tokens: api::auth::Tokens,
     tls: bool,
 ) -> axum::Router {
     let mut api_state = api::ApiState::new(node.clone(), registry, tokens);
+    api_state.informers = Some(informers);
     api_state.unsafe_stale_reads = args.unsafe_stale_reads;
     api_state.tls = tls;
     api_state.limits = api::limits::Limits::new(api::limits::LimitConfig {

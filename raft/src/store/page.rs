@@ -34,6 +34,10 @@ pub enum PageError {
     NotYet { at: u64, applied: u64 },
 }
 
+/// What the keys changed since a version held then (`None`: absent), from
+/// [`crate::feed::Feed::changed_since`].
+pub type Past = BTreeMap<String, Option<Record>>;
+
 /// Where a page starts: the keys under `prefix` after `after` (a full key), or all of them.
 pub struct Range<'a> {
     pub prefix: &'a str,
@@ -59,7 +63,7 @@ impl Range<'_> {
 /// follow.
 pub fn read(
     space: &KeySpace,
-    then: &BTreeMap<String, Option<Record>>,
+    then: &Past,
     range: &Range<'_>,
     limit: usize,
 ) -> (Vec<(String, Record)>, bool) {
@@ -89,6 +93,56 @@ pub fn read(
         }
         let (k, r) = next.expect("a head was there");
         records.push((k.clone(), r.clone()));
+    }
+}
+
+/// Up to `limit` records of `range` among `keys` (sorted, deduplicated) and the keys of
+/// `then`, as [`read`] reads them: an index's candidates, read at a past version. An index
+/// taken at any version since holds every key that did not change since; `then` names the
+/// others. Also whether more follow.
+pub fn read_keys(
+    space: &KeySpace,
+    then: &Past,
+    range: &Range<'_>,
+    keys: &[String],
+    limit: usize,
+) -> (Vec<(String, Record)>, bool) {
+    let bounds = (range.lower(), Bound::Unbounded);
+    let start = match range.lower() {
+        Bound::Excluded(a) => keys.partition_point(|k| k.as_str() <= a),
+        Bound::Included(p) => keys.partition_point(|k| k.as_str() < p),
+        Bound::Unbounded => 0,
+    };
+    let mut candidates = keys[start..]
+        .iter()
+        .take_while(|k| k.starts_with(range.prefix))
+        .peekable();
+    let mut changed = then
+        .range::<str, _>(bounds)
+        .take_while(|(k, _)| k.starts_with(range.prefix))
+        .peekable();
+    let mut records = Vec::new();
+    loop {
+        let key = match (candidates.peek(), changed.peek()) {
+            (Some(a), Some((b, _))) if a.as_str() < b.as_str() => candidates.next(),
+            (Some(a), Some((b, _))) if a == b => {
+                candidates.next();
+                changed.next().map(|(k, _)| k)
+            }
+            (_, Some(_)) => changed.next().map(|(k, _)| k),
+            (Some(_), None) => candidates.next(),
+            (None, None) => return (records, false),
+        }
+        .expect("a head was there");
+        let record = match then.get(key) {
+            Some(past) => past.as_ref(),
+            None => space.get(key),
+        };
+        let Some(record) = record else { continue };
+        if records.len() == limit {
+            return (records, true);
+        }
+        records.push((key.clone(), record.clone()));
     }
 }
 
@@ -147,6 +201,42 @@ mod tests {
         // A full page that is also the last says no more follow.
         let (exact, more) = read(&space, &then, &all, 3);
         assert_eq!(exact.len(), 3);
+        assert!(!more);
+    }
+
+    #[test]
+    fn reads_candidates_and_what_changed_since() {
+        let mut space = KeySpace::new();
+        for (k, v) in [("/p/a", "a"), ("/p/b", "b2"), ("/p/d", "d"), ("/p/e", "e")] {
+            space.insert(k.into(), rec(v, 5));
+        }
+        let then = BTreeMap::from([
+            ("/p/b".to_string(), Some(rec("b1", 1))),
+            ("/p/c".to_string(), Some(rec("c", 1))),
+            ("/p/d".to_string(), None),
+        ]);
+        // Candidates from an index: a, d (created since: absent then) and one key gone from
+        // the space and the window alike; b and c come from `then`.
+        let candidates = ["/o/z", "/p/a", "/p/d", "/p/gone"].map(String::from);
+        let all = Range {
+            prefix: "/p/",
+            after: None,
+        };
+        let (records, more) = read_keys(&space, &then, &all, &candidates, 10);
+        assert_eq!(
+            keys(&records),
+            [("/p/a", &b"a"[..]), ("/p/b", b"b1"), ("/p/c", b"c")]
+        );
+        assert!(!more);
+        let (first, more) = read_keys(&space, &then, &all, &candidates, 2);
+        assert_eq!(keys(&first), [("/p/a", &b"a"[..]), ("/p/b", b"b1")]);
+        assert!(more);
+        let rest = Range {
+            prefix: "/p/",
+            after: Some("/p/a"),
+        };
+        let (second, more) = read_keys(&space, &then, &rest, &candidates, 10);
+        assert_eq!(keys(&second), [("/p/b", &b"b1"[..]), ("/p/c", b"c")]);
         assert!(!more);
     }
 }

@@ -116,6 +116,32 @@ impl Shared {
         at: Option<u64>,
         limit: usize,
     ) -> Result<Page, PageError> {
+        self.page_at(range, at, |space, then| {
+            page::read(space, then, range, limit)
+        })
+    }
+
+    /// Like [`Shared::list_page`], among `keys` (sorted) only, and the keys of the range that
+    /// changed since the version read: the candidates of an index taken at that version or any
+    /// later one.
+    pub fn list_keys(
+        &self,
+        range: &Range<'_>,
+        keys: &[String],
+        at: Option<u64>,
+        limit: usize,
+    ) -> Result<Page, PageError> {
+        self.page_at(range, at, |space, then| {
+            page::read_keys(space, then, range, keys, limit)
+        })
+    }
+
+    fn page_at(
+        &self,
+        range: &Range<'_>,
+        at: Option<u64>,
+        read: impl FnOnce(&KeySpace, &page::Past) -> (Vec<(String, Record)>, bool),
+    ) -> Result<Page, PageError> {
         let st = self.state.read().expect("state lock");
         let applied = applied_rv(&st);
         let rv = at.unwrap_or(applied);
@@ -128,7 +154,7 @@ impl Shared {
         } else {
             Default::default()
         };
-        let (records, more) = page::read(&st.space, &then, range, limit);
+        let (records, more) = read(&st.space, &then);
         Ok(Page { records, rv, more })
     }
 
