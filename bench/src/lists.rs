@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::harness::{command_line, loadavg, Api};
 use super::scale::create_controllers;
-use super::{pct_ms, rss_kib, table, BenchArgs, Kind, Sys, MEMBERS};
+use super::{pct_ms, table, BenchArgs, Kind, Sys};
 
 /// The reads timed, each `--list-rounds` times.
 pub struct Lists {
@@ -53,12 +53,7 @@ pub async fn lists(args: &BenchArgs) -> anyhow::Result<Lists> {
     };
     let api = Api::new(cluster)?;
     let load_before = loadavg();
-    let rss = |c: &keelson_chaos::Cluster| -> Vec<u64> {
-        (1..=MEMBERS as u64)
-            .map(|id| c.pid(id).map_or(0, rss_kib))
-            .collect()
-    };
-    let rss_before = rss(cluster);
+    let rss_before = sys.rss_kib();
     let t0 = Instant::now();
     let mut creates = create_controllers(&api, n, args.rc_replicas.max(1));
     while let Some(failed) = creates.join_next().await {
@@ -77,7 +72,7 @@ pub async fn lists(args: &BenchArgs) -> anyhow::Result<Lists> {
     eprintln!("bench: lists: {n} pods in {:.1} s", create.as_secs_f64());
     // Settled: the controllers' last writes applied everywhere, the feed's window turned over.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let rss_after = rss(cluster);
+    let rss_after = sys.rss_kib();
     let leader = cluster
         .wait_leader(Duration::from_secs(10))
         .await

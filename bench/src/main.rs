@@ -683,9 +683,7 @@ async fn memory(sys: &mut Sys, objects: usize, value: &str) -> anyhow::Result<Me
     }
     let load_secs = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_kib = (0..MEMBERS)
-        .map(|m| sys.pid(m).map_or(0, rss_kib))
-        .collect();
+    let rss_kib = sys.rss_kib();
     let disk_bytes = (0..MEMBERS)
         .map(|m| keelson_raft::node::dir_size(&sys.data_dir(m)))
         .collect();
@@ -910,6 +908,13 @@ impl Sys {
             Sys::Keelson(c) => c.spawn(m as u64 + 1),
             Sys::Etcd(e) => e.spawn(m).unwrap_or_else(|err| eprintln!("bench: {err:#}")),
         }
+    }
+
+    /// Each member's VmRSS (KiB; 0 for one not running).
+    fn rss_kib(&self) -> Vec<u64> {
+        (0..MEMBERS)
+            .map(|m| self.pid(m).map_or(0, rss_kib))
+            .collect()
     }
 
     fn pid(&self, m: usize) -> Option<u32> {

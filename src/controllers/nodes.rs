@@ -102,10 +102,21 @@ impl Heartbeats {
         }
     }
 
-    /// When `node` was last heard of (or the start of this leadership).
+    /// When `node` was last heard of, or first asked about (a node registered a moment ago,
+    /// whose agent has not beaten yet, is not silent: Kubernetes' node lifecycle counts from a
+    /// node's first sight too), or the start of this leadership, whichever is last.
     pub fn last(&self, node: &str) -> Instant {
-        let st = self.0.lock().expect("heartbeats");
-        st.last.get(node).copied().unwrap_or(st.since).max(st.since)
+        let mut st = self.0.lock().expect("heartbeats");
+        let since = st.since;
+        let last = *st.last.entry(node.to_string()).or_insert_with(Instant::now);
+        last.max(since)
+    }
+
+    /// Forgets a deleted node.
+    fn forget(&self, node: &str) {
+        let mut st = self.0.lock().expect("heartbeats");
+        st.last.remove(node);
+        st.watched.remove(node);
     }
 
     /// A new leadership: every node gets a full grace period from now.
@@ -191,10 +202,6 @@ pub async fn run(ctx: Context, token: CancellationToken) {
 struct Lifecycle {
     /// Since when each node is not Ready, as this leader saw it.
     not_ready_since: HashMap<String, Instant>,
-    /// When this loop first saw each node: a node registered a moment ago, whose agent has not
-    /// beaten yet, is not silent (Kubernetes' node lifecycle counts from a node's first sight
-    /// too).
-    first_seen: HashMap<String, Instant>,
     /// The deadline queued for each node key, so that no more than one waits at a time.
     armed: HashMap<String, Instant>,
 }
@@ -233,14 +240,12 @@ async fn pass(
             let name = key.rsplit('/').next().unwrap_or_default();
             state.armed.remove(key);
             state.not_ready_since.remove(name);
-            state.first_seen.remove(name);
-            ctx.heartbeats.watch_beats(name, None);
+            ctx.heartbeats.forget(name);
             continue;
         };
         let name = item.facts.name.clone();
         let ready = item.facts.ready.as_deref();
-        let first_seen = *state.first_seen.entry(name.clone()).or_insert(now);
-        let last = ctx.heartbeats.last(&name).max(first_seen);
+        let last = ctx.heartbeats.last(&name);
         let silent = now.saturating_duration_since(last);
         let change = match transition(ready, silent, grace) {
             Transition::BecameNotReady => Some((
@@ -476,8 +481,19 @@ mod tests {
     fn a_new_leadership_grants_grace() {
         let hb = Heartbeats::default();
         hb.beat("n1");
+        let granted = Instant::now();
         hb.grant_grace_to_all();
-        assert!(hb.last("n1") >= hb.last("never-seen"));
-        assert!(hb.last("never-seen").elapsed() < Duration::from_secs(1));
+        assert!(hb.last("n1") >= granted, "counts from the new leadership");
+        assert!(hb.last("never-seen") >= granted);
+    }
+
+    #[test]
+    fn a_node_never_heard_of_counts_from_its_first_sight() {
+        let hb = Heartbeats::default();
+        let first = hb.last("new");
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(hb.last("new"), first, "not from each look");
+        hb.forget("new");
+        assert!(hb.last("new") > first, "a deleted node starts over");
     }
 }
