@@ -26,7 +26,7 @@ use crate::metrics::RaftMetrics;
 use crate::network::{call, http_client, scheme, CallError, Network, PeerTls};
 use crate::prevote::PreVote;
 use crate::proposer::{write_error, Proposer};
-use crate::runtime::RaftRuntime;
+use crate::runtime::{OwnedRuntime, RAFT_THREADS};
 use crate::store::{self, LogStore, OpenError, Shared, StateMachine};
 use crate::{codec, MasterNode, NodeId, Raft};
 
@@ -202,7 +202,7 @@ pub struct RaftNode {
     /// When a leader last reached this master; elections wait for a majority (`prevote.rs`).
     pub(crate) prevote: PreVote,
     /// Raft's own threads: dropped (stopping its tasks) with the node.
-    runtime: RaftRuntime,
+    runtime: OwnedRuntime,
 }
 
 impl RaftNode {
@@ -276,7 +276,7 @@ impl RaftNode {
             scheme,
             cluster_id: cluster_id.clone(),
         };
-        let runtime = RaftRuntime::new()
+        let runtime = OwnedRuntime::new("raft", RAFT_THREADS)
             .map_err(|e| StartError::Raft(format!("cannot start Raft's threads: {e}")))?;
         // openraft spawns its tasks where it is created.
         let raft = runtime

@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 use keelson_raft::node::{ElectionTimeout, NodeConfig};
+use keelson_raft::runtime::OwnedRuntime;
 use keelson_raft::{MasterNode, NodeId, RaftNode};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -175,6 +176,9 @@ fn derived_cluster_id(peers: &BTreeMap<NodeId, MasterNode>) -> String {
 /// How long a stopping leader tries to hand its leadership over before it just stops.
 const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Worker threads of the control loops' runtime.
+const CONTROLLER_THREADS: usize = 2;
+
 /// Runs a master until SIGTERM or Ctrl-C.
 pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     if args.id == 0 {
@@ -214,8 +218,17 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     };
     // On every master: a new leader's loops start warm, and lists by label read their index.
     let informers = crate::informer::Informers::start(node.store.clone());
-    let (loops, loops_stop, heartbeat_routes) =
-        start_controllers(&args, &node, &informers, &registry, &tokens);
+    // The control loops' passes are CPU-bound: threads of their own, not the API's workers.
+    let loops_runtime =
+        OwnedRuntime::new("controllers", CONTROLLER_THREADS).context("the controllers' runtime")?;
+    let (loops, loops_stop, heartbeat_routes) = start_controllers(
+        &args,
+        &node,
+        &informers,
+        &registry,
+        &tokens,
+        loops_runtime.handle(),
+    );
     let api_router = api_router(&args, &node, informers, registry, tokens, tls.is_some())
         .merge(heartbeat_routes);
     let api_server = match tls {
@@ -393,6 +406,7 @@ fn start_controllers(
     informers: &Arc<crate::informer::Informers>,
     registry: &prometheus::Registry,
     tokens: &api::auth::Tokens,
+    runtime: &tokio::runtime::Handle,
 ) -> (tokio::task::JoinHandle<()>, CancellationToken, axum::Router) {
     let heartbeats = controllers::Heartbeats::default();
     let controller_metrics = controllers::ControllerMetrics::register(registry);
@@ -413,7 +427,7 @@ fn start_controllers(
     let loops = if args.no_controllers {
         tokio::spawn(async {})
     } else {
-        tokio::spawn(controllers::LeaderGate::run(loop_ctx, loops_stop.clone()))
+        runtime.spawn(controllers::LeaderGate::run(loop_ctx, loops_stop.clone()))
     };
     let heartbeat_routes = axum::Router::new()
         .route(
