@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use futures::StreamExt;
 use keelson_informer::remote::{self, Source};
 use keelson_informer::{Cache, Facts};
 use serde_json::Value;
@@ -90,26 +89,8 @@ impl Source for Masters {
                 Ok(r) => return self.failed(format!("watch: {}", r.status())),
                 Err(e) => return self.failed(e),
             };
-            let lines = (resp.bytes_stream(), Vec::<u8>::new());
-            Ok(
-                futures::stream::unfold(lines, |(mut stream, mut buf)| async move {
-                    loop {
-                        if let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-                            let line: Vec<u8> = buf.drain(..=nl).collect();
-                            match serde_json::from_slice::<Value>(&line) {
-                                Ok(ev) => return Some((ev, (stream, buf))),
-                                Err(_) => continue,
-                            }
-                        }
-                        match tokio::time::timeout(SILENCE, stream.next()).await {
-                            Ok(Some(Ok(chunk))) => buf.extend_from_slice(&chunk),
-                            // Ended, broke or went silent: the follower watches again, elsewhere.
-                            _ => return None,
-                        }
-                    }
-                })
-                .boxed(),
-            )
+            // Ended, broke or went silent: the follower watches again, elsewhere.
+            Ok(remote::events(resp.bytes_stream(), Some(SILENCE)))
         })
     }
 }

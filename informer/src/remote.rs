@@ -130,6 +130,36 @@ pub async fn follow<T: Facts>(
     }
 }
 
+/// The events of a watch response's body, one JSON object per line, until the body ends or
+/// breaks, or (with `silence`) sends nothing for that long: a master that went away without
+/// closing the connection sends no more bookmarks.
+pub fn events<E: Send + 'static>(
+    body: impl futures::Stream<Item = Result<Bytes, E>> + Send + 'static,
+    silence: Option<Duration>,
+) -> BoxStream<'static, Value> {
+    let lines = (Box::pin(body), Vec::<u8>::new());
+    futures::stream::unfold(lines, move |(mut body, mut buf)| async move {
+        loop {
+            if let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=nl).collect();
+                match serde_json::from_slice::<Value>(&line) {
+                    Ok(event) => return Some((event, (body, buf))),
+                    Err(_) => continue,
+                }
+            }
+            let chunk = match silence {
+                Some(d) => tokio::time::timeout(d, body.next()).await.ok().flatten(),
+                None => body.next().await,
+            };
+            match chunk {
+                Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                _ => return None,
+            }
+        }
+    })
+    .boxed()
+}
+
 /// The storage key and record of an object read from the API: its bytes as sent, its version.
 pub fn record_of<T: Facts>(object: &Value) -> Option<(String, Record)> {
     let meta = object.get("metadata")?;
@@ -204,6 +234,21 @@ mod tests {
                 }
             })
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_are_lines_until_the_body_ends_or_falls_silent() {
+        let chunks: Vec<Result<Bytes, ()>> = vec![
+            Ok(Bytes::from_static(b"{\"type\":\"ADDED\"}\n{\"ty")),
+            Ok(Bytes::from_static(b"pe\":\"BOOKMARK\"}\nnot json\n")),
+        ];
+        let got: Vec<Value> = events(futures::stream::iter(chunks.clone()), None)
+            .collect()
+            .await;
+        assert_eq!(got, [json!({"type": "ADDED"}), json!({"type": "BOOKMARK"})]);
+        let silent = futures::stream::iter(chunks).chain(futures::stream::pending());
+        let got: Vec<Value> = events(silent, Some(Duration::from_secs(5))).collect().await;
+        assert_eq!(got.len(), 2, "ends when nothing comes for 5 s");
     }
 
     /// A list, a watch that ends (resumed from its last bookmark, not re-listed), a watch whose

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use futures::StreamExt;
-use keelson_informer::remote::Source;
+use keelson_informer::remote::{self, Source};
 use serde_json::Value;
 
 /// Why a request failed.
@@ -159,7 +158,7 @@ impl Masters {
             match req.send().await {
                 Ok(resp) if resp.status().is_success() => {
                     self.preferred.store(i, Ordering::Relaxed);
-                    return Ok(events(resp));
+                    return Ok(remote::events(resp.bytes_stream(), None));
                 }
                 Ok(resp) => last = format!("{} from {}", resp.status(), self.urls[i]),
                 Err(e) => last = e.to_string(),
@@ -180,27 +179,6 @@ impl Masters {
             .to_string();
         (!api.is_empty()).then_some(api)
     }
-}
-
-/// The events of a watch's response, one per line.
-fn events(resp: reqwest::Response) -> BoxStream<'static, Value> {
-    let lines = (resp.bytes_stream(), Vec::<u8>::new());
-    futures::stream::unfold(lines, |(mut stream, mut buf)| async move {
-        loop {
-            if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=pos).collect();
-                match serde_json::from_slice::<Value>(&line) {
-                    Ok(v) => return Some((v, (stream, buf))),
-                    Err(_) => continue,
-                }
-            }
-            match stream.next().await {
-                Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
-                _ => return None,
-            }
-        }
-    })
-    .boxed()
 }
 
 /// The informers' transport: lists and watches on any master.
