@@ -988,8 +988,8 @@ pub fn render_scheduling(args: &BenchArgs, r: &Scheduling) -> String {
          each), kept Ready by one heartbeat stream each to the leader (`POST \
          /agent/heartbeats?node=NAME`, one line every {} ms, as `keelson agent` sends them); no \
          agent process runs, so no pod status is reported. Pods: {how}; each pod requests \
-         100m cpu. A watch of the pods (opened before the first create; re-listed when it ends: \
-         {} list(s)) times each pod's first event with `spec.nodeName`.{conv} Load average \
+         100m cpu. A watch of the pods (an informer's cache, listed before the first create, \
+         resumed when it ends, listed again only when its version expired: {} list(s)) times each pod's first event with `spec.nodeName`.{conv} Load average \
          (1 min) {} before, {} after.\n\n{}\
          Anchors: kube-scheduler binds about 100–300 pods/s; Nomad's C1M reached ~3,750 \
          containers/s on 5 servers; keelson's goal is 10× kube-scheduler (1,000–3,000 \

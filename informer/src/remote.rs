@@ -65,14 +65,20 @@ pub async fn follow<T: Facts>(
                 continue;
             }
         };
-        let mut rv = list
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            .unwrap_or("0")
-            .to_string();
-        let items = list["items"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        // A body cut short is no list: taken as one, it would empty the cache.
+        let (Some(rv), Some(items)) = (
+            list.pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str),
+            list["items"].as_array(),
+        ) else {
+            tracing::debug!("informer: list {collection}: not a list");
+            pause(&mut backoff).await;
+            continue;
+        };
+        let mut rv = rv.to_string();
         cache.replace(items.iter().filter_map(record_of::<T>).collect());
         on_listed();
+        backoff = BACKOFF.0;
         // Watches from `rv` until one cannot be opened or its version is gone.
         loop {
             let opened = tokio::time::Instant::now();
@@ -257,6 +263,8 @@ mod tests {
     async fn lists_watches_resumes_and_relists() {
         let script = Arc::new(Script::default());
         script.lists.lock().unwrap().extend([
+            // A body cut short: not taken as an empty list.
+            Value::Null,
             json!({"metadata": {"resourceVersion": "10"}, "items": [pod("a", 5), pod("b", 7)]}),
             json!({"metadata": {"resourceVersion": "40"}, "items": [pod("a", 30)]}),
         ]);
@@ -327,8 +335,9 @@ mod tests {
         );
         let asked = script.asked.lock().unwrap();
         assert_eq!(
-            asked[..4],
+            asked[..5],
             [
+                "/api/v1/pods?fieldSelector=x",
                 "/api/v1/pods?fieldSelector=x",
                 "/api/v1/pods?fieldSelector=x&watch=true&allowWatchBookmarks=true&resourceVersion=10",
                 "/api/v1/pods?fieldSelector=x&watch=true&allowWatchBookmarks=true&resourceVersion=15",

@@ -19,6 +19,11 @@ pub enum Error {
     Unreachable(String),
 }
 
+/// How long a watch may send nothing before it is taken for dead: masters send a bookmark
+/// every second to a watch that asks for them, and a half-open connection would otherwise
+/// last until TCP keep-alive gives up.
+const WATCH_SILENCE: Duration = Duration::from_secs(10);
+
 /// The masters, with the one that answered last tried first.
 #[derive(Clone)]
 pub struct Masters {
@@ -158,7 +163,7 @@ impl Masters {
             match req.send().await {
                 Ok(resp) if resp.status().is_success() => {
                     self.preferred.store(i, Ordering::Relaxed);
-                    return Ok(remote::events(resp.bytes_stream(), None));
+                    return Ok(remote::events(resp.bytes_stream(), Some(WATCH_SILENCE)));
                 }
                 Ok(resp) => last = format!("{} from {}", resp.status(), self.urls[i]),
                 Err(e) => last = e.to_string(),

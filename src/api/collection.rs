@@ -69,13 +69,11 @@ pub async fn list(
         Some(c) => (Some(c.start), Some(c.rv)),
         None => (None, exact),
     };
-    let candidates = match indexed(s, t, &labels, at, p.consistent()).await? {
-        Some((keys, rv)) => {
-            at = Some(rv);
-            Some(keys)
-        }
-        None => None,
-    };
+    let (mut candidates, fixed) = indexed(s, t, &labels, at, p.consistent()).await?;
+    at = at.or(fixed);
+    // A new list may start over once, at the applied state and without the index, if it read
+    // at the version its index was taken at and the change feed no longer reaches back there.
+    let mut may_restart = !continued && exact.is_none() && fixed.is_some();
     // One item past the limit tells whether another page follows.
     let mut items = Vec::new();
     let rv = loop {
@@ -96,11 +94,19 @@ pub async fn list(
                 p.consistent(),
                 candidates.as_deref(),
             )
-            .await
-            .map_err(|e| match e.code.as_u16() {
+            .await;
+        let page = match page {
+            Err(e) if e.code == StatusCode::GONE && may_restart => {
+                may_restart = false;
+                (candidates, at, after) = (None, None, None);
+                items.clear();
+                continue;
+            }
+            page => page.map_err(|e| match e.code.as_u16() {
                 410 if continued => ApiError::new(e.code, e.reason, format!("The provided continue parameter is too old to display a consistent list result ({}). Start a new list without the continue parameter.", e.message)),
                 _ => e,
-            })?;
+            })?,
+        };
         items.extend(
             page.objects
                 .into_iter()
@@ -127,25 +133,26 @@ pub async fn list(
 /// collection without their index.
 const INDEX_WAIT: Duration = Duration::from_secs(1);
 
-/// The pods an informer index says may match `labels`, and the version to read them at: the
-/// keys (sorted) its equality requirement with the fewest pods names, once the index reflects
-/// that version (`at`, or the applied state after a read barrier when `consistent`). The
-/// list reads those and the keys changed since, so it misses none that matched. `None` when
-/// no index serves the list: it reads the collection.
+/// The pods an informer index says may match `labels`: the keys (sorted) its equality
+/// requirement with the fewest pods names, once the index reflects the version the list reads
+/// (`at`, or the applied state after a read barrier when `consistent`). The list reads those
+/// and the keys changed since, so it misses none that matched. `None` when no index serves the
+/// list: it reads the collection. Also the version it fixed when `at` was `None`, which the
+/// list then reads at (its read barrier is done).
 async fn indexed(
     s: &ApiState,
     t: &Target,
     labels: &LabelSelector,
     at: Option<u64>,
     consistent: bool,
-) -> Result<Option<(Vec<String>, u64)>, ApiError> {
+) -> Result<(Option<Vec<String>>, Option<u64>), ApiError> {
     use crate::informer::{pod, PodFacts};
     use keelson_informer::Facts as _;
     let Some(informers) = s.informers.as_ref() else {
-        return Ok(None);
+        return Ok((None, None));
     };
     if t.info.plural != PodFacts::PLURAL {
-        return Ok(None);
+        return Ok((None, None));
     }
     let values = |r: &Requirement| -> Option<Vec<String>> {
         match r {
@@ -166,28 +173,31 @@ async fn indexed(
         .filter_map(values)
         .min_by_key(|vs| count(vs))
     else {
-        return Ok(None);
+        return Ok((None, None));
     };
-    let rv = match at {
-        Some(rv) => rv,
+    let (rv, fixed) = match at {
+        Some(rv) => (rv, None),
         None => {
             if consistent {
                 s.node.read_barrier().await?;
             }
-            s.node.store.applied_rv()
+            let rv = s.node.store.applied_rv();
+            (rv, Some(rv))
         }
     };
     // A version not applied here yet is the registry's to wait for, or to refuse.
     if rv > s.node.store.applied_rv() || !informers.wait_synced(rv, INDEX_WAIT).await {
-        return Ok(None);
+        return Ok((None, fixed));
     }
     let mut keys: Vec<String> = best
         .iter()
         .flat_map(|v| pods.keys_by_index(pod::BY_LABEL, v))
         .collect();
-    keys.sort_unstable();
-    keys.dedup();
-    Ok(Some((keys, rv)))
+    if best.len() > 1 {
+        keys.sort_unstable();
+        keys.dedup();
+    }
+    Ok((Some(keys), fixed))
 }
 
 /// The version of a list with `resourceVersionMatch=Exact`; `None` for `NotOlderThan` or none.
