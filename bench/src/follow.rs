@@ -28,12 +28,8 @@ struct Pod(Value);
 
 impl Facts for Pod {
     const PLURAL: &'static str = "pods";
-    const INDEXES: &'static [&'static str] = &[];
     fn from_object(pod: &Value) -> Self {
         Pod(pod.clone())
-    }
-    fn index_values(&self, _: &str) -> Vec<String> {
-        Vec::new()
     }
 }
 

@@ -21,12 +21,14 @@ use crate::UNDECODABLE;
 pub trait Facts: Sized + Send + Sync + 'static {
     /// The resource (`pods`), as in storage keys.
     const PLURAL: &'static str;
-    /// The indexes this kind keeps.
-    const INDEXES: &'static [&'static str];
+    /// The indexes this kind keeps (none by default).
+    const INDEXES: &'static [&'static str] = &[];
     /// The projection of a decoded object.
     fn from_object(obj: &Value) -> Self;
     /// The values of index `index` for this object (none: not in that index).
-    fn index_values(&self, index: &str) -> Vec<String>;
+    fn index_values(&self, _index: &str) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// One cached object.

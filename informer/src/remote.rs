@@ -203,12 +203,8 @@ mod tests {
     struct Named;
     impl Facts for Named {
         const PLURAL: &'static str = "pods";
-        const INDEXES: &'static [&'static str] = &[];
         fn from_object(_: &Value) -> Self {
             Named
-        }
-        fn index_values(&self, _: &str) -> Vec<String> {
-            Vec::new()
         }
     }
 

@@ -396,12 +396,8 @@ struct EndpointsFacts;
 
 impl Facts for EndpointsFacts {
     const PLURAL: &'static str = "endpoints";
-    const INDEXES: &'static [&'static str] = &[];
     fn from_object(_: &Value) -> Self {
         EndpointsFacts
-    }
-    fn index_values(&self, _: &str) -> Vec<String> {
-        Vec::new()
     }
 }
 

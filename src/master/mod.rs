@@ -219,15 +219,20 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     // On every master: a new leader's loops start warm, and lists by label read their index.
     let informers = crate::informer::Informers::start(node.store.clone());
     // The control loops' passes are CPU-bound: threads of their own, not the API's workers.
-    let loops_runtime =
-        OwnedRuntime::new("controllers", CONTROLLER_THREADS).context("the controllers' runtime")?;
+    let loops_runtime = match args.no_controllers {
+        true => None,
+        false => Some(
+            OwnedRuntime::new("controllers", CONTROLLER_THREADS)
+                .context("the controllers' runtime")?,
+        ),
+    };
     let (loops, loops_stop, heartbeat_routes) = start_controllers(
         &args,
         &node,
         &informers,
         &registry,
         &tokens,
-        loops_runtime.handle(),
+        loops_runtime.as_ref().map(OwnedRuntime::handle),
     );
     let api_router = api_router(&args, &node, informers, registry, tokens, tls.is_some())
         .merge(heartbeat_routes);
@@ -406,7 +411,7 @@ fn start_controllers(
     informers: &Arc<crate::informer::Informers>,
     registry: &prometheus::Registry,
     tokens: &api::auth::Tokens,
-    runtime: &tokio::runtime::Handle,
+    runtime: Option<&tokio::runtime::Handle>,
 ) -> (tokio::task::JoinHandle<()>, CancellationToken, axum::Router) {
     let heartbeats = controllers::Heartbeats::default();
     let controller_metrics = controllers::ControllerMetrics::register(registry);
@@ -424,10 +429,10 @@ fn start_controllers(
         heartbeats: heartbeats.clone(),
         metrics: controller_metrics.clone(),
     };
-    let loops = if args.no_controllers {
-        tokio::spawn(async {})
-    } else {
-        runtime.spawn(controllers::LeaderGate::run(loop_ctx, loops_stop.clone()))
+    // No runtime: `--no-controllers`.
+    let loops = match runtime {
+        Some(rt) => rt.spawn(controllers::LeaderGate::run(loop_ctx, loops_stop.clone())),
+        None => tokio::spawn(async {}),
     };
     let heartbeat_routes = axum::Router::new()
         .route(
