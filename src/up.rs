@@ -134,21 +134,25 @@ fn prometheus_config(file: &ClusterFile) -> String {
     out
 }
 
-/// The cluster's bearer token: `DATA_DIR/tokens.csv` (created once, kept across runs).
+/// The cluster's bearer token: `DATA_DIR/tokens.csv` (created once, kept across runs), the
+/// `admin` user in `system:masters`. A file written before groups existed (`token,admin,admin`)
+/// is rewritten with the group, so its admin stays an administrator under RBAC.
 fn ensure_token(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join("tokens.csv");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        if let Some(token) = text
-            .lines()
+    let existing = std::fs::read_to_string(&path).ok().and_then(|text| {
+        text.lines()
             .filter_map(|l| l.split(',').next())
             .map(str::trim)
             .find(|t| !t.is_empty())
-        {
-            return Ok(token.to_string());
-        }
-    }
-    let token = random_id();
-    crate::files::write_private(&path, &format!("{token},admin,admin\n"))?;
+            .map(|t| (t.to_string(), text.contains(keelson_model::rbac::MASTERS)))
+    });
+    let token = match existing {
+        Some((token, true)) => return Ok(token),
+        Some((token, false)) => token,
+        None => random_id(),
+    };
+    let line = format!("{token},admin,admin,{}\n", keelson_model::rbac::MASTERS);
+    crate::files::write_private(&path, &line)?;
     Ok(token)
 }
 

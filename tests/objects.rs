@@ -946,7 +946,7 @@ async fn lists_by_label_read_the_index_at_the_lists_version() {
 async fn bearer_tokens_are_required_except_for_health() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens.csv");
-    std::fs::write(&tokens, "s3cret,admin,admin\n").unwrap();
+    std::fs::write(&tokens, "s3cret,admin,admin,system:masters\n").unwrap();
     let c = Cluster::start(
         std::path::Path::new(BIN),
         1,

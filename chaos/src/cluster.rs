@@ -237,13 +237,31 @@ impl Cluster {
         token: &str,
         extra_args: &[&str],
     ) -> Cluster {
+        Self::start_with_users(bin, n, token, &[], extra_args).await
+    }
+
+    /// [`Cluster::start_with_token_and`] whose token file also holds `users`, lines of
+    /// Kubernetes' static token CSV (`token,user,uid,"group1,group2"`). `token` is the
+    /// administrator's (`admin` in `system:masters`).
+    pub async fn start_with_users(
+        bin: &Path,
+        n: u64,
+        token: &str,
+        users: &[&str],
+        extra_args: &[&str],
+    ) -> Cluster {
         let tmp = tempfile::Builder::new()
             .prefix("keelson-cluster-")
             .tempdir()
             .expect("tempdir");
         let root = tmp.path().to_path_buf();
         let tokens = root.join("tokens.csv");
-        std::fs::write(&tokens, format!("{token},admin,admin\n")).expect("write the token file");
+        let mut lines = format!("{token},admin,admin,system:masters\n");
+        for user in users {
+            lines.push_str(user);
+            lines.push('\n');
+        }
+        std::fs::write(&tokens, lines).expect("write the token file");
         let mut c = Cluster::new_in(
             bin,
             &root,

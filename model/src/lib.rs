@@ -15,12 +15,17 @@
 //! - [`smp`]: strategic merge patch with core/v1's patch strategies.
 //! - [`v1beta1`]: conversion between the seed's v1beta1 objects and core/v1.
 //! - [`stored`]: how a stored record's bytes read as the object the API serves.
+//! - [`protobuf`]: Kubernetes' protobuf request bodies of the kinds typed clients send, as JSON.
+//! - [`rbac`]: what a request asks, whether RBAC's rules allow it, the escalation check and
+//!   the default roles.
 //! - [`url`]: percent-encoding of request URLs' path segments and query values (selectors,
 //!   names), for the API's clients: `keelson ctl`, the agent and the bench.
 
 pub mod duration;
 pub mod owners;
+pub mod protobuf;
 pub mod quantity;
+pub mod rbac;
 pub mod selectors;
 pub mod smp;
 pub mod stored;

@@ -1,23 +1,24 @@
-//! Bearer-token authentication from a token file, as the API server's `--token-auth-file`.
+//! Authentication: who a request is.
 //!
-//! The file holds one token per line, optionally followed by `,user[,uid,...]` (Kubernetes'
-//! static token CSV). Health, readiness and metrics answer without a token. Without a token
-//! file the API is open, for local tests; `keelson up` always creates one.
+//! Bearer tokens from a token file, as the API server's `--token-auth-file`: one token per line,
+//! `token,user,uid,"group1,group2"` (Kubernetes' static token CSV; the user defaults to
+//! `admin`, the groups to none). Every authenticated user is also in `system:authenticated`.
+//! Health and readiness answer without a token (and `/metrics`, for now). Without a token file
+//! the API is open, for local tests, and authorization is off with it; `keelson up` always
+//! creates one, whose token is in `system:masters`.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::http::StatusCode;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use keelson_model::rbac::{UserInfo, AUTHENTICATED};
 
 use super::ApiError;
 
 /// Tokens and the users they name.
 #[derive(Debug, Clone, Default)]
-pub struct Tokens(Option<Arc<HashMap<String, String>>>);
+pub struct Tokens(Option<Arc<HashMap<String, Arc<UserInfo>>>>);
 
 impl Tokens {
     /// No authentication.
@@ -35,58 +36,115 @@ impl Tokens {
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
         {
-            let mut parts = line.split(',');
-            let token = parts.next().unwrap_or("").trim().to_string();
-            let user = parts.next().unwrap_or("admin").trim().to_string();
-            if !token.is_empty() {
-                map.insert(token, user);
+            let fields = csv_fields(line);
+            let field = |i: usize| fields.get(i).map(|f| f.trim()).unwrap_or("");
+            if field(0).is_empty() {
+                continue;
             }
+            let name = match field(1) {
+                "" => "admin",
+                user => user,
+            };
+            let mut groups: Vec<String> = field(3)
+                .split(',')
+                .map(str::trim)
+                .filter(|g| !g.is_empty())
+                .map(str::to_string)
+                .collect();
+            groups.push(AUTHENTICATED.to_string());
+            let user = UserInfo {
+                name: name.to_string(),
+                groups,
+            };
+            map.insert(field(0).to_string(), Arc::new(user));
         }
         if map.is_empty() {
             anyhow::bail!("token file {} holds no token", path.display());
         }
         Ok(Tokens(Some(Arc::new(map))))
     }
+
+    /// The user a request's `Authorization: Bearer` header names: `Ok(None)` when nothing is
+    /// required, a 401 when the token is missing or unknown.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Arc<UserInfo>>, ApiError> {
+        let Some(map) = &self.0 else {
+            return Ok(None);
+        };
+        let header = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match header.and_then(|h| h.strip_prefix("Bearer ")) {
+            Some(t) => match map.get(t.trim()) {
+                Some(user) => Ok(Some(user.clone())),
+                None => Err(unauthorized("Unauthorized: invalid bearer token")),
+            },
+            None => Err(unauthorized("Unauthorized: a bearer token is required")),
+        }
+    }
 }
 
-fn exempt(path: &str) -> bool {
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", message)
+}
+
+/// The fields of a CSV line: commas separate, double quotes enclose a field with commas (`""`
+/// inside is one quote).
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                fields.last_mut().expect("one field").push('"');
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => fields.push(String::new()),
+            c => fields.last_mut().expect("one field").push(c),
+        }
+    }
+    fields
+}
+
+/// Paths that answer without authentication or authorization.
+pub fn exempt(path: &str) -> bool {
     matches!(path, "/healthz" | "/livez" | "/readyz" | "/metrics")
 }
 
-/// The authenticated user of a request (a request extension), for per-user limits.
+/// The authenticated user of a request (a request extension): authorization and per-user
+/// limits read it.
 #[derive(Debug, Clone)]
-pub struct User(pub String);
+pub struct User(pub Arc<UserInfo>);
 
-/// Middleware: every other path needs `Authorization: Bearer <token>`.
-pub async fn authenticate(State(tokens): State<Tokens>, req: Request, next: Next) -> Response {
-    let Some(map) = &tokens.0 else {
-        return next.run(req).await;
-    };
-    if exempt(req.uri().path()) {
-        return next.run(req).await;
-    }
-    let header = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    match header.and_then(|h| h.strip_prefix("Bearer ")) {
-        Some(t) if map.contains_key(t.trim()) => {
-            let user = User(map[t.trim()].clone());
-            let mut req = req;
-            req.extensions_mut().insert(user);
-            next.run(req).await
-        }
-        Some(_) => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "Unauthorized: invalid bearer token",
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_lines_name_users_and_groups() {
+        let dir = std::env::temp_dir().join(format!("keelson-tokens-{}", std::process::id()));
+        std::fs::write(
+            &dir,
+            "# comment\nt1,alice,u1,\"dev,ops\"\nt2\nt3,bob,u3,system:masters\n",
         )
-        .into_response(),
-        None => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "Unauthorized: a bearer token is required",
-        )
-        .into_response(),
+        .unwrap();
+        let tokens = Tokens::load(&dir).unwrap();
+        std::fs::remove_file(&dir).unwrap();
+        let user = |t: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("authorization", format!("Bearer {t}").parse().unwrap());
+            tokens.authenticate(&h)
+        };
+        let alice = user("t1").unwrap().unwrap();
+        assert_eq!(alice.name, "alice");
+        assert_eq!(alice.groups, ["dev", "ops", AUTHENTICATED]);
+        assert_eq!(user("t2").unwrap().unwrap().name, "admin");
+        assert!(user("t3").unwrap().unwrap().in_group("system:masters"));
+        assert_eq!(user("nope").unwrap_err().code, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            tokens.authenticate(&HeaderMap::new()).unwrap_err().code,
+            StatusCode::UNAUTHORIZED
+        );
     }
 }

@@ -126,7 +126,7 @@ pub async fn list(
     if let Some(req) = table {
         return Ok(Json(table::table(t.info, &items, metadata, req, true)).into_response());
     }
-    Ok(Json(json!({"kind": list_kind(t.info), "apiVersion": "v1", "metadata": metadata, "items": items})).into_response())
+    Ok(Json(json!({"kind": list_kind(t.info), "apiVersion": t.info.api_version(), "metadata": metadata, "items": items})).into_response())
 }
 
 /// How long a list by label waits for the informers to reach its version before it reads the

@@ -1,4 +1,4 @@
-//! Discovery: `/api`, `/apis`, `/api/v1`, as kubectl and the client libraries read them, in
+//! Discovery: `/api`, `/apis`, `/api/v1`, `/apis/{group}[/{version}]`, as kubectl and the client libraries read them, in
 //! the legacy form and, when the `Accept` header asks for it first, as aggregated discovery
 //! (`application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList`).
 
@@ -7,6 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::extract::ApiPath;
+use super::ApiError;
 use crate::registry::{resources, ResourceInfo};
 
 /// The aggregated discovery media type served.
@@ -52,11 +54,7 @@ fn aggregated(items: Vec<Value>) -> Response {
 /// `GET /api`: the core group's versions.
 pub async fn api_versions(headers: HeaderMap) -> Response {
     if wants_aggregated(&headers) {
-        let group = json!({
-            "metadata": {"creationTimestamp": null},
-            "versions": [{"version": "v1", "resources": aggregated_resources(), "freshness": "Current"}],
-        });
-        return aggregated(vec![group]);
+        return aggregated(vec![aggregated_group("")]);
     }
     Json(json!({
         "kind": "APIVersions",
@@ -66,12 +64,69 @@ pub async fn api_versions(headers: HeaderMap) -> Response {
     .into_response()
 }
 
-/// `GET /apis`: no groups beyond the core group (always 200).
+/// The named groups served (not the core group), in discovery's order.
+fn named_groups() -> Vec<&'static str> {
+    let mut groups: Vec<&str> = Vec::new();
+    for r in served() {
+        if !r.group.is_empty() && !groups.contains(&r.group) {
+            groups.push(r.group);
+        }
+    }
+    groups
+}
+
+/// Every resource discovery names: the registry's kinds and the reviews, which are not stored.
+fn served() -> impl Iterator<Item = &'static ResourceInfo> {
+    resources().chain(std::iter::once(&super::authz::review::INFO))
+}
+
+/// One group's legacy `APIGroup` document (every group serves `v1` only).
+fn group_document(group: &str) -> Value {
+    let gv = json!({"groupVersion": format!("{group}/v1"), "version": "v1"});
+    json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": [gv], "preferredVersion": gv})
+}
+
+/// One group's aggregated discovery entry.
+fn aggregated_group(group: &str) -> Value {
+    let mut g = json!({
+        "metadata": {"creationTimestamp": null},
+        "versions": [{"version": "v1", "resources": aggregated_resources(group), "freshness": "Current"}],
+    });
+    if !group.is_empty() {
+        g["metadata"]["name"] = json!(group);
+    }
+    g
+}
+
+/// `GET /apis`: every named group.
 pub async fn api_groups(headers: HeaderMap) -> Response {
     if wants_aggregated(&headers) {
-        return aggregated(Vec::new());
+        return aggregated(named_groups().into_iter().map(aggregated_group).collect());
     }
-    Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})).into_response()
+    let groups: Vec<Value> = named_groups().into_iter().map(group_document).collect();
+    Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})).into_response()
+}
+
+/// `GET /apis/{group}`: the group's versions.
+pub async fn api_group(ApiPath(group): ApiPath<String>) -> Result<Json<Value>, ApiError> {
+    if !named_groups().contains(&group.as_str()) {
+        return Err(ApiError::not_found(format!(
+            "the server could not find the requested resource (group {group})"
+        )));
+    }
+    Ok(Json(group_document(&group)))
+}
+
+/// `GET /apis/{group}/{version}`: the group version's resources.
+pub async fn group_version(
+    ApiPath((group, version)): ApiPath<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    if version != "v1" || !named_groups().contains(&group.as_str()) {
+        return Err(ApiError::not_found(format!(
+            "the server could not find the requested resource ({group}/{version})"
+        )));
+    }
+    Ok(Json(resource_list(&group)))
 }
 
 const VERBS: &[&str] = &[
@@ -121,8 +176,11 @@ fn subresources(r: &ResourceInfo) -> Vec<Sub> {
     subs
 }
 
-/// The verbs of a resource (`deletecollection` is not served).
-fn verbs(_r: &ResourceInfo) -> Vec<&'static str> {
+/// The verbs of a resource (`deletecollection` is not served; a review is only created).
+fn verbs(r: &ResourceInfo) -> Vec<&'static str> {
+    if r.kind == super::authz::review::INFO.kind {
+        return vec!["create"];
+    }
     VERBS.to_vec()
 }
 
@@ -131,8 +189,9 @@ fn categories(r: &ResourceInfo) -> Vec<&'static str> {
     r.categories.to_vec()
 }
 
-fn aggregated_resources() -> Vec<Value> {
-    resources()
+fn aggregated_resources(group: &str) -> Vec<Value> {
+    served()
+        .filter(|r| r.group == group)
         .map(|r| {
             let subs: Vec<Value> = subresources(r)
                 .iter()
@@ -146,7 +205,7 @@ fn aggregated_resources() -> Vec<Value> {
                 .collect();
             let mut v = json!({
                 "resource": r.plural,
-                "responseKind": {"group": "", "version": "v1", "kind": r.kind},
+                "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
                 "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
                 "singularResource": r.singular,
                 "verbs": verbs(r),
@@ -165,8 +224,13 @@ fn aggregated_resources() -> Vec<Value> {
 
 /// `GET /api/v1`: every resource and subresource served.
 pub async fn core_v1() -> Json<Value> {
+    Json(resource_list(""))
+}
+
+/// The `APIResourceList` of a group's `v1`.
+fn resource_list(group: &str) -> Value {
     let mut resources = Vec::new();
-    for r in crate::registry::resources() {
+    for r in served().filter(|r| r.group == group) {
         let mut main = json!({
             "name": r.plural,
             "singularName": r.singular,
@@ -194,7 +258,12 @@ pub async fn core_v1() -> Json<Value> {
             resources.push(sub);
         }
     }
-    Json(json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": resources}))
+    let group_version = if group.is_empty() {
+        "v1".to_string()
+    } else {
+        format!("{group}/v1")
+    };
+    json!({"kind": "APIResourceList", "groupVersion": group_version, "resources": resources})
 }
 
 #[cfg(test)]
@@ -215,8 +284,17 @@ mod tests {
 
     #[test]
     fn every_resource_and_subresource_has_a_response_kind() {
-        let all = aggregated_resources();
-        assert_eq!(all.len(), resources().count());
+        let all = aggregated_resources("");
+        assert_eq!(
+            all.len(),
+            resources().filter(|r| r.group.is_empty()).count()
+        );
+        let rbac = aggregated_resources("rbac.authorization.k8s.io");
+        assert_eq!(rbac.len(), 4);
+        assert_eq!(
+            rbac[0]["responseKind"]["group"],
+            "rbac.authorization.k8s.io"
+        );
         for r in &all {
             assert!(r["responseKind"]["kind"].is_string(), "{r}");
             for s in r["subresources"].as_array().into_iter().flatten() {

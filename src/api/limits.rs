@@ -132,7 +132,7 @@ pub async fn enforce(State(limits): State<Arc<Limits>>, req: Request, next: Next
         let user = req
             .extensions()
             .get::<User>()
-            .map_or("anonymous", |u| u.0.as_str())
+            .map_or("anonymous", |u| u.0.name.as_str())
             .to_string();
         let Some(slot) = limits.open_watch(&user) else {
             return too_many(format!(

@@ -8,11 +8,14 @@
 //! ([`discovery`]), OpenAPI v3 ([`openapi`]), core/v1 ([`v1`]: lists, watches and Tables in
 //! [`collection`] and [`table`], writes in [`write`], patches in [`patch`], [`smp`] and
 //! [`apply`]), the seed's v1beta1 ([`v1beta1`]), the cluster's membership
-//! (`/cluster`, [`cluster`]) and the store's key/value surface (`/kv`, [`kv`]). Every path but
-//! health and metrics needs a bearer token when the master has a token file ([`auth`]).
+//! (`/cluster`, [`cluster`]) and the store's key/value surface (`/kv`, [`kv`]); the other groups'
+//! kinds (RBAC's) under `/apis/{group}/{version}`. Every path but health and metrics needs a
+//! bearer token when the master has a token file ([`auth`]), and a role that allows the
+//! request ([`authz`]).
 
 mod apply;
 pub mod auth;
+pub mod authz;
 mod cluster;
 mod collection;
 mod discovery;
@@ -53,7 +56,11 @@ pub struct ApiState {
     /// The Prometheus registry `/metrics` exposes.
     pub prometheus: prometheus::Registry,
     pub metrics: metrics::ApiMetrics,
-    pub tokens: auth::Tokens,
+    /// Who may do what: tokens, and RBAC once the informers are there.
+    pub guard: authz::Guard,
+    /// The user of the request being served (set by the handlers that write RBAC's kinds,
+    /// whose escalation check needs it; `None` when the API is open).
+    pub requester: Option<Arc<keelson_model::rbac::UserInfo>>,
     /// Test-only broken mode: the key/value surface serves "linearizable" reads from the local
     /// replica without a read barrier, so the chaos harness can prove it catches stale reads.
     pub unsafe_stale_reads: bool,
@@ -78,12 +85,37 @@ impl ApiState {
             node,
             prometheus,
             metrics,
-            tokens,
+            guard: authz::Guard { tokens, rbac: None },
+            requester: None,
             unsafe_stale_reads: false,
             tls: false,
             limits: limits::Limits::new(limits::LimitConfig::default()),
             informers: None,
         }
+    }
+
+    /// Reads lists by label through `informers`' indexes, and authorizes with RBAC over them.
+    pub fn with_informers(mut self, informers: Arc<crate::informer::Informers>) -> Self {
+        self.guard.rbac = Some(authz::rbac::Rbac {
+            informers: informers.clone(),
+        });
+        self.informers = Some(informers);
+        self
+    }
+
+    /// The state for serving a request of `user` (the `User` extension, if authenticated).
+    pub fn for_user(mut self, user: Option<axum::Extension<auth::User>>) -> Self {
+        self.requester = user.map(|axum::Extension(auth::User(u))| u);
+        self
+    }
+
+    /// The escalation check of a write of `obj` by the request's user (RBAC's kinds only).
+    pub fn admit(
+        &self,
+        info: &crate::registry::ResourceInfo,
+        obj: &serde_json::Value,
+    ) -> Result<(), ApiError> {
+        self.guard.admit(self.requester.as_deref(), info, obj)
     }
 
     /// The object registry over this master's store.
@@ -137,7 +169,23 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/", get(discovery::core_v1))
         .route("/openapi/v3", get(openapi::index))
         .route("/openapi/v3/api/v1", get(openapi::core_v1))
+        .route(
+            "/openapi/v3/apis/{group}/{version}",
+            get(openapi::group_version),
+        )
         .route("/api/v1/{*rest}", axum::routing::any(v1::handle))
+        .route("/apis/{group}", get(discovery::api_group))
+        .route("/apis/{group}/", get(discovery::api_group))
+        .route("/apis/{group}/{version}", get(discovery::group_version))
+        .route("/apis/{group}/{version}/", get(discovery::group_version))
+        .route(
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            axum::routing::post(authz::review::create),
+        )
+        .route(
+            "/apis/{group}/{version}/{*rest}",
+            axum::routing::any(v1::handle_group),
+        )
         .merge(v1beta1::routes())
         .merge(cluster::routes())
         .merge(kv::routes())
@@ -146,8 +194,8 @@ pub fn router(state: ApiState) -> Router {
             limits::enforce,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            state.tokens.clone(),
-            auth::authenticate,
+            state.guard.clone(),
+            authz::guard,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -1,4 +1,5 @@
-//! OpenAPI v3: `/openapi/v3` (the index) and `/openapi/v3/api/v1` (core/v1's document).
+//! OpenAPI v3: `/openapi/v3` (the index), `/openapi/v3/api/v1` (core/v1's document) and
+//! `/openapi/v3/apis/{group}/{version}` (every other group version's).
 //!
 //! The document describes exactly what keelson serves of core/v1: every served kind's full
 //! schema and everything it references ([`schemas`], from k8s-openapi's Kubernetes 1.37
@@ -23,6 +24,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
+use std::collections::HashMap;
+
+use super::extract::{ApiPath, ApiQuery};
 use crate::registry::{resources, ResourceInfo};
 use schemas::{kind_name, list_name, reference, META, SCALE};
 
@@ -152,7 +156,6 @@ impl Op<'_> {
     fn into_value(self) -> Value {
         let mut op = json!({
             "operationId": self.id,
-            "tags": ["core_v1"],
             "responses": self.responses,
             "x-kubernetes-action": self.action,
             "x-kubernetes-group-version-kind": self.gvk,
@@ -171,15 +174,18 @@ impl Op<'_> {
 fn resource_paths(info: &ResourceInfo, paths: &mut Map<String, Value>) {
     let kind = info.kind;
     let scope = if info.namespaced { "Namespaced" } else { "" };
-    let id = |verb: &str, suffix: &str| format!("{verb}CoreV1{scope}{kind}{suffix}");
-    let gvk = json!({"group": "", "version": "v1", "kind": kind});
-    let schema = kind_name(kind);
+    let gv = group_version_id(info.group, info.version);
+    let id = |verb: &str, suffix: &str| format!("{verb}{gv}{scope}{kind}{suffix}");
+    let gvk = json!({"group": info.group, "version": info.version, "kind": kind});
+    let schema = kind_name(info);
+    let list = list_name(info);
+    let root = info.base_path();
     let object_body =
         |schema: &str| json!({"required": true, "content": json_content(reference(schema))});
     let base = if info.namespaced {
-        format!("/api/v1/namespaces/{{namespace}}/{}", info.plural)
+        format!("{root}/namespaces/{{namespace}}/{}", info.plural)
     } else {
-        format!("/api/v1/{}", info.plural)
+        format!("{root}/{}", info.plural)
     };
     let mut scope_params = Vec::new();
     if info.namespaced {
@@ -194,7 +200,7 @@ fn resource_paths(info: &ResourceInfo, paths: &mut Map<String, Value>) {
     // The collection: list and create.
     let mut collection = json!({
         "get": Op { id: id("list", ""), action: "list", gvk: gvk.clone(), parameters: list_params(), body: None,
-                    responses: responses(&[("200", &list_name(kind))]) }.into_value(),
+                    responses: responses(&[("200", &list)]) }.into_value(),
         "post": Op { id: id("create", ""), action: "post", gvk: gvk.clone(), parameters: write_params(),
                      body: Some(object_body(&schema)), responses: responses(&[("201", &schema)]) }.into_value(),
     });
@@ -206,10 +212,10 @@ fn resource_paths(info: &ResourceInfo, paths: &mut Map<String, Value>) {
     // Every namespace at once.
     if info.namespaced {
         paths.insert(
-            format!("/api/v1/{}", info.plural),
-            json!({"get": Op { id: format!("listCoreV1{kind}ForAllNamespaces"), action: "list", gvk: gvk.clone(),
+            format!("{root}/{}", info.plural),
+            json!({"get": Op { id: format!("list{gv}{kind}ForAllNamespaces"), action: "list", gvk: gvk.clone(),
                                parameters: list_params(), body: None,
-                               responses: responses(&[("200", &list_name(kind))]) }.into_value()}),
+                               responses: responses(&[("200", &list)]) }.into_value()}),
         );
     }
 
@@ -291,11 +297,45 @@ fn resource_paths(info: &ResourceInfo, paths: &mut Map<String, Value>) {
     }
 }
 
-/// The core/v1 document.
-fn document() -> Value {
+/// `Core`, `RbacAuthorization`: a group as operation ids spell it.
+fn group_id(group: &str) -> String {
+    let group = if group.is_empty() {
+        "core"
+    } else {
+        group.trim_end_matches(".k8s.io")
+    };
+    group.split('.').map(capitalized).collect()
+}
+
+fn capitalized(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+/// `CoreV1`, `RbacAuthorizationV1`: a group version as operation ids spell it.
+fn group_version_id(group: &str, version: &str) -> String {
+    group_id(group) + &capitalized(version)
+}
+
+/// One group version's document.
+fn document(group: &str, version: &str) -> Value {
     let mut paths = Map::new();
-    for info in resources() {
+    for info in resources().filter(|r| r.group == group && r.version == version) {
         resource_paths(info, &mut paths);
+    }
+    // Every operation is tagged with its group version (`core_v1`, `rbacAuthorization_v1`).
+    let id = group_id(group);
+    let tag = format!("{}{}_{version}", id[..1].to_lowercase(), &id[1..]);
+    for item in paths.values_mut().filter_map(Value::as_object_mut) {
+        for op in item
+            .values_mut()
+            .filter(|op| op.get("operationId").is_some())
+        {
+            op["tags"] = json!([tag]);
+        }
     }
     json!({
         "openapi": "3.0.0",
@@ -311,33 +351,75 @@ fn document() -> Value {
 }
 
 /// The document's bytes and the hash clients cache it by.
-fn cached() -> &'static (Vec<u8>, String) {
-    static DOC: OnceLock<(Vec<u8>, String)> = OnceLock::new();
-    DOC.get_or_init(|| {
+/// A group version's document: its path under `/openapi/v3/` (`api/v1`,
+/// `apis/rbac.authorization.k8s.io/v1`), bytes and the hash clients cache it by.
+struct Cached {
+    path: String,
+    bytes: Vec<u8>,
+    hash: String,
+}
+
+/// Every group version's document, built once.
+fn cached() -> &'static [Cached] {
+    static DOCS: OnceLock<Vec<Cached>> = OnceLock::new();
+    DOCS.get_or_init(|| {
         use std::hash::{Hash, Hasher};
-        let bytes = serde_json::to_vec(&document()).expect("json");
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        bytes.hash(&mut h);
-        (bytes, format!("{:016X}", h.finish()))
+        crate::registry::group_versions()
+            .into_iter()
+            .map(|(group, version)| {
+                let bytes = serde_json::to_vec(&document(group, version)).expect("json");
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                bytes.hash(&mut h);
+                let path = if group.is_empty() {
+                    format!("api/{version}")
+                } else {
+                    format!("apis/{group}/{version}")
+                };
+                let hash = format!("{:016X}", h.finish());
+                Cached { path, bytes, hash }
+            })
+            .collect()
     })
 }
 
 /// `GET /openapi/v3`: where each group version's document is.
 pub async fn index() -> Response {
-    let url = format!("/openapi/v3/api/v1?hash={}", cached().1);
-    axum::Json(json!({"paths": {"api/v1": {"serverRelativeURL": url}}})).into_response()
+    let paths: Map<String, Value> = cached()
+        .iter()
+        .map(|c| {
+            let url = format!("/openapi/v3/{}?hash={}", c.path, c.hash);
+            (c.path.clone(), json!({"serverRelativeURL": url}))
+        })
+        .collect();
+    axum::Json(json!({"paths": paths})).into_response()
 }
 
-/// `GET /openapi/v3/api/v1`: the document, with its hash as a strong ETag; a client holding
-/// it (`If-None-Match`) gets 304. The document never changes while the process runs, so a
-/// client that asked by hash (as the index names it) may keep it for good.
-pub async fn core_v1(
+/// `GET /openapi/v3/api/v1`.
+pub async fn core_v1(headers: HeaderMap, q: ApiQuery<HashMap<String, String>>) -> Response {
+    serve("api/v1", headers, q)
+}
+
+/// `GET /openapi/v3/apis/{group}/{version}`.
+pub async fn group_version(
+    ApiPath((group, version)): ApiPath<(String, String)>,
     headers: HeaderMap,
-    super::extract::ApiQuery(q): super::extract::ApiQuery<
-        std::collections::HashMap<String, String>,
-    >,
+    q: ApiQuery<HashMap<String, String>>,
 ) -> Response {
-    let (bytes, hash) = cached();
+    serve(&format!("apis/{group}/{version}"), headers, q)
+}
+
+/// A document, with its hash as a strong ETag; a client holding it (`If-None-Match`) gets 304.
+/// The document never changes while the process runs, so a client that asked by hash (as the
+/// index names it) may keep it for good.
+fn serve(
+    path: &str,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<HashMap<String, String>>,
+) -> Response {
+    let Some(Cached { bytes, hash, .. }) = cached().iter().find(|c| c.path == path) else {
+        return super::ApiError::not_found(format!("no OpenAPI document for {path}"))
+            .into_response();
+    };
     let etag = format!("\"{hash}\"");
     let cache_control = if q.get("hash") == Some(hash) {
         "public, immutable"
@@ -382,8 +464,8 @@ mod tests {
 
     #[test]
     fn every_kind_has_a_patch_with_field_validation() {
-        let doc = document();
         for info in resources() {
+            let doc = document(info.group, info.version);
             let patch = operations(&doc)
                 .into_iter()
                 .find(|(_, m, p)| {
@@ -396,13 +478,13 @@ mod tests {
                 .unwrap()
                 .iter()
                 .any(|p| p["name"] == "fieldValidation" && p["in"] == "query"));
-            assert!(doc["components"]["schemas"][kind_name(info.kind)].is_object());
+            assert!(doc["components"]["schemas"][kind_name(info)].is_object());
         }
     }
 
     #[test]
     fn every_operation_declares_the_errors_as_status_and_refs_resolve() {
-        let doc = document();
+        let doc = document("", "v1");
         let schemas = doc["components"]["schemas"].as_object().unwrap();
         for (path, method, op) in operations(&doc) {
             for (code, _) in ERRORS {

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::ApiError;
 use crate::registry::selectors::{FieldSelector, LabelSelector};
-use crate::registry::{self, lookup, ResourceInfo, Subresource};
+use crate::registry::{self, lookup_in, ResourceInfo, Subresource};
 
 /// The object a request addresses.
 #[derive(Debug, Clone)]
@@ -19,7 +19,14 @@ pub struct Target {
 }
 
 /// Parses the part of the path after `/api/v1/`.
+#[cfg(test)]
 pub fn parse_target(rest: &str) -> Result<Target, ApiError> {
+    parse_target_in("", "v1", rest)
+}
+
+/// Parses the part of the path after `/api/v1/` (`group` empty) or `/apis/GROUP/VERSION/`.
+pub fn parse_target_in(group: &str, version: &str, rest: &str) -> Result<Target, ApiError> {
+    let lookup = |plural: &str| lookup_in(group, version, plural);
     let mut segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let watch = segs.first() == Some(&"watch");
     if watch {

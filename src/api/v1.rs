@@ -2,19 +2,21 @@
 //! catch-all route so that every resource shares the same verbs.
 //!
 //! Paths: `/api/v1/[watch/][namespaces/{ns}/]{resource}[/{name}[/{subresource}]]`, and
-//! `/api/v1/namespaces/{name}[/status]` for namespaces themselves.
+//! `/api/v1/namespaces/{name}[/status]` for namespaces themselves; the other groups' kinds the
+//! same under `/apis/{group}/{version}/`.
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde_json::Value;
 
+use super::auth::User;
 use super::extract::{ApiPath, ApiQuery};
 use super::fieldvalidation::{self, Directive};
-use super::status::parse_json;
-use super::target::{parse_target, subresource, truthy, Params};
+use super::status::{json_body, parse_json};
+use super::target::{parse_target_in, subresource, truthy, Params};
 use super::write::update_object;
 use super::{collection, logs, table, watch, write};
 use super::{ApiError, ApiState};
@@ -27,10 +29,44 @@ pub async fn handle(
     ApiPath(rest): ApiPath<String>,
     ApiQuery(p): ApiQuery<Params>,
     ApiQuery(log_params): ApiQuery<logs::LogParams>,
+    user: Option<Extension<User>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let t = parse_target(&rest)?;
+    let t = parse_target_in("", "v1", &rest)?;
+    let s = s.for_user(user);
+    serve(s, method, t, &rest, p, log_params, headers, body).await
+}
+
+/// `GET|POST|PUT|PATCH|DELETE /apis/{group}/{version}/{*rest}`: the same verbs for the kinds
+/// of the other groups.
+pub async fn handle_group(
+    State(s): State<ApiState>,
+    method: Method,
+    ApiPath((group, version, rest)): ApiPath<(String, String, String)>,
+    ApiQuery(p): ApiQuery<Params>,
+    ApiQuery(log_params): ApiQuery<logs::LogParams>,
+    user: Option<Extension<User>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let t = parse_target_in(&group, &version, &rest)?;
+    let s = s.for_user(user);
+    serve(s, method, t, &rest, p, log_params, headers, body).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    s: ApiState,
+    method: Method,
+    t: super::target::Target,
+    rest: &str,
+    p: Params,
+    log_params: logs::LogParams,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body = json_body(&headers, body)?;
     let ns = t.namespace.as_deref();
     let table = table::requested(&headers, p.include_object.as_deref())?;
     match (&method, t.name.as_deref(), t.sub.as_deref()) {
@@ -60,7 +96,8 @@ pub async fn handle(
             let mut obj = parse_json(&body)?;
             let directive = Directive::parse(p.field_validation.as_deref())?;
             let warnings = fieldvalidation::check(t.info, &mut obj, directive)?;
-            let updated = update_object(&s, t.info, ns, name, obj, sub, "v1").await?;
+            let updated =
+                update_object(&s, t.info, ns, name, obj, sub, &t.info.api_version()).await?;
             Ok((warnings.headers(), Json(updated)).into_response())
         }
         (&Method::PATCH, Some(name), sub @ (None | Some("status"))) => {

@@ -169,7 +169,7 @@ pub struct WatchOptions {
 pub const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
 
 fn bookmark(info: &ResourceInfo, rv: u64, initial_end: bool) -> Bytes {
-    let mut object = json!({"kind": info.kind, "apiVersion": "v1", "metadata": {"resourceVersion": rv.to_string()}});
+    let mut object = json!({"kind": info.kind, "apiVersion": info.api_version(), "metadata": {"resourceVersion": rv.to_string()}});
     if initial_end {
         object["metadata"]["annotations"] = json!({ INITIAL_EVENTS_END: "true" });
     }

@@ -25,14 +25,17 @@ pub async fn create(
     let ns = t.namespace.as_deref();
     if t.info.namespaced && ns.is_none() {
         return Err(ApiError::method_not_allowed(format!(
-            "create {} in a namespace: POST /api/v1/namespaces/NS/{}",
-            t.info.plural, t.info.plural
+            "create {} in a namespace: POST {}/namespaces/NS/{}",
+            t.info.plural,
+            t.info.base_path(),
+            t.info.plural
         )));
     }
     let mut obj = parse_json(body)?;
     let directive = Directive::parse(p.field_validation.as_deref())?;
     let warnings = fieldvalidation::check(t.info, &mut obj, directive)?;
-    strategy::prepare_create(t.info, &mut obj, ns, Names::Dns1123, "v1")?;
+    strategy::prepare_create(t.info, &mut obj, ns, Names::Dns1123, &t.info.api_version())?;
+    s.admit(t.info, &obj)?;
     let created = s.registry().create(t.info, obj).await?;
     Ok((StatusCode::CREATED, warnings.headers(), Json(created)).into_response())
 }
@@ -128,7 +131,8 @@ async fn server_side_apply(
                 &manager,
             );
             obj["metadata"]["name"] = Value::String(name.to_string());
-            strategy::prepare_create(t.info, &mut obj, ns, Names::Dns1123, "v1")?;
+            strategy::prepare_create(t.info, &mut obj, ns, Names::Dns1123, &t.info.api_version())?;
+            s.admit(t.info, &obj)?;
             let created = s.registry().create(t.info, obj).await?;
             Ok((StatusCode::CREATED, warnings.headers(), Json(created)).into_response())
         }
@@ -170,6 +174,7 @@ pub async fn update_object(
     if precondition.is_some_and(|p| p != current) {
         return Err(registry::conflict(info, name));
     }
+    s.admit(info, &obj)?;
     s.registry().update(info, obj, Some(current)).await
 }
 
@@ -196,7 +201,8 @@ pub async fn patch_object(
         if asked.is_some_and(|a| a != current) {
             return Err(registry::conflict(info, name));
         }
-        strategy::prepare_update(info, &mut obj, &old, sub, "v1")?;
+        strategy::prepare_update(info, &mut obj, &old, sub, &info.api_version())?;
+        s.admit(info, &obj)?;
         match s.registry().update(info, obj, Some(current)).await {
             Err(e) if e.code == StatusCode::CONFLICT && attempts < 5 && asked.is_none() => {
                 attempts += 1

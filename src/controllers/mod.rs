@@ -1,5 +1,5 @@
 //! The leader's control loops: scheduler, replication manager, endpoints controller and node
-//! lifecycle.
+//! lifecycle, and the bootstrap policy (the default roles, once per tenure).
 //!
 //! Invariants:
 //! - The loops run only on the leader: [`LeaderGate`] starts them when openraft reports this
@@ -21,6 +21,7 @@
 pub mod endpoints;
 pub mod events;
 pub mod nodes;
+pub mod policy;
 pub mod replication;
 pub mod scheduler;
 mod util;
@@ -236,6 +237,7 @@ fn start_loops(ctx: &Context, token: CancellationToken) -> Vec<tokio::task::Join
             token.clone(),
             events::collect_garbage,
         )),
+        tokio::spawn(policy::run(ctx.clone(), token.clone())),
         tokio::spawn(nodes::run(ctx.clone(), token)),
     ]
 }

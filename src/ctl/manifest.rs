@@ -28,12 +28,17 @@ pub fn resolve(word: &str) -> anyhow::Result<&'static ResourceInfo> {
 /// The resource of an object's `kind`.
 pub use crate::registry::by_kind;
 
-/// `/api/v1/[namespaces/NS/]PLURAL`; `ns` `None` for cluster-scoped resources or every
+/// `/api/v1/[namespaces/NS/]PLURAL` (`/apis/GROUP/VERSION/…` for the other groups); `ns` `None` for cluster-scoped resources or every
 /// namespace.
 pub fn collection_path(info: &ResourceInfo, ns: Option<&str>) -> String {
     match (info.namespaced, ns) {
-        (true, Some(ns)) => format!("/api/v1/namespaces/{}/{}", enc(ns), info.plural),
-        _ => format!("/api/v1/{}", info.plural),
+        (true, Some(ns)) => format!(
+            "{}/namespaces/{}/{}",
+            info.base_path(),
+            enc(ns),
+            info.plural
+        ),
+        _ => format!("{}/{}", info.base_path(), info.plural),
     }
 }
 

@@ -13,10 +13,12 @@
 //!
 //! The caches themselves and the work queue are the `keelson-informer` crate's (`informer/`),
 //! which the agent and the bench also feed, by list and watch. Here: this feeder, and one
-//! projection per kind: `pod.rs`, `node.rs`, `replicationcontroller.rs`, `service.rs`.
+//! projection per kind: `pod.rs`, `node.rs`, `replicationcontroller.rs`, `service.rs`, and
+//! `rbac.rs` for RBAC's four kinds, which the API's authorizer reads.
 
 pub mod node;
 pub mod pod;
+pub mod rbac;
 pub mod replicationcontroller;
 pub mod service;
 
@@ -33,6 +35,7 @@ use tokio::sync::{watch, Notify};
 pub use cache::{Cache, Facts, Item};
 pub use node::NodeFacts;
 pub use pod::PodFacts;
+pub use rbac::{BindingFacts, RoleFacts};
 pub use replicationcontroller::RcFacts;
 pub use service::ServiceFacts;
 
@@ -42,6 +45,11 @@ pub struct Informers {
     pub nodes: Arc<Cache<NodeFacts>>,
     pub rcs: Arc<Cache<RcFacts>>,
     pub services: Arc<Cache<ServiceFacts>>,
+    /// RBAC's kinds, which the authorizer reads on every request.
+    pub roles: Arc<Cache<RoleFacts<false>>>,
+    pub cluster_roles: Arc<Cache<RoleFacts<true>>>,
+    pub role_bindings: Arc<Cache<BindingFacts<false>>>,
+    pub cluster_role_bindings: Arc<Cache<BindingFacts<true>>>,
     /// The resource version the caches reflect.
     synced: watch::Receiver<u64>,
     /// Asks the feeding thread to report how far it has caught up.
@@ -58,6 +66,10 @@ impl Informers {
             nodes: Default::default(),
             rcs: Default::default(),
             services: Default::default(),
+            roles: Default::default(),
+            cluster_roles: Default::default(),
+            role_bindings: Default::default(),
+            cluster_role_bindings: Default::default(),
             synced,
             nudge: Arc::new(Notify::new()),
         });
@@ -134,6 +146,10 @@ impl Informers {
             Some(NodeFacts::PLURAL) => self.nodes.apply(key, record),
             Some(RcFacts::PLURAL) => self.rcs.apply(key, record),
             Some(ServiceFacts::PLURAL) => self.services.apply(key, record),
+            Some(RoleFacts::<false>::PLURAL) => self.roles.apply(key, record),
+            Some(RoleFacts::<true>::PLURAL) => self.cluster_roles.apply(key, record),
+            Some(BindingFacts::<false>::PLURAL) => self.role_bindings.apply(key, record),
+            Some(BindingFacts::<true>::PLURAL) => self.cluster_role_bindings.apply(key, record),
             _ => {}
         }
     }
@@ -141,15 +157,25 @@ impl Informers {
     fn replace_all(&self, records: Vec<(String, Record)>) {
         let (mut pods, mut nodes, mut rcs, mut services) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut rbac: [Vec<(String, Record)>; 4] = Default::default();
         for (key, record) in records {
             match plural_of(&key) {
                 Some(PodFacts::PLURAL) => pods.push((key, record)),
                 Some(NodeFacts::PLURAL) => nodes.push((key, record)),
                 Some(RcFacts::PLURAL) => rcs.push((key, record)),
                 Some(ServiceFacts::PLURAL) => services.push((key, record)),
+                Some(RoleFacts::<false>::PLURAL) => rbac[0].push((key, record)),
+                Some(RoleFacts::<true>::PLURAL) => rbac[1].push((key, record)),
+                Some(BindingFacts::<false>::PLURAL) => rbac[2].push((key, record)),
+                Some(BindingFacts::<true>::PLURAL) => rbac[3].push((key, record)),
                 _ => {}
             }
         }
+        let [roles, cluster_roles, role_bindings, cluster_role_bindings] = rbac;
+        self.roles.replace(roles);
+        self.cluster_roles.replace(cluster_roles);
+        self.role_bindings.replace(role_bindings);
+        self.cluster_role_bindings.replace(cluster_role_bindings);
         // Nodes, controllers and services first: a pod's handlers may look them up.
         self.nodes.replace(nodes);
         self.rcs.replace(rcs);

@@ -226,12 +226,18 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
                 .context("the controllers' runtime")?,
         ),
     };
+    let guard = api::authz::Guard {
+        tokens: tokens.clone(),
+        rbac: Some(api::authz::rbac::Rbac {
+            informers: informers.clone(),
+        }),
+    };
     let (loops, loops_stop, heartbeat_routes) = start_controllers(
         &args,
         &node,
         &informers,
         &registry,
-        &tokens,
+        &guard,
         loops_runtime.as_ref().map(OwnedRuntime::handle),
     );
     let api_router = api_router(&args, &node, informers, registry, tokens, tls.is_some())
@@ -410,7 +416,7 @@ fn start_controllers(
     node: &Arc<RaftNode>,
     informers: &Arc<crate::informer::Informers>,
     registry: &prometheus::Registry,
-    tokens: &api::auth::Tokens,
+    guard: &api::authz::Guard,
     runtime: Option<&tokio::runtime::Handle>,
 ) -> (tokio::task::JoinHandle<()>, CancellationToken, axum::Router) {
     let heartbeats = controllers::Heartbeats::default();
@@ -445,8 +451,8 @@ fn start_controllers(
             metrics: controller_metrics,
         })
         .layer(axum::middleware::from_fn_with_state(
-            tokens.clone(),
-            api::auth::authenticate,
+            guard.clone(),
+            api::authz::guard,
         ));
     (loops, loops_stop, heartbeat_routes)
 }
@@ -460,8 +466,8 @@ fn api_router(
     tokens: api::auth::Tokens,
     tls: bool,
 ) -> axum::Router {
-    let mut api_state = api::ApiState::new(node.clone(), registry, tokens);
-    api_state.informers = Some(informers);
+    let mut api_state =
+        api::ApiState::new(node.clone(), registry, tokens).with_informers(informers);
     api_state.unsafe_stale_reads = args.unsafe_stale_reads;
     api_state.tls = tls;
     api_state.limits = api::limits::Limits::new(api::limits::LimitConfig {

@@ -16,6 +16,8 @@ impl Kind for Endpoints {
     type Object = core::Endpoints;
 
     const INFO: ResourceInfo = ResourceInfo {
+        group: "",
+        version: "v1",
         plural: "endpoints",
         singular: "endpoints",
         kind: "Endpoints",

@@ -16,6 +16,8 @@ impl Kind for Event {
     type Object = core::Event;
 
     const INFO: ResourceInfo = ResourceInfo {
+        group: "",
+        version: "v1",
         plural: "events",
         singular: "event",
         kind: "Event",

@@ -4,6 +4,9 @@
 /// its own (`pod.rs`'s `INFO`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResourceInfo {
+    /// The API group (`""`: core, served under `/api/v1`; others under `/apis/GROUP/VERSION`).
+    pub group: &'static str,
+    pub version: &'static str,
     /// Lower-case plural, as in URLs and storage keys.
     pub plural: &'static str,
     pub singular: &'static str,
@@ -19,6 +22,26 @@ pub struct ResourceInfo {
     /// Deleted gracefully: marked terminating while an agent stops it, then removed (pods;
     /// `Registry::delete_pod`).
     pub graceful_delete: bool,
+}
+
+impl ResourceInfo {
+    /// The `apiVersion` of its objects (`v1`, `rbac.authorization.k8s.io/v1`).
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The path its collections are served under (`/api/v1`, `/apis/GROUP/VERSION`).
+    pub fn base_path(&self) -> String {
+        if self.group.is_empty() {
+            format!("/api/{}", self.version)
+        } else {
+            format!("/apis/{}/{}", self.group, self.version)
+        }
+    }
 }
 
 /// Storage key of one object.

@@ -1,5 +1,7 @@
 //! Every kind served, in one list: adding a kind is adding its file and one line here.
 
+use super::clusterrole::ClusterRole;
+use super::clusterrolebinding::ClusterRoleBinding;
 use super::endpoints::Endpoints;
 use super::event::Event;
 use super::info::ResourceInfo;
@@ -8,9 +10,11 @@ use super::node::Node;
 use super::pod::Pod;
 use super::replicationcontroller::ReplicationController;
 use super::resource::Resource;
+use super::role::Role;
+use super::rolebinding::RoleBinding;
 use super::service::Service;
 
-/// Every kind core/v1 serves, in discovery's order.
+/// Every kind served, in discovery's order (core/v1 first).
 pub static KINDS: &[&dyn Resource] = &[
     &Pod,
     &ReplicationController,
@@ -19,6 +23,10 @@ pub static KINDS: &[&dyn Resource] = &[
     &Event,
     &Node,
     &Namespace,
+    &Role,
+    &ClusterRole,
+    &RoleBinding,
+    &ClusterRoleBinding,
 ];
 
 /// What the API serves about every kind, in discovery's order.
@@ -26,9 +34,25 @@ pub fn resources() -> impl Iterator<Item = &'static ResourceInfo> {
     KINDS.iter().map(|k| k.info())
 }
 
-/// The resource served under `plural`.
+/// The core/v1 resource served under `plural`.
 pub fn lookup(plural: &str) -> Option<&'static ResourceInfo> {
-    resources().find(|r| r.plural == plural)
+    lookup_in("", "v1", plural)
+}
+
+/// The resource served under `plural` in a group version.
+pub fn lookup_in(group: &str, version: &str, plural: &str) -> Option<&'static ResourceInfo> {
+    resources().find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// The group versions served, core first, in discovery's order.
+pub fn group_versions() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for r in resources() {
+        if !out.contains(&(r.group, r.version)) {
+            out.push((r.group, r.version));
+        }
+    }
+    out
 }
 
 /// The resource of `kind` (`Pod`).

@@ -21,6 +21,8 @@
 //! - `kinds.rs`: the list of kinds; `strategy.rs`: create and update for every kind;
 //! - this file: [`Registry`], the reads and writes over Raft.
 
+pub mod clusterrole;
+pub mod clusterrolebinding;
 pub mod endpoints;
 pub mod event;
 mod info;
@@ -31,8 +33,11 @@ pub mod object;
 pub mod pod;
 pub mod podspec;
 pub mod printing;
+pub mod rbac;
 pub mod replicationcontroller;
 pub mod resource;
+pub mod role;
+pub mod rolebinding;
 /// Label and field selectors, from the model crate.
 pub use keelson_model::selectors;
 pub mod service;
@@ -41,7 +46,7 @@ pub mod strategy;
 pub mod validation;
 
 pub use info::{key, prefix, ResourceInfo, Subresource};
-pub use kinds::{by_kind, lookup, resource, resources};
+pub use kinds::{by_kind, group_versions, lookup, lookup_in, resource, resources};
 pub use node::node_ready;
 pub use object::{condition, condition_status, drop_nulls, meta_str, with_rv, without_rv};
 pub use status::ApiError;

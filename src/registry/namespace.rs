@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use super::info::ResourceInfo;
 use super::printing::{age, col, s, Column, AGE, NAME};
 use super::resource::Kind;
+use super::validation::NameRule;
 
 /// Namespaces.
 pub struct Namespace;
@@ -14,6 +15,8 @@ impl Kind for Namespace {
     type Object = core::Namespace;
 
     const INFO: ResourceInfo = ResourceInfo {
+        group: "",
+        version: "v1",
         plural: "namespaces",
         singular: "namespace",
         kind: "Namespace",
@@ -26,7 +29,7 @@ impl Kind for Namespace {
         graceful_delete: false,
     };
 
-    const LABEL_NAMES: bool = true;
+    const NAMES: NameRule = NameRule::Label;
 
     const COLUMNS: &'static [Column] = &[
         NAME,

@@ -17,6 +17,8 @@ impl Kind for Node {
     type Object = core::Node;
 
     const INFO: ResourceInfo = ResourceInfo {
+        group: "",
+        version: "v1",
         plural: "nodes",
         singular: "node",
         kind: "Node",

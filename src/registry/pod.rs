@@ -19,6 +19,8 @@ impl Kind for Pod {
     type Object = core::Pod;
 
     const INFO: ResourceInfo = ResourceInfo {
+        group: "",
+        version: "v1",
         plural: "pods",
         singular: "pod",
         kind: "Pod",

@@ -22,6 +22,8 @@ impl Kind for ReplicationController {
     type Object = core::ReplicationController;
 
     const INFO: ResourceInfo = ResourceInfo {
+        group: "",
+        version: "v1",
         plural: "replicationcontrollers",
         singular: "replicationcontroller",
         kind: "ReplicationController",

@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::info::ResourceInfo;
 use super::printing::{self, Column};
 use super::status::ApiError;
-use super::validation::Cause;
+use super::validation::{Cause, NameRule};
 
 /// One kind, as its own file writes it: data as associated constants, behaviour as methods.
 /// Everything but [`Kind::INFO`] has a default that suits a plain kind (no status of its own,
@@ -31,8 +31,8 @@ pub trait Kind: Sync + 'static {
     /// Names, scope and subresources.
     const INFO: ResourceInfo;
 
-    /// Names are DNS-1123 labels (at most 63 characters, no dots), not subdomains.
-    const LABEL_NAMES: bool = false;
+    /// What its names may be (DNS-1123 subdomains unless the kind says otherwise).
+    const NAMES: NameRule = NameRule::Subdomain;
 
     /// The columns of its Table; priority-1 columns are the ones `-o wide` adds.
     const COLUMNS: &'static [Column] = printing::DEFAULT;
@@ -83,7 +83,7 @@ pub trait Kind: Sync + 'static {
 pub trait Resource: Sync {
     fn info(&self) -> &'static ResourceInfo;
     fn initial_status(&self) -> Option<Value>;
-    fn label_names(&self) -> bool;
+    fn name_rule(&self) -> NameRule;
     fn apply_defaults(&self, obj: &mut Value);
     /// Decodes `obj` into the typed struct (a 400 naming the kind if it does not) and checks
     /// the kind's own fields into `causes`.
@@ -115,8 +115,8 @@ impl<K: Kind> Resource for K {
     fn initial_status(&self) -> Option<Value> {
         Kind::initial_status(self)
     }
-    fn label_names(&self) -> bool {
-        K::LABEL_NAMES
+    fn name_rule(&self) -> NameRule {
+        K::NAMES
     }
     fn apply_defaults(&self, obj: &mut Value) {
         Kind::apply_defaults(self, obj)

@@ -12,6 +12,7 @@ use super::info::ResourceInfo;
 use super::object::{meta_str, obj_mut};
 use super::printing::{age, arr, col, format_labels, or_none, s, Column, AGE, NAME};
 use super::resource::Kind;
+use super::validation::NameRule;
 use super::validation::{duplicate, invalid, required, validate_string_map, Cause};
 
 /// Annotation of a Service whose endpoints use the first port of the pod's first container
@@ -25,6 +26,8 @@ impl Kind for Service {
     type Object = core::Service;
 
     const INFO: ResourceInfo = ResourceInfo {
+        group: "",
+        version: "v1",
         plural: "services",
         singular: "service",
         kind: "Service",
@@ -37,7 +40,7 @@ impl Kind for Service {
         graceful_delete: false,
     };
 
-    const LABEL_NAMES: bool = true;
+    const NAMES: NameRule = NameRule::Label;
 
     const COLUMNS: &'static [Column] = &[
         NAME,

@@ -69,7 +69,7 @@ pub fn prepare_create(
 ) -> Result<(), ApiError> {
     check_envelope(info, obj, ns, api_version)?;
     let o = obj.as_object_mut().expect("checked");
-    o.insert("apiVersion".into(), json!("v1"));
+    o.insert("apiVersion".into(), json!(info.api_version()));
     o.insert("kind".into(), json!(info.kind));
     let meta = obj_mut(obj, "metadata");
     if meta
@@ -134,7 +134,7 @@ pub fn prepare_update(
         }
     }
     let o = new.as_object_mut().expect("checked");
-    o.insert("apiVersion".into(), json!("v1"));
+    o.insert("apiVersion".into(), json!(info.api_version()));
     o.insert("kind".into(), json!(info.kind));
     match sub {
         Subresource::Main => {
@@ -190,8 +190,7 @@ pub fn prepare_update(
 fn validate(info: &ResourceInfo, obj: &Value, names: Names) -> Result<(), ApiError> {
     let name = meta_str(obj, "name").unwrap_or_default().to_string();
     let mut causes = Vec::new();
-    let label_only = resource(info).label_names();
-    validate_name(&name, names, label_only, &mut causes);
+    validate_name(&name, names, resource(info).name_rule(), &mut causes);
     validate_string_map(
         obj.pointer("/metadata/labels"),
         "metadata.labels",

@@ -115,20 +115,38 @@ fn is_label_value(s: &str) -> bool {
             && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric())
 }
 
-pub fn validate_name(name: &str, names: Names, label_only: bool, causes: &mut Vec<Cause>) {
+/// What a kind's names may be, as the v1 API checks them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameRule {
+    /// A DNS-1123 label: at most 63 characters, no dots (namespaces, services).
+    Label,
+    /// A DNS-1123 subdomain (most kinds).
+    Subdomain,
+    /// Anything that is one path segment: not `.` or `..`, no `/` or `%` (RBAC's kinds, whose
+    /// default names hold colons: `system:node`).
+    PathSegment,
+}
+
+fn is_path_segment(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s != "." && s != ".." && !s.contains(['/', '%'])
+}
+
+pub fn validate_name(name: &str, names: Names, rule: NameRule, causes: &mut Vec<Cause>) {
     if name.is_empty() {
         causes.push(required("metadata.name"));
         return;
     }
-    let ok = match names {
-        Names::Lenient => is_lenient_name(name),
-        Names::Dns1123 if label_only => is_dns1123_label(name),
-        Names::Dns1123 => is_dns1123_subdomain(name),
+    let ok = match (names, rule) {
+        (_, NameRule::PathSegment) => is_path_segment(name),
+        (Names::Lenient, _) => is_lenient_name(name),
+        (Names::Dns1123, NameRule::Label) => is_dns1123_label(name),
+        (Names::Dns1123, NameRule::Subdomain) => is_dns1123_subdomain(name),
     };
     if !ok {
-        let why = match names {
-            Names::Lenient => "must consist of alphanumeric characters, '-', '_' or '.', and start with an alphanumeric character",
-            Names::Dns1123 => "a lowercase RFC 1123 name must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
+        let why = match (names, rule) {
+            (_, NameRule::PathSegment) => "may not be '.' or '..' and may not contain '/' or '%'",
+            (Names::Lenient, _) => "must consist of alphanumeric characters, '-', '_' or '.', and start with an alphanumeric character",
+            (Names::Dns1123, _) => "a lowercase RFC 1123 name must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
         };
         causes.push(invalid("metadata.name", name, why));
     }

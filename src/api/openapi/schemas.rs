@@ -19,14 +19,23 @@ use crate::registry::{self, resources, ResourceInfo};
 /// The prefix of a meta/v1 schema name.
 pub const META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1";
 
-/// The schema name of a core/v1 kind (`io.k8s.api.core.v1.Pod`).
-pub fn kind_name(kind: &str) -> String {
-    format!("io.k8s.api.core.v1.{kind}")
+/// The schema name of a served kind (`io.k8s.api.core.v1.Pod`,
+/// `io.k8s.api.rbac.v1.Role`): the group's first label names its package, as in k8s-openapi.
+pub fn kind_name(info: &ResourceInfo) -> String {
+    named(info, info.kind)
 }
 
 /// The schema name of a kind's list (`io.k8s.api.core.v1.PodList`).
-pub fn list_name(kind: &str) -> String {
-    kind_name(&format!("{kind}List"))
+pub fn list_name(info: &ResourceInfo) -> String {
+    named(info, &format!("{}List", info.kind))
+}
+
+fn named(info: &ResourceInfo, kind: &str) -> String {
+    let package = match info.group {
+        "" => "core",
+        group => group.split('.').next().unwrap_or(group),
+    };
+    format!("io.k8s.api.{package}.{}.{kind}", info.version)
 }
 
 /// The schema name of `autoscaling/v1` `Scale`.
@@ -49,11 +58,11 @@ fn list_schema(info: &ResourceInfo) -> Value {
         "properties": {
             "apiVersion": {"description": "APIVersion defines the versioned schema of this representation of an object.", "type": "string"},
             "kind": {"description": "Kind is a string value representing the REST resource this object represents.", "type": "string"},
-            "items": {"description": format!("List of {}.", info.plural), "type": "array", "items": reference(&kind_name(info.kind))},
+            "items": {"description": format!("List of {}.", info.plural), "type": "array", "items": reference(&kind_name(info))},
             "metadata": {"allOf": [reference(&format!("{META}.ListMeta"))], "description": "Standard list metadata."},
         },
         "required": ["items"],
-        "x-kubernetes-group-version-kind": gvk("", "v1", &format!("{}List", info.kind)),
+        "x-kubernetes-group-version-kind": gvk(info.group, info.version, &format!("{}List", info.kind)),
     })
 }
 
@@ -72,12 +81,12 @@ pub fn components() -> Map<String, Value> {
 
     for info in resources() {
         let schema = schemas
-            .get_mut(&kind_name(info.kind))
+            .get_mut(&kind_name(info))
             .and_then(Value::as_object_mut)
             .expect("every served kind has a schema");
         schema.insert(
             "x-kubernetes-group-version-kind".into(),
-            gvk("", "v1", info.kind),
+            gvk(info.group, info.version, info.kind),
         );
         if let Some(Value::Array(required)) = schema.get_mut("required") {
             required.retain(|f| f != "metadata");
@@ -85,7 +94,7 @@ pub fn components() -> Map<String, Value> {
                 schema.remove("required");
             }
         }
-        schemas.insert(list_name(info.kind), list_schema(info));
+        schemas.insert(list_name(info), list_schema(info));
     }
     for (name, kinds) in [
         (format!("{META}.Status"), gvk("", "v1", "Status")),
@@ -142,13 +151,18 @@ mod tests {
                 "{name} is referenced but absent"
             );
         }
-        let pod = &schemas[&kind_name("Pod")];
+        let pod = &schemas[&kind_name(registry::lookup("pods").unwrap())];
         assert_eq!(pod["x-kubernetes-group-version-kind"][0]["kind"], "Pod");
         assert!(pod.get("required").is_none(), "{pod}");
         let spec = &schemas["io.k8s.api.core.v1.PodSpec"];
         assert_eq!(spec["required"], json!(["containers"]));
         assert!(schemas.contains_key("io.k8s.api.core.v1.Container"));
-        assert!(schemas.contains_key(&list_name("Node")));
+        assert!(schemas.contains_key(&list_name(registry::lookup("nodes").unwrap())));
+        let roles = registry::lookup_in("rbac.authorization.k8s.io", "v1", "roles").unwrap();
+        assert!(
+            schemas.contains_key(&kind_name(roles)),
+            "io.k8s.api.rbac.v1.Role"
+        );
         assert!(schemas.contains_key(&format!("{META}.Status")));
     }
 }

