@@ -191,15 +191,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // Masters first, then agents; `masters_started` splits the two.
     let mut children = start_masters(&data_dir, &exe, &certs, &mut file)?;
     let masters_started = children.len();
-    start_agents(
-        &args,
-        &data_dir,
-        &exe,
-        &certs.ca_cert,
-        &token,
-        &mut file,
-        &mut children,
-    )?;
+    start_agents(&args, &data_dir, &exe, &certs, &mut file, &mut children)?;
     write_config_files(&data_dir, &file, &ca_pem, &token)?;
 
     let client = api_client(&ca_pem)?;
@@ -358,6 +350,8 @@ fn start_master(
         .arg(&certs.cert)
         .arg("--tls-private-key-file")
         .arg(&certs.key)
+        .arg("--client-ca-file")
+        .arg(&certs.ca_cert)
         .arg("--peer-cert-file")
         .arg(&peer_cert)
         .arg("--peer-key-file")
@@ -379,14 +373,17 @@ fn start_agents(
     args: &UpArgs,
     data_dir: &Path,
     exe: &Path,
-    ca_file: &Path,
-    token: &str,
+    certs: &ClusterCerts,
     file: &mut ClusterFile,
     children: &mut Vec<(String, Child)>,
 ) -> anyhow::Result<()> {
     file.agents = agent_entries(args);
     let master_urls: Vec<String> = file.masters.iter().map(|m| m.api.clone()).collect();
     for a in file.agents.iter_mut() {
+        certs
+            .ensure_agent(data_dir, &a.name)
+            .with_context(|| format!("issue agent {}'s certificate", a.name))?;
+        let (cert, key) = ClusterCerts::agent_paths(data_dir, &a.name);
         let log_path = data_dir.join(format!("agent-{}.log", a.name));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -404,9 +401,12 @@ fn start_agents(
             .args(["--api-addr", a.api.trim_start_matches("http://")])
             .args(["--masters", &master_urls.join(",")])
             .arg("--ca-file")
-            .arg(ca_file)
-            // The token through the environment, not the command line (visible in `ps`).
-            .env("KEELSON_TOKEN", token)
+            .arg(&certs.ca_cert)
+            // Its own identity, `system:node:NAME`, not the administrator's token.
+            .arg("--cert-file")
+            .arg(&cert)
+            .arg("--key-file")
+            .arg(&key)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

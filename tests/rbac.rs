@@ -439,3 +439,264 @@ async fn refusals_are_statuses_naming_user_verb_and_resource() {
         "{r}"
     );
 }
+
+/// An HTTP client presenting a client certificate of the cluster's CA.
+fn client_with_certificate(c: &Cluster, user: &str, groups: &[&str]) -> reqwest::Client {
+    let (cert, key) = c.client_certificate(user, groups);
+    let mut pem = std::fs::read(cert).unwrap();
+    pem.extend(std::fs::read(key).unwrap());
+    c.client_builder()
+        .identity(reqwest::Identity::from_pem(&pem).unwrap())
+        .build()
+        .unwrap()
+}
+
+async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<(&str, Value)>,
+) -> (u16, Value) {
+    let mut req = http.request(method, url);
+    if let Some((content_type, b)) = body {
+        req = req.header("content-type", content_type).body(b.to_string());
+    }
+    let r = req.send().await.unwrap();
+    let code = r.status().as_u16();
+    (code, r.json::<Value>().await.unwrap_or(Value::Null))
+}
+
+/// Polls `check` on GET `path` (as the administrator) until it holds.
+async fn until(
+    admin: &reqwest::Client,
+    url: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, v) = call(admin, reqwest::Method::GET, url, None).await;
+        if check(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what} never happened: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_name_users_and_nodes_write_only_their_own() {
+    use reqwest::Method;
+    let c = cluster().await;
+    let url = c.url(c.ids()[0]);
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert("authorization", format!("Bearer {ADMIN}").parse().unwrap());
+    let admin = c.client_builder().default_headers(auth).build().unwrap();
+    let json = "application/json";
+    let merge = "application/merge-patch+json";
+
+    // A certificate names a user (CN) and its groups (O): carl, in devs, edits once devs may.
+    let carl = client_with_certificate(&c, "carl", &["devs"]);
+    let pods = format!("{url}/api/v1/namespaces/default/pods");
+    let pod = |name: &str, node: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+               "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]}})
+    };
+    let (code, status) = call(
+        &carl,
+        Method::POST,
+        &pods,
+        Some((json, pod("carl-1", "node-b"))),
+    )
+    .await;
+    assert_eq!(code, 403, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("User \"carl\" cannot create"),
+        "{status}"
+    );
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "devs-edit"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "devs"}]});
+    let (code, b) = call(
+        &admin,
+        Method::POST,
+        &format!("{url}/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings"),
+        Some((json, binding)),
+    )
+    .await;
+    assert_eq!(code, 201, "{b}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while call(
+        &carl,
+        Method::POST,
+        &pods,
+        Some((json, pod("pb", "node-b"))),
+    )
+    .await
+    .0 != 201
+    {
+        assert!(Instant::now() < deadline, "carl never got edit");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        call(&carl, Method::GET, &format!("{url}/api/v1/nodes"), None)
+            .await
+            .0,
+        403
+    );
+
+    // An agent with node-a's certificate runs normally: it registers, heartbeats, and reports
+    // the status of the pods bound to it.
+    let (cert, key) = c.client_certificate("system:node:node-a", &["system:nodes"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut agent = std::process::Command::new(BIN)
+        .args([
+            "agent",
+            "--name",
+            "node-a",
+            "--runtime",
+            "hollow",
+            "--masters",
+            &url,
+        ])
+        .args([
+            "--api-addr",
+            &format!("127.0.0.1:{port}"),
+            "--heartbeat-ms",
+            "200",
+        ])
+        .arg("--ca-file")
+        .arg(c.root().join("ca.crt"))
+        .arg("--cert-file")
+        .arg(&cert)
+        .arg("--key-file")
+        .arg(&key)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (code, pa) = call(
+        &admin,
+        Method::POST,
+        &pods,
+        Some((json, pod("pa", "node-a"))),
+    )
+    .await;
+    assert_eq!(code, 201, "{pa}");
+    until(
+        &admin,
+        &format!("{url}/api/v1/nodes/node-a"),
+        "node-a Ready",
+        |n| {
+            n["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        },
+    )
+    .await;
+    until(&admin, &format!("{pods}/pa"), "pa Running", |p| {
+        p["status"]["phase"] == "Running"
+    })
+    .await;
+
+    // node-a cannot touch node-b, node-b's pods or node-b's heartbeats; its own, it can.
+    let node_a = client_with_certificate(&c, "system:node:node-a", &["system:nodes"]);
+    let (code, b) = call(
+        &admin,
+        Method::POST,
+        &format!("{url}/api/v1/nodes"),
+        Some((
+            json,
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-b"}}),
+        )),
+    )
+    .await;
+    assert_eq!(code, 201, "{b}");
+    let label = json!({"metadata": {"labels": {"touched": "yes"}}});
+    for (method, path, body) in [
+        (
+            Method::PATCH,
+            "/api/v1/nodes/node-b".to_string(),
+            Some((merge, label.clone())),
+        ),
+        (
+            Method::PATCH,
+            "/api/v1/nodes/node-b/status".into(),
+            Some((merge, json!({"status": {}}))),
+        ),
+        (Method::DELETE, "/api/v1/nodes/node-b".into(), None),
+        (
+            Method::PATCH,
+            "/api/v1/namespaces/default/pods/pb/status".into(),
+            Some((merge, json!({"status": {"phase": "Failed"}}))),
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/namespaces/default/pods/pb".into(),
+            None,
+        ),
+        (
+            Method::POST,
+            "/api/v1/namespaces/default/pods".into(),
+            Some((json, pod("pc", "node-a"))),
+        ),
+        (
+            Method::POST,
+            "/agent/heartbeats?node=node-b".into(),
+            Some(("text/plain", json!("beat"))),
+        ),
+        (
+            Method::POST,
+            "/api/v1/nodes".into(),
+            Some((
+                json,
+                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-c"}}),
+            )),
+        ),
+        (Method::GET, "/kv/x".into(), None),
+        (
+            Method::GET,
+            "/api/v1/namespaces/default/replicationcontrollers".into(),
+            None,
+        ),
+    ] {
+        let (code, status) = call(&node_a, method.clone(), &format!("{url}{path}"), body).await;
+        assert_eq!(code, 403, "{method} {path}: {status}");
+        assert_eq!(status["reason"], "Forbidden", "{status}");
+    }
+    let (code, n) = call(
+        &node_a,
+        Method::PATCH,
+        &format!("{url}/api/v1/nodes/node-a"),
+        Some((merge, label)),
+    )
+    .await;
+    assert_eq!(code, 200, "{n}");
+    let (code, p) = call(&node_a, Method::GET, &format!("{pods}/pb"), None).await;
+    assert_eq!(code, 200, "{p}");
+    // Nothing of node-b's changed.
+    let (_, b) = call(
+        &admin,
+        Method::GET,
+        &format!("{url}/api/v1/nodes/node-b"),
+        None,
+    )
+    .await;
+    assert!(b["metadata"]["labels"]["touched"].is_null(), "{b}");
+    let (_, p) = call(&admin, Method::GET, &format!("{pods}/pb"), None).await;
+    assert!(
+        p["metadata"]["deletionTimestamp"].is_null() && p["status"]["phase"] != "Failed",
+        "{p}"
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+}

@@ -91,6 +91,25 @@ impl TestCa {
         (cert.pem(), key.serialize_pem())
     }
 
+    /// A client certificate for the API: CN `user`, one O per group: (certificate, key), PEM.
+    fn issue_client(&self, user: &str, groups: &[&str]) -> (String, String) {
+        let ca_key = rcgen::KeyPair::from_pem(&self.key_pem).expect("CA key");
+        let issuer = rcgen::Issuer::new(Self::params(), ca_key);
+        let mut p = rcgen::CertificateParams::default();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(rcgen::DnType::CommonName, user);
+        for g in groups {
+            p.distinguished_name
+                .push(rcgen::DnType::OrganizationName, *g);
+        }
+        p.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        p.use_authority_key_identifier_extension = true;
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = p.signed_by(&key, &issuer).expect("certificate");
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// A peer certificate for master `id` at `ip` (CN and DNS name `master-<id>`, the IP),
     /// usable to serve and to call: (certificate, key), PEM.
     pub fn issue_peer(&self, id: u64, ip: Ipv4Addr) -> (String, String) {
@@ -329,6 +348,21 @@ impl Cluster {
         std::fs::write(path, config).expect("write the kubeconfig");
     }
 
+    /// A client certificate of the cluster's CA (its masters serve HTTPS): CN `user`, one O per
+    /// group, as (certificate, key) PEM files written in the cluster's directory.
+    pub fn client_certificate(&self, user: &str, groups: &[&str]) -> (PathBuf, PathBuf) {
+        let ca = self.tls.as_ref().expect("a cluster serving HTTPS");
+        let (cert_pem, key_pem) = ca.issue_client(user, groups);
+        let stem = user.replace(':', "-");
+        let (cert, key) = (
+            self.root.join(format!("{stem}.crt")),
+            self.root.join(format!("{stem}.key")),
+        );
+        std::fs::write(&cert, cert_pem).expect("write the client certificate");
+        std::fs::write(&key, key_pem).expect("write the client key");
+        (cert, key)
+    }
+
     /// The cluster's CA certificate (PEM) if its masters serve HTTPS.
     pub fn ca_pem(&self) -> Option<&[u8]> {
         self.tls.as_ref().map(|ca| ca.cert_pem.as_bytes())
@@ -472,6 +506,9 @@ impl Cluster {
                 cert.into(),
                 "--tls-private-key-file".into(),
                 key.into(),
+                // Clients may also authenticate with a certificate of the same CA.
+                "--client-ca-file".into(),
+                self.root.join("ca.crt").into(),
             ];
         }
         if self.peer_mtls() {

@@ -284,8 +284,9 @@ pub fn default_cluster_roles() -> Vec<Value> {
     ]
 }
 
-/// The default ClusterRoleBindings: `system:masters` to cluster-admin, `system:nodes` to
-/// system:node, every authenticated user to discovery and to reviewing its own access.
+/// The default ClusterRoleBindings: `system:masters` to cluster-admin, every authenticated user
+/// to discovery and to reviewing its own access. `system:node` is bound to nobody: agents are
+/// authorized by the Node authorizer, as in Kubernetes since 1.8.
 pub fn default_cluster_role_bindings() -> Vec<Value> {
     let bind = |name: &str, role: &str, group: &str| {
         object(
@@ -299,7 +300,6 @@ pub fn default_cluster_role_bindings() -> Vec<Value> {
     };
     vec![
         bind("cluster-admin", "cluster-admin", MASTERS),
-        bind("system:node", "system:node", NODES),
         bind("system:discovery", "system:discovery", AUTHENTICATED),
         bind("system:basic-user", "system:basic-user", AUTHENTICATED),
     ]

@@ -24,6 +24,25 @@ pub enum Error {
 /// last until TCP keep-alive gives up.
 const WATCH_SILENCE: Duration = Duration::from_secs(10);
 
+/// A client certificate and its key (PEM files), as reqwest presents it.
+pub fn identity(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<reqwest::Identity> {
+    use anyhow::Context as _;
+    let mut pem =
+        std::fs::read(cert).with_context(|| format!("read --cert-file {}", cert.display()))?;
+    pem.push(b'\n');
+    pem.extend(std::fs::read(key).with_context(|| format!("read --key-file {}", key.display()))?);
+    reqwest::Identity::from_pem(&pem).with_context(|| {
+        format!(
+            "--cert-file {} and --key-file {}",
+            cert.display(),
+            key.display()
+        )
+    })
+}
+
 /// The masters, with the one that answered last tried first.
 #[derive(Clone)]
 pub struct Masters {
@@ -36,11 +55,13 @@ pub struct Masters {
 }
 
 impl Masters {
-    /// `ca_file`: PEM CA certificate(s) trusted for `https://` masters, besides the usual roots.
+    /// `ca_file`: PEM CA certificate(s) trusted for `https://` masters, besides the usual roots;
+    /// `identity`: the node's client certificate, presented to every master.
     pub fn new(
         urls: Vec<String>,
         token: Option<String>,
         ca_file: Option<&std::path::Path>,
+        identity: Option<reqwest::Identity>,
     ) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         if urls.is_empty() {
@@ -64,6 +85,10 @@ impl Masters {
                 http = http.add_root_certificate(cert.clone());
                 streaming = streaming.add_root_certificate(cert);
             }
+        }
+        if let Some(identity) = identity {
+            http = http.identity(identity.clone());
+            streaming = streaming.identity(identity);
         }
         let urls = urls
             .into_iter()

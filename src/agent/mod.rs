@@ -48,6 +48,14 @@ pub struct AgentArgs {
     /// PEM CA certificate(s) to trust for `https://` masters (`keelson up`'s `DATA_DIR/ca.crt`).
     #[arg(long)]
     pub ca_file: Option<std::path::PathBuf>,
+    /// The node's client certificate (PEM) for the masters' API: CN `system:node:NAME`, O
+    /// `system:nodes`, signed by the masters' `--client-ca-file` (`keelson up` issues one per
+    /// agent). Used instead of a token.
+    #[arg(long, requires = "key_file")]
+    pub cert_file: Option<PathBuf>,
+    /// The PEM private key of `--cert-file`.
+    #[arg(long, requires = "cert_file")]
+    pub key_file: Option<PathBuf>,
     /// How pods run: `docker` (real containers) or `hollow` (nothing runs; pods are reported
     /// running — for scale tests).
     #[arg(long, default_value = "docker")]
@@ -107,10 +115,15 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
         other => bail!("--runtime {other}: expected docker or hollow"),
     };
+    let identity = match (&args.cert_file, &args.key_file) {
+        (Some(cert), Some(key)) => Some(client::identity(cert, key)?),
+        _ => None,
+    };
     let masters = Masters::new(
         args.masters.clone(),
         args.token.clone(),
         args.ca_file.as_deref(),
+        identity,
     )?;
     let runtime = match engine {
         None => Runtime::Hollow(Arc::new(runtime::Hollow::new(&args.name))),

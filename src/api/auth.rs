@@ -1,6 +1,7 @@
 //! Authentication: who a request is.
 //!
-//! Bearer tokens from a token file, as the API server's `--token-auth-file`: one token per line,
+//! A client certificate signed by `--client-ca-file` names its user (CN) and groups (O), as
+//! kube-apiserver reads it; otherwise bearer tokens from a token file, as the API server's `--token-auth-file`: one token per line,
 //! `token,user,uid,"group1,group2"` (Kubernetes' static token CSV; the user defaults to
 //! `admin`, the groups to none). Every authenticated user is also in `system:authenticated`.
 //! Health and readiness answer without a token (and `/metrics`, for now). Without a token file
@@ -15,6 +16,33 @@ use axum::http::{HeaderMap, StatusCode};
 use keelson_model::rbac::{UserInfo, AUTHENTICATED};
 
 use super::ApiError;
+
+/// The verified leaf certificate of a connection's client (a request extension the masters'
+/// server loop attaches; verified against `--client-ca-file` during the handshake).
+#[derive(Debug, Clone)]
+pub struct ClientCertificate(pub tokio_rustls::rustls::pki_types::CertificateDer<'static>);
+
+impl ClientCertificate {
+    /// The user a certificate names, as kube-apiserver reads it: the subject's common name is
+    /// the user, its organizations the groups. `None` without a common name.
+    pub fn user(&self) -> Option<UserInfo> {
+        let (_, cert) = x509_parser::parse_x509_certificate(&self.0).ok()?;
+        let subject = cert.subject();
+        let name = subject
+            .iter_common_name()
+            .next()?
+            .as_str()
+            .ok()?
+            .to_string();
+        let mut groups: Vec<String> = subject
+            .iter_organization()
+            .filter_map(|o| o.as_str().ok())
+            .map(str::to_string)
+            .collect();
+        groups.push(AUTHENTICATED.to_string());
+        Some(UserInfo { name, groups })
+    }
+}
 
 /// Tokens and the users they name.
 #[derive(Debug, Clone, Default)]

@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use crate::api::auth::ClientCertificate;
 use axum::serve::Listener;
 use axum::Router;
 use hyper::body::Incoming;
@@ -20,23 +21,24 @@ use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 use tower::ServiceExt;
 
-/// What a connection's transport proved about its caller, attached to each of its requests: on
-/// the Raft port, the master its client certificate names. Plain TCP and TLS without a client
-/// certificate (the API port) prove nothing.
+/// What a connection's transport proved about its caller, attached to each of its requests:
+/// the client certificate it presented (verified by the listener's CA), and on the Raft port
+/// the master that certificate names. Plain TCP and TLS without a client certificate prove
+/// nothing.
 pub trait Peer {
-    fn identity(&self) -> Option<PeerIdentity>;
+    fn certificate(&self) -> Option<ClientCertificate>;
 }
 
 impl Peer for TcpStream {
-    fn identity(&self) -> Option<PeerIdentity> {
+    fn certificate(&self) -> Option<ClientCertificate> {
         None
     }
 }
 
 impl Peer for TlsStream<TcpStream> {
-    fn identity(&self) -> Option<PeerIdentity> {
+    fn certificate(&self) -> Option<ClientCertificate> {
         let cert = self.get_ref().1.peer_certificates()?.first()?;
-        Some(PeerIdentity(super::peer_tls::certified_master(cert)))
+        Some(ClientCertificate(cert.clone().into_owned()))
     }
 }
 
@@ -70,12 +72,18 @@ pub async fn serve<L>(
         let router = router.clone();
         let mut stop = stop.clone();
         let closed = closed_rx.clone();
-        let identity = io.identity();
+        let certificate = io.certificate();
+        let identity = certificate
+            .as_ref()
+            .map(|c| PeerIdentity(super::peer_tls::certified_master(&c.0)));
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                 let mut req = req.map(axum::body::Body::new);
                 if let Some(identity) = identity {
                     req.extensions_mut().insert(identity);
+                }
+                if let Some(certificate) = &certificate {
+                    req.extensions_mut().insert(certificate.clone());
                 }
                 router.clone().oneshot(req)
             });

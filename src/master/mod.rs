@@ -98,6 +98,10 @@ pub struct MasterArgs {
     /// The PEM private key of `--tls-cert-file`.
     #[arg(long, requires = "tls_cert_file")]
     pub tls_private_key_file: Option<PathBuf>,
+    /// Authenticate API clients that present a certificate signed by this PEM CA: its CN is the
+    /// user, its Os the groups (kube-apiserver's flag). Clients without one use tokens.
+    #[arg(long, requires = "tls_cert_file")]
+    pub client_ca_file: Option<PathBuf>,
     /// Requests in flight at most (long-running ones not counted); beyond: 429.
     #[arg(long, default_value_t = 400)]
     pub max_requests_inflight: usize,
@@ -186,7 +190,11 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     }
     let stop_signal = crate::process::shutdown_signal();
     let tls = match (&args.tls_cert_file, &args.tls_private_key_file) {
-        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        (Some(cert), Some(key)) => Some(tls::server_config(
+            cert,
+            key,
+            args.client_ca_file.as_deref(),
+        )?),
         _ => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };

@@ -23,8 +23,13 @@ use tokio_rustls::TlsAcceptor;
 /// A handshake that has not finished by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The server configuration for a PEM certificate chain and its PEM private key.
-pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+/// The server configuration for a PEM certificate chain and its PEM private key; with
+/// `client_ca`, clients may present a certificate, which must be signed by that CA.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect())
         .map_err(|e| anyhow::anyhow!("--tls-cert-file {}: {e}", cert.display()))?;
@@ -34,9 +39,29 @@ pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::Serv
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| anyhow::anyhow!("--tls-private-key-file {}: {e}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| anyhow::anyhow!("--client-ca-file {}: {e}", path.display()))?
+            {
+                roots
+                    .add(ca)
+                    .with_context(|| format!("--client-ca-file {}", path.display()))?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .allow_unauthenticated()
+                    .build()
+                    .with_context(|| format!("--client-ca-file {}", path.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
         .with_single_cert(chain, key)
         .context("--tls-cert-file and --tls-private-key-file do not make a usable pair")?;
     // The API server speaks HTTP/1.1 (axum without its http2 feature), as over plain TCP.
@@ -203,6 +228,48 @@ impl ClusterCerts {
     }
 }
 
+impl ClusterCerts {
+    /// `DIR/agent-NAME.crt` and `.key`: node `NAME`'s client certificate for the API.
+    pub fn agent_paths(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        (
+            dir.join(format!("agent-{name}.crt")),
+            dir.join(format!("agent-{name}.key")),
+        )
+    }
+
+    /// Creates node `name`'s client certificate, signed by the CA (which must exist), unless it
+    /// exists: CN `system:node:NAME`, O `system:nodes` (the Node authorizer's identity), usable
+    /// only to call. Remove the two files to re-issue.
+    pub fn ensure_agent(&self, dir: &Path, name: &str) -> anyhow::Result<()> {
+        let (cert, key) = Self::agent_paths(dir, name);
+        if cert.is_file() && key.is_file() {
+            return Ok(());
+        }
+        let pem = std::fs::read_to_string(&self.ca_key)
+            .with_context(|| format!("read {}", self.ca_key.display()))?;
+        let ca_key = rcgen::KeyPair::from_pem(&pem)
+            .with_context(|| format!("{} is not a private key", self.ca_key.display()))?;
+        let issuer = rcgen::Issuer::new(ca_params(), ca_key);
+        let mut params = rcgen::CertificateParams::default();
+        set_validity(&mut params);
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("system:node:{name}"));
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, keelson_model::rbac::NODES);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        let pair = rcgen::KeyPair::generate()?;
+        let issued = params.signed_by(&pair, &issuer)?;
+        crate::files::write_private(&key, &pair.serialize_pem())?;
+        write_file(&cert, &issued.pem())?;
+        Ok(())
+    }
+}
+
 /// Issues master `id`'s peer certificate, signed by the CA whose parameters are `ca_params` and
 /// key `ca_key`: CN and DNS name `master-<id>`, the Raft IP, usable to serve and to call.
 /// Returns (certificate, key) as PEM.
@@ -268,7 +335,7 @@ mod tests {
 
     /// Serves one route over TLS with `certs`' serving certificate; GET it trusting ca.crt.
     async fn get_over_tls(certs: &ClusterCerts) -> anyhow::Result<String> {
-        let config = server_config(&certs.cert, &certs.key)?;
+        let config = server_config(&certs.cert, &certs.key, Some(&certs.ca_cert))?;
         let tcp = TcpListener::bind("127.0.0.1:0").await?;
         let listener = TlsListener::new(tcp, config)?;
         let addr = axum::serve::Listener::local_addr(&listener)?;
@@ -307,6 +374,6 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o077, 0, "ca.key is private");
         // A key where the certificate belongs is refused at start-up.
-        assert!(server_config(&certs.key, &certs.key).is_err());
+        assert!(server_config(&certs.key, &certs.key, None).is_err());
     }
 }

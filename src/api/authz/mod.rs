@@ -1,15 +1,18 @@
 //! Authentication and authorization of every API request, in Kubernetes' order: who asks
-//! ([`super::auth`]), then whether they may ([`rbac`]); members of `system:masters` may do
-//! anything, as in kube-apiserver. Refusals are 403 `Status` objects naming the user, the verb
+//! ([`super::auth`]), then whether they may: members of `system:masters` may do anything, as in
+//! kube-apiserver; a node's agent is decided by the Node authorizer ([`node`]) where it has an
+//! opinion; then RBAC ([`rbac`]). Refusals are 403 `Status` objects naming the user, the verb
 //! and the resource. Writes of RBAC's own kinds are also checked against escalation
 //! ([`Guard::admit`]): a user can grant only what it holds, unless allowed to `escalate` (roles)
 //! or `bind` (bindings).
 //!
 //! - `attributes.rs`: what a request asks (verb, resource or path), from its path.
+//! - `node.rs`: the Node authorizer (agents write only their own node's objects).
 //! - `rbac.rs`: the authorizer over the informers' roles and bindings.
 //! - `review.rs`: `SelfSubjectAccessReview` (`kubectl auth can-i`).
 
 pub mod attributes;
+pub mod node;
 pub mod rbac;
 pub mod review;
 
@@ -23,7 +26,7 @@ use k8s_openapi::api::rbac::v1::PolicyRule;
 use keelson_model::rbac::{covers, Attributes, Target, UserInfo, GROUP, MASTERS};
 use serde_json::Value;
 
-use super::auth::{exempt, Tokens, User};
+use super::auth::{exempt, ClientCertificate, Tokens, User};
 use super::ApiError;
 use crate::registry::ResourceInfo;
 
@@ -38,12 +41,29 @@ pub struct Guard {
 impl Guard {
     /// Whether `user` may do `attrs`.
     pub fn allows(&self, user: &UserInfo, attrs: &Attributes) -> bool {
-        user.in_group(MASTERS) || self.rbac.as_ref().is_some_and(|r| r.allows(user, attrs))
+        self.decide(user, attrs, None)
     }
 
-    /// The escalation check of a write of one of RBAC's kinds, `obj` as it would be stored:
-    /// `user` must hold every rule the role grants (or be allowed to `escalate` it), or that
-    /// the bound role grants (or be allowed to `bind` it). Other kinds pass.
+    /// Whether `user` may do `attrs`, in Kubernetes' order: `system:masters`, the Node
+    /// authorizer (`query`: the request's query string), then RBAC.
+    pub fn decide(&self, user: &UserInfo, attrs: &Attributes, query: Option<&str>) -> bool {
+        if user.in_group(MASTERS) {
+            return true;
+        }
+        if let Some(node) = node::node_of(user) {
+            let informers = self.rbac.as_ref().map(|r| &*r.informers);
+            match node::decide(node, attrs, query, informers) {
+                node::Decision::Allow => return true,
+                node::Decision::Deny => return false,
+                node::Decision::NoOpinion => {}
+            }
+        }
+        self.rbac.as_ref().is_some_and(|r| r.allows(user, attrs))
+    }
+
+    /// What authorization cannot tell from a request's path, checked on the object as it would
+    /// be stored: a node's agent writes only its own Node (`NodeRestriction`), and a write of one
+    /// of RBAC's kinds grants nothing its writer lacks ([`Guard::no_escalation`]).
     pub fn admit(
         &self,
         user: Option<&UserInfo>,
@@ -51,9 +71,34 @@ impl Guard {
         obj: &Value,
     ) -> Result<(), ApiError> {
         let Some(user) = user else { return Ok(()) };
-        if info.group != GROUP || user.in_group(MASTERS) {
+        if user.in_group(MASTERS) {
             return Ok(());
         }
+        if let Some(node) = node::node_of(user) {
+            let name = crate::registry::meta_str(obj, "name").unwrap_or("");
+            if info.group.is_empty() && info.plural == "nodes" && name != node {
+                return Err(forbidden_write(
+                    info,
+                    name,
+                    &format!("node {node:?} may only write its own Node"),
+                ));
+            }
+        }
+        if info.group != GROUP {
+            return Ok(());
+        }
+        self.no_escalation(user, info, obj)
+    }
+
+    /// The escalation check of a write of one of RBAC's kinds, `obj` as it would be stored:
+    /// `user` must hold every rule the role grants (or be allowed to `escalate` it), or that
+    /// the bound role grants (or be allowed to `bind` it).
+    fn no_escalation(
+        &self,
+        user: &UserInfo,
+        info: &ResourceInfo,
+        obj: &Value,
+    ) -> Result<(), ApiError> {
         let namespace = crate::registry::meta_str(obj, "namespace").unwrap_or("");
         let name = crate::registry::meta_str(obj, "name").unwrap_or("");
         let may = |verb: &str, resource: &str, name: &str| {
@@ -71,42 +116,43 @@ impl Guard {
                 },
             )
         };
-        let granted: Vec<PolicyRule> =
-            match obj.get("roleRef") {
-                None => {
-                    if may("escalate", info.plural, name) {
-                        return Ok(());
-                    }
-                    serde_json::from_value(obj.get("rules").cloned().unwrap_or(Value::Null))
-                        .unwrap_or_default()
+        let granted: Vec<PolicyRule> = match obj.get("roleRef") {
+            None => {
+                if may("escalate", info.plural, name) {
+                    return Ok(());
                 }
-                Some(role_ref) => {
-                    let kind = role_ref.get("kind").and_then(Value::as_str).unwrap_or("");
-                    let role = role_ref.get("name").and_then(Value::as_str).unwrap_or("");
-                    let plural = if kind == "Role" {
-                        "roles"
-                    } else {
-                        "clusterroles"
-                    };
-                    if may("bind", plural, role) {
-                        return Ok(());
-                    }
-                    let rules = self
-                        .rbac
-                        .as_ref()
-                        .and_then(|r| r.with_role(kind, namespace, role, <[PolicyRule]>::to_vec));
-                    match rules {
-                        Some(rules) => rules,
-                        None => return Err(forbidden_write(
+                serde_json::from_value(obj.get("rules").cloned().unwrap_or(Value::Null))
+                    .unwrap_or_default()
+            }
+            Some(role_ref) => {
+                let kind = role_ref.get("kind").and_then(Value::as_str).unwrap_or("");
+                let role = role_ref.get("name").and_then(Value::as_str).unwrap_or("");
+                let plural = if kind == "Role" {
+                    "roles"
+                } else {
+                    "clusterroles"
+                };
+                if may("bind", plural, role) {
+                    return Ok(());
+                }
+                let rules = self
+                    .rbac
+                    .as_ref()
+                    .and_then(|r| r.with_role(kind, namespace, role, <[PolicyRule]>::to_vec));
+                match rules {
+                    Some(rules) => rules,
+                    None => {
+                        return Err(forbidden_write(
                             info,
                             name,
                             &format!(
                                 "{kind} {role:?} is not found, so what it grants cannot be checked"
                             ),
-                        )),
+                        ))
                     }
                 }
-            };
+            }
+        };
         let held = self
             .rbac
             .as_ref()
@@ -192,20 +238,27 @@ pub fn forbidden(user: &UserInfo, attrs: &Attributes) -> ApiError {
     }
 }
 
-/// Middleware: authenticates the request, authorizes it, and hands its user on as a request
-/// extension. Health, readiness and metrics pass as they are; without a token file everything
-/// does.
+/// Middleware: authenticates the request (its client certificate, else its bearer token),
+/// authorizes it, and hands its user on as a request extension. Health, readiness and metrics
+/// pass as they are; without a token file, so does every request without a certificate.
 pub async fn guard(State(guard): State<Guard>, mut req: Request, next: Next) -> Response {
     if exempt(req.uri().path()) {
         return next.run(req).await;
     }
-    let user = match guard.tokens.authenticate(req.headers()) {
-        Ok(Some(user)) => user,
-        Ok(None) => return next.run(req).await,
-        Err(e) => return e.into_response(),
+    let certified = req
+        .extensions()
+        .get::<ClientCertificate>()
+        .and_then(ClientCertificate::user);
+    let user = match certified {
+        Some(user) => Arc::new(user),
+        None => match guard.tokens.authenticate(req.headers()) {
+            Ok(Some(user)) => user,
+            Ok(None) => return next.run(req).await,
+            Err(e) => return e.into_response(),
+        },
     };
     let attrs = attributes::of_request(req.method(), req.uri().path(), req.uri().query());
-    if !guard.allows(&user, &attrs) {
+    if !guard.decide(&user, &attrs, req.uri().query()) {
         return forbidden(&user, &attrs).into_response();
     }
     req.extensions_mut().insert(User(Arc::clone(&user)));
