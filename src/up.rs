@@ -6,7 +6,10 @@
 //! (`apiserver.crt`, `apiserver.key`): the masters serve their API over HTTPS only, and
 //! `kubeconfig` carries the CA and the token. Each master also gets a peer certificate of the
 //! same CA (`master-N-peer.crt`, `master-N-peer.key`, named `master-N` and its Raft IP) for
-//! mutual TLS on the Raft port. A later run with the same data directory resumes
+//! mutual TLS on the Raft port, and each agent a client certificate (`agent-NAME.crt`,
+//! `system:node:NAME` in `system:nodes`) it calls the API with; `tokens.csv` holds the
+//! administrator's token (`system:masters`); each master keeps an audit log
+//! (`master-N-audit.log`). A later run with the same data directory resumes
 //! the same cluster with its data and its certificates. Ctrl-C or SIGTERM stops every
 //! child. Agents (`--agents N`, 2 by default, Docker unless `--runtime hollow`; `keelson up` first
 //! builds the local images `keelson/pause` and `user/mysite`) are `node-1..N`, at the masters'
@@ -352,6 +355,8 @@ fn start_master(
         .arg(&certs.key)
         .arg("--client-ca-file")
         .arg(&certs.ca_cert)
+        .arg("--audit-log-path")
+        .arg(data_dir.join(format!("master-{}-audit.log", m.id)))
         .arg("--peer-cert-file")
         .arg(&peer_cert)
         .arg("--peer-key-file")

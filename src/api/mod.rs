@@ -14,6 +14,7 @@
 //! request ([`authz`]).
 
 mod apply;
+pub mod audit;
 pub mod auth;
 pub mod authz;
 mod cluster;
@@ -75,17 +76,13 @@ pub struct ApiState {
 
 impl ApiState {
     /// Builds the API state, registering the API metrics in `prometheus`.
-    pub fn new(
-        node: Arc<RaftNode>,
-        prometheus: prometheus::Registry,
-        tokens: auth::Tokens,
-    ) -> Self {
+    pub fn new(node: Arc<RaftNode>, prometheus: prometheus::Registry, guard: authz::Guard) -> Self {
         let metrics = metrics::ApiMetrics::register(&prometheus);
         ApiState {
             node,
             prometheus,
             metrics,
-            guard: authz::Guard { tokens, rbac: None },
+            guard,
             requester: None,
             unsafe_stale_reads: false,
             tls: false,
@@ -94,11 +91,8 @@ impl ApiState {
         }
     }
 
-    /// Reads lists by label through `informers`' indexes, and authorizes with RBAC over them.
+    /// Reads lists by label through `informers`' indexes.
     pub fn with_informers(mut self, informers: Arc<crate::informer::Informers>) -> Self {
-        self.guard.rbac = Some(authz::rbac::Rbac {
-            informers: informers.clone(),
-        });
         self.informers = Some(informers);
         self
     }

@@ -59,13 +59,13 @@ pub async fn serve<L>(
     timeouts: Timeouts,
     mut stop: watch::Receiver<bool>,
 ) where
-    L: Listener,
+    L: Listener<Addr = std::net::SocketAddr>,
     L::Io: Unpin + Peer,
 {
     // Connections hold a receiver each; once every one is dropped, all have closed.
     let (closed_tx, closed_rx) = watch::channel(());
     loop {
-        let (io, _peer) = tokio::select! {
+        let (io, peer) = tokio::select! {
             conn = listener.accept() => conn,
             _ = stopped(&mut stop) => break,
         };
@@ -85,6 +85,8 @@ pub async fn serve<L>(
                 if let Some(certificate) = &certificate {
                     req.extensions_mut().insert(certificate.clone());
                 }
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
                 router.clone().oneshot(req)
             });
             let conn = http1::Builder::new()

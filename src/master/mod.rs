@@ -67,7 +67,7 @@ pub struct MasterArgs {
     /// Log entries kept behind a snapshot.
     #[arg(long, default_value_t = 1_000)]
     pub keep_logs: u64,
-    /// Bearer tokens accepted by the API, one per line (`token[,user]`). Without it the API is
+    /// Bearer tokens accepted by the API, one per line (`token,user,uid,"group1,group2"`). Without it the API is
     /// open (local tests only).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
@@ -98,6 +98,16 @@ pub struct MasterArgs {
     /// The PEM private key of `--tls-cert-file`.
     #[arg(long, requires = "tls_cert_file")]
     pub tls_private_key_file: Option<PathBuf>,
+    /// Record every mutating request, and every refused one, in this file: JSON lines,
+    /// `audit.k8s.io/v1` events at level Metadata (kube-apiserver's flag).
+    #[arg(long)]
+    pub audit_log_path: Option<PathBuf>,
+    /// Rotate the audit log when it would pass this many megabytes.
+    #[arg(long, default_value_t = 100)]
+    pub audit_log_maxsize: u64,
+    /// Rotated audit logs kept (`PATH.1` the newest).
+    #[arg(long, default_value_t = 10)]
+    pub audit_log_maxbackup: usize,
     /// Authenticate API clients that present a certificate signed by this PEM CA: its CN is the
     /// user, its Os the groups (kube-apiserver's flag). Clients without one use tokens.
     #[arg(long, requires = "tls_cert_file")]
@@ -234,11 +244,23 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
                 .context("the controllers' runtime")?,
         ),
     };
+    let audit = match &args.audit_log_path {
+        Some(path) => Some(api::audit::AuditLog::open(
+            api::audit::AuditConfig {
+                path: path.clone(),
+                max_bytes: args.audit_log_maxsize.saturating_mul(1 << 20),
+                backups: args.audit_log_maxbackup,
+            },
+            &registry,
+        )?),
+        None => None,
+    };
     let guard = api::authz::Guard {
-        tokens: tokens.clone(),
+        tokens,
         rbac: Some(api::authz::rbac::Rbac {
             informers: informers.clone(),
         }),
+        audit,
     };
     let (loops, loops_stop, heartbeat_routes) = start_controllers(
         &args,
@@ -248,8 +270,8 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
         &guard,
         loops_runtime.as_ref().map(OwnedRuntime::handle),
     );
-    let api_router = api_router(&args, &node, informers, registry, tokens, tls.is_some())
-        .merge(heartbeat_routes);
+    let api_router =
+        api_router(&args, &node, informers, registry, guard, tls.is_some()).merge(heartbeat_routes);
     let api_server = match tls {
         Some(config) => tokio::spawn(http::serve(
             tls::TlsListener::new(api_listener, config)?,
@@ -471,11 +493,10 @@ fn api_router(
     node: &Arc<RaftNode>,
     informers: Arc<crate::informer::Informers>,
     registry: prometheus::Registry,
-    tokens: api::auth::Tokens,
+    guard: api::authz::Guard,
     tls: bool,
 ) -> axum::Router {
-    let mut api_state =
-        api::ApiState::new(node.clone(), registry, tokens).with_informers(informers);
+    let mut api_state = api::ApiState::new(node.clone(), registry, guard).with_informers(informers);
     api_state.unsafe_stale_reads = args.unsafe_stale_reads;
     api_state.tls = tls;
     api_state.limits = api::limits::Limits::new(api::limits::LimitConfig {

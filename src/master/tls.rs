@@ -202,6 +202,14 @@ impl ClusterCerts {
 }
 
 impl ClusterCerts {
+    /// The CA's private key, to sign with.
+    fn ca_key(&self) -> anyhow::Result<rcgen::KeyPair> {
+        let pem = std::fs::read_to_string(&self.ca_key)
+            .with_context(|| format!("read {}", self.ca_key.display()))?;
+        rcgen::KeyPair::from_pem(&pem)
+            .with_context(|| format!("{} is not a private key", self.ca_key.display()))
+    }
+
     /// `DIR/master-<id>-peer.crt` and `.key`: master `id`'s certificate on the Raft port.
     pub fn peer_paths(dir: &Path, id: u64) -> (PathBuf, PathBuf) {
         (
@@ -217,10 +225,7 @@ impl ClusterCerts {
         if cert.is_file() && key.is_file() {
             return Ok(());
         }
-        let pem = std::fs::read_to_string(&self.ca_key)
-            .with_context(|| format!("read {}", self.ca_key.display()))?;
-        let ca_key = rcgen::KeyPair::from_pem(&pem)
-            .with_context(|| format!("{} is not a private key", self.ca_key.display()))?;
+        let ca_key = self.ca_key()?;
         let (cert_pem, key_pem) = issue_peer_cert(ca_params(), ca_key, id, raft_ip)?;
         crate::files::write_private(&key, &key_pem)?;
         write_file(&cert, &cert_pem)?;
@@ -245,10 +250,7 @@ impl ClusterCerts {
         if cert.is_file() && key.is_file() {
             return Ok(());
         }
-        let pem = std::fs::read_to_string(&self.ca_key)
-            .with_context(|| format!("read {}", self.ca_key.display()))?;
-        let ca_key = rcgen::KeyPair::from_pem(&pem)
-            .with_context(|| format!("{} is not a private key", self.ca_key.display()))?;
+        let ca_key = self.ca_key()?;
         let issuer = rcgen::Issuer::new(ca_params(), ca_key);
         let mut params = rcgen::CertificateParams::default();
         set_validity(&mut params);

@@ -1,8 +1,9 @@
-//! Helpers shared by the integration tests: an API client that fails over between masters, and
-//! polling with a deadline (never sleeps as synchronisation).
+//! Helpers shared by the integration tests: an API client that fails over between masters,
+//! polling with a deadline (never sleeps as synchronisation), and kubectl (`kubectl.rs`).
 
 #![allow(dead_code)]
 
+pub mod kubectl;
 pub mod writer;
 
 use std::time::{Duration, Instant};

@@ -10,6 +10,9 @@
 //! - `node.rs`: the Node authorizer (agents write only their own node's objects).
 //! - `rbac.rs`: the authorizer over the informers' roles and bindings.
 //! - `review.rs`: `SelfSubjectAccessReview` (`kubectl auth can-i`).
+//!
+//! The same middleware records every mutating request, and every refused one, in the audit log
+//! ([`super::audit`]).
 
 pub mod attributes;
 pub mod node;
@@ -26,6 +29,7 @@ use k8s_openapi::api::rbac::v1::PolicyRule;
 use keelson_model::rbac::{covers, Attributes, Target, UserInfo, GROUP, MASTERS};
 use serde_json::Value;
 
+use super::audit::{self, AuditLog};
 use super::auth::{exempt, ClientCertificate, Tokens, User};
 use super::ApiError;
 use crate::registry::ResourceInfo;
@@ -36,6 +40,8 @@ pub struct Guard {
     pub tokens: Tokens,
     /// None: no informers (only `system:masters` is allowed anything).
     pub rbac: Option<rbac::Rbac>,
+    /// Where mutating and refused requests are recorded (`--audit-log-path`).
+    pub audit: Option<AuditLog>,
 }
 
 impl Guard {
@@ -245,6 +251,15 @@ pub async fn guard(State(guard): State<Guard>, mut req: Request, next: Next) -> 
     if exempt(req.uri().path()) {
         return next.run(req).await;
     }
+    let attrs = attributes::of_request(req.method(), req.uri().path(), req.uri().query());
+    let audited = guard.audit.as_ref().map(|log| (log, audit_request(&req)));
+    let record = |user: Option<&UserInfo>, code: StatusCode| {
+        if let Some((log, request)) = &audited {
+            if code.as_u16() == 401 || code.as_u16() == 403 || audit::mutating(&attrs) {
+                log.record(request, user, &attrs, code.as_u16());
+            }
+        }
+    };
     let certified = req
         .extensions()
         .get::<ClientCertificate>()
@@ -253,14 +268,43 @@ pub async fn guard(State(guard): State<Guard>, mut req: Request, next: Next) -> 
         Some(user) => Arc::new(user),
         None => match guard.tokens.authenticate(req.headers()) {
             Ok(Some(user)) => user,
-            Ok(None) => return next.run(req).await,
-            Err(e) => return e.into_response(),
+            Ok(None) => {
+                let response = next.run(req).await;
+                record(None, response.status());
+                return response;
+            }
+            Err(e) => {
+                record(None, e.code);
+                return e.into_response();
+            }
         },
     };
-    let attrs = attributes::of_request(req.method(), req.uri().path(), req.uri().query());
     if !guard.decide(&user, &attrs, req.uri().query()) {
+        record(Some(&user), StatusCode::FORBIDDEN);
         return forbidden(&user, &attrs).into_response();
     }
     req.extensions_mut().insert(User(Arc::clone(&user)));
-    next.run(req).await
+    let response = next.run(req).await;
+    record(Some(&user), response.status());
+    response
+}
+
+/// What the audit log says of a request itself (its URI keeps the query, which never holds a
+/// credential: tokens travel in the `Authorization` header).
+fn audit_request(req: &Request) -> audit::Request {
+    audit::Request {
+        id: crate::registry::object::new_uid(),
+        uri: req.uri().to_string(),
+        source: req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip()),
+        user_agent: req
+            .headers()
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string(),
+        received: jiff::Timestamp::now(),
+    }
 }
