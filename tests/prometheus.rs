@@ -162,7 +162,7 @@ impl UpCluster {
     }
 
     async fn get_text(&self, url: &str) -> String {
-        let resp = self.http.get(url).send().await.unwrap();
+        let resp = self.http.get(url).bearer_auth(&self.token).send().await.unwrap();
         assert_eq!(resp.status(), 200, "GET {url}");
         resp.text().await.unwrap()
     }
@@ -268,6 +268,31 @@ async fn promtool_accepts_metrics_and_the_generated_config() {
     assert!(config.contains("alerts.yml"), "{config}");
 
     let master = c.masters()[0]["api"].as_str().unwrap().to_string();
+    // A master's metrics need a user allowed to read them: Prometheus's token is
+    // (`system:monitoring`), and an anonymous scrape is not.
+    let scrape = |token: Option<String>| {
+        let mut req = c.http.get(format!("{master}/metrics"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(scrape(None).await, 401);
+    let prometheus_token = std::fs::read_to_string(c.data().join("prometheus.token")).unwrap();
+    // (The leader creates the default roles, system:monitoring's among them, as it starts.)
+    eventually(
+        Duration::from_secs(30),
+        "Prometheus's token reads a master's metrics",
+        || {
+            let s = scrape(Some(prometheus_token.clone()));
+            async move { (s.await == 200).then_some(()) }
+        },
+    )
+    .await;
+    assert!(
+        config.contains("credentials_file"),
+        "Prometheus scrapes the masters with its token: {config}"
+    );
     let text = c.get_text(&format!("{master}/metrics")).await;
     assert!(text.contains("keelson_raft_is_leader"), "{text}");
     promtool_check_metrics(&promtool, "a master", &text);

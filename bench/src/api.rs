@@ -42,9 +42,27 @@ pub struct ApiCreates {
     pub stored_bytes: usize,
 }
 
+/// Who pod creators are: the CA their client trusts (a cluster serving HTTPS), the token they
+/// send, and the prefix of the pods' names.
+pub struct Creator {
+    pub ca_pem: Option<Vec<u8>>,
+    pub token: Option<String>,
+    pub prefix: String,
+}
+
 /// `clients` closed-loop creators of fresh pods, client `i` talking to master `i % MEMBERS`;
 /// only requests started after one second of warm-up count.
 async fn creates(c: &Cluster, clients: usize, duration: Duration) -> Level {
+    let who = Creator {
+        ca_pem: None,
+        token: None,
+        prefix: "bench".into(),
+    };
+    creates_by(c, &who, clients, duration).await
+}
+
+/// [`creates`] as `who`.
+pub async fn creates_by(c: &Cluster, who: &Creator, clients: usize, duration: Duration) -> Level {
     let start = Instant::now() + Duration::from_secs(1);
     let end = start + duration;
     let mut tasks = JoinSet::new();
@@ -53,22 +71,30 @@ async fn creates(c: &Cluster, clients: usize, duration: Duration) -> Level {
             "{}/api/v1/namespaces/default/pods",
             c.url((i % MEMBERS) as u64 + 1)
         );
+        let mut builder = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
+        if let Some(pem) = &who.ca_pem {
+            builder =
+                builder.add_root_certificate(reqwest::Certificate::from_pem(pem).expect("CA PEM"));
+        }
+        let token = who.token.clone();
+        let prefix = who.prefix.clone();
         tasks.spawn(async move {
-            let http = reqwest::Client::builder()
-                .timeout(REQUEST_TIMEOUT)
-                .build()
-                .expect("http client");
+            let http = builder.build().expect("http client");
             let (mut lat, mut errors) = (Vec::new(), 0);
             for n in 0u64.. {
                 let t = Instant::now();
                 if t >= end {
                     break;
                 }
-                let body = serde_json::to_vec(&pod(&format!("bench-{i}-{n}"))).expect("json");
-                let ok = http
+                let body = serde_json::to_vec(&pod(&format!("{prefix}-{i}-{n}"))).expect("json");
+                let mut req = http
                     .post(&url)
                     .header("content-type", "application/json")
-                    .body(body)
+                    .body(body);
+                if let Some(t) = &token {
+                    req = req.bearer_auth(t);
+                }
+                let ok = req
                     .send()
                     .await
                     .is_ok_and(|r| r.status() == reqwest::StatusCode::CREATED);

@@ -36,9 +36,12 @@
 //!    (`bench/src/scale.rs`);
 //! 10. `metrics-cost`: write throughput with and without a 1 s `/metrics` scraper
 //!    (`bench/src/metrics_cost.rs`);
-//! 11. `lists`: `kubectl get pods` and API lists of `--pods` pods (`bench/src/lists.rs`).
+//! 11. `lists`: `kubectl get pods` and API lists of `--pods` pods (`bench/src/lists.rs`);
+//! 12. `authz-cost`: pod creates as the administrator, as an RBAC user and with a stored token,
+//!    alternating, and `kubectl auth can-i` latency (`bench/src/authz_cost.rs`).
 
 mod api;
+mod authz_cost;
 mod follow;
 mod harness;
 mod lists;
@@ -166,7 +169,8 @@ pub struct BenchArgs {
     /// metrics-cost: closed-loop key/value writers.
     #[arg(long, default_value_t = 16)]
     pub metrics_clients: usize,
-    /// metrics-cost: rounds of (without, with) scraping, each --duration-secs long.
+    /// metrics-cost: rounds of (without, with) scraping, each --duration-secs long; authz-cost:
+    /// rounds of the three identities.
     #[arg(long, default_value_t = 3)]
     pub metrics_rounds: usize,
     /// keelson masters talk plain HTTP between them (`--insecure-plaintext-peers`) instead of
@@ -212,6 +216,7 @@ pub enum Phase {
     Heartbeats,
     MetricsCost,
     Lists,
+    AuthzCost,
 }
 
 impl Phase {
@@ -356,6 +361,12 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         match metrics_cost::metrics_cost(&args).await {
             Ok(r) => sections.push(metrics_cost::render_metrics_cost(&args, &r)),
             Err(e) => sections.push(failed("metrics-cost", &e)),
+        }
+    }
+    if args.runs(Phase::AuthzCost) {
+        match authz_cost::authz_cost(&args).await {
+            Ok(r) => sections.push(authz_cost::render_authz_cost(&args, &r)),
+            Err(e) => sections.push(failed("authz-cost", &e)),
         }
     }
     for s in &sections {

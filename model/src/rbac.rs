@@ -11,6 +11,9 @@ use serde_json::{json, Value};
 
 /// The group whose members pass every authorization check (kube-apiserver's privileged group).
 pub const MASTERS: &str = "system:masters";
+/// The group bound to `system:monitoring`, which may read the metrics (`keelson up`'s
+/// Prometheus is in it).
+pub const MONITORING: &str = "system:monitoring";
 /// The group every authenticated user belongs to.
 pub const AUTHENTICATED: &str = "system:authenticated";
 /// The group of the nodes' agents.
@@ -269,6 +272,12 @@ pub fn default_cluster_roles() -> Vec<Value> {
         &["selfsubjectaccessreviews"],
         &["create"],
     )];
+    let monitoring = vec![urls(
+        &[
+            "/metrics", "/healthz", "/healthz/*", "/livez", "/livez/*", "/readyz", "/readyz/*",
+        ],
+        &["get"],
+    )];
     let role = |name: &str, rules: Vec<Value>| object("ClusterRole", name, json!({"rules": rules}));
     vec![
         role(
@@ -281,11 +290,13 @@ pub fn default_cluster_roles() -> Vec<Value> {
         role("system:node", node),
         role("system:discovery", discovery),
         role("system:basic-user", basic),
+        role("system:monitoring", monitoring),
     ]
 }
 
 /// The default ClusterRoleBindings: `system:masters` to cluster-admin, every authenticated user
-/// to discovery and to reviewing its own access. `system:node` is bound to nobody: agents are
+/// to discovery and to reviewing its own access, `system:monitoring` to the metrics (what a
+/// Prometheus scraper needs). `system:node` is bound to nobody: agents are
 /// authorized by the Node authorizer, as in Kubernetes since 1.8.
 pub fn default_cluster_role_bindings() -> Vec<Value> {
     let bind = |name: &str, role: &str, group: &str| {
@@ -302,6 +313,7 @@ pub fn default_cluster_role_bindings() -> Vec<Value> {
         bind("cluster-admin", "cluster-admin", MASTERS),
         bind("system:discovery", "system:discovery", AUTHENTICATED),
         bind("system:basic-user", "system:basic-user", AUTHENTICATED),
+        bind("system:monitoring", "system:monitoring", MONITORING),
     ]
 }
 

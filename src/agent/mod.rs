@@ -81,6 +81,18 @@ pub struct AgentArgs {
     /// `<--address>:10250`).
     #[arg(long)]
     pub api_addr: Option<String>,
+    /// The agent's serving certificate (PEM, signed by a CA the masters trust): with it the
+    /// agent serves HTTPS, and container logs only to masters (kubelet's flag). Without it, plain
+    /// HTTP and logs to anyone, for local tests.
+    #[arg(long, requires = "tls_private_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert-file`.
+    #[arg(long, requires = "tls_cert_file")]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// The CA whose client certificates the agent verifies (the masters' peer certificates);
+    /// default: `--ca-file`.
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
     /// Where the agent keeps pods' `emptyDir` volumes (default: a folder named after the node in
     /// the system's temporary directory).
     #[arg(long)]
@@ -149,12 +161,21 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     // An explicit --api-addr must be served; the default may be taken (several agents on one
     // address, as in tests and benchmarks): then the agent runs without its HTTP server.
+    let tls = match (&args.tls_cert_file, &args.tls_private_key_file) {
+        (Some(cert), Some(key)) => {
+            let Some(ca) = args.client_ca_file.as_deref().or(args.ca_file.as_deref()) else {
+                bail!("--tls-cert-file needs --client-ca-file (or --ca-file): the CA of the masters' certificates, which alone may read container logs");
+            };
+            Some(crate::master::tls::server_config(cert, key, Some(ca))?)
+        }
+        _ => None,
+    };
     let (http, api_port) = match &args.api_addr {
         Some(addr) => {
-            let (h, port) = http::serve(addr, logs).await?;
+            let (h, port) = http::serve(addr, logs, tls).await?;
             (Some(h), Some(port))
         }
-        None => match http::serve(&format!("{}:10250", args.address), logs).await {
+        None => match http::serve(&format!("{}:10250", args.address), logs, tls).await {
             Ok((h, port)) => (Some(h), Some(port)),
             Err(e) => {
                 tracing::warn!("{e:#}; running without /metrics, health and log endpoints");

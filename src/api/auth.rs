@@ -3,8 +3,10 @@
 //! A client certificate signed by `--client-ca-file` names its user (CN) and groups (O), as
 //! kube-apiserver reads it; otherwise bearer tokens from a token file, as the API server's `--token-auth-file`: one token per line,
 //! `token,user,uid,"group1,group2"` (Kubernetes' static token CSV; the user defaults to
-//! `admin`, the groups to none). Every authenticated user is also in `system:authenticated`.
-//! Health and readiness answer without a token (and `/metrics`, for now). Without a token file
+//! `admin`, the groups to none), then the tokens kept in the replicated store
+//! (`registry/token.rs`), which the caller looks up. Every authenticated user is also in `system:authenticated`.
+//! Health and readiness answer without a token; `/metrics` needs a user allowed to get that
+//! non-resource URL (`system:monitoring`). Without a token file
 //! the API is open, for local tests, and authorization is off with it; `keelson up` always
 //! creates one, whose token is in `system:masters`.
 
@@ -92,27 +94,47 @@ impl Tokens {
         Ok(Tokens(Some(Arc::new(map))))
     }
 
+    /// Whether requests must authenticate (a token file was given).
+    pub fn required(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// The user of a token of the file.
+    pub fn get(&self, token: &str) -> Option<Arc<UserInfo>> {
+        self.0.as_ref()?.get(token).cloned()
+    }
+
     /// The user a request's `Authorization: Bearer` header names: `Ok(None)` when nothing is
-    /// required, a 401 when the token is missing or unknown.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Arc<UserInfo>>, ApiError> {
-        let Some(map) = &self.0 else {
+    /// required, a 401 when the token is missing or neither in the file nor accepted by
+    /// `stored` (the replicated store's tokens).
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        stored: impl FnOnce(&str) -> Option<Arc<UserInfo>>,
+    ) -> Result<Option<Arc<UserInfo>>, ApiError> {
+        if !self.required() {
             return Ok(None);
-        };
-        let header = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        match header.and_then(|h| h.strip_prefix("Bearer ")) {
-            Some(t) => match map.get(t.trim()) {
-                Some(user) => Ok(Some(user.clone())),
-                None => Err(unauthorized("Unauthorized: invalid bearer token")),
-            },
-            None => Err(unauthorized("Unauthorized: a bearer token is required")),
+        }
+        let token = bearer(headers).ok_or_else(|| unauthorized("a bearer token is required"))?;
+        match self.get(token).or_else(|| stored(token)) {
+            Some(user) => Ok(Some(user)),
+            None => Err(unauthorized("invalid bearer token")),
         }
     }
 }
 
-fn unauthorized(message: &str) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", message)
+/// The token of a request's `Authorization: Bearer` header.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let header = headers.get(axum::http::header::AUTHORIZATION)?;
+    Some(header.to_str().ok()?.strip_prefix("Bearer ")?.trim())
+}
+
+fn unauthorized(why: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "Unauthorized",
+        format!("Unauthorized: {why}"),
+    )
 }
 
 /// The fields of a CSV line: commas separate, double quotes enclose a field with commas (`""`
@@ -137,7 +159,7 @@ fn csv_fields(line: &str) -> Vec<String> {
 
 /// Paths that answer without authentication or authorization.
 pub fn exempt(path: &str) -> bool {
-    matches!(path, "/healthz" | "/livez" | "/readyz" | "/metrics")
+    matches!(path, "/healthz" | "/livez" | "/readyz")
 }
 
 /// The authenticated user of a request (a request extension): authorization and per-user
@@ -162,7 +184,7 @@ mod tests {
         let user = |t: &str| {
             let mut h = HeaderMap::new();
             h.insert("authorization", format!("Bearer {t}").parse().unwrap());
-            tokens.authenticate(&h)
+            tokens.authenticate(&h, |_| None)
         };
         let alice = user("t1").unwrap().unwrap();
         assert_eq!(alice.name, "alice");
@@ -171,7 +193,7 @@ mod tests {
         assert!(user("t3").unwrap().unwrap().in_group("system:masters"));
         assert_eq!(user("nope").unwrap_err().code, StatusCode::UNAUTHORIZED);
         assert_eq!(
-            tokens.authenticate(&HeaderMap::new()).unwrap_err().code,
+            tokens.authenticate(&HeaderMap::new(), |_| None).unwrap_err().code,
             StatusCode::UNAUTHORIZED
         );
     }

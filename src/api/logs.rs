@@ -1,9 +1,10 @@
 //! The `log` subresource of pods: the master finds the pod's node and streams the container's
 //! log from that node's agent (`/containerLogs/{namespace}/{pod}/{container}` on the port the
 //! node reports in `status.daemonEndpoints.kubeletEndpoint.Port`), as kube-apiserver does with
-//! kubelets.
+//! kubelets: over HTTPS, presenting this master's peer certificate (agents serve logs to masters
+//! only) and trusting the peer CA for the agent's serving certificate; over plain HTTP when the
+//! master has no peer certificate (local tests).
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -27,14 +28,39 @@ pub struct LogParams {
     pub tail_lines: Option<i64>,
 }
 
-fn client() -> &'static reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
+/// How this master reaches the agents' log endpoint.
+#[derive(Clone)]
+pub struct Agents {
+    client: reqwest::Client,
+    scheme: &'static str,
+}
+
+impl Agents {
+    /// Plain HTTP, no client certificate.
+    pub fn plain() -> Self {
+        let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .build()
-            .expect("HTTP client")
-    })
+            .expect("HTTP client");
+        Agents {
+            client,
+            scheme: "http",
+        }
+    }
+
+    /// HTTPS with `tls` (this master's peer certificate and the CA it trusts).
+    pub fn tls(tls: &keelson_raft::network::PeerTls) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&tls.ca_pem)?)
+            .identity(reqwest::Identity::from_pem(&tls.identity_pem)?)
+            .build()?;
+        Ok(Agents {
+            client,
+            scheme: "https",
+        })
+    }
 }
 
 fn flag(v: &Option<String>) -> bool {
@@ -107,7 +133,8 @@ pub async fn pod_log(
     }
     let namespace = ns.unwrap_or("default");
     let mut url = format!(
-        "http://{address}:{port}/containerLogs/{namespace}/{name}/{container}?follow={}&previous={}&timestamps={}",
+        "{}://{address}:{port}/containerLogs/{namespace}/{name}/{container}?follow={}&previous={}&timestamps={}",
+        s.agents.scheme,
         flag(&q.follow),
         flag(&q.previous),
         flag(&q.timestamps)
@@ -122,7 +149,9 @@ pub async fn pod_log(
             format!("the agent of node {node_name} does not serve logs: {e}"),
         )
     };
-    let resp = client()
+    let resp = s
+        .agents
+        .client
         .get(&url)
         .send()
         .await

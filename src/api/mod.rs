@@ -24,7 +24,7 @@ mod extract;
 mod fieldvalidation;
 mod kv;
 pub mod limits;
-mod logs;
+pub mod logs;
 mod metrics;
 mod openapi;
 mod patch;
@@ -72,6 +72,8 @@ pub struct ApiState {
     pub limits: Arc<limits::Limits>,
     /// The master's informers, whose indexes narrow lists by label (none: every list scans).
     pub informers: Option<Arc<crate::informer::Informers>>,
+    /// How pods' logs are fetched from their agents.
+    pub agents: logs::Agents,
 }
 
 impl ApiState {
@@ -88,6 +90,7 @@ impl ApiState {
             tls: false,
             limits: limits::Limits::new(limits::LimitConfig::default()),
             informers: None,
+            agents: logs::Agents::plain(),
         }
     }
 

@@ -2,19 +2,21 @@
 //!
 //! Object commands (`get`, `create`, `apply`, `delete`, `scale`, `describe`, `logs`) talk to
 //! core/v1 on any master; `masters` and `kv` manage the quorum and the store's key/value
-//! surface. The cluster comes from a kubeconfig (`--kubeconfig`, `KUBECONFIG`, or the one
+//! surface; `token` the bearer tokens kept in the store. The cluster comes from a kubeconfig (`--kubeconfig`, `KUBECONFIG`, or the one
 //! `keelson up` writes in its data directory), else from `DATA_DIR/cluster.json` and
 //! `tokens.csv`. Failures print as kubectl prints them (`Error from server (NotFound): pods "x"
 //! not found`) and exit with status 1.
 //!
 //! Modules: [`client`] (configuration, HTTP, errors), [`manifest`] (resource names, `-f`
-//! files), [`table`] (table output), [`objects`] (the object commands), [`describe`].
+//! files), [`table`] (table output), [`objects`] (the object commands), [`describe`],
+//! [`token`].
 
 mod client;
 mod describe;
 mod manifest;
 mod objects;
 mod table;
+mod token;
 
 use std::path::PathBuf;
 
@@ -69,6 +71,11 @@ pub enum CtlCommand {
     Masters {
         #[command(subcommand)]
         command: MastersCommand,
+    },
+    /// Bearer tokens kept in the replicated store: create, list, revoke.
+    Token {
+        #[command(subcommand)]
+        command: token::TokenCommand,
     },
     /// The store's key/value surface.
     Kv {
@@ -188,6 +195,7 @@ async fn run_command(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Logs(a) => objects::logs(&ctx, a).await,
         CtlCommand::Masters { command } => masters(&ctx.client, command).await,
         CtlCommand::Kv { command } => kv(&ctx.client, command).await,
+        CtlCommand::Token { command } => token::run(&ctx, command).await,
     }
 }
 

@@ -14,13 +14,15 @@
 //! The caches themselves and the work queue are the `keelson-informer` crate's (`informer/`),
 //! which the agent and the bench also feed, by list and watch. Here: this feeder, and one
 //! projection per kind: `pod.rs`, `node.rs`, `replicationcontroller.rs`, `service.rs`, and
-//! `rbac.rs` for RBAC's four kinds, which the API's authorizer reads.
+//! `rbac.rs` for RBAC's four kinds, which the API's authorizer reads, and `token.rs` for the
+//! stored bearer tokens its authenticator reads.
 
 pub mod node;
 pub mod pod;
 pub mod rbac;
 pub mod replicationcontroller;
 pub mod service;
+pub mod token;
 
 pub use keelson_informer::{cache, queue, remote};
 
@@ -38,6 +40,7 @@ pub use pod::PodFacts;
 pub use rbac::{BindingFacts, RoleFacts};
 pub use replicationcontroller::RcFacts;
 pub use service::ServiceFacts;
+pub use token::TokenFacts;
 
 /// The caches of every kind the control plane reads through them.
 pub struct Informers {
@@ -50,6 +53,8 @@ pub struct Informers {
     pub cluster_roles: Arc<Cache<RoleFacts<true>>>,
     pub role_bindings: Arc<Cache<BindingFacts<false>>>,
     pub cluster_role_bindings: Arc<Cache<BindingFacts<true>>>,
+    /// Stored bearer tokens, which every request bearing one is checked against.
+    pub tokens: Arc<Cache<TokenFacts>>,
     /// The resource version the caches reflect.
     synced: watch::Receiver<u64>,
     /// Asks the feeding thread to report how far it has caught up.
@@ -70,6 +75,7 @@ impl Informers {
             cluster_roles: Default::default(),
             role_bindings: Default::default(),
             cluster_role_bindings: Default::default(),
+            tokens: Default::default(),
             synced,
             nudge: Arc::new(Notify::new()),
         });
@@ -150,6 +156,7 @@ impl Informers {
             Some(RoleFacts::<true>::PLURAL) => self.cluster_roles.apply(key, record),
             Some(BindingFacts::<false>::PLURAL) => self.role_bindings.apply(key, record),
             Some(BindingFacts::<true>::PLURAL) => self.cluster_role_bindings.apply(key, record),
+            Some(TokenFacts::PLURAL) => self.tokens.apply(key, record),
             _ => {}
         }
     }
@@ -158,6 +165,7 @@ impl Informers {
         let (mut pods, mut nodes, mut rcs, mut services) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut rbac: [Vec<(String, Record)>; 4] = Default::default();
+        let mut tokens = Vec::new();
         for (key, record) in records {
             match plural_of(&key) {
                 Some(PodFacts::PLURAL) => pods.push((key, record)),
@@ -168,6 +176,7 @@ impl Informers {
                 Some(RoleFacts::<true>::PLURAL) => rbac[1].push((key, record)),
                 Some(BindingFacts::<false>::PLURAL) => rbac[2].push((key, record)),
                 Some(BindingFacts::<true>::PLURAL) => rbac[3].push((key, record)),
+                Some(TokenFacts::PLURAL) => tokens.push((key, record)),
                 _ => {}
             }
         }
@@ -176,6 +185,7 @@ impl Informers {
         self.cluster_roles.replace(cluster_roles);
         self.role_bindings.replace(role_bindings);
         self.cluster_role_bindings.replace(cluster_role_bindings);
+        self.tokens.replace(tokens);
         // Nodes, controllers and services first: a pod's handlers may look them up.
         self.nodes.replace(nodes);
         self.rcs.replace(rcs);

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use crate::{api, controllers};
 use tokio_util::sync::CancellationToken;
 
-mod http;
+pub mod http;
 pub mod peer_tls;
 pub mod tls;
 
@@ -270,8 +270,12 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
         &guard,
         loops_runtime.as_ref().map(OwnedRuntime::handle),
     );
-    let api_router =
-        api_router(&args, &node, informers, registry, guard, tls.is_some()).merge(heartbeat_routes);
+    let agents = match &peer_files {
+        Some(files) => api::logs::Agents::tls(&files.client()?)?,
+        None => api::logs::Agents::plain(),
+    };
+    let api_router = api_router(&args, &node, informers, registry, guard, tls.is_some(), agents)
+        .merge(heartbeat_routes);
     let api_server = match tls {
         Some(config) => tokio::spawn(http::serve(
             tls::TlsListener::new(api_listener, config)?,
@@ -495,10 +499,12 @@ fn api_router(
     registry: prometheus::Registry,
     guard: api::authz::Guard,
     tls: bool,
+    agents: api::logs::Agents,
 ) -> axum::Router {
     let mut api_state = api::ApiState::new(node.clone(), registry, guard).with_informers(informers);
     api_state.unsafe_stale_reads = args.unsafe_stale_reads;
     api_state.tls = tls;
+    api_state.agents = agents;
     api_state.limits = api::limits::Limits::new(api::limits::LimitConfig {
         max_inflight: args.max_requests_inflight,
         max_mutating: args.max_mutating_requests_inflight,

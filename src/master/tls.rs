@@ -242,18 +242,22 @@ impl ClusterCerts {
         )
     }
 
-    /// Creates node `name`'s client certificate, signed by the CA (which must exist), unless it
-    /// exists: CN `system:node:NAME`, O `system:nodes` (the Node authorizer's identity), usable
-    /// only to call. Remove the two files to re-issue.
-    pub fn ensure_agent(&self, dir: &Path, name: &str) -> anyhow::Result<()> {
+    /// `DIR/agent-NAME-serving.crt` and `.key`: node `NAME`'s serving certificate, for its
+    /// HTTPS port (metrics, health, container logs).
+    pub fn agent_serving_paths(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        (
+            dir.join(format!("agent-{name}-serving.crt")),
+            dir.join(format!("agent-{name}-serving.key")),
+        )
+    }
+
+    /// Creates node `name`'s two certificates, signed by the CA (which must exist), unless they
+    /// exist: its client certificate, CN `system:node:NAME`, O `system:nodes` (the Node
+    /// authorizer's identity), usable only to call; and its serving certificate for `address`,
+    /// `localhost` and 127.0.0.1, usable only to serve. Remove the files to re-issue.
+    pub fn ensure_agent(&self, dir: &Path, name: &str, address: &str) -> anyhow::Result<()> {
         let (cert, key) = Self::agent_paths(dir, name);
-        if cert.is_file() && key.is_file() {
-            return Ok(());
-        }
-        let ca_key = self.ca_key()?;
-        let issuer = rcgen::Issuer::new(ca_params(), ca_key);
         let mut params = rcgen::CertificateParams::default();
-        set_validity(&mut params);
         params.distinguished_name = rcgen::DistinguishedName::new();
         params
             .distinguished_name
@@ -261,13 +265,43 @@ impl ClusterCerts {
         params
             .distinguished_name
             .push(rcgen::DnType::OrganizationName, keelson_model::rbac::NODES);
-        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        self.issue_unless_present(&cert, &key, params)?;
+
+        let (cert, key) = Self::agent_serving_paths(dir, name);
+        let mut names = vec![
+            address.to_string(),
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+        ];
+        names.dedup();
+        let mut params = rcgen::CertificateParams::new(names)?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("system:node:{name}"));
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        self.issue_unless_present(&cert, &key, params)
+    }
+
+    /// Signs `params` (with the validity, key usage and key identifier every certificate here
+    /// has) with the CA into `cert` and `key` (0600), unless both exist.
+    fn issue_unless_present(
+        &self,
+        cert: &Path,
+        key: &Path,
+        mut params: rcgen::CertificateParams,
+    ) -> anyhow::Result<()> {
+        if cert.is_file() && key.is_file() {
+            return Ok(());
+        }
+        let issuer = rcgen::Issuer::new(ca_params(), self.ca_key()?);
+        set_validity(&mut params);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
         params.use_authority_key_identifier_extension = true;
         let pair = rcgen::KeyPair::generate()?;
         let issued = params.signed_by(&pair, &issuer)?;
-        crate::files::write_private(&key, &pair.serialize_pem())?;
-        write_file(&cert, &issued.pem())?;
+        crate::files::write_private(key, &pair.serialize_pem())?;
+        write_file(cert, &issued.pem())?;
         Ok(())
     }
 }

@@ -13,6 +13,7 @@ use super::resource::Resource;
 use super::role::Role;
 use super::rolebinding::RoleBinding;
 use super::service::Service;
+use super::token::Token;
 
 /// Every kind served, in discovery's order (core/v1 first).
 pub static KINDS: &[&dyn Resource] = &[
@@ -27,6 +28,7 @@ pub static KINDS: &[&dyn Resource] = &[
     &ClusterRole,
     &RoleBinding,
     &ClusterRoleBinding,
+    &Token,
 ];
 
 /// What the API serves about every kind, in discovery's order.

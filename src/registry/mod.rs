@@ -17,7 +17,9 @@
 //! - `resource.rs`: the [`resource::Kind`] trait a kind implements and the
 //!   [`resource::Resource`] the rest uses;
 //! - one file per kind: `pod.rs` (with `podspec.rs`), `replicationcontroller.rs`, `service.rs`,
-//!   `endpoints.rs`, `event.rs`, `node.rs`, `namespace.rs`;
+//!   `endpoints.rs`, `event.rs`, `node.rs`, `namespace.rs`; RBAC's `role.rs`, `clusterrole.rs`,
+//!   `rolebinding.rs`, `clusterrolebinding.rs` (with `rbac.rs`); `token.rs`, keelson's stored
+//!   bearer tokens;
 //! - `kinds.rs`: the list of kinds; `strategy.rs`: create and update for every kind;
 //! - this file: [`Registry`], the reads and writes over Raft.
 
@@ -43,6 +45,7 @@ pub use keelson_model::selectors;
 pub mod service;
 mod status;
 pub mod strategy;
+pub mod token;
 pub mod validation;
 
 pub use info::{key, prefix, ResourceInfo, Subresource};

@@ -45,6 +45,15 @@ pub struct Guard {
 }
 
 impl Guard {
+    /// The user of a token kept in the replicated store, if `token` is one, current and not
+    /// expired.
+    fn stored_token(&self, token: &str) -> Option<Arc<UserInfo>> {
+        let (id, secret) = crate::registry::token::split(token)?;
+        let informers = &self.rbac.as_ref()?.informers;
+        let item = informers.tokens.get(&format!("/registry/tokens/{id}"))?;
+        item.facts.authenticate(secret, jiff::Timestamp::now())
+    }
+
     /// Whether `user` may do `attrs`.
     pub fn allows(&self, user: &UserInfo, attrs: &Attributes) -> bool {
         self.decide(user, attrs, None)
@@ -245,8 +254,8 @@ pub fn forbidden(user: &UserInfo, attrs: &Attributes) -> ApiError {
 }
 
 /// Middleware: authenticates the request (its client certificate, else its bearer token),
-/// authorizes it, and hands its user on as a request extension. Health, readiness and metrics
-/// pass as they are; without a token file, so does every request without a certificate.
+/// authorizes it, and hands its user on as a request extension. Health and readiness pass as
+/// they are; without a token file, so does every request without a certificate.
 pub async fn guard(State(guard): State<Guard>, mut req: Request, next: Next) -> Response {
     if exempt(req.uri().path()) {
         return next.run(req).await;
@@ -266,7 +275,7 @@ pub async fn guard(State(guard): State<Guard>, mut req: Request, next: Next) -> 
         .and_then(ClientCertificate::user);
     let user = match certified {
         Some(user) => Arc::new(user),
-        None => match guard.tokens.authenticate(req.headers()) {
+        None => match guard.tokens.authenticate(req.headers(), |t| guard.stored_token(t)) {
             Ok(Some(user)) => user,
             Ok(None) => {
                 let response = next.run(req).await;

@@ -20,7 +20,8 @@ use crate::registry::{self, resources, ResourceInfo};
 pub const META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1";
 
 /// The schema name of a served kind (`io.k8s.api.core.v1.Pod`,
-/// `io.k8s.api.rbac.v1.Role`): the group's first label names its package, as in k8s-openapi.
+/// `io.k8s.api.rbac.v1.Role`): the group's first label names its package, as in k8s-openapi;
+/// keelson's own kinds are named in reverse domain order (`io.keelson.auth.v1.Token`).
 pub fn kind_name(info: &ResourceInfo) -> String {
     named(info, info.kind)
 }
@@ -32,10 +33,15 @@ pub fn list_name(info: &ResourceInfo) -> String {
 
 fn named(info: &ResourceInfo, kind: &str) -> String {
     let package = match info.group {
-        "" => "core",
-        group => group.split('.').next().unwrap_or(group),
+        "" => "io.k8s.api.core".to_string(),
+        group if group.ends_with(".k8s.io") => {
+            format!("io.k8s.api.{}", group.split('.').next().unwrap_or(group))
+        }
+        // keelson's own groups, in reverse domain order (`io.keelson.auth`), as the kind's
+        // typed struct names its schema.
+        group => group.rsplit('.').collect::<Vec<_>>().join("."),
     };
-    format!("io.k8s.api.{package}.{}.{kind}", info.version)
+    format!("{package}.{}.{kind}", info.version)
 }
 
 /// The schema name of `autoscaling/v1` `Scale`.
