@@ -167,9 +167,8 @@ fn ensure_tokens(data_dir: &Path) -> anyhow::Result<String> {
         .or_else(|| text.lines().find_map(token_of))
         .unwrap_or_else(random_id);
     let prometheus = in_group(MONITORING).unwrap_or_else(random_id);
-    let lines = format!(
-        "{admin},admin,admin,{MASTERS}\n{prometheus},prometheus,prometheus,{MONITORING}\n"
-    );
+    let lines =
+        format!("{admin},admin,admin,{MASTERS}\n{prometheus},prometheus,prometheus,{MONITORING}\n");
     if lines != text {
         crate::files::write_private(&path, &lines)?;
     }

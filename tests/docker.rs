@@ -227,9 +227,11 @@ async fn the_seed_runs_on_docker_from_keelson_up() {
     }
 
     // Port 10000 on every agent's address answers, and over a few requests both pods do.
+    // (It also reads the agents' health, served over HTTPS with a certificate of the cluster CA.)
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(2))
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
         .build()
         .unwrap();
     let names = |pods: &[Value]| -> BTreeSet<String> {

@@ -162,7 +162,13 @@ impl UpCluster {
     }
 
     async fn get_text(&self, url: &str) -> String {
-        let resp = self.http.get(url).bearer_auth(&self.token).send().await.unwrap();
+        let resp = self
+            .http
+            .get(url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200, "GET {url}");
         resp.text().await.unwrap()
     }

@@ -791,7 +791,9 @@ async fn stored_tokens_authenticate_on_every_master_until_revoked_or_expired() {
     let (ok, out, err) = ctl(
         &c,
         ids[0],
-        &["token", "create", "--user", "tina", "--group", "viewers", "--ttl", "0"],
+        &[
+            "token", "create", "--user", "tina", "--group", "viewers", "--ttl", "0",
+        ],
     );
     assert!(ok, "token create: {out}{err}");
     let token = out.trim().to_string();
@@ -818,7 +820,10 @@ async fn stored_tokens_authenticate_on_every_master_until_revoked_or_expired() {
     for &m in &ids {
         let deadline = Instant::now() + Duration::from_secs(30);
         while status_with(&c, m, &token, pods).await != 200 {
-            assert!(Instant::now() < deadline, "master {m} never accepted the token");
+            assert!(
+                Instant::now() < deadline,
+                "master {m} never accepted the token"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -832,7 +837,10 @@ async fn stored_tokens_authenticate_on_every_master_until_revoked_or_expired() {
     assert_eq!(resp.status(), 403);
     let refusal: Value = resp.json().await.unwrap();
     assert!(
-        refusal["message"].as_str().unwrap().contains("User \"tina\""),
+        refusal["message"]
+            .as_str()
+            .unwrap()
+            .contains("User \"tina\""),
         "{refusal}"
     );
     // The store keeps the hash, never the secret; the list shows who and until when.
@@ -841,7 +849,10 @@ async fn stored_tokens_authenticate_on_every_master_until_revoked_or_expired() {
     assert!(yaml.contains("sha256:") && !yaml.contains(secret), "{yaml}");
     let (ok, table, err) = ctl(&c, ids[2], &["token", "list"]);
     assert!(ok, "{err}");
-    let row = table.lines().find(|l| l.starts_with(id)).unwrap_or_else(|| panic!("{table}"));
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(id))
+        .unwrap_or_else(|| panic!("{table}"));
     assert!(
         row.split_whitespace()
             .take(5)
@@ -903,13 +914,18 @@ async fn stored_tokens_authenticate_on_every_master_until_revoked_or_expired() {
     let (ok, out, err) = ctl(
         &c,
         ids[0],
-        &["token", "create", "--user", "tina", "--group", "viewers", "--ttl", "3s"],
+        &[
+            "token", "create", "--user", "tina", "--group", "viewers", "--ttl", "3s",
+        ],
     );
     assert!(ok, "{err}");
     let short = out.trim().to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
     while status_with(&c, ids[2], &short, pods).await != 401 {
-        assert!(Instant::now() < deadline, "a 3 s token was still honoured after 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "a 3 s token was still honoured after 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -932,7 +948,11 @@ async fn stored_tokens_authenticate_on_every_master_until_revoked_or_expired() {
     for f in ["metadata.name", "spec.user", "spec.secretHash"] {
         assert!(fields.contains(&f), "{f}: {status}");
     }
-    let (ok, _, err) = ctl(&c, ids[0], &["token", "create", "--user", "x", "--ttl", "soon"]);
+    let (ok, _, err) = ctl(
+        &c,
+        ids[0],
+        &["token", "create", "--user", "x", "--ttl", "soon"],
+    );
     assert!(!ok && err.contains("--ttl"), "{err}");
 }
 
@@ -945,7 +965,12 @@ fn sha256_hex(text: &str) -> String {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let hex = String::from_utf8(out.stdout).unwrap();
     format!("sha256:{}", hex.split_whitespace().next().unwrap())

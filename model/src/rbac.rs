@@ -274,7 +274,13 @@ pub fn default_cluster_roles() -> Vec<Value> {
     )];
     let monitoring = vec![urls(
         &[
-            "/metrics", "/healthz", "/healthz/*", "/livez", "/livez/*", "/readyz", "/readyz/*",
+            "/metrics",
+            "/healthz",
+            "/healthz/*",
+            "/livez",
+            "/livez/*",
+            "/readyz",
+            "/readyz/*",
         ],
         &["get"],
     )];

@@ -193,7 +193,10 @@ mod tests {
         assert!(user("t3").unwrap().unwrap().in_group("system:masters"));
         assert_eq!(user("nope").unwrap_err().code, StatusCode::UNAUTHORIZED);
         assert_eq!(
-            tokens.authenticate(&HeaderMap::new(), |_| None).unwrap_err().code,
+            tokens
+                .authenticate(&HeaderMap::new(), |_| None)
+                .unwrap_err()
+                .code,
             StatusCode::UNAUTHORIZED
         );
     }

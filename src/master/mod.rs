@@ -274,8 +274,16 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
         Some(files) => api::logs::Agents::tls(&files.client()?)?,
         None => api::logs::Agents::plain(),
     };
-    let api_router = api_router(&args, &node, informers, registry, guard, tls.is_some(), agents)
-        .merge(heartbeat_routes);
+    let api_router = api_router(
+        &args,
+        &node,
+        informers,
+        registry,
+        guard,
+        tls.is_some(),
+        agents,
+    )
+    .merge(heartbeat_routes);
     let api_server = match tls {
         Some(config) => tokio::spawn(http::serve(
             tls::TlsListener::new(api_listener, config)?,

@@ -13,8 +13,8 @@
 //! token is revoked by deleting it, and a new one made.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use schemars::JsonSchema;
 use rand::Rng;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -102,7 +102,12 @@ impl Kind for Token {
         col("User", "string", 0, "The user the token authenticates."),
         col("Groups", "string", 0, "The user's groups."),
         col("Usages", "string", 0, "What the token is for."),
-        col("Expires", "string", 0, "When the token stops being honoured."),
+        col(
+            "Expires",
+            "string",
+            0,
+            "When the token stops being honoured.",
+        ),
         AGE,
     ];
 
@@ -133,7 +138,11 @@ impl Kind for Token {
         }
         for (i, group) in spec.groups.iter().enumerate() {
             if group.is_empty() {
-                causes.push(invalid(format!("spec.groups[{i}]"), "", "must not be empty"));
+                causes.push(invalid(
+                    format!("spec.groups[{i}]"),
+                    "",
+                    "must not be empty",
+                ));
             }
         }
         for (i, usage) in spec.usages.iter().enumerate() {
@@ -198,8 +207,7 @@ impl Kind for Token {
 
 fn is_token_text(s: &str, len: usize) -> bool {
     s.len() == len
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
@@ -211,8 +219,7 @@ pub fn is_id(s: &str) -> bool {
 fn is_hash(s: &str) -> bool {
     s.strip_prefix("sha256:").is_some_and(|h| {
         h.len() == 64
-            && h
-                .bytes()
+            && h.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
@@ -226,11 +233,7 @@ pub fn split(token: &str) -> Option<(&str, &str)> {
 /// What a token object keeps of its secret: `sha256:HEX`.
 pub fn hash(secret: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
-    let hex: String = digest
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256:{hex}")
 }
 
@@ -269,7 +272,12 @@ mod tests {
         assert!(is_hash(&hash(&secret)));
         assert!(verify(&secret, &hash(&secret)));
         assert!(!verify("x", &hash(&secret)));
-        for bad in ["abc.def", "ABCDEF.0123456789abcdef0123456789abcdef", "nodot", ""] {
+        for bad in [
+            "abc.def",
+            "ABCDEF.0123456789abcdef0123456789abcdef",
+            "nodot",
+            "",
+        ] {
             assert_eq!(split(bad), None, "{bad}");
         }
         assert_eq!(

@@ -275,7 +275,10 @@ pub async fn guard(State(guard): State<Guard>, mut req: Request, next: Next) -> 
         .and_then(ClientCertificate::user);
     let user = match certified {
         Some(user) => Arc::new(user),
-        None => match guard.tokens.authenticate(req.headers(), |t| guard.stored_token(t)) {
+        None => match guard
+            .tokens
+            .authenticate(req.headers(), |t| guard.stored_token(t))
+        {
             Ok(Some(user)) => user,
             Ok(None) => {
                 let response = next.run(req).await;
