@@ -67,9 +67,9 @@ impl AuditLog {
     }
 }
 
-/// What the audit event says of the request itself.
+/// What the audit event says of the request itself (its `auditID` is drawn when an event is
+/// recorded, so requests that are not recorded cost no id).
 pub struct Request {
-    pub id: String,
     pub uri: String,
     pub source: Option<std::net::IpAddr>,
     pub user_agent: String,
@@ -93,7 +93,7 @@ fn event(request: &Request, user: Option<&UserInfo>, attrs: &Attributes, code: u
         "kind": "Event",
         "apiVersion": "audit.k8s.io/v1",
         "level": "Metadata",
-        "auditID": request.id,
+        "auditID": crate::registry::object::new_uid(),
         "stage": "ResponseComplete",
         "requestURI": request.uri,
         "verb": attrs.verb,
@@ -220,7 +220,6 @@ mod tests {
             },
         };
         let request = Request {
-            id: "1".into(),
             uri: "/api/v1/namespaces/default/pods".into(),
             source: None,
             user_agent: "test".into(),

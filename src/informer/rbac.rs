@@ -7,6 +7,31 @@ use super::cache::Facts;
 
 /// Index: role bindings by namespace.
 pub const BY_NAMESPACE: &str = "namespace";
+/// Index: bindings by the subjects they name ([`subject_keys`]): the cluster role bindings of
+/// a user are found without reading the others.
+pub const BY_SUBJECT: &str = "subject";
+
+/// The index values under which a binding naming `user` is found: `user:NAME` and one
+/// `group:NAME` per group.
+pub fn subject_keys(user: &keelson_model::rbac::UserInfo) -> Vec<String> {
+    std::iter::once(format!("user:{}", user.name))
+        .chain(user.groups.iter().map(|g| format!("group:{g}")))
+        .collect()
+}
+
+/// The index value of a binding's subject (`namespace` the binding's own, the default of a
+/// service account's); `None` for a kind that names nobody.
+fn subject_key(subject: &Subject, namespace: &str) -> Option<String> {
+    match subject.kind.as_str() {
+        "User" => Some(format!("user:{}", subject.name)),
+        "Group" => Some(format!("group:{}", subject.name)),
+        "ServiceAccount" => {
+            let ns = subject.namespace.as_deref().unwrap_or(namespace);
+            Some(format!("user:system:serviceaccount:{ns}:{}", subject.name))
+        }
+        _ => None,
+    }
+}
 
 /// A Role's (`CLUSTER` false) or a ClusterRole's rules.
 #[derive(Debug, Clone)]
@@ -42,7 +67,7 @@ impl<const CLUSTER: bool> Facts for BindingFacts<CLUSTER> {
     } else {
         "rolebindings"
     };
-    const INDEXES: &'static [&'static str] = &[BY_NAMESPACE];
+    const INDEXES: &'static [&'static str] = &[BY_NAMESPACE, BY_SUBJECT];
 
     fn from_object(obj: &Value) -> Self {
         let read = |pointer: &str| obj.pointer(pointer).cloned().unwrap_or(Value::Null);
@@ -60,6 +85,14 @@ impl<const CLUSTER: bool> Facts for BindingFacts<CLUSTER> {
     fn index_values(&self, index: &str) -> Vec<String> {
         match index {
             BY_NAMESPACE => vec![self.namespace.clone()],
+            BY_SUBJECT => {
+                let mut keys: Vec<String> = (self.subjects.iter())
+                    .filter_map(|s| subject_key(s, &self.namespace))
+                    .collect();
+                keys.sort();
+                keys.dedup();
+                keys
+            }
             _ => Vec::new(),
         }
     }

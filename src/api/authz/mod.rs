@@ -305,7 +305,6 @@ pub async fn guard(State(guard): State<Guard>, mut req: Request, next: Next) -> 
 /// credential: tokens travel in the `Authorization` header).
 fn audit_request(req: &Request) -> audit::Request {
     audit::Request {
-        id: crate::registry::object::new_uid(),
         uri: req.uri().to_string(),
         source: req
             .extensions()

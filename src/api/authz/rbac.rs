@@ -8,7 +8,8 @@ use std::sync::Arc;
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use keelson_model::rbac::{rule_allows, subject_applies, Attributes, Target, UserInfo};
 
-use crate::informer::{rbac::BY_NAMESPACE, Informers};
+use crate::informer::rbac::{subject_keys, BY_NAMESPACE, BY_SUBJECT};
+use crate::informer::Informers;
 
 /// RBAC over one master's informers.
 #[derive(Clone)]
@@ -63,9 +64,16 @@ impl Rbac {
     }
 
     /// Calls `f` with each rule bound to `user` (cluster-wide, then in `namespace`) until it
-    /// returns true.
+    /// returns true. Cluster role bindings are found through their subjects' index, so a
+    /// request reads only those naming its user or one of its groups.
     fn visit(&self, user: &UserInfo, namespace: &str, f: &mut dyn FnMut(&PolicyRule) -> bool) {
-        for binding in self.informers.cluster_role_bindings.list() {
+        let bindings = &self.informers.cluster_role_bindings;
+        let mut seen = std::collections::BTreeSet::new();
+        let mine = subject_keys(user)
+            .into_iter()
+            .flat_map(|k| bindings.by_index(BY_SUBJECT, &k))
+            .filter(|b| seen.insert(b.key.clone()));
+        for binding in mine {
             let b = &binding.facts;
             if !b.subjects.iter().any(|s| subject_applies(s, "", user)) {
                 continue;
