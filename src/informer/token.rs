@@ -14,7 +14,8 @@ use crate::registry::token::{self, TokenObject, AUTHENTICATION};
 pub struct TokenFacts {
     /// `None` for a token that does not authenticate (or does not read).
     user: Option<Arc<UserInfo>>,
-    secret_hash: String,
+    /// The digest of its secret, decoded once.
+    digest: token::Digest,
     expiration: Option<jiff::Timestamp>,
 }
 
@@ -26,7 +27,7 @@ impl TokenFacts {
         if self.expiration.is_some_and(|t| now >= t) {
             return None;
         }
-        token::verify(secret, &self.secret_hash).then(|| Arc::clone(user))
+        token::verify(secret, &self.digest).then(|| Arc::clone(user))
     }
 }
 
@@ -35,14 +36,18 @@ impl Facts for TokenFacts {
 
     fn from_object(obj: &Value) -> Self {
         // Stored tokens were validated; one that does not read authenticates nobody.
+        let nobody = TokenFacts {
+            user: None,
+            digest: [0; 32],
+            expiration: None,
+        };
         let Ok(t) = serde_json::from_value::<TokenObject>(obj.clone()) else {
-            return TokenFacts {
-                user: None,
-                secret_hash: String::new(),
-                expiration: None,
-            };
+            return nobody;
         };
         let spec = t.spec;
+        let Some(digest) = token::parse_hash(&spec.secret_hash) else {
+            return nobody;
+        };
         let user = spec.usages.iter().any(|u| u == AUTHENTICATION).then(|| {
             let mut groups = spec.groups;
             groups.push(AUTHENTICATED.to_string());
@@ -57,7 +62,7 @@ impl Facts for TokenFacts {
             .map(|e| e.parse().unwrap_or(jiff::Timestamp::MIN));
         TokenFacts {
             user,
-            secret_hash: spec.secret_hash,
+            digest,
             expiration,
         }
     }

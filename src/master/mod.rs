@@ -261,6 +261,7 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
             informers: informers.clone(),
         }),
         audit,
+        timing: Some(api::authz::timing::GuardMetrics::register(&registry)?),
     };
     let (loops, loops_stop, heartbeat_routes) = start_controllers(
         &args,

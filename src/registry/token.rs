@@ -230,22 +230,42 @@ pub fn split(token: &str) -> Option<(&str, &str)> {
     (is_id(id) && is_token_text(secret, SECRET_LEN)).then_some((id, secret))
 }
 
+/// The SHA-256 of a token's secret.
+pub type Digest = [u8; 32];
+
+fn digest(secret: &str) -> Digest {
+    let d = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
+    d.as_ref().try_into().expect("SHA-256 is 32 bytes")
+}
+
 /// What a token object keeps of its secret: `sha256:HEX`.
 pub fn hash(secret: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
-    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = digest(secret).iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256:{hex}")
 }
 
-/// Whether `secret` is the one whose hash is `stored`, in time independent of where they differ.
-pub fn verify(secret: &str, stored: &str) -> bool {
-    let computed = hash(secret);
-    computed.len() == stored.len()
-        && computed
-            .bytes()
-            .zip(stored.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+/// The digest a stored `sha256:HEX` names; `None` if it is not one.
+pub fn parse_hash(stored: &str) -> Option<Digest> {
+    if !is_hash(stored) {
+        return None;
+    }
+    let hex = stored.strip_prefix("sha256:")?.as_bytes();
+    let mut out = [0u8; 32];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Whether `secret` is the one whose digest is `stored`, in time independent of where they
+/// differ.
+pub fn verify(secret: &str, stored: &Digest) -> bool {
+    digest(secret)
+        .iter()
+        .zip(stored)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
 }
 
 /// A new token's (id, secret), from the operating system's random source.
@@ -270,8 +290,10 @@ mod tests {
         let text = format!("{id}.{secret}");
         assert_eq!(split(&text), Some((id.as_str(), secret.as_str())));
         assert!(is_hash(&hash(&secret)));
-        assert!(verify(&secret, &hash(&secret)));
-        assert!(!verify("x", &hash(&secret)));
+        let stored = parse_hash(&hash(&secret)).unwrap();
+        assert!(verify(&secret, &stored));
+        assert!(!verify("x", &stored));
+        assert_eq!(parse_hash("sha256:xyz"), None);
         for bad in [
             "abc.def",
             "ABCDEF.0123456789abcdef0123456789abcdef",

@@ -10,6 +10,7 @@
 //! - `node.rs`: the Node authorizer (agents write only their own node's objects).
 //! - `rbac.rs`: the authorizer over the informers' roles and bindings.
 //! - `review.rs`: `SelfSubjectAccessReview` (`kubectl auth can-i`).
+//! - `timing.rs`: how long authentication and authorization take (two histograms).
 //!
 //! The same middleware records every mutating request, and every refused one, in the audit log
 //! ([`super::audit`]).
@@ -18,8 +19,10 @@ pub mod attributes;
 pub mod node;
 pub mod rbac;
 pub mod review;
+pub mod timing;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -42,6 +45,8 @@ pub struct Guard {
     pub rbac: Option<rbac::Rbac>,
     /// Where mutating and refused requests are recorded (`--audit-log-path`).
     pub audit: Option<AuditLog>,
+    /// How long authentication and authorization take.
+    pub timing: Option<timing::GuardMetrics>,
 }
 
 impl Guard {
@@ -62,18 +67,29 @@ impl Guard {
     /// Whether `user` may do `attrs`, in Kubernetes' order: `system:masters`, the Node
     /// authorizer (`query`: the request's query string), then RBAC.
     pub fn decide(&self, user: &UserInfo, attrs: &Attributes, query: Option<&str>) -> bool {
+        self.decide_by(user, attrs, query).0
+    }
+
+    /// [`Guard::decide`], and who decided.
+    fn decide_by(
+        &self,
+        user: &UserInfo,
+        attrs: &Attributes,
+        query: Option<&str>,
+    ) -> (bool, timing::Decider) {
         if user.in_group(MASTERS) {
-            return true;
+            return (true, timing::Decider::Masters);
         }
         if let Some(node) = node::node_of(user) {
             let informers = self.rbac.as_ref().map(|r| &*r.informers);
             match node::decide(node, attrs, query, informers) {
-                node::Decision::Allow => return true,
-                node::Decision::Deny => return false,
+                node::Decision::Allow => return (true, timing::Decider::Node),
+                node::Decision::Deny => return (false, timing::Decider::Node),
                 node::Decision::NoOpinion => {}
             }
         }
-        self.rbac.as_ref().is_some_and(|r| r.allows(user, attrs))
+        let allowed = self.rbac.as_ref().is_some_and(|r| r.allows(user, attrs));
+        (allowed, timing::Decider::Rbac)
     }
 
     /// What authorization cannot tell from a request's path, checked on the object as it would
@@ -269,29 +285,47 @@ pub async fn guard(State(guard): State<Guard>, mut req: Request, next: Next) -> 
             }
         }
     };
+    let started = Instant::now();
     let certified = req
         .extensions()
         .get::<ClientCertificate>()
         .and_then(ClientCertificate::user);
-    let user = match certified {
-        Some(user) => Arc::new(user),
-        None => match guard
-            .tokens
-            .authenticate(req.headers(), |t| guard.stored_token(t))
-        {
-            Ok(Some(user)) => user,
-            Ok(None) => {
-                let response = next.run(req).await;
-                record(None, response.status());
-                return response;
-            }
-            Err(e) => {
-                record(None, e.code);
-                return e.into_response();
-            }
-        },
+    let mut method = timing::Method::Certificate;
+    let authenticated = match certified {
+        Some(user) => Ok(Some(Arc::new(user))),
+        None => {
+            method = timing::Method::TokenFile;
+            guard.tokens.authenticate(req.headers(), |t| {
+                method = timing::Method::StoredToken;
+                guard.stored_token(t)
+            })
+        }
     };
-    if !guard.decide(&user, &attrs, req.uri().query()) {
+    if let Some(m) = &guard.timing {
+        let method = match authenticated {
+            Ok(Some(_)) => method,
+            _ => timing::Method::None,
+        };
+        m.authenticated(method, started.elapsed());
+    }
+    let user = match authenticated {
+        Ok(Some(user)) => user,
+        Ok(None) => {
+            let response = next.run(req).await;
+            record(None, response.status());
+            return response;
+        }
+        Err(e) => {
+            record(None, e.code);
+            return e.into_response();
+        }
+    };
+    let started = Instant::now();
+    let (allowed, decider) = guard.decide_by(&user, &attrs, req.uri().query());
+    if let Some(m) = &guard.timing {
+        m.authorized(decider, started.elapsed());
+    }
+    if !allowed {
         record(Some(&user), StatusCode::FORBIDDEN);
         return forbidden(&user, &attrs).into_response();
     }
