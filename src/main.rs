@@ -1,18 +1,20 @@
 //! `keelson`: a container orchestrator with a Raft-replicated control plane.
 //!
 //! Subcommands: `master` (one Raft member with its API server), `up` (a local cluster of
-//! master processes), `ctl` (the command line for people). `bench` runs the keelson-bench
+//! master processes) and `down` (stop it), `ctl` (the command line for people). `bench` runs the keelson-bench
 //! binary (bench/, a crate of its own) beside this one.
 
 mod agent;
 mod api;
 mod controllers;
 mod ctl;
+mod down;
 mod files;
 mod informer;
 mod master;
 mod process;
 mod registry;
+mod snapshot;
 mod up;
 
 use std::ffi::OsString;
@@ -28,6 +30,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: process::logging::LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -36,10 +40,17 @@ enum Command {
     Master(master::MasterArgs),
     /// Start a local cluster (3 or 5 masters as separate processes) and keep it running.
     Up(up::UpArgs),
+    /// Stop what `keelson up` started in a data directory and remove the cluster's containers.
+    Down(down::DownArgs),
     /// Run one node agent: heartbeats, pods, service proxy.
     Agent(agent::AgentArgs),
     /// Build the local images (`keelson/pause`, the seed's `user/mysite`) from a static busybox.
     Images(agent::images::ImagesArgs),
+    /// Backups offline: restore one into a new cluster's data directory, or check one.
+    Snapshot {
+        #[command(subcommand)]
+        command: snapshot::SnapshotCommand,
+    },
     /// Talk to a running cluster.
     Ctl(ctl::CtlArgs),
     /// Measure keelson side by side with etcd (see docs/performance.md).
@@ -95,14 +106,11 @@ fn exec_bench(args: Vec<OsString>) -> anyhow::Error {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KEELSON_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    if let Err(e) = process::logging::init(&cli.log) {
+        eprintln!("keelson: {e:#}");
+        std::process::exit(2);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -112,8 +120,10 @@ fn main() {
             Command::Master(args) => master::run(args).await,
             Command::Agent(args) => agent::run(args).await,
             Command::Up(args) => up::run(args).await,
+            Command::Down(args) => down::run(args).await,
             Command::Images(args) => agent::images::run(args).await,
             Command::Ctl(args) => ctl::run(args).await,
+            Command::Snapshot { command } => snapshot::run(command).await,
             Command::Bench(alias) => Err(exec_bench(alias.args)),
         }
     });

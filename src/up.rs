@@ -15,7 +15,8 @@
 //! builds the local images `keelson/pause` and `user/mysite`) are `node-1..N`, at the masters'
 //! loopback address + 10 + (i − 1) (127.0.0.11, .12… for the default 127.0.0.1; else on `--host`),
 //! serving metrics and container logs on port 10250+i and the services' ports through their
-//! proxies. Stopping `keelson up` leaves the containers running; the next run's agents adopt them.
+//! proxies. Stopping `keelson up` leaves the containers running (and says so); the next run's
+//! agents adopt them, and `keelson down` removes them.
 //! A master that dies (a chaos test's SIGKILL) is reported, not restarted: restarting is
 //! the operator's (or the harness's) decision.
 
@@ -59,6 +60,95 @@ pub struct UpArgs {
     /// Master N listens for Raft peers on this port + N.
     #[arg(long, default_value_t = 7440)]
     pub raft_port_base: u16,
+    /// Each process's log (`master-N.log`, `agent-NAME.log`) is rotated past this size (a
+    /// quantity: `10Mi`, `500k`…).
+    #[arg(long, default_value = "10Mi", value_parser = parse_size)]
+    pub log_max_size: u64,
+    /// Rotated logs kept per process (`master-1.log.1` the newest).
+    #[arg(long, default_value_t = 5)]
+    pub log_max_backups: usize,
+}
+
+/// A size in bytes written as a quantity (`10Mi`, `64k`, `1000`).
+fn parse_size(s: &str) -> Result<u64, String> {
+    match keelson_model::quantity::parse_quantity(s) {
+        Some(v) if v >= 1.0 => Ok(v as u64),
+        _ => Err(format!("{s:?} is not a size such as 10Mi or 500k")),
+    }
+}
+
+/// Where the output of `keelson up`'s processes goes: `DATA_DIR/NAME.log`, rotated by size.
+#[derive(Clone)]
+struct ChildLogs {
+    data_dir: PathBuf,
+    max_bytes: u64,
+    backups: usize,
+}
+
+impl ChildLogs {
+    fn path(&self, name: &str) -> PathBuf {
+        self.data_dir.join(format!("{name}.log"))
+    }
+
+    /// Copies `child`'s standard output and error (both piped), line by line, into its log
+    /// `NAME.log`, each on a thread of its own so a busy disk never slows the cluster's loop.
+    fn attach(&self, name: &str, child: &mut Child) -> anyhow::Result<()> {
+        use crate::process::rotating::{RotatingFile, Rotation};
+        use std::sync::{Arc, Mutex};
+        let path = self.path(name);
+        let file = RotatingFile::open(Rotation {
+            path: path.clone(),
+            max_bytes: self.max_bytes,
+            backups: self.backups,
+        })
+        .with_context(|| format!("open {}", path.display()))?;
+        let file = Arc::new(Mutex::new(file));
+        let stdout = child.stdout.take().map(|s| s.into_owned_fd());
+        let stderr = child.stderr.take().map(|s| s.into_owned_fd());
+        for fd in [stdout, stderr].into_iter().flatten() {
+            let fd = fd.context("take a child's output")?;
+            blocking(&fd)?;
+            let file = file.clone();
+            std::thread::Builder::new()
+                .name(format!("log {name}"))
+                .spawn(move || copy_lines(std::fs::File::from(fd), &file))?;
+        }
+        Ok(())
+    }
+}
+
+/// Clears `O_NONBLOCK` (tokio set it on its pipes), so that a thread can read the pipe.
+fn blocking(fd: &std::os::fd::OwnedFd) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a file descriptor this process owns.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Appends every line read from `from` to `to` until it ends (the process exited).
+fn copy_lines(from: std::fs::File, to: &std::sync::Mutex<crate::process::rotating::RotatingFile>) {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(from);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let mut file = to.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = file.write_record(&line);
+                // Flushed while nothing more is waiting, so `tail -f` sees each line.
+                if reader.buffer().is_empty() {
+                    let _ = file.flush();
+                }
+            }
+        }
+    }
 }
 
 fn random_id() -> String {
@@ -209,9 +299,23 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let token = ensure_tokens(&data_dir)?;
     let exe = std::env::current_exe().context("locate the keelson binary")?;
     // Masters first, then agents; `masters_started` splits the two.
-    let mut children = start_masters(&data_dir, &exe, &certs, &mut file)?;
+    let logs = ChildLogs {
+        data_dir: data_dir.clone(),
+        max_bytes: args.log_max_size,
+        backups: args.log_max_backups,
+    };
+    let mut children = start_masters(&data_dir, &logs, &exe, &certs, &mut file)?;
     let masters_started = children.len();
-    start_agents(&args, &data_dir, &exe, &certs, &mut file, &mut children)?;
+    start_agents(
+        &args,
+        &data_dir,
+        &logs,
+        &exe,
+        &certs,
+        &mut file,
+        &mut children,
+    )?;
+    file.up_pid = Some(std::process::id());
     write_config_files(&data_dir, &file, &ca_pem, &token)?;
 
     let client = api_client(&ca_pem)?;
@@ -219,6 +323,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     print_summary(&args, &data_dir, &file, leader);
     supervise(stop_signal, &mut children, masters_started).await?;
     stop_cluster(&mut children).await;
+    println!(
+        "stopped {} master(s) and {} agent(s); left running: the pods' containers (the next `keelson up` adopts them) — `keelson down --data-dir {}` removes them, `--purge` the data too",
+        masters_started,
+        children.len() - masters_started,
+        args.data_dir.display()
+    );
     Ok(())
 }
 
@@ -283,6 +393,7 @@ fn load_or_create_cluster(args: &UpArgs, data_dir: &Path) -> anyhow::Result<Clus
                 .collect(),
             agents: vec![],
             ca_file: None,
+            up_pid: None,
         },
     })
 }
@@ -314,6 +425,7 @@ fn ensure_certificates(
 /// Starts every master of `file` in turn, recording their pids: the children, named `master N`.
 fn start_masters(
     data_dir: &Path,
+    logs: &ChildLogs,
     exe: &Path,
     certs: &ClusterCerts,
     file: &mut ClusterFile,
@@ -325,7 +437,7 @@ fn start_masters(
         .collect();
     let mut children: Vec<(String, Child)> = Vec::new();
     for m in file.masters.iter_mut() {
-        let child = start_master(data_dir, exe, certs, m, &peers, &file.cluster_id)?;
+        let child = start_master(data_dir, logs, exe, certs, m, &peers, &file.cluster_id)?;
         m.pid = child.id().unwrap_or(0);
         children.push((format!("master {}", m.id), child));
     }
@@ -335,17 +447,13 @@ fn start_masters(
 /// Starts one master logging to `DATA_DIR/master-N.log`, first issuing its peer certificate.
 fn start_master(
     data_dir: &Path,
+    logs: &ChildLogs,
     exe: &Path,
     certs: &ClusterCerts,
     m: &MasterEntry,
     peers: &[String],
     cluster_id: &str,
 ) -> anyhow::Result<Child> {
-    let log_path = data_dir.join(format!("master-{}.log", m.id));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)?;
     let raft_ip = m
         .raft
         .parse::<std::net::SocketAddr>()
@@ -355,7 +463,7 @@ fn start_master(
         .ensure_peer(data_dir, m.id, raft_ip)
         .with_context(|| format!("issue master {}'s peer certificate", m.id))?;
     let (peer_cert, peer_key) = ClusterCerts::peer_paths(data_dir, m.id);
-    let child = Command::new(exe)
+    let mut child = Command::new(exe)
         .arg("master")
         .args(["--id", &m.id.to_string()])
         .arg("--data-dir")
@@ -381,11 +489,12 @@ fn start_master(
         .arg("--peer-trusted-ca-file")
         .arg(&certs.ca_cert)
         .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .context("start a master")?;
+    logs.attach(&format!("master-{}", m.id), &mut child)?;
     Ok(child)
 }
 
@@ -394,6 +503,7 @@ fn start_master(
 fn start_agents(
     args: &UpArgs,
     data_dir: &Path,
+    logs: &ChildLogs,
     exe: &Path,
     certs: &ClusterCerts,
     file: &mut ClusterFile,
@@ -407,12 +517,7 @@ fn start_agents(
             .with_context(|| format!("issue agent {}'s certificates", a.name))?;
         let (cert, key) = ClusterCerts::agent_paths(data_dir, &a.name);
         let (serving_cert, serving_key) = ClusterCerts::agent_serving_paths(data_dir, &a.name);
-        let log_path = data_dir.join(format!("agent-{}.log", a.name));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)?;
-        let child = Command::new(exe)
+        let mut child = Command::new(exe)
             .arg("agent")
             .args(["--name", &a.name])
             .args(["--runtime", &args.runtime])
@@ -438,11 +543,12 @@ fn start_agents(
             .arg("--client-ca-file")
             .arg(&certs.ca_cert)
             .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .context("start an agent")?;
+        logs.attach(&format!("agent-{}", a.name), &mut child)?;
         a.pid = child.id().unwrap_or(0);
         children.push((format!("agent {}", a.name), child));
     }

@@ -14,7 +14,7 @@ const TOKEN: &str = "ctl-test-token";
 
 /// A cluster with a token file, and a kubeconfig for it.
 struct Env {
-    _cluster: Cluster,
+    cluster: Cluster,
     dir: tempfile::TempDir,
     kubeconfig: PathBuf,
 }
@@ -26,7 +26,7 @@ async fn env() -> Env {
     let kubeconfig = dir.path().join("kubeconfig");
     c.write_kubeconfig(&kubeconfig, 2, TOKEN);
     Env {
-        _cluster: c,
+        cluster: c,
         dir,
         kubeconfig,
     }
@@ -436,4 +436,225 @@ async fn bad_input_and_watch() {
     let _ = watcher.kill();
     let _ = watcher.wait();
     assert!(seen, "the watch never printed pod/watched");
+}
+
+/// Polls `ctl ARGS` until `done` holds of its output, for at most 30 s; returns that output.
+fn until(e: &Env, args: &[&str], done: impl Fn(&Output) -> bool) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = e.ctl(args);
+        if done(&out) {
+            return out;
+        }
+        assert!(Instant::now() < deadline, "ctl {args:?}: {}", show(&out));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masters_status_and_cluster_health_show_every_master() {
+    let mut e = env().await;
+    // Every master answers about itself: one leader, the others following, all healthy.
+    let out = until(&e, &["masters", "status"], |o| {
+        let text = String::from_utf8_lossy(&o.stdout);
+        o.status.success()
+            && text
+                .lines()
+                .skip(1)
+                .filter(|l| l.ends_with("   ok"))
+                .count()
+                == 3
+    });
+    let (header, rows) = table(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        header,
+        [
+            "ID",
+            "API",
+            "ROLE",
+            "TERM",
+            "RAFT INDEX",
+            "APPLIED",
+            "LAG",
+            "DB SIZE",
+            "SNAPSHOT",
+            "VERSION",
+            "UPTIME",
+            "HEALTH"
+        ]
+    );
+    assert_eq!(rows.len(), 3, "{}", show(&out));
+    let roles: Vec<&str> = rows.iter().map(|r| r[2].as_str()).collect();
+    assert_eq!(
+        roles.iter().filter(|r| **r == "leader").count(),
+        1,
+        "{roles:?}"
+    );
+    assert_eq!(
+        roles.iter().filter(|r| **r == "follower").count(),
+        2,
+        "{roles:?}"
+    );
+    for r in &rows {
+        assert_eq!(r.len(), 12, "{r:?}");
+        assert!(r[1].starts_with("http"), "{r:?}");
+        assert_eq!(r[9], env!("CARGO_PKG_VERSION"), "{r:?}");
+        assert!(r[7].ends_with('B'), "a size: {r:?}");
+    }
+    // The JSON form, for scripts: every master's own status.
+    let json: Value =
+        serde_json::from_str(&e.ok(&["masters", "status", "-o", "json"])).expect("json");
+    let list = json.as_array().unwrap();
+    assert_eq!(list.len(), 3);
+    for m in list {
+        assert_eq!(m["healthy"], true, "{m}");
+        assert!(m["status"]["db_size_bytes"].as_u64().unwrap() > 0, "{m}");
+        assert!(m["status"]["uptime_seconds"].is_u64(), "{m}");
+        assert_eq!(m["status"]["id"], m["id"], "{m}");
+    }
+    let out = e.ctl(&["cluster", "health"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let healthy = text
+        .lines()
+        .filter(|l| l.starts_with("master ") && l.ends_with(") is healthy"))
+        .count();
+    assert_eq!(healthy, 3, "{text}");
+    assert!(text.contains("cluster is healthy: 3 of 3"), "{text}");
+
+    // One master down (the kubeconfig names master 2): degraded, exit 2, its row unhealthy.
+    e.cluster.kill(3);
+    let out = until(&e, &["cluster", "health"], |o| o.status.code() == Some(2));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("master 3 ("), "{text}");
+    assert!(text.contains("cluster is degraded: 2 of 3"), "{text}");
+    let status = e.ok(&["masters", "status"]);
+    let (_, rows) = table(&status);
+    let row3 = rows
+        .iter()
+        .find(|r| r[0] == "3")
+        .expect("a row for master 3");
+    assert!(row3.last().unwrap().starts_with("unhealthy: "), "{status}");
+    assert_eq!(row3[2], "-", "{status}");
+    // Two down: no quorum, exit 1.
+    e.cluster.kill(1);
+    let out = until(&e, &["cluster", "health"], |o| o.status.code() == Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("cluster is unavailable"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_restores_into_a_new_cluster_with_the_same_objects() {
+    let e = env().await;
+    let manifests = e.file("web.yaml", MANIFESTS);
+    e.ok(&["create", "-f", &manifests]);
+    let pod = |name: &str| {
+        e.file(
+            &format!("{name}.yaml"),
+            &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec: {{containers: [{{name: c, image: i}}]}}\n"),
+        )
+    };
+    e.ok(&["create", "-f", &pod("kept")]);
+    let before = e.json(&["get", "pods", "kept"]);
+
+    // Saved: 0600, whole (no `.part` left), and it says what it holds.
+    let backup = e.dir.path().join("backup.snap");
+    let backup_arg = backup.to_str().unwrap();
+    let said = e.ok(&["snapshot", "save", backup_arg]);
+    assert!(said.starts_with("Snapshot saved at "), "{said}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(!e.dir.path().join("backup.snap.part").exists());
+    let status = Command::new(BIN)
+        .args(["snapshot", "status", backup_arg, "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", show(&status));
+    let header: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let (_, old_id) = e.cluster.peers_and_id();
+    assert_eq!(header["cluster_id"], old_id, "{header}");
+    assert!(header["index"].as_u64().unwrap() > 0, "{header}");
+    assert!(header["records"].as_u64().unwrap() >= 3, "{header}");
+    assert!(said.contains(header["sha256"].as_str().unwrap()), "{said}");
+    // A damaged copy is refused, naming the checksum.
+    let mut bytes = std::fs::read(&backup).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    let damaged = e.dir.path().join("damaged.snap");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let out = Command::new(BIN)
+        .args(["snapshot", "status", damaged.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is damaged: its SHA-256 is"));
+    // Written after the backup: not in it.
+    e.ok(&["create", "-f", &pod("later")]);
+
+    // Three new masters restored from it, then started as a new cluster.
+    let new = Cluster::prepare_with_users(Path::new(BIN), 3, TOKEN, &[], &[]);
+    let (peers, new_id) = new.peers_and_id();
+    let (peers, new_id) = (peers.to_string(), new_id.to_string());
+    for id in new.ids() {
+        let dir = new.spec(id).data_dir.clone();
+        let out = Command::new(BIN)
+            .args(["snapshot", "restore", backup_arg, "--id", &id.to_string()])
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--peers", &peers, "--cluster-id", &new_id])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "restore master {id}: {}", show(&out));
+        // Not twice into the same directory.
+        let again = Command::new(BIN)
+            .args(["snapshot", "restore", backup_arg, "--id", &id.to_string()])
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--peers", &peers])
+            .output()
+            .unwrap();
+        assert_eq!(again.status.code(), Some(1), "{}", show(&again));
+        assert!(String::from_utf8_lossy(&again.stderr).contains("is not empty"));
+    }
+    let restored = Env {
+        cluster: new.serve().await,
+        dir: tempfile::tempdir().unwrap(),
+        kubeconfig: e.dir.path().join("restored.kubeconfig"),
+    };
+    restored
+        .cluster
+        .write_kubeconfig(&restored.kubeconfig, 1, TOKEN);
+    // The same objects, as they were (uid, resource version); nothing written after the backup.
+    let after = restored.json(&["get", "pods", "kept"]);
+    assert_eq!(after["metadata"]["uid"], before["metadata"]["uid"]);
+    assert_eq!(
+        after["metadata"]["resourceVersion"],
+        before["metadata"]["resourceVersion"]
+    );
+    restored.ok(&["get", "rc", "web"]);
+    restored.ok(&["get", "svc", "web"]);
+    let out = restored.ctl(&["get", "pods", "later"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    // A new cluster: its own id; every master healthy; writes go on past the restored versions.
+    let cluster: Value = serde_json::from_str(
+        &String::from_utf8(restored.ctl(&["masters", "status", "-o", "json"]).stdout).unwrap(),
+    )
+    .unwrap();
+    for m in cluster.as_array().unwrap() {
+        assert_eq!(m["status"]["cluster_id"], new_id.as_str(), "{m}");
+    }
+    until(&restored, &["cluster", "health"], |o| o.status.success());
+    restored.ok(&["create", "-f", &pod("fresh")]);
+    let fresh = restored.json(&["get", "pods", "fresh"]);
+    let rv = |v: &Value| {
+        v["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert!(rv(&fresh) > rv(&before), "{fresh}");
+    let header_rv = header["index"].as_u64().unwrap() << 16;
+    assert!(rv(&fresh) > header_rv, "{fresh}");
 }

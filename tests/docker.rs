@@ -126,6 +126,10 @@ struct Up(Child);
 
 impl Drop for Up {
     fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        // SAFETY: signalling our own child, which has not been reaped.
         unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
         let _ = self.0.wait();
     }
@@ -139,7 +143,7 @@ async fn the_seed_runs_on_docker_from_keelson_up() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("cluster");
     let log = std::fs::File::create(dir.path().join("up.log")).unwrap();
-    let _up = Up(Command::new(BIN)
+    let mut up = Up(Command::new(BIN)
         .args(["up", "--masters", "3", "--agents", "2", "--host", &host])
         .arg("--data-dir")
         .arg(&data)
@@ -518,6 +522,73 @@ async fn the_seed_runs_on_docker_from_keelson_up() {
         containers(&cluster).is_empty().then_some(())
     })
     .await;
+
+    // `keelson down` with a pod running: every process stops, its containers are removed.
+    let created = Command::new(BIN)
+        .args(["ctl", "--data-dir"])
+        .arg(&data)
+        .args([
+            "create",
+            "-f",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/seed/pod.json"),
+        ])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "create mysite again: {created:?}");
+    eventually(Duration::from_secs(60), "mysite's container", || async {
+        containers(&cluster)
+            .iter()
+            .any(|c| c.container == "mysite" && c.running)
+            .then_some(())
+    })
+    .await;
+    let down = Command::new(BIN)
+        .args(["down", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&down.stdout);
+    assert!(down.status.success(), "keelson down: {down:?}");
+    assert!(said.contains("stopped keelson up (pid "), "{said}");
+    assert!(said.contains("removed "), "{said}");
+    assert!(
+        containers(&cluster).is_empty(),
+        "containers left after keelson down: {:?}",
+        containers(&cluster)
+    );
+    let status = up.0.wait().unwrap();
+    assert!(
+        status.success(),
+        "keelson up after keelson down: {status:?}"
+    );
+    for p in file["masters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(file["agents"].as_array().unwrap())
+    {
+        let pid = p["pid"].as_u64().unwrap() as i32;
+        // SAFETY: signal 0 only checks that the process exists.
+        let running = unsafe { libc::kill(pid, 0) == 0 };
+        assert!(!running, "pid {pid} still runs after keelson down");
+    }
+    let up_log = std::fs::read_to_string(dir.path().join("up.log")).unwrap();
+    assert!(up_log.contains("keelson down --data-dir"), "{up_log}");
+    // `--purge` also removes the data directory; a second `down` finds no cluster.
+    let purge = Command::new(BIN)
+        .args(["down", "--purge", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(purge.status.success(), "keelson down --purge: {purge:?}");
+    assert!(!data.exists(), "the data directory is still there");
+    let again = Command::new(BIN)
+        .args(["down", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1), "{again:?}");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no cluster in"));
 }
 
 /// A Docker agent process of a test cluster, killed (SIGKILL) when dropped.

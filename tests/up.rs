@@ -244,3 +244,100 @@ fn rand_byte() -> u8 {
         .subsec_nanos()
         % 250) as u8
 }
+
+/// `keelson up --log-format json --log-max-size 4k`: its processes log JSON lines, filtered as
+/// asked, into files rotated by size; `keelson down --purge` stops it all and removes the data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_rotate_as_json_lines_and_down_purges() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let host = format!("127.0.4.{}", 1 + rand_byte());
+    let mut up = Command::new(BIN)
+        .args(["up", "--masters", "3", "--agents", "0", "--host", &host])
+        .args(["--log-format", "json", "--log-filter", "info,keelson=debug"])
+        .args(["--log-max-size", "4k", "--log-max-backups", "2"])
+        .arg("--data-dir")
+        .arg(&data)
+        .env_remove("KEELSON_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn keelson up");
+    let file = wait_ready(&data, &[]).await;
+    let log = data.join("master-1.log");
+    let rotated = |n: usize| data.join(format!("master-1.log.{n}"));
+    // Debug lines come fast enough to fill 4 kB several times over.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !rotated(2).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "master-1.log never rotated twice"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !rotated(3).exists(),
+        "more backups kept than --log-max-backups"
+    );
+    for path in [rotated(1), rotated(2)] {
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.len() <= 4096,
+            "{} holds {} bytes",
+            path.display(),
+            text.len()
+        );
+        assert!(text.ends_with('\n'), "a line was split: {}", path.display());
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+            assert!(
+                v["timestamp"].is_string() && v["level"].is_string(),
+                "{line}"
+            );
+            // The filter: keelson's debug lines, nothing below info from anyone else.
+            let target = v["target"].as_str().unwrap_or("");
+            assert!(
+                target.starts_with("keelson")
+                    || matches!(v["level"].as_str(), Some("INFO" | "WARN" | "ERROR")),
+                "{line}"
+            );
+        }
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "master-1.log");
+    // A filter that does not parse is refused, naming the flag.
+    let bad = Command::new(BIN)
+        .args(["ctl", "--log-filter", "keelson=loud", "masters", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--log-filter"),
+        "{bad:?}"
+    );
+
+    // `keelson down --purge`: up and its masters stop, the data directory goes.
+    let down = Command::new(BIN)
+        .args(["down", "--purge", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(down.status.success(), "keelson down: {down:?}");
+    let said = String::from_utf8_lossy(&down.stdout);
+    assert!(said.contains("stopped keelson up"), "{said}");
+    let status = up.wait().unwrap();
+    assert!(
+        status.success(),
+        "keelson up after keelson down: {status:?}"
+    );
+    let mut out = String::new();
+    use std::io::Read;
+    up.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(out.contains("keelson down --data-dir"), "{out}");
+    for pid in pids(&file) {
+        assert!(!alive(pid), "master pid {pid} still runs");
+    }
+    assert!(!data.exists(), "the data directory is still there");
+}

@@ -269,6 +269,21 @@ impl Cluster {
         users: &[&str],
         extra_args: &[&str],
     ) -> Cluster {
+        Self::prepare_with_users(bin, n, token, users, extra_args)
+            .serve()
+            .await
+    }
+
+    /// [`Cluster::start_with_users`] without starting anything: the masters' addresses, data
+    /// directories and credentials are decided, so a test can prepare their data directories
+    /// (restore a backup) before [`Cluster::serve`].
+    pub fn prepare_with_users(
+        bin: &Path,
+        n: u64,
+        token: &str,
+        users: &[&str],
+        extra_args: &[&str],
+    ) -> Cluster {
         let tmp = tempfile::Builder::new()
             .prefix("keelson-cluster-")
             .tempdir()
@@ -299,7 +314,16 @@ impl Cluster {
         for m in c.masters.values_mut() {
             m.spec.tls = true;
         }
-        for id in 1..=n {
+        c
+    }
+
+    /// Starts every master of a prepared cluster and returns once each serves an
+    /// authenticated request.
+    pub async fn serve(mut self) -> Cluster {
+        let c = &mut self;
+        let token = c.token.clone().expect("a prepared cluster has a token");
+        let token = token.as_str();
+        for id in c.ids() {
             c.spawn(id);
         }
         let http = c
@@ -327,7 +351,12 @@ impl Cluster {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        c
+        self
+    }
+
+    /// The masters' `--peers` (`ID=RAFT/API,…`) and the cluster's `--cluster-id`.
+    pub fn peers_and_id(&self) -> (&str, &str) {
+        (&self.peers, &self.cluster_id)
     }
 
     /// Writes a kubeconfig at `path` for master `via` with the bearer `token` (and the

@@ -16,12 +16,16 @@
 //! - [`node`]: [`node::RaftNode`], the facade the master uses: writes with forwarding to the
 //!   leader, linearizable and local reads, membership changes.
 //! - [`server`]: the Raft port, and [`message`]: keelson's own requests on it.
+//! - [`backup`]: the backup file, taken from a running master, restored into new data
+//!   directories.
 //!
 //! The `storage` feature (on by default) brings the running member: `store`, `feed`,
 //! `network`, `node`, `server` and `metrics`. Without it the crate is its wire format only —
 //! [`codec`], [`command`], [`error`], [`message`] and the type configuration below — which the
 //! fuzz targets link without building RocksDB.
 
+#[cfg(feature = "storage")]
+pub mod backup;
 pub mod codec;
 pub mod command;
 #[cfg(feature = "storage")]

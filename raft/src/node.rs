@@ -745,6 +745,11 @@ impl RaftNode {
         }
     }
 
+    /// The size of this master's database in bytes (its SST files and memtables).
+    pub fn db_size_bytes(&self) -> u64 {
+        store::db_size(&self.db)
+    }
+
     /// True when this master knows a leader and has applied what it has in its log: the
     /// readiness check.
     pub fn is_ready(&self) -> bool {

@@ -7,12 +7,13 @@
 //! becomes `PATH.1`, the older ones shift up to `--audit-log-maxbackup`). When the queue is full
 //! an event is dropped and counted (`keelson_audit_events_dropped_total`).
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 
 use keelson_model::rbac::{Attributes, Target, UserInfo};
 use serde_json::{json, Value};
+
+use crate::process::rotating::RotatingFile;
+pub use crate::process::rotating::Rotation as AuditConfig;
 
 /// Events waiting for the writer at most.
 const QUEUE: usize = 16_384;
@@ -24,18 +25,11 @@ pub struct AuditLog {
     dropped: prometheus::IntCounter,
 }
 
-/// How the log is kept: its path, the size it rotates at, how many rotated files stay.
-#[derive(Debug, Clone)]
-pub struct AuditConfig {
-    pub path: PathBuf,
-    pub max_bytes: u64,
-    pub backups: usize,
-}
-
 impl AuditLog {
     /// Opens (creates, 0600) the log and starts its writer thread.
     pub fn open(config: AuditConfig, registry: &prometheus::Registry) -> anyhow::Result<Self> {
-        let file = open(&config.path)?;
+        let file = RotatingFile::open(config.clone())
+            .map_err(|e| anyhow::anyhow!("--audit-log-path {}: {e}", config.path.display()))?;
         let (tx, rx) = sync_channel(QUEUE);
         let dropped = prometheus::IntCounter::new(
             "keelson_audit_events_dropped_total",
@@ -44,7 +38,7 @@ impl AuditLog {
         registry.register(Box::new(dropped.clone()))?;
         std::thread::Builder::new()
             .name("audit".into())
-            .spawn(move || write_forever(config, file, rx))?;
+            .spawn(move || write_forever(file, rx))?;
         Ok(AuditLog { tx, dropped })
     }
 
@@ -127,68 +121,23 @@ fn event(request: &Request, user: Option<&UserInfo>, attrs: &Attributes, code: u
     event
 }
 
-fn open(path: &Path) -> anyhow::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| anyhow::anyhow!("--audit-log-path {}: {e}", path.display()))
-}
-
-/// The path of rotated file `n` (`PATH.n`).
-fn rotated(path: &Path, n: usize) -> PathBuf {
-    let mut p = path.as_os_str().to_owned();
-    p.push(format!(".{n}"));
-    PathBuf::from(p)
-}
-
-fn write_forever(config: AuditConfig, file: std::fs::File, rx: Receiver<Vec<u8>>) {
-    let mut size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut out = std::io::BufWriter::new(file);
+fn write_forever(mut file: RotatingFile, rx: Receiver<Vec<u8>>) {
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         while let Some(line) = next.take() {
-            if size > 0 && size + line.len() as u64 > config.max_bytes {
-                let _ = out.flush();
-                match rotate(&config) {
-                    Ok(file) => {
-                        out = std::io::BufWriter::new(file);
-                        size = 0;
-                    }
-                    Err(e) => tracing::warn!("audit log: cannot rotate: {e}"),
-                }
-            }
-            if let Err(e) = out.write_all(&line) {
+            if let Err(e) = file.write_record(&line) {
                 tracing::warn!("audit log: {e}");
             }
-            size += line.len() as u64;
             next = rx.try_recv().ok();
         }
-        let _ = out.flush();
+        let _ = file.flush();
     }
-}
-
-/// `PATH.(n-1)` → `PATH.n` down to `PATH` → `PATH.1` (the oldest beyond `backups` removed), and
-/// a new, empty `PATH`.
-fn rotate(config: &AuditConfig) -> anyhow::Result<std::fs::File> {
-    let path = &config.path;
-    if config.backups == 0 {
-        std::fs::remove_file(path)?;
-    } else {
-        let _ = std::fs::remove_file(rotated(path, config.backups));
-        for n in (1..config.backups).rev() {
-            let _ = std::fs::rename(rotated(path, n), rotated(path, n + 1));
-        }
-        std::fs::rename(path, rotated(path, 1))?;
-    }
-    open(path)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process::rotating::rotated;
 
     #[test]
     fn the_log_rotates_by_size_and_keeps_its_backups() {
@@ -229,7 +178,7 @@ mod tests {
             log.record(&request, Some(&user), &attrs, 201);
         }
         drop(log);
-        write_forever(config, open(&path).unwrap(), rx);
+        write_forever(RotatingFile::open(config).unwrap(), rx);
         assert!(rotated(&path, 2).exists());
         assert!(!rotated(&path, 3).exists());
         for n in 1..=2 {

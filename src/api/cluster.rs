@@ -1,25 +1,77 @@
 //! Membership of the master quorum: `GET /cluster`, `POST /cluster/masters`,
-//! `DELETE /cluster/masters/{id}`. Changes are forwarded to the leader, which adds a master as a
-//! learner (waiting until it has caught up) before making it a voter.
+//! `DELETE /cluster/masters/{id}`, `GET /cluster/snapshot` (a backup). Changes are forwarded to the leader, which adds a master as a
+//! learner (waiting until it has caught up) before making it a voter. `GET /cluster` is what
+//! `keelson ctl masters status` and `cluster health` ask each master.
 
 use axum::extract::{Path, State};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use keelson_raft::node::{AdminRequest, NodeStatus};
 use keelson_raft::{MasterNode, NodeId};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiState};
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/cluster", get(status))
+        .route("/cluster/snapshot", get(snapshot))
         .route("/cluster/masters", post(add))
         .route("/cluster/masters/{id}", delete(remove))
 }
 
-async fn status(State(s): State<ApiState>) -> Json<NodeStatus> {
-    Json(s.node.status())
+/// What a master says of itself at `GET /cluster`: its Raft view of the cluster, and what an
+/// operator checks at a glance (as `etcdctl endpoint status`).
+#[derive(Serialize)]
+struct MasterStatus {
+    #[serde(flatten)]
+    raft: NodeStatus,
+    /// The keelson version this master runs.
+    version: &'static str,
+    uptime_seconds: u64,
+    /// Its database's size (RocksDB's SST files and memtables).
+    db_size_bytes: u64,
+    /// Whether it serves: knows a leader and has applied what it holds (`/readyz`).
+    ready: bool,
+}
+
+async fn status(State(s): State<ApiState>) -> Json<MasterStatus> {
+    Json(MasterStatus {
+        raft: s.node.status(),
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: s.started.elapsed().as_secs(),
+        db_size_bytes: s.node.db_size_bytes(),
+        ready: s.node.is_ready(),
+    })
+}
+
+/// A backup of the state (`keelson ctl snapshot save`): the file of `keelson_raft::backup`,
+/// taken after a read barrier and streamed in 1 MiB pieces; its header also in
+/// `X-Keelson-Backup`. A non-resource URL: only those RBAC lets `get /cluster/snapshot` (the
+/// administrators) may take one, for it holds every object, secrets too.
+async fn snapshot(State(s): State<ApiState>) -> Result<axum::response::Response, ApiError> {
+    let (header, file) = s.node.backup().await?;
+    tracing::info!(
+        index = header.index,
+        records = header.records,
+        bytes = file.len(),
+        "backup taken"
+    );
+    const PIECE: usize = 1 << 20;
+    let file = bytes::Bytes::from(file);
+    let pieces: Vec<Result<bytes::Bytes, std::io::Error>> = (0..file.len())
+        .step_by(PIECE)
+        .map(|at| Ok(file.slice(at..(at + PIECE).min(file.len()))))
+        .collect();
+    let body = axum::body::Body::from_stream(futures::stream::iter(pieces));
+    Ok(axum::response::Response::builder()
+        .header("content-type", "application/octet-stream")
+        .header(
+            "x-keelson-backup",
+            serde_json::to_string(&header).unwrap_or_default(),
+        )
+        .body(body)
+        .expect("a response"))
 }
 
 #[derive(Deserialize)]

@@ -74,6 +74,8 @@ pub struct ApiState {
     pub informers: Option<Arc<crate::informer::Informers>>,
     /// How pods' logs are fetched from their agents.
     pub agents: logs::Agents,
+    /// When this master started serving (its uptime at `GET /cluster`).
+    pub started: std::time::Instant,
 }
 
 impl ApiState {
@@ -91,6 +93,7 @@ impl ApiState {
             limits: limits::Limits::new(limits::LimitConfig::default()),
             informers: None,
             agents: logs::Agents::plain(),
+            started: std::time::Instant::now(),
         }
     }
 

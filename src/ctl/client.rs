@@ -391,6 +391,63 @@ impl Client {
         self.json(Method::GET, path, None).await
     }
 
+    /// GETs `path` from one given master (`server`, its API URL), with this client's
+    /// credentials, waiting at most `timeout`: for questions each master answers of itself.
+    pub async fn get_from(
+        &self,
+        server: &str,
+        path: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
+        let req = self
+            .http
+            .get(format!("{}{path}", server.trim_end_matches('/')));
+        let resp = self.send_to(req.timeout(timeout), timeout).await?;
+        let code = resp.status();
+        let bytes = resp.bytes().await?;
+        if !code.is_success() {
+            return Err(ServerError::from_body(code, &bytes).into());
+        }
+        serde_json::from_slice(&bytes).with_context(|| format!("the answer to {path} is not JSON"))
+    }
+
+    /// GETs `path` from one given master as a stream of any length (a backup); a failure is a
+    /// [`ServerError`].
+    pub async fn stream_from(&self, server: &str, path: &str) -> anyhow::Result<reqwest::Response> {
+        let req = self
+            .streaming
+            .get(format!("{}{path}", server.trim_end_matches('/')));
+        let resp = self.send_to(req, Duration::from_secs(5)).await?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let code = resp.status();
+        let bytes = resp.bytes().await.unwrap_or_default();
+        Err(ServerError::from_body(code, &bytes).into())
+    }
+
+    /// Sends `req` with this client's credentials; a failure to send says why.
+    async fn send_to(
+        &self,
+        mut req: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> anyhow::Result<reqwest::Response> {
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.map_err(|e| {
+            // reqwest's own message names only "error sending request": say why.
+            let cause = std::error::Error::source(&e)
+                .and_then(std::error::Error::source)
+                .map(ToString::to_string);
+            match cause {
+                Some(c) if e.is_connect() => anyhow!("cannot connect: {c}"),
+                _ if e.is_timeout() => anyhow!("no answer in {timeout:?}"),
+                _ => anyhow!("{e}"),
+            }
+        })
+    }
+
     /// A request with a JSON body.
     pub async fn send_json(
         &self,

@@ -2,19 +2,22 @@
 //!
 //! Object commands (`get`, `create`, `apply`, `delete`, `scale`, `describe`, `logs`) talk to
 //! core/v1 on any master; `masters` and `kv` manage the quorum and the store's key/value
-//! surface; `token` the bearer tokens kept in the store. The cluster comes from a kubeconfig (`--kubeconfig`, `KUBECONFIG`, or the one
+//! surface, `cluster health` checks it, `snapshot save` backs it up; `token` the bearer tokens
+//! kept in the store. The cluster comes from a kubeconfig (`--kubeconfig`, `KUBECONFIG`, or the one
 //! `keelson up` writes in its data directory), else from `DATA_DIR/cluster.json` and
 //! `tokens.csv`. Failures print as kubectl prints them (`Error from server (NotFound): pods "x"
 //! not found`) and exit with status 1.
 //!
 //! Modules: [`client`] (configuration, HTTP, errors), [`manifest`] (resource names, `-f`
 //! files), [`table`] (table output), [`objects`] (the object commands), [`describe`],
-//! [`token`].
+//! [`token`], [`status`] (masters status, cluster health), [`snapshot`] (backups).
 
 mod client;
 mod describe;
 mod manifest;
 mod objects;
+mod snapshot;
+mod status;
 mod table;
 mod token;
 
@@ -72,6 +75,16 @@ pub enum CtlCommand {
         #[command(subcommand)]
         command: MastersCommand,
     },
+    /// Backups: `snapshot save FILE` (restore one with `keelson snapshot restore`).
+    Snapshot {
+        #[command(subcommand)]
+        command: snapshot::SnapshotCommand,
+    },
+    /// The cluster as a whole: its health.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Bearer tokens kept in the replicated store: create, list, revoke.
     Token {
         #[command(subcommand)]
@@ -101,6 +114,20 @@ pub enum MastersCommand {
     },
     /// Remove a master from the quorum.
     Remove { id: u64 },
+    /// Every master asked about itself: role, term, log and applied index, lag, database size,
+    /// snapshot, version, uptime and health, one row each (`etcdctl endpoint status`).
+    Status {
+        /// Output format: table (default) or json.
+        #[arg(short = 'o', long)]
+        output: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Whether every master serves under one leader. Exit status: 0 healthy, 2 degraded (a
+    /// quorum serves, some master does not), 1 unavailable.
+    Health,
 }
 
 #[derive(Subcommand, Debug)]
@@ -195,6 +222,10 @@ async fn run_command(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Logs(a) => objects::logs(&ctx, a).await,
         CtlCommand::Masters { command } => masters(&ctx.client, command).await,
         CtlCommand::Kv { command } => kv(&ctx.client, command).await,
+        CtlCommand::Snapshot { command } => snapshot::run(&ctx.client, command).await,
+        CtlCommand::Cluster {
+            command: ClusterCommand::Health,
+        } => status::cluster_health(&ctx.client).await,
         CtlCommand::Token { command } => token::run(&ctx, command).await,
     }
 }
@@ -214,6 +245,7 @@ async fn masters(c: &Client, command: MastersCommand) -> anyhow::Result<()> {
             println!("master {id} removed");
             print_members(&status);
         }
+        MastersCommand::Status { output } => status::masters_status(c, output.as_deref()).await?,
     }
     Ok(())
 }

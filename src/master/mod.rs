@@ -145,7 +145,10 @@ pub struct MasterArgs {
 }
 
 /// A parsed `--peers` entry; API addresses become `SCHEME://API_ADDR`.
-fn parse_peers(peers: &[String], scheme: &str) -> anyhow::Result<BTreeMap<NodeId, MasterNode>> {
+pub(crate) fn parse_peers(
+    peers: &[String],
+    scheme: &str,
+) -> anyhow::Result<BTreeMap<NodeId, MasterNode>> {
     let mut out = BTreeMap::new();
     for p in peers.iter().filter(|p| !p.is_empty()) {
         let (id, addrs) = p

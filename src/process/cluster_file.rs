@@ -38,6 +38,9 @@ pub struct ClusterFile {
     /// The CA that signed the masters' serving certificate (PEM), for clients of the API.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// The `keelson up` process that started them (what `keelson down` stops first).
+    #[serde(default)]
+    pub up_pid: Option<u32>,
 }
 
 impl ClusterFile {

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, DB};
 
 pub use log::LogStore;
-pub use state::{Shared, SmState, StateMachine};
+pub use state::{Export, Shared, SmState, StateMachine};
 
 use crate::codec;
 use crate::feed::WindowLimits;
@@ -42,6 +42,25 @@ const KEY_FORMAT: &[u8] = b"format";
 /// log indexes) and are refused: their stored versions would go backwards.
 pub const FORMAT: u32 = 2;
 const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
+
+/// The database's size as RocksDB accounts it: the live SST files and the memtables of every
+/// column family (the write-ahead log aside). Properties RocksDB keeps up to date, so this costs
+/// no directory walk: cheap enough for every `GET /cluster`.
+pub(crate) fn db_size(db: &DB) -> u64 {
+    const PROPERTIES: [&str; 2] = [
+        "rocksdb.total-sst-files-size",
+        "rocksdb.size-all-mem-tables",
+    ];
+    [CF_LOGS, CF_META, CF_STATE]
+        .iter()
+        .filter_map(|name| db.cf_handle(name))
+        .flat_map(|cf| {
+            PROPERTIES
+                .iter()
+                .filter_map(move |p| db.property_int_value_cf(&cf, *p).ok().flatten())
+        })
+        .sum()
+}
 
 /// Why a data directory cannot be used by this master.
 #[derive(Debug, thiserror::Error)]

@@ -341,6 +341,43 @@ fn write_applied(
     Ok(())
 }
 
+/// The whole state at one applied entry, as snapshot data ([`Shared::export`]).
+pub struct Export {
+    pub last_applied: Option<LogId<NodeId>>,
+    pub membership: StoredMembership<NodeId, MasterNode>,
+    /// Snapshot data: `codec::encode(&Vec<(String, Record)>)`.
+    pub data: Vec<u8>,
+    pub records: u64,
+}
+
+impl Shared {
+    /// The state as snapshot data, read from a RocksDB snapshot taken under the state lock, so
+    /// the lock is held only for an instant and apply goes on meanwhile: apply writes the
+    /// `state` column family and the last-applied id in one batch under that lock, so the view
+    /// and the last-applied id read with it describe the same state. Blocking: call it off the
+    /// async threads.
+    pub fn export(&self) -> Result<Export, String> {
+        let db = &self.db;
+        let (view, last_applied, membership, records) = {
+            let st = self.state.read().expect("state lock");
+            (
+                db.snapshot(),
+                st.last_applied,
+                st.membership.clone(),
+                st.space.len() as u64,
+            )
+        };
+        let cf = db.cf_handle(CF_STATE).expect("state cf");
+        let data = snapshot::encode_records(view.iterator_cf(&cf, IteratorMode::Start))?;
+        Ok(Export {
+            last_applied,
+            membership,
+            data,
+            records,
+        })
+    }
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     /// Builds on a blocking thread: serializing every record and syncing the file takes long
     /// with a large state (hundreds of ms at a million records), and on Raft's own two threads
@@ -354,23 +391,17 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
 }
 
 impl StateMachine {
-    /// Reads the records from a RocksDB snapshot taken under the state lock, so the lock is held
-    /// only for an instant and apply goes on meanwhile: apply writes the `state` column family
-    /// and the last-applied id in one batch under that lock, so the view and the last-applied id
-    /// read with it describe the same state.
+    /// Builds a snapshot of the state ([`Shared::export`]) and makes it the current one.
     fn build_snapshot_now(&self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        fn read_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
-            storage_err(StorageIOError::read_state_machine, e)
-        }
-        let db = &self.shared.db;
-        let (view, last_applied, membership) = {
-            let st = self.shared.state.read().expect("state lock");
-            (db.snapshot(), st.last_applied, st.membership.clone())
-        };
-        let cf = db.cf_handle(CF_STATE).expect("state cf");
-        let data = snapshot::encode_records(view.iterator_cf(&cf, IteratorMode::Start))
-            .map_err(read_err)?;
-        drop(view);
+        let Export {
+            last_applied,
+            membership,
+            data,
+            ..
+        } = self
+            .shared
+            .export()
+            .map_err(|e| storage_err(StorageIOError::read_state_machine, e))?;
         let seq = self.shared.snapshot_seq.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, seq),
