@@ -67,17 +67,32 @@ fn status(file: &std::path::Path, output: Option<&str>) -> anyhow::Result<()> {
             let taken = jiff::Timestamp::from_second(header.taken_at as i64)
                 .map(|t| t.to_string())
                 .unwrap_or_default();
-            println!("CLUSTER            INDEX   TERM   RECORDS   SIZE        TAKEN BY   TAKEN AT               SHA-256");
-            println!(
-                "{:<18} {:<7} {:<6} {:<9} {:<11} {:<10} {:<22} {}",
-                header.cluster_id,
-                header.index,
-                header.term,
-                header.records,
-                header.data_bytes,
-                format!("master {}", header.taken_by),
-                taken,
-                sum
+            let rows = [
+                [
+                    "CLUSTER",
+                    "INDEX",
+                    "TERM",
+                    "RECORDS",
+                    "DATA BYTES",
+                    "TAKEN BY",
+                    "TAKEN AT",
+                    "SHA-256",
+                ]
+                .map(String::from),
+                [
+                    header.cluster_id,
+                    header.index.to_string(),
+                    header.term.to_string(),
+                    header.records.to_string(),
+                    header.data_bytes.to_string(),
+                    format!("master {}", header.taken_by),
+                    taken,
+                    sum,
+                ],
+            ];
+            print!(
+                "{}",
+                crate::ctl::table::Table::default().render(&rows.map(Vec::from))
             );
         }
         Some(other) => anyhow::bail!("unknown output format {other:?}: expected table or json"),

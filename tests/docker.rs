@@ -863,3 +863,126 @@ fn without_docker_the_agent_and_up_say_so_in_one_line() {
         );
     }
 }
+
+/// A backup restored into a new cluster: its agent adopts the containers of the pods the
+/// backup holds (the same containers, not restarted) and removes those of pods it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restore_agents_adopt_the_pods_it_holds_and_remove_the_others() {
+    build_images();
+    let bin = std::path::Path::new(BIN);
+    let c = Cluster::start(bin, 3, &[]);
+    c.wait_leader(Duration::from_secs(30))
+        .await
+        .expect("leader");
+    let old_label = format!("io.keelson.cluster={}", c.cluster_id);
+    let _cleanup = Cleanup(old_label.clone());
+    let [x, y, _] = random_loopback();
+    let address = format!("127.{x}.{y}.31");
+    let mut agent = Agent::start(&c, "dock-r", &address);
+    let api = Api::of(&c);
+    let pod = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "r"}},
+            "spec": {"terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "web", "image": "user/mysite", "ports": [{"containerPort": 80}]}]}})
+    };
+    let (code, v) = api
+        .call("POST", &format!("{NS}/pods"), Some(&pod("kept")))
+        .await;
+    assert_eq!(code, 201, "{v}");
+    let kept = eventually(Duration::from_secs(90), "kept runs", || {
+        ready_uid(&api, "kept")
+    })
+    .await;
+    let backups = tempfile::tempdir().unwrap();
+    let backup = backups.path().join("backup.snap");
+    let saved = Command::new(BIN)
+        .args(["ctl", "--server", &c.url(1), "--data-dir"])
+        .arg(c.root().join("none"))
+        .args(["snapshot", "save"])
+        .arg(&backup)
+        .output()
+        .unwrap();
+    assert!(saved.status.success(), "snapshot save: {saved:?}");
+    // Created after the backup: the restored cluster never heard of it.
+    let (code, v) = api
+        .call("POST", &format!("{NS}/pods"), Some(&pod("gone")))
+        .await;
+    assert_eq!(code, 201, "{v}");
+    let gone = eventually(Duration::from_secs(90), "gone runs", || {
+        ready_uid(&api, "gone")
+    })
+    .await;
+    let before = running_by_pod(&old_label);
+    assert!(
+        before.contains_key(&kept) && before.contains_key(&gone),
+        "{before:?}"
+    );
+
+    // The old cluster goes (masters and agent killed; the containers stay), a new one is
+    // restored from the backup, and the agent comes back to it.
+    agent.kill();
+    drop(c);
+    let root = tempfile::tempdir().unwrap();
+    let mut restored = Cluster::new_in(bin, root.path(), 3, &[]);
+    let (peers, id) = restored.peers_and_id();
+    let (peers, id) = (peers.to_string(), id.to_string());
+    let new_label = format!("io.keelson.cluster={id}");
+    let _cleanup_new = Cleanup(new_label.clone());
+    for n in restored.ids() {
+        let out = Command::new(BIN)
+            .args(["snapshot", "restore"])
+            .arg(&backup)
+            .arg("--data-dir")
+            .arg(&restored.spec(n).data_dir)
+            .args([
+                "--id",
+                &n.to_string(),
+                "--peers",
+                &peers,
+                "--cluster-id",
+                &id,
+            ])
+            .args(["--api-scheme", "http"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "restore master {n}: {out:?}");
+    }
+    restored.start_all();
+    restored
+        .wait_leader(Duration::from_secs(30))
+        .await
+        .expect("a leader in the restored cluster");
+    let _agent = Agent::start(&restored, "dock-r", &address);
+    let api = Api::of(&restored);
+    // gone's container removed; kept's the very same container, still running.
+    eventually(
+        Duration::from_secs(60),
+        "gone's container removed",
+        || async { (!running_by_pod(&old_label).contains_key(&gone)).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        running_by_pod(&old_label).get(&kept),
+        before.get(&kept),
+        "kept's container was replaced"
+    );
+    // Adopted, not duplicated: the agent started no container of its own for kept.
+    assert!(
+        containers(&new_label).is_empty(),
+        "containers started anew: {:?}",
+        running_by_pod(&new_label)
+    );
+    assert_eq!(
+        ready_uid(&api, "kept").await,
+        Some(kept),
+        "kept in the restored cluster"
+    );
+    let (code, _) = api.call("GET", &format!("{NS}/pods/gone"), None).await;
+    assert_eq!(code, 404);
+}
+
+/// The uid of pod `name` in the default namespace once it is Ready.
+async fn ready_uid(api: &Api, name: &str) -> Option<String> {
+    let (code, p) = api.call("GET", &format!("{NS}/pods/{name}"), None).await;
+    (code == 200 && pod_ready(&p)).then(|| p["metadata"]["uid"].as_str().unwrap_or("").to_string())
+}

@@ -57,16 +57,16 @@ pub struct BackupHeader {
     pub records: u64,
     /// The length of its data.
     pub data_bytes: u64,
+    /// The clusters the one it was taken from was itself restored from, newest first.
+    #[serde(default)]
+    pub restored_from: Vec<String>,
 }
 
 /// Why a backup cannot be read or restored.
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{path} is not a keelson backup ({reason})")]
     NotBackup { path: String, reason: String },
     #[error("{path} is damaged: its SHA-256 is {actual}, the file says {recorded}")]
@@ -108,9 +108,9 @@ pub fn read(path: &Path) -> Result<(BackupHeader, Vec<u8>, String), BackupError>
     let mut bytes = Vec::new();
     std::fs::File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(|source| BackupError::Io {
+        .map_err(|error| BackupError::Io {
             path: shown.clone(),
-            source,
+            error,
         })?;
     let not = |reason: &str| BackupError::NotBackup {
         path: shown.clone(),
@@ -190,6 +190,11 @@ pub async fn restore(
     let db = store::open_db(data_dir).map_err(|e| fail("open the database", &e))?;
     store::check_identity(&db, data_dir, id, Some(cluster_id))
         .map_err(|e| fail("record the master's identity", &e))?;
+    // Its lineage: agents adopt (or remove) the containers of the clusters it came from.
+    let mut lineage = vec![header.cluster_id.clone()];
+    lineage.extend(header.restored_from.iter().cloned());
+    lineage.retain(|c| c != cluster_id);
+    store::record_restored_from(&db, &lineage).map_err(|e| fail("record its lineage", &e))?;
     // Applied at the backup's index, under term 0: the new cluster's first leader (term 1 or
     // later) appends after it, so log ids keep growing and resource versions never repeat.
     let at = LogId::new(CommittedLeaderId::new(0, 0), header.index);
@@ -239,6 +244,7 @@ impl crate::RaftNode {
                 .map_or(0, |d| d.as_secs()),
             records: export.records,
             data_bytes: export.data.len() as u64,
+            restored_from: self.restored_from(),
         };
         let file = encode(&header, &export.data);
         Ok((header, file))
@@ -260,6 +266,7 @@ mod tests {
             taken_at: 0,
             records: 0,
             data_bytes: data.len() as u64,
+            restored_from: vec!["c0".into()],
         }
     }
 

@@ -745,6 +745,11 @@ impl RaftNode {
         }
     }
 
+    /// The clusters this one was restored from, newest first (`keelson snapshot restore`).
+    pub fn restored_from(&self) -> Vec<String> {
+        store::restored_from(&self.db)
+    }
+
     /// The size of this master's database in bytes (its SST files and memtables).
     pub fn db_size_bytes(&self) -> u64 {
         store::db_size(&self.db)

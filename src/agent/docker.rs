@@ -195,6 +195,9 @@ enum Step<'a> {
 pub struct DockerRuntime {
     docker: Docker,
     cluster: String,
+    /// The clusters this one was restored from (`keelson snapshot restore`): their containers
+    /// are this cluster's too, adopted or removed as its pods say.
+    ancestors: Vec<String>,
     node: String,
     address: String,
     data_dir: PathBuf,
@@ -304,10 +307,17 @@ fn should_restart(policy: &str, exit_code: i64) -> bool {
 }
 
 impl DockerRuntime {
-    pub fn new(docker: Docker, cluster: &str, node: &str, address: &str, data_dir: &Path) -> Self {
+    pub fn new(
+        docker: Docker,
+        (cluster, ancestors): (&str, &[String]),
+        node: &str,
+        address: &str,
+        data_dir: &Path,
+    ) -> Self {
         DockerRuntime {
             docker,
             cluster: cluster.to_string(),
+            ancestors: ancestors.to_vec(),
             node: node.to_string(),
             address: address.to_string(),
             data_dir: data_dir.to_path_buf(),
@@ -343,13 +353,12 @@ impl DockerRuntime {
 
     async fn list(&self, label: &str) -> anyhow::Result<HashMap<String, Vec<Observed>>> {
         let started = Instant::now();
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![
-                label.to_string(),
-                format!("{LABEL_CLUSTER}={}", self.cluster),
-            ],
-        )]);
+        // Docker ANDs label filters: the cluster's own is one only when no ancestor's counts.
+        let mut wanted = vec![label.to_string()];
+        if self.ancestors.is_empty() {
+            wanted.push(format!("{LABEL_CLUSTER}={}", self.cluster));
+        }
+        let filters = HashMap::from([("label".to_string(), wanted)]);
         let options = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)
@@ -362,9 +371,10 @@ impl DockerRuntime {
             let (Some(id), Some(labels)) = (c.id.clone(), c.labels.clone()) else {
                 continue;
             };
-            if labels.get(LABEL_NODE) != Some(&self.node)
-                || labels.get(LABEL_CLUSTER) != Some(&self.cluster)
-            {
+            let cluster = labels.get(LABEL_CLUSTER);
+            let ours = cluster == Some(&self.cluster)
+                || cluster.is_some_and(|c| self.ancestors.contains(c));
+            if labels.get(LABEL_NODE) != Some(&self.node) || !ours {
                 continue;
             }
             let state = c.state.map(|s| s.to_string()).unwrap_or_default();

@@ -145,10 +145,13 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             });
             crate::files::private_dir(&data_dir)
                 .with_context(|| format!("--data-dir {}", data_dir.display()))?;
-            let cluster = cluster_id(&masters).await?;
+            let (cluster, ancestors) = cluster_id(&masters).await?;
+            if !ancestors.is_empty() {
+                tracing::info!(?ancestors, "the cluster was restored from a backup: the containers of the clusters it came from are adopted or removed as its pods say");
+            }
             Runtime::Docker(Arc::new(docker::DockerRuntime::new(
                 engine,
-                &cluster,
+                (&cluster, &ancestors),
                 &args.name,
                 &args.address,
                 &data_dir,
@@ -230,12 +233,24 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The cluster's id, which scopes the containers this agent owns on a shared engine.
-async fn cluster_id(masters: &Masters) -> anyhow::Result<String> {
+/// The cluster's id, which scopes the containers this agent owns on a shared engine, and the
+/// ids of the clusters it was restored from (whose containers it owns too).
+async fn cluster_id(masters: &Masters) -> anyhow::Result<(String, Vec<String>)> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         match masters.send(reqwest::Method::GET, "/cluster", None).await {
-            Ok(v) => return Ok(v["cluster_id"].as_str().unwrap_or("").to_string()),
+            Ok(v) => {
+                let id = v["cluster_id"].as_str().unwrap_or("").to_string();
+                let ancestors = v["restored_from"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|c| c.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                return Ok((id, ancestors));
+            }
             Err(e) if tokio::time::Instant::now() >= deadline => {
                 return Err(anyhow::anyhow!("ask the masters for the cluster id: {e}"))
             }

@@ -33,6 +33,10 @@ struct MasterStatus {
     db_size_bytes: u64,
     /// Whether it serves: knows a leader and has applied what it holds (`/readyz`).
     ready: bool,
+    /// The clusters this one was restored from (`keelson snapshot restore`), newest first:
+    /// agents own their containers too.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    restored_from: Vec<String>,
 }
 
 async fn status(State(s): State<ApiState>) -> Json<MasterStatus> {
@@ -42,6 +46,7 @@ async fn status(State(s): State<ApiState>) -> Json<MasterStatus> {
         uptime_seconds: s.started.elapsed().as_secs(),
         db_size_bytes: s.node.db_size_bytes(),
         ready: s.node.is_ready(),
+        restored_from: s.node.restored_from(),
     })
 }
 

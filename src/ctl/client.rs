@@ -436,10 +436,14 @@ impl Client {
             req = req.bearer_auth(t);
         }
         req.send().await.map_err(|e| {
-            // reqwest's own message names only "error sending request": say why.
-            let cause = std::error::Error::source(&e)
-                .and_then(std::error::Error::source)
-                .map(ToString::to_string);
+            // reqwest's own message names only "error sending request": say why, with the
+            // innermost cause ("Connection refused (os error 111)").
+            let mut cause = None;
+            let mut next = std::error::Error::source(&e);
+            while let Some(err) = next {
+                cause = Some(err.to_string());
+                next = err.source();
+            }
             match cause {
                 Some(c) if e.is_connect() => anyhow!("cannot connect: {c}"),
                 _ if e.is_timeout() => anyhow!("no answer in {timeout:?}"),

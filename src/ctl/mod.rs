@@ -18,7 +18,7 @@ mod manifest;
 mod objects;
 mod snapshot;
 mod status;
-mod table;
+pub mod table;
 mod token;
 
 use std::path::PathBuf;

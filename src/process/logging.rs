@@ -40,8 +40,11 @@ pub struct LogArgs {
 pub fn init(args: &LogArgs) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_filter)
         .map_err(|e| anyhow::anyhow!("--log-filter {:?}: {e}", args.log_filter))?;
+    use std::io::IsTerminal;
+    // Colours for a terminal only: not in log files (`keelson up`'s) or a journal.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Text => builder.init(),

@@ -42,6 +42,8 @@ const KEY_FORMAT: &[u8] = b"format";
 /// log indexes) and are refused: their stored versions would go backwards.
 pub const FORMAT: u32 = 2;
 const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
+/// The clusters this one was restored from, newest first (`backup::restore`).
+const KEY_RESTORED_FROM: &[u8] = b"restored_from";
 
 /// The database's size as RocksDB accounts it: the live SST files and the memtables of every
 /// column family (the write-ahead log aside). Properties RocksDB keeps up to date, so this costs
@@ -202,6 +204,24 @@ pub fn check_identity(
         }
         (None, None) => Ok(None),
     }
+}
+
+/// Records the clusters this one was restored from, newest first (synced).
+pub(crate) fn record_restored_from(db: &DB, clusters: &[String]) -> Result<(), String> {
+    let meta = db.cf_handle(CF_META).expect("meta column family");
+    let bytes = codec::encode(&clusters.to_vec()).map_err(|e| e.to_string())?;
+    db.put_cf_opt(&meta, KEY_RESTORED_FROM, bytes, &synced())
+        .map_err(|e| e.to_string())
+}
+
+/// The clusters this one was restored from, newest first (none if it never was).
+pub(crate) fn restored_from(db: &DB) -> Vec<String> {
+    let meta = db.cf_handle(CF_META).expect("meta column family");
+    db.get_cf(&meta, KEY_RESTORED_FROM)
+        .ok()
+        .flatten()
+        .and_then(|b| codec::decode(&b).ok())
+        .unwrap_or_default()
 }
 
 /// Records the cluster id (synced): a joining master learns it from its first leader.
