@@ -62,19 +62,11 @@ pub struct UpArgs {
     pub raft_port_base: u16,
     /// Each process's log (`master-N.log`, `agent-NAME.log`) is rotated past this size (a
     /// quantity: `10Mi`, `500k`…).
-    #[arg(long, default_value = "10Mi", value_parser = parse_size)]
+    #[arg(long, default_value = "10Mi", value_parser = crate::process::parse_size)]
     pub log_max_size: u64,
     /// Rotated logs kept per process (`master-1.log.1` the newest).
     #[arg(long, default_value_t = 5)]
     pub log_max_backups: usize,
-}
-
-/// A size in bytes written as a quantity (`10Mi`, `64k`, `1000`).
-fn parse_size(s: &str) -> Result<u64, String> {
-    match keelson_model::quantity::parse_quantity(s) {
-        Some(v) if v >= 1.0 => Ok(v as u64),
-        _ => Err(format!("{s:?} is not a size such as 10Mi or 500k")),
-    }
 }
 
 /// Where the output of `keelson up`'s processes goes: `DATA_DIR/NAME.log`, rotated by size.

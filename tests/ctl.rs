@@ -658,3 +658,100 @@ async fn a_backup_restores_into_a_new_cluster_with_the_same_objects() {
     let header_rv = header["index"].as_u64().unwrap() << 16;
     assert!(rv(&fresh) > header_rv, "{fresh}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_quota_writes_are_refused_deletes_work_until_the_alarm_is_disarmed() {
+    let c =
+        Cluster::start_with_token_and(Path::new(BIN), 3, TOKEN, &["--quota-backend-bytes", "4Mi"])
+            .await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    c.write_kubeconfig(&kubeconfig, 1, TOKEN);
+    let e = Env {
+        cluster: c,
+        dir,
+        kubeconfig,
+    };
+    let http = e
+        .cluster
+        .client_builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let url = e.cluster.url(1);
+    let put = |i: usize| {
+        http.put(format!("{url}/kv/big-{i}?upsert=true"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/octet-stream")
+            .body(vec![b'x'; 1 << 20])
+            .send()
+    };
+    // 1 MiB values over 8 keys until the store passes 4 MiB and a master raises the alarm.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut i = 0;
+    let refused: Value = loop {
+        let r = put(i % 8).await.unwrap();
+        if r.status() == 507 {
+            break r.json().await.unwrap();
+        }
+        assert!(r.status().is_success(), "put {i}: {}", r.status());
+        assert!(Instant::now() < deadline, "no write refused after {i} puts");
+        i += 1;
+    };
+    assert_eq!(refused["reason"], "InsufficientStorage", "{refused}");
+    let message = refused["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("no space: the NOSPACE alarm is raised (raised by master "),
+        "{message}"
+    );
+    // Objects too: kubectl-style, with the same Status.
+    let pod = e.file(
+        "p.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: i}]}\n",
+    );
+    let out = e.ctl(&["create", "-f", &pod]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .starts_with("Error from server (InsufficientStorage): no space"),
+        "{}",
+        show(&out)
+    );
+    // Deletes still work.
+    let r = http
+        .delete(format!("{url}/kv/big-0"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Every master shows the alarm; `alarm list` names it.
+    for id in e.cluster.ids() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = http
+                .get(format!("{}/metrics", e.cluster.url(id)))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if text.contains("\nkeelson_raft_alarm_nospace 1\n") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "master {id}: no alarm metric");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let list = e.ok(&["alarm", "list"]);
+    assert!(list.starts_with("alarm:NOSPACE master:"), "{list}");
+    assert!(list.contains("quota_bytes:4194304"), "{list}");
+    // Disarmed, it goes; still over the quota, a master raises it again.
+    let said = e.ok(&["alarm", "disarm"]);
+    assert_eq!(said.trim(), "alarm:NOSPACE disarmed");
+    until(&e, &["alarm", "list"], |o| {
+        String::from_utf8_lossy(&o.stdout).starts_with("alarm:NOSPACE")
+    });
+}

@@ -492,20 +492,23 @@ async fn the_seed_runs_on_docker_from_keelson_up() {
 
     // The seed's single pod, verbatim through `keelson ctl create -f`: the service sends
     // every connection to it now.
-    let created = Command::new(BIN)
-        .args(["ctl", "--data-dir"])
-        .arg(&data)
-        .args([
-            "create",
-            "-f",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/seed/pod.json"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        created.status.success(),
-        "ctl create -f pod.json: {created:?}"
-    );
+    let create_seed_pod = || {
+        let created = Command::new(BIN)
+            .args(["ctl", "--data-dir"])
+            .arg(&data)
+            .args([
+                "create",
+                "-f",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/examples/seed/pod.json"),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            created.status.success(),
+            "ctl create -f pod.json: {created:?}"
+        );
+    };
+    create_seed_pod();
     eventually(
         Duration::from_secs(60),
         "the seed's pod answers on port 10000",
@@ -524,17 +527,7 @@ async fn the_seed_runs_on_docker_from_keelson_up() {
     .await;
 
     // `keelson down` with a pod running: every process stops, its containers are removed.
-    let created = Command::new(BIN)
-        .args(["ctl", "--data-dir"])
-        .arg(&data)
-        .args([
-            "create",
-            "-f",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/seed/pod.json"),
-        ])
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "create mysite again: {created:?}");
+    create_seed_pod();
     eventually(Duration::from_secs(60), "mysite's container", || async {
         containers(&cluster)
             .iter()

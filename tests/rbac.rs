@@ -300,6 +300,8 @@ async fn refusals_are_statuses_naming_user_verb_and_resource() {
         (Method::PUT, "/kv/a"),
         (Method::GET, "/cluster"),
         (Method::POST, "/cluster/masters"),
+        // A backup holds every object: administrators only.
+        (Method::GET, "/cluster/snapshot"),
         (Method::GET, "/api/v1beta1/minions"),
         (
             Method::GET,

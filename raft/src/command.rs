@@ -190,6 +190,9 @@ pub enum OpResult {
     /// before proposing them ([`Command::check_bounds`]); apply refuses them again, the same
     /// way on every replica, whoever appended the entry.
     Refused,
+    /// Not applied: the space alarm ([`ALARM_NOSPACE`]) is raised, and this operation would
+    /// store a value (deletes still apply). Decided in apply, so every replica agrees.
+    NoSpace,
 }
 
 impl OpResult {
@@ -236,6 +239,11 @@ pub enum Change {
 /// The key space apply works on.
 pub type KeySpace = BTreeMap<String, Record>;
 
+/// The key of the space alarm (etcd's NOSPACE): while it is present, every operation that
+/// stores a value, other than one on this key, is [`OpResult::NoSpace`]; deletes apply. A
+/// master whose database passes its quota writes it (`quota.rs`); an administrator deletes it.
+pub const ALARM_NOSPACE: &str = "/keelson.io/alarms/nospace";
+
 /// Applies `cmd`, written by the log entry at `index`, to `space`; records every change in
 /// `changes` in order. Deterministic: the same state, command and index give the same result.
 /// The operation at position `p` (batches flattened) writes at resource version
@@ -268,6 +276,15 @@ pub fn apply_command(
 
 /// Applies one operation (not a batch) at resource version `rv`.
 fn apply_op(space: &mut KeySpace, rv: u64, cmd: &Command, changes: &mut Vec<Change>) -> OpResult {
+    let stores = match cmd {
+        Command::Create { key, .. } | Command::Update { key, .. } | Command::Put { key, .. } => {
+            Some(key)
+        }
+        _ => None,
+    };
+    if stores.is_some_and(|key| key != ALARM_NOSPACE) && space.contains_key(ALARM_NOSPACE) {
+        return OpResult::NoSpace;
+    }
     match cmd {
         Command::Batch(_) => unreachable!("apply_command flattens batches"),
         Command::Create { key, value } => match space.get(key) {
@@ -617,6 +634,46 @@ mod tests {
     /// Every operation of a batch gets its own resource version, in order, between those of
     /// the entries around it; a batch over the limit is refused before proposing, and past the
     /// limit apply refuses the rest the same way everywhere.
+    #[test]
+    fn the_space_alarm_refuses_what_stores_and_lets_deletes_through() {
+        let mut space = KeySpace::new();
+        let mut changes = Vec::new();
+        let put = |key: &str| Command::Put {
+            key: key.into(),
+            value: b("v"),
+        };
+        let results = |space: &mut KeySpace, changes: &mut Vec<Change>, i, cmd: Command| {
+            apply_command(space, i, &cmd, changes).results
+        };
+        assert!(results(&mut space, &mut changes, 1, put("a"))[0].is_success());
+        assert!(results(&mut space, &mut changes, 2, put(ALARM_NOSPACE))[0].is_success());
+        let refused = Command::Batch(vec![
+            Command::Create {
+                key: "b".into(),
+                value: b("1"),
+            },
+            Command::Update {
+                key: "a".into(),
+                value: b("2"),
+                precondition: None,
+            },
+            put("a"),
+        ]);
+        assert_eq!(
+            results(&mut space, &mut changes, 3, refused),
+            vec![OpResult::NoSpace; 3]
+        );
+        let delete = |key: &str| Command::Delete {
+            key: key.into(),
+            precondition: None,
+        };
+        assert!(results(&mut space, &mut changes, 4, delete("a"))[0].is_success());
+        // The alarm's own key stays writable; deleting it disarms.
+        assert!(results(&mut space, &mut changes, 5, put(ALARM_NOSPACE))[0].is_success());
+        assert!(results(&mut space, &mut changes, 6, delete(ALARM_NOSPACE))[0].is_success());
+        assert!(results(&mut space, &mut changes, 7, put("b"))[0].is_success());
+    }
+
     #[test]
     fn each_operation_of_an_entry_has_its_own_version() {
         let puts = |n: usize| {

@@ -48,6 +48,8 @@ pub mod node;
 pub mod prevote;
 #[cfg(feature = "storage")]
 pub mod proposer;
+#[cfg(feature = "storage")]
+pub mod quota;
 pub mod revision;
 #[cfg(feature = "storage")]
 pub mod runtime;

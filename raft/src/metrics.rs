@@ -29,6 +29,9 @@ pub struct RaftMetrics {
     pub feed_window_bytes: IntGauge,
     pub disk_bytes: IntGauge,
     pub objects: IntGauge,
+    pub db_size_bytes: IntGauge,
+    pub quota_bytes: IntGauge,
+    pub alarm_nospace: IntGauge,
 }
 
 fn gauge(reg: &Registry, name: &str, help: &str) -> IntGauge {
@@ -169,6 +172,21 @@ impl RaftMetrics {
                 reg,
                 "keelson_store_objects",
                 "Records held by the state machine.",
+            ),
+            db_size_bytes: gauge(
+                reg,
+                "keelson_raft_db_size_bytes",
+                "This master's database size as RocksDB accounts it (SST files and memtables), what the quota is compared with.",
+            ),
+            quota_bytes: gauge(
+                reg,
+                "keelson_raft_quota_backend_bytes",
+                "The space quota (--quota-backend-bytes; 0: none).",
+            ),
+            alarm_nospace: gauge(
+                reg,
+                "keelson_raft_alarm_nospace",
+                "1 while the replicated NOSPACE alarm is raised: writes that store a value are refused, deletes go through.",
             ),
         }
     }

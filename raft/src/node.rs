@@ -90,8 +90,12 @@ pub struct NodeConfig {
     pub max_snapshot_bytes: u64,
     /// This master's side of peer mTLS; `None` speaks plain HTTP to peers (loopback benches).
     pub peer_tls: Option<PeerTls>,
+    /// The space quota of this master's database (`quota.rs`); 0: none.
+    pub quota_backend_bytes: u64,
 }
 
+/// Default space quota: 2 GiB, etcd's.
+pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 << 30;
 /// Default Raft heartbeat interval, in milliseconds; also how long the leader waits for an
 /// append's answer.
 pub const DEFAULT_HEARTBEAT_MS: u64 = 20;
@@ -161,6 +165,7 @@ impl NodeConfig {
             feed_window_bytes: WindowLimits::default().bytes,
             max_snapshot_bytes: DEFAULT_MAX_SNAPSHOT_BYTES,
             peer_tls: None,
+            quota_backend_bytes: DEFAULT_QUOTA_BACKEND_BYTES,
         }
     }
 }

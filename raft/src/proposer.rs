@@ -210,6 +210,7 @@ mod tests {
             OpResult::Conflict { .. } => "conflict".into(),
             OpResult::NotFound => "not found".into(),
             OpResult::Refused => "refused".into(),
+            OpResult::NoSpace => "no space".into(),
         };
         for round in 0..300 {
             let op = |i: u64| {

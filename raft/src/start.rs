@@ -20,8 +20,10 @@ impl RaftNode {
     ) -> Result<Arc<Self>, StartError> {
         let heartbeat = Duration::from_millis(cfg.heartbeat_ms);
         let snapshot_every = cfg.snapshot_every;
+        let quota = cfg.quota_backend_bytes;
         let (node, appended) = Self::open(cfg, registry).await?;
         tokio::spawn(follow_tenure(node.clone()));
+        tokio::spawn(crate::quota::guard_quota(Arc::downgrade(&node), quota));
         // On Raft's threads: API load must not hold back the switch it keeps.
         node.runtime()
             .spawn(guard_elections(Arc::downgrade(&node), heartbeat));

@@ -1,13 +1,15 @@
 //! Membership of the master quorum: `GET /cluster`, `POST /cluster/masters`,
-//! `DELETE /cluster/masters/{id}`, `GET /cluster/snapshot` (a backup). Changes are forwarded to the leader, which adds a master as a
+//! `DELETE /cluster/masters/{id}`, `GET /cluster/snapshot` (a backup), `GET /cluster/alarms`
+//! and `DELETE /cluster/alarms/nospace` (the space alarm, `keelson_raft::quota`). Changes are forwarded to the leader, which adds a master as a
 //! learner (waiting until it has caught up) before making it a voter. `GET /cluster` is what
 //! `keelson ctl masters status` and `cluster health` ask each master.
 
 use axum::extract::{Path, State};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use keelson_raft::command::ALARM_NOSPACE;
 use keelson_raft::node::{AdminRequest, NodeStatus};
-use keelson_raft::{MasterNode, NodeId};
+use keelson_raft::{Command, MasterNode, NodeId, OpResult};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiState};
@@ -16,6 +18,8 @@ pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/cluster", get(status))
         .route("/cluster/snapshot", get(snapshot))
+        .route("/cluster/alarms", get(alarms))
+        .route("/cluster/alarms/nospace", delete(disarm))
         .route("/cluster/masters", post(add))
         .route("/cluster/masters/{id}", delete(remove))
 }
@@ -77,6 +81,39 @@ async fn snapshot(State(s): State<ApiState>) -> Result<axum::response::Response,
         )
         .body(body)
         .expect("a response"))
+}
+
+/// The alarms raised, after a read barrier: `{"alarms": [{"name": "NOSPACE", "master", …}]}`.
+async fn alarms(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    s.node.read_barrier().await?;
+    let alarms: Vec<serde_json::Value> = s
+        .node
+        .store
+        .get(ALARM_NOSPACE)
+        .0
+        .map(|r| {
+            let mut v: serde_json::Value =
+                serde_json::from_slice(&r.value).unwrap_or_else(|_| serde_json::json!({}));
+            v["name"] = "NOSPACE".into();
+            v
+        })
+        .into_iter()
+        .collect();
+    Ok(Json(serde_json::json!({ "alarms": alarms })))
+}
+
+/// Clears the space alarm (`keelson ctl alarm disarm`): whether it was raised.
+async fn disarm(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let resp = s
+        .node
+        .write(Command::Delete {
+            key: ALARM_NOSPACE.into(),
+            precondition: None,
+        })
+        .await?;
+    let disarmed = resp.results.first().is_some_and(OpResult::is_success);
+    tracing::info!(disarmed, "NOSPACE alarm disarmed by an administrator");
+    Ok(Json(serde_json::json!({ "disarmed": disarmed })))
 }
 
 #[derive(Deserialize)]

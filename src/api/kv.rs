@@ -118,13 +118,11 @@ fn check_key(key: &str) -> Result<(), ApiError> {
 /// Runs one command and returns its single result.
 async fn run(s: &ApiState, cmd: Command) -> Result<OpResult, ApiError> {
     let resp = s.node.write(cmd).await?;
-    resp.results.into_iter().next().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalError",
-            "no result",
-        )
-    })
+    match resp.results.into_iter().next() {
+        Some(OpResult::NoSpace) => Err(ApiError::no_space(&s.node)),
+        Some(result) => Ok(result),
+        None => Err(ApiError::internal("no result")),
+    }
 }
 
 fn outcome(key: &str, result: OpResult) -> Result<Response, ApiError> {
@@ -157,6 +155,7 @@ fn outcome(key: &str, result: OpResult) -> Result<Response, ApiError> {
         OpResult::Refused => Err(ApiError::internal(format!(
             "the write of key {key:?} was refused: its log entry held too many operations"
         ))),
+        OpResult::NoSpace => Err(ApiError::internal("no space")),
     }
 }
 

@@ -80,6 +80,11 @@ pub enum CtlCommand {
         #[command(subcommand)]
         command: snapshot::SnapshotCommand,
     },
+    /// Alarms (etcd's): list them, disarm the NOSPACE alarm.
+    Alarm {
+        #[command(subcommand)]
+        command: AlarmCommand,
+    },
     /// The cluster as a whole: its health.
     Cluster {
         #[command(subcommand)]
@@ -121,6 +126,15 @@ pub enum MastersCommand {
         #[arg(short = 'o', long)]
         output: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AlarmCommand {
+    /// The alarms raised (NOSPACE: the space quota was passed).
+    List,
+    /// Clear the NOSPACE alarm, once space was freed or the quota raised (a master still over
+    /// its quota raises it again).
+    Disarm,
 }
 
 #[derive(Subcommand, Debug)]
@@ -223,6 +237,7 @@ async fn run_command(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Masters { command } => masters(&ctx.client, command).await,
         CtlCommand::Kv { command } => kv(&ctx.client, command).await,
         CtlCommand::Snapshot { command } => snapshot::run(&ctx.client, command).await,
+        CtlCommand::Alarm { command } => alarm(&ctx.client, command).await,
         CtlCommand::Cluster {
             command: ClusterCommand::Health,
         } => status::cluster_health(&ctx.client).await,
@@ -246,6 +261,33 @@ async fn masters(c: &Client, command: MastersCommand) -> anyhow::Result<()> {
             print_members(&status);
         }
         MastersCommand::Status { output } => status::masters_status(c, output.as_deref()).await?,
+    }
+    Ok(())
+}
+
+async fn alarm(c: &Client, command: AlarmCommand) -> anyhow::Result<()> {
+    match command {
+        AlarmCommand::List => {
+            let v = c.get("/cluster/alarms").await?;
+            for a in v["alarms"].as_array().into_iter().flatten() {
+                println!(
+                    "alarm:{} master:{} db_size_bytes:{} quota_bytes:{}",
+                    a["name"].as_str().unwrap_or("?"),
+                    a["master"],
+                    a["db_size_bytes"],
+                    a["quota_bytes"]
+                );
+            }
+        }
+        AlarmCommand::Disarm => {
+            let v = c
+                .json(Method::DELETE, "/cluster/alarms/nospace", None)
+                .await?;
+            match v["disarmed"].as_bool() {
+                Some(true) => println!("alarm:NOSPACE disarmed"),
+                _ => println!("no alarm was raised"),
+            }
+        }
     }
     Ok(())
 }

@@ -67,6 +67,11 @@ pub struct MasterArgs {
     /// Log entries kept behind a snapshot.
     #[arg(long, default_value_t = 1_000)]
     pub keep_logs: u64,
+    /// The space quota of the database (a quantity; etcd's flag and default, 2Gi; 0: none).
+    /// Past it the master raises the replicated NOSPACE alarm: writes that store a value are
+    /// refused (507) until `keelson ctl alarm disarm`; deletes still work.
+    #[arg(long, default_value = "2Gi", value_parser = crate::process::parse_size)]
+    pub quota_backend_bytes: u64,
     /// Bearer tokens accepted by the API, one per line (`token,user,uid,"group1,group2"`). Without it the API is
     /// open (local tests only).
     #[arg(long)]
@@ -399,6 +404,7 @@ fn node_config(
     cfg.election_max_ms = args.election_timeout_ms.max_ms;
     cfg.snapshot_every = args.snapshot_every;
     cfg.keep_logs = args.keep_logs;
+    cfg.quota_backend_bytes = args.quota_backend_bytes;
     cfg.request_timeout = Duration::from_millis(args.request_timeout_ms);
     cfg.peer_tls = match peer_files {
         Some(files) => Some(files.client()?),

@@ -10,3 +10,11 @@ pub use keelson_model::url;
 
 pub use cluster_file::{AgentEntry, ClusterFile, MasterEntry};
 pub use signal::shutdown_signal;
+
+/// A size in bytes written as a quantity (`10Mi`, `64k`, `1000`; `0` allowed), for flags.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    match keelson_model::quantity::parse_quantity(s) {
+        Some(v) if v >= 0.0 => Ok(v as u64),
+        _ => Err(format!("{s:?} is not a size such as 10Mi, 2Gi or 500k")),
+    }
+}

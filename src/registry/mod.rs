@@ -437,10 +437,11 @@ impl Registry {
 
     async fn run(&self, cmd: Command) -> Result<OpResult, ApiError> {
         let resp = self.node.write(cmd).await?;
-        resp.results
-            .into_iter()
-            .next()
-            .ok_or_else(|| ApiError::internal("no result"))
+        match resp.results.into_iter().next() {
+            Some(OpResult::NoSpace) => Err(ApiError::no_space(&self.node)),
+            Some(result) => Ok(result),
+            None => Err(ApiError::internal("no result")),
+        }
     }
 }
 

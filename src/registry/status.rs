@@ -37,6 +37,32 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
     }
+    /// A write refused by the space alarm (`OpResult::NoSpace`): 507, naming who raised it and
+    /// how to get out.
+    pub fn no_space(node: &keelson_raft::RaftNode) -> Self {
+        use keelson_raft::command::ALARM_NOSPACE;
+        let why = node
+            .store
+            .get(ALARM_NOSPACE)
+            .0
+            .and_then(|r| serde_json::from_slice::<keelson_raft::quota::NoSpace>(&r.value).ok())
+            .map(|n| {
+                format!(
+                    " (raised by master {}: its database held {} bytes, over its quota of {})",
+                    n.master, n.db_size_bytes, n.quota_bytes
+                )
+            })
+            .unwrap_or_default();
+        Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "InsufficientStorage",
+            format!(
+                "no space: the NOSPACE alarm is raised{why}; writes that store data are refused, \
+                 deletes still work: free space or raise --quota-backend-bytes, then `keelson ctl \
+                 alarm disarm`"
+            ),
+        )
+    }
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
         Self::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", message)
     }
