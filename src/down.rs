@@ -144,7 +144,7 @@ async fn stop(name: &str, pid: u32) {
 /// Removes every container labelled with `cluster`, running or not; the number removed. Without
 /// a Docker engine there is nothing to remove (a `--runtime hollow` cluster): said, not failed.
 async fn remove_containers(cluster: &str) -> anyhow::Result<usize> {
-    use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
+    use bollard::query_parameters::ListContainersOptionsBuilder;
     use std::collections::HashMap;
     let docker = match crate::agent::docker::connect().await {
         Ok(d) => d,
@@ -164,19 +164,11 @@ async fn remove_containers(cluster: &str) -> anyhow::Result<usize> {
         .await
         .context("list the cluster's containers")?;
     let mut removed = 0;
-    for c in listed {
-        let Some(id) = c.id else { continue };
-        let options = RemoveContainerOptionsBuilder::default()
-            .force(true)
-            .v(true)
-            .build();
-        match docker.remove_container(&id, Some(options)).await {
-            Ok(()) => removed += 1,
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => {}
-            Err(e) => return Err(e).with_context(|| format!("remove container {id}")),
-        }
+    for id in listed.into_iter().filter_map(|c| c.id) {
+        crate::agent::docker::remove_container(&docker, &id)
+            .await
+            .with_context(|| format!("remove container {id}"))?;
+        removed += 1;
     }
     Ok(removed)
 }

@@ -216,6 +216,22 @@ pub struct Synced {
 
 pub use super::engine::connect;
 
+/// Removes container `id`, running or not, with its anonymous volumes; one already gone is no
+/// error. The agent's removals and `keelson down`'s.
+pub async fn remove_container(docker: &Docker, id: &str) -> anyhow::Result<()> {
+    let options = RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .v(true)
+        .build();
+    match docker.remove_container(id, Some(options)).await {
+        Ok(())
+        | Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn label_map(
     pod: &Value,
     (cluster, node): (&str, &str),
@@ -541,19 +557,9 @@ impl DockerRuntime {
 
     async fn remove(&self, id: &str) -> anyhow::Result<()> {
         let started = Instant::now();
-        let options = RemoveContainerOptionsBuilder::default()
-            .force(true)
-            .v(true)
-            .build();
-        let result = self.docker.remove_container(id, Some(options)).await;
+        let result = remove_container(&self.docker, id).await;
         metrics::get().observe_runtime("remove_container", started.elapsed());
-        match result {
-            Ok(()) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        result
     }
 
     /// Creates and starts one spec container joined to the sandbox.

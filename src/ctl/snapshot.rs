@@ -57,28 +57,27 @@ async fn save(c: &Client, file: &Path) -> anyhow::Result<()> {
             .open(&part)
             .with_context(|| format!("create {}", part.display()))?
     };
-    let mut stream = resp.bytes_stream();
-    let mut received = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| anyhow!("the backup stopped after {received} bytes: {e}"));
-        let chunk = match chunk {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = std::fs::remove_file(&part);
-                return Err(e);
-            }
-        };
-        out.write_all(&chunk)
-            .with_context(|| format!("write {}", part.display()))?;
-        received += chunk.len() as u64;
+    // Received, synced and checked, or removed: a partial file is never left behind.
+    let received = async {
+        let mut stream = resp.bytes_stream();
+        let mut received = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| anyhow!("the backup stopped after {received} bytes: {e}"))?;
+            out.write_all(&chunk)
+                .with_context(|| format!("write {}", part.display()))?;
+            received += chunk.len() as u64;
+        }
+        out.sync_all()?;
+        anyhow::Ok(received)
     }
-    out.sync_all()?;
-    drop(out);
-    let (header, _, sum) = match keelson_raft::backup::read(&part) {
-        Ok(read) => read,
+    .await;
+    let checked = received.and_then(|n| Ok((n, keelson_raft::backup::read(&part)?)));
+    let (received, (header, _, sum)) = match checked {
+        Ok(done) => done,
         Err(e) => {
             let _ = std::fs::remove_file(&part);
-            return Err(e.into());
+            return Err(e);
         }
     };
     std::fs::rename(&part, file).with_context(|| format!("rename to {}", file.display()))?;
