@@ -363,6 +363,11 @@ fn load_or_create_cluster(args: &UpArgs, data_dir: &Path) -> anyhow::Result<Clus
                     m.api = format!("https://{}", addr_of(&m.api));
                 }
             }
+            // The directory may have moved (copied, or unpacked elsewhere): each master's data
+            // is where `keelson up` keeps it, under this one, never at the old path.
+            for m in existing.masters.iter_mut() {
+                m.data_dir = data_dir.join(format!("master-{}", m.id));
+            }
             if existing.masters.len() as u64 != args.masters {
                 eprintln!(
                     "note: {} holds a cluster of {} masters; resuming it as it is (change membership with `keelson ctl masters`)",

@@ -755,3 +755,99 @@ async fn past_the_quota_writes_are_refused_deletes_work_until_the_alarm_is_disar
         String::from_utf8_lossy(&o.stdout).starts_with("alarm:NOSPACE")
     });
 }
+
+/// `keelson master --snapshot-schedule 1s --snapshot-retention 2`: every master saves backups
+/// of the cluster into `DATA_DIR/snapshots` (0700, files 0600), keeps its newest two, and each
+/// is a whole backup that `keelson snapshot status` reads, holding what was written before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_snapshots_are_saved_and_pruned_to_the_retention() {
+    let c = Cluster::start_with_token_and(
+        Path::new(BIN),
+        3,
+        TOKEN,
+        &["--snapshot-schedule", "1s", "--snapshot-retention", "2"],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    c.write_kubeconfig(&kubeconfig, 1, TOKEN);
+    let e = Env {
+        cluster: c,
+        dir,
+        kubeconfig,
+    };
+    let pod = e.file(
+        "p.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: scheduled}\nspec: {containers: [{name: c, image: i}]}\n",
+    );
+    e.ok(&["create", "-f", &pod]);
+    let created = e.json(&["get", "pods", "scheduled"]);
+    let rv: u64 = created["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let http = e.cluster.client_builder().build().unwrap();
+    let (_, cluster_id) = e.cluster.peers_and_id();
+    use std::os::unix::fs::PermissionsExt;
+    for id in e.cluster.ids() {
+        let snapshots = e.cluster.spec(id).data_dir.join("snapshots");
+        // Four taken (from the master's own counter), two kept: the oldest were pruned.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = http
+                .get(format!("{}/metrics", e.cluster.url(id)))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let taken = text
+                .lines()
+                .find_map(|l| l.strip_prefix("keelson_scheduled_snapshots_total{result=\"ok\"} "))
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+            if taken >= 4 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "master {id}: {taken} scheduled snapshots after 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&snapshots), 0o700, "{}", snapshots.display());
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&snapshots)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "db"))
+            .collect();
+        files.sort();
+        // The schedule goes on meanwhile: two, or three for the instant between a save and
+        // its pruning.
+        assert!((2..=3).contains(&files.len()), "master {id}: {files:?}");
+        let newest = files.last().unwrap();
+        let name = newest.file_name().unwrap().to_str().unwrap();
+        assert!(
+            name.starts_with(&format!("keelson-snapshot-m{id}-")),
+            "{name}"
+        );
+        assert_eq!(mode(newest), 0o600, "{name}");
+        let status = Command::new(BIN)
+            .args(["snapshot", "status", "-o", "json"])
+            .arg(newest)
+            .output()
+            .unwrap();
+        assert!(status.status.success(), "{}", show(&status));
+        let header: Value = serde_json::from_slice(&status.stdout).unwrap();
+        assert_eq!(header["cluster_id"], cluster_id, "{header}");
+        assert_eq!(header["taken_by"], id, "{header}");
+        assert!(
+            header["index"].as_u64().unwrap() >= rv >> 16,
+            "a snapshot taken after the pod was created is older than it: {header}"
+        );
+    }
+}

@@ -633,6 +633,14 @@ impl Agent {
         }
     }
 
+    /// SIGTERM, as a service manager stops it; its exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("the agent runs");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        c.wait().unwrap()
+    }
+
     /// Reconcile passes done (the runtime's container listings), from the agent's metrics.
     async fn passes(&self, http: &reqwest::Client) -> Option<u64> {
         let text = http
@@ -752,6 +760,27 @@ async fn pods_survive_agent_and_leader_kills() {
         before,
         "a restarted agent replaced or duplicated containers"
     );
+    // A rolling restart (an upgrade's steps): each agent in turn stopped with SIGTERM, started
+    // again, Ready and reconciled; the same containers run throughout.
+    for agent in [&mut a, &mut b] {
+        let status = agent.terminate();
+        assert!(status.success(), "{} stops cleanly: {status:?}", agent.name);
+        agent.spawn();
+        eventually(
+            Duration::from_secs(30),
+            "the restarted agent is ready and reconciled 3 times",
+            || async {
+                (agent.ready(&http).await && agent.passes(&http).await? >= 3).then_some(())
+            },
+        )
+        .await;
+        assert_eq!(
+            running_by_pod(&cluster_label),
+            before,
+            "a rolling restart of {} changed the containers",
+            agent.name
+        );
+    }
 
     // SIGKILL of the leader master: the containers keep running, the agents reconnect.
     let leader = c

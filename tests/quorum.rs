@@ -817,3 +817,229 @@ async fn a_follower_paused_past_its_election_timeout_does_not_unseat_the_leader(
     }
     assert_none_lost(&c.url(l), "paused/", &acked).await;
 }
+
+/// `GET /cluster` of master `id` says it serves: it knows a leader and has applied its log.
+async fn wait_ready(c: &Cluster, id: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        if c.status(id).await.is_some_and(|s| s["ready"] == true) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "master {id} not ready after {within:?}\n{}",
+            c.log_tail(id, 30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A rolling restart — an upgrade is the same steps with the new binary — under a write load:
+/// each master in turn stops (SIGTERM: a leader hands over first, requests in flight finish),
+/// starts again and catches up. A client that retries refused connections and 503s on the next
+/// master, and never retries an indeterminate write, sees every write succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_write_load_fails_no_write() {
+    use common::writer::Options;
+    let mut c = Cluster::start(std::path::Path::new(BIN), 3, &[]);
+    leader(&c).await;
+    let urls = c.ids().iter().map(|id| c.url(*id)).collect();
+    let options = Options {
+        retry: true,
+        fresh_connections: true,
+        ..Options::default()
+    };
+    let writer = Writer::spawn_with(urls, "roll/", options);
+    writer.wait_more(100).await;
+    for id in c.ids() {
+        let status = c.terminate(id).expect("it was running");
+        assert!(
+            status.success(),
+            "master {id} stops cleanly: {status:?}\n{}",
+            c.log_tail(id, 30)
+        );
+        c.spawn(id);
+        wait_ready(&c, id, secs(60)).await;
+        writer.wait_more(100).await;
+    }
+    let (acked, report) = writer.stop_with_report().await;
+    assert!(
+        report.failed.is_empty(),
+        "{} of {} writes failed, e.g. {:?}",
+        report.failed.len(),
+        acked.len() + report.failed.len(),
+        &report.failed[..report.failed.len().min(5)]
+    );
+    let l = leader(&c).await;
+    assert_none_lost(&c.url(l), "roll/", &acked).await;
+    // Reported, not asserted (tests never fail on timing): docs/operations.md quotes it.
+    eprintln!(
+        "rolling restart of 3 masters: {} writes, none failed; latency p50 {:?}, p99 {:?}, max {:?}",
+        acked.len(),
+        report.quantile(0.5),
+        report.quantile(0.99),
+        report.quantile(1.0)
+    );
+}
+
+/// A tmpfs mounted for a test, unmounted (lazily) when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).unwrap();
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mount a tmpfs: {out:?}");
+        Tmpfs(path.to_path_buf())
+    }
+
+    fn resize(&self, size: &str) {
+        let out = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "remount the tmpfs: {out:?}");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .output();
+    }
+}
+
+/// A master whose data directory is on a 24 MiB tmpfs fills it under a write load: it stops
+/// its storage, answers every request with a 507 naming itself and "no space", raises its
+/// alarm metric and serves no state; the others go on. Once space is freed it exits (75) for
+/// its supervisor — here the test — to start it again, and it catches up: no acknowledged write
+/// is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_out_of_disk_space_refuses_requests_and_restarts_once_space_is_freed() {
+    use common::writer::Options;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    // Declared before the cluster: dropped (unmounted) after its masters are killed.
+    let disk = Tmpfs::mount(&root.path().join("master-2"), "24m");
+    let mut c = Cluster::new_in(std::path::Path::new(BIN), root.path(), 3, &[]);
+    assert_eq!(c.spec(2).data_dir, disk.0);
+    c.start_all();
+    leader(&c).await;
+    // 64 KiB values through masters 1 and 3: master 2 holds them all, on its small disk.
+    let options = Options {
+        value_bytes: 64 << 10,
+        ..Options::default()
+    };
+    let writer = Writer::spawn_with(vec![c.url(1), c.url(3)], "full/", options);
+    let deadline = Instant::now() + secs(180);
+    let failure = loop {
+        if let Some(f) = c.status(2).await.and_then(|s| {
+            s["storage_failure"]
+                .is_object()
+                .then(|| s["storage_failure"].clone())
+        }) {
+            break f;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "master 2's storage never failed ({} writes)\n{}",
+            writer.count(),
+            c.log_tail(2, 30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!(
+        "master 2's storage failed after {} acknowledged writes: {failure}",
+        writer.count()
+    );
+    assert_eq!(failure["no_space"], true, "{failure}");
+    assert!(!c.has_exited(2), "master 2 exited while its disk is full");
+
+    // Every request but health, metrics and its status: 507, naming the master and the cause.
+    let http = reqwest::Client::new();
+    for (method, path) in [
+        ("GET", "/api/v1/namespaces/default/pods"),
+        ("POST", "/kv/full-refused"),
+        ("GET", "/kv/full/000000"),
+    ] {
+        let r = http
+            .request(method.parse().unwrap(), format!("{}{path}", c.url(2)))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 507, "{method} {path}");
+        let s: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(s["kind"], "Status", "{s}");
+        assert_eq!(s["reason"], "InsufficientStorage", "{s}");
+        let message = s["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("no space: master 2 ran out of disk space"),
+            "{message}"
+        );
+    }
+    let r = http
+        .get(format!("{}/readyz", c.url(2)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        metric(&c, 2, "keelson_raft_alarm_disk_full").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&c, 1, "keelson_raft_alarm_disk_full").await,
+        Some(0.0)
+    );
+    // The others go on.
+    writer.wait_more(20).await;
+
+    // Space freed: master 2 exits for its supervisor, which starts it again.
+    disk.resize("512m");
+    let deadline = Instant::now() + secs(30);
+    let status = loop {
+        if let Some(status) = c.exited(2) {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "master 2 did not exit once space was freed\n{}",
+            c.log_tail(2, 30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status.code(), Some(75), "{}", c.log_tail(2, 30));
+    writer.wait_more(20).await;
+    c.spawn(2);
+    wait_ready(&c, 2, secs(90)).await;
+    let acked = writer.stop().await;
+    // Nothing acknowledged is lost: on the cluster, and on master 2's own replica once it has
+    // caught up.
+    let l = leader(&c).await;
+    let stored = assert_none_lost(&c.url(l), "full/", &acked).await;
+    let rv = c.status(l).await.unwrap()["applied_index"]
+        .as_u64()
+        .unwrap();
+    assert!(c.wait_applied(2, rv, secs(90)).await, "master 2 caught up");
+    let local = local_items(&c, 2, "full/").await;
+    let local: BTreeSet<String> = local.into_keys().collect();
+    assert_eq!(local, stored, "master 2's replica");
+}

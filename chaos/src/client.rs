@@ -29,11 +29,13 @@ impl KvError {
         }
     }
 
-    /// True when the write certainly did not happen: a 4xx answer, or a 503 (no leader was
-    /// reached, so nothing was proposed). A timeout or 504 is indeterminate.
+    /// True when the write certainly did not happen: a 4xx answer, a 503 (no leader was
+    /// reached, so nothing was proposed) or a 507 (refused for want of space: by the replicated
+    /// quota in apply, or by a master whose disk is full before anything). A timeout or 504 is
+    /// indeterminate.
     pub fn is_definite_failure(&self) -> bool {
         match self {
-            KvError::Status { code, .. } => *code < 500 || *code == 503,
+            KvError::Status { code, .. } => *code < 500 || *code == 503 || *code == 507,
             KvError::Transport(msg) => msg.contains("connect"),
         }
     }

@@ -644,6 +644,15 @@ impl Cluster {
         }
     }
 
+    /// Master `id`'s exit status once its process has exited by itself (it is then no longer
+    /// running, and may be spawned again); `None` while it runs.
+    pub fn exited(&mut self, id: u64) -> Option<std::process::ExitStatus> {
+        let m = self.masters.get_mut(&id)?;
+        let status = m.child.as_mut()?.try_wait().ok()??;
+        m.child = None;
+        Some(status)
+    }
+
     /// Process id of master `id`.
     pub fn pid(&self, id: u64) -> Option<u32> {
         self.masters.get(&id)?.child.as_ref().map(|c| c.id())

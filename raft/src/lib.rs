@@ -16,6 +16,7 @@
 //! - [`node`]: [`node::RaftNode`], the facade the master uses: writes with forwarding to the
 //!   leader, linearizable and local reads, membership changes.
 //! - [`server`]: the Raft port, and [`message`]: keelson's own requests on it.
+//! - [`failure`]: what a master does when its storage fails (a full disk above all).
 //! - [`backup`]: the backup file, taken from a running master, restored into new data
 //!   directories.
 //!
@@ -31,6 +32,8 @@ pub mod command;
 #[cfg(feature = "storage")]
 mod elections;
 pub mod error;
+#[cfg(feature = "storage")]
+pub mod failure;
 #[cfg(feature = "storage")]
 pub mod feed;
 #[cfg(feature = "storage")]

@@ -32,6 +32,8 @@ pub struct RaftMetrics {
     pub db_size_bytes: IntGauge,
     pub quota_bytes: IntGauge,
     pub alarm_nospace: IntGauge,
+    pub storage_failed: IntGauge,
+    pub disk_full: IntGauge,
 }
 
 fn gauge(reg: &Registry, name: &str, help: &str) -> IntGauge {
@@ -187,6 +189,16 @@ impl RaftMetrics {
                 reg,
                 "keelson_raft_alarm_nospace",
                 "1 while the replicated NOSPACE alarm is raised: writes that store a value are refused, deletes go through.",
+            ),
+            storage_failed: gauge(
+                reg,
+                "keelson_raft_storage_failed",
+                "1 once this master's storage failed (a write to RocksDB or a snapshot did not complete): it serves nothing until restarted.",
+            ),
+            disk_full: gauge(
+                reg,
+                "keelson_raft_alarm_disk_full",
+                "1 once this master's storage failed because its disk is full (ENOSPC): it exits when space is freed, for its supervisor to restart it.",
             ),
         }
     }

@@ -20,6 +20,7 @@ use crate::command::{
     self, Command, CommandResponse, OpResult, Record, MAX_ENTRY_BYTES, PACKED_ENTRY_BYTES,
 };
 use crate::error::ClusterError;
+use crate::failure::Failure;
 use crate::feed::{Expired, Subscription, WindowLimits};
 use crate::gate::{Tenure, WriteGate};
 use crate::metrics::RaftMetrics;
@@ -208,6 +209,8 @@ pub struct RaftNode {
     pub(crate) prevote: PreVote,
     /// Raft's own threads: dropped (stopping its tasks) with the node.
     runtime: OwnedRuntime,
+    /// Why this master's storage stopped, once it has (`failure.rs`).
+    failure: tokio::sync::watch::Sender<Option<Failure>>,
 }
 
 impl RaftNode {
@@ -309,6 +312,7 @@ impl RaftNode {
             tenure: Tenure::default(),
             prevote: PreVote::new(Duration::from_millis(cfg.election_min_ms)),
             runtime,
+            failure: tokio::sync::watch::Sender::new(None),
         });
         tokio::spawn(export_metrics(node.clone()));
         Ok((node, appended))
@@ -750,6 +754,21 @@ impl RaftNode {
         }
     }
 
+    /// Why this master's storage stopped, if it has: it then serves nothing (`failure.rs`).
+    pub fn storage_failure(&self) -> Option<Failure> {
+        self.failure.borrow().clone()
+    }
+
+    /// Changes to [`RaftNode::storage_failure`].
+    pub fn storage_failures(&self) -> tokio::sync::watch::Receiver<Option<Failure>> {
+        self.failure.subscribe()
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
     /// The clusters this one was restored from, newest first (`keelson snapshot restore`).
     pub fn restored_from(&self) -> Vec<String> {
         store::restored_from(&self.db)
@@ -768,6 +787,7 @@ impl RaftNode {
         m.current_leader.is_some()
             && m.last_log_index.unwrap_or(0) <= applied + 1000
             && self.is_member()
+            && self.failure.borrow().is_none()
     }
 
     /// Raft's own runtime, for the Raft port's server.
@@ -790,6 +810,19 @@ async fn export_metrics(node: Arc<RaftNode>) {
     loop {
         let m = rx.borrow_and_update().clone();
         let g = &node.metrics;
+        if let Err(fatal) = &m.running_state {
+            if node.failure.borrow().is_none() {
+                let failure = Failure::of(fatal);
+                tracing::error!(
+                    no_space = failure.no_space,
+                    "storage failed: {}; this master serves nothing until it restarts",
+                    failure.reason
+                );
+                g.storage_failed.set(1);
+                g.disk_full.set(failure.no_space as i64);
+                node.failure.send_replace(Some(failure));
+            }
+        }
         g.is_leader.set((m.state == ServerState::Leader) as i64);
         g.term.set(m.current_term as i64);
         g.leader_id.set(m.current_leader.unwrap_or(0) as i64);

@@ -41,6 +41,9 @@ struct MasterStatus {
     /// agents own their containers too.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     restored_from: Vec<String>,
+    /// Why its storage stopped, if it has (`keelson_raft::failure`): it serves nothing else.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    storage_failure: Option<keelson_raft::failure::Failure>,
 }
 
 async fn status(State(s): State<ApiState>) -> Json<MasterStatus> {
@@ -51,6 +54,7 @@ async fn status(State(s): State<ApiState>) -> Json<MasterStatus> {
         db_size_bytes: s.node.db_size_bytes(),
         ready: s.node.is_ready(),
         restored_from: s.node.restored_from(),
+        storage_failure: s.node.storage_failure(),
     })
 }
 

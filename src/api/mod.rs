@@ -21,6 +21,7 @@ mod cluster;
 mod collection;
 mod discovery;
 mod extract;
+mod failed;
 mod fieldvalidation;
 mod kv;
 pub mod limits;
@@ -189,6 +190,10 @@ pub fn router(state: ApiState) -> Router {
         .merge(v1beta1::routes())
         .merge(cluster::routes())
         .merge(kv::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            failed::refuse,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.limits.clone(),
             limits::enforce,

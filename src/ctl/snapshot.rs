@@ -1,11 +1,11 @@
 //! `keelson ctl snapshot save FILE`: a backup of the cluster taken by its leader
 //! (`GET /cluster/snapshot`), streamed into `FILE.part` (0600), synced, checked (layout,
-//! SHA-256, data format), then renamed to `FILE`: a file by that name is always whole.
+//! SHA-256, data format), then renamed to `FILE`: a file by that name is always whole
+//! ([`crate::files::PartFile`]).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 use clap::Subcommand;
 use futures::StreamExt;
 use serde_json::Value;
@@ -44,46 +44,16 @@ async fn save(c: &Client, file: &Path) -> anyhow::Result<()> {
                 .await?
         }
     };
-    let mut part = file.as_os_str().to_owned();
-    part.push(".part");
-    let part = PathBuf::from(part);
-    let mut out = {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&part)
-            .with_context(|| format!("create {}", part.display()))?
-    };
     // Received, synced and checked, or removed: a partial file is never left behind.
-    let received = async {
-        let mut stream = resp.bytes_stream();
-        let mut received = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk =
-                chunk.map_err(|e| anyhow!("the backup stopped after {received} bytes: {e}"))?;
-            out.write_all(&chunk)
-                .with_context(|| format!("write {}", part.display()))?;
-            received += chunk.len() as u64;
-        }
-        out.sync_all()?;
-        anyhow::Ok(received)
+    let mut out = crate::files::PartFile::create(file)?;
+    let mut stream = resp.bytes_stream();
+    let mut received = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| anyhow!("the backup stopped after {received} bytes: {e}"))?;
+        out.write_all(&chunk)?;
+        received += chunk.len() as u64;
     }
-    .await;
-    let checked = received.and_then(|n| Ok((n, keelson_raft::backup::read(&part)?)));
-    let (received, (header, _, sum)) = match checked {
-        Ok(done) => done,
-        Err(e) => {
-            let _ = std::fs::remove_file(&part);
-            return Err(e);
-        }
-    };
-    std::fs::rename(&part, file).with_context(|| format!("rename to {}", file.display()))?;
-    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
+    let (header, _, sum) = out.commit(|part| Ok(keelson_raft::backup::read(part)?))?;
     println!(
         "Snapshot saved at {}: cluster {}, index {}, term {}, {} records, {} bytes, sha256 {sum}",
         file.display(),

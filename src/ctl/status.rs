@@ -35,6 +35,12 @@ impl Member {
     fn problem(&self) -> Option<String> {
         match &self.answer {
             Err(e) => Some(e.clone()),
+            Ok(v) if v["storage_failure"].is_object() => {
+                Some(match v["storage_failure"]["no_space"] == true {
+                    true => "out of disk space: its storage stopped".into(),
+                    false => "its storage failed".into(),
+                })
+            }
             Ok(v) if v["ready"] != true => Some(match v["leader"].as_u64() {
                 None => "no leader known".into(),
                 Some(_) => "still applying its log".into(),

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod http;
 pub mod peer_tls;
+pub mod snapshots;
 pub mod tls;
 
 /// Flags of `keelson master`.
@@ -72,6 +73,16 @@ pub struct MasterArgs {
     /// refused (507) until `keelson ctl alarm disarm`; deletes still work.
     #[arg(long, default_value = "2Gi", value_parser = crate::process::parse_size)]
     pub quota_backend_bytes: u64,
+    /// Save a backup of the cluster this often (`1h`, `30m`, `1h30m`; none when not given), as
+    /// k3s's etcd snapshots: each master with the flag keeps its own, in `--snapshot-dir`.
+    #[arg(long, value_parser = snapshots::parse_every)]
+    pub snapshot_schedule: Option<Duration>,
+    /// Scheduled snapshots kept: the oldest of this master's are removed past it.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub snapshot_retention: u32,
+    /// Where scheduled snapshots go (0700). Default: `DATA_DIR/snapshots`.
+    #[arg(long)]
+    pub snapshot_dir: Option<PathBuf>,
     /// Bearer tokens accepted by the API, one per line (`token,user,uid,"group1,group2"`). Without it the API is
     /// open (local tests only).
     #[arg(long)]
@@ -233,6 +244,24 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listen on --api-addr {}", args.api_addr))?;
     let node = RaftNode::start(cfg, &registry).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Stops with `stop_tx`; a part being written when the master stops is removed at the next
+    // start.
+    let _scheduled = match args.snapshot_schedule {
+        Some(every) => Some(snapshots::start(
+            node.clone(),
+            snapshots::Schedule {
+                every,
+                retention: args.snapshot_retention as usize,
+                dir: args
+                    .snapshot_dir
+                    .clone()
+                    .unwrap_or_else(|| args.data_dir.join("snapshots")),
+            },
+            &registry,
+            stop_rx.clone(),
+        )?),
+        None => None,
+    };
 
     let timeouts = http::Timeouts {
         header_read: Duration::from_millis(args.header_read_timeout_ms),
@@ -319,7 +348,10 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     }
     tracing::info!(id = args.id, raft = %args.raft_addr, api = %format!("{scheme}://{}", args.api_addr), cluster = ?node.cluster_id(), "master running");
 
-    stop_signal.await;
+    let exit_code = tokio::select! {
+        _ = stop_signal => None,
+        code = exit_after_storage_failure(node.clone()) => Some(code),
+    };
     tracing::info!("stopping");
     loops_stop.cancel();
     let _ = loops.await;
@@ -327,13 +359,52 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     // election timeout; writes arriving meanwhile are forwarded to the next leader.
     node.hand_over(HAND_OVER_TIMEOUT).await;
     let _ = stop_tx.send(true);
+    // Requests in flight finish (a write forwarded to the new leader gets its answer) before
+    // Raft stops: a client of a rolling restart sees an answer or a refused connection.
+    let _ = tokio::time::timeout(Duration::from_secs(5), api_server).await;
     node.shutdown().await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        let _ = raft_server.await;
-        let _ = api_server.await;
-    })
-    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), raft_server).await;
+    if let Some(code) = exit_code {
+        std::process::exit(code);
+    }
     Ok(())
+}
+
+/// Exit status of a master that stopped on a full disk once space was freed: EX_TEMPFAIL,
+/// "try again", for its supervisor to start it again.
+pub const EXIT_SPACE_FREED: i32 = 75;
+
+/// Waits for this master's storage to fail (`keelson_raft::failure`) and for the moment to exit:
+/// on a full disk once space is freed ([`EXIT_SPACE_FREED`]), on any other failure at once (1).
+/// Until then the API refuses what it would serve from the store (`api::failed`).
+async fn exit_after_storage_failure(node: Arc<RaftNode>) -> i32 {
+    let mut failures = node.storage_failures();
+    let failure = match failures.wait_for(Option::is_some).await {
+        Ok(f) => f.clone().expect("a failure"),
+        Err(_) => return std::future::pending().await,
+    };
+    if !failure.no_space {
+        tracing::error!("storage failed: exiting for the supervisor to restart this master");
+        return 1;
+    }
+    let dir = node.data_dir().to_path_buf();
+    tracing::error!(
+        "out of disk space in {}: waiting for space to be freed, then exiting for the supervisor to restart this master",
+        dir.display()
+    );
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let probe = dir.clone();
+        let back =
+            tokio::task::spawn_blocking(move || keelson_raft::failure::space_is_back(&probe));
+        if back.await.unwrap_or(false) {
+            tracing::warn!(
+                "space was freed in {}: exiting ({EXIT_SPACE_FREED}) for the supervisor to restart this master",
+                dir.display()
+            );
+            return EXIT_SPACE_FREED;
+        }
+    }
 }
 
 /// A master creating a cluster must be named in `--peers`, at its own `--raft-addr`.

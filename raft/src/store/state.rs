@@ -6,7 +6,11 @@
 //!   last-applied log id once a batch of entries is applied (one RocksDB write batch).
 //! - Apply publishes its events to the feed while it still holds the state lock, so a reader
 //!   that lists and subscribes under that lock sees a consistent cut (list at N, events > N).
-//! - A snapshot install replaces memory and disk in one synced write batch, then resets the feed.
+//! - A snapshot install makes the snapshot file durable first, then replaces the records in
+//!   memory and disk in one synced write batch, then resets the feed. A crash between the two
+//!   leaves a snapshot newer than the state, and opening the directory completes the install from
+//!   the file ([`StateMachine::open`]): at every step the file and the state agree, or the next
+//!   start makes them.
 
 use std::collections::BTreeSet;
 use std::io::Cursor;
@@ -242,18 +246,34 @@ impl StateMachine {
         let current_snapshot = snapshot::read_file(&snapshot_path)
             .map_err(corrupt)?
             .map(Arc::new);
-        let applied = last_applied.map_or(0, |l| l.index);
+        let mut st = SmState {
+            space,
+            last_applied,
+            membership,
+            removed,
+        };
+        if let Some(snap) = &current_snapshot {
+            if snap.meta.last_log_id > st.last_applied {
+                // An install (or a build) that stopped after the file and before the state:
+                // the file is durable and newer, so finish with it.
+                tracing::warn!(
+                    snapshot = ?snap.meta.last_log_id,
+                    applied = ?st.last_applied,
+                    "the snapshot file is newer than the stored state: completing its install"
+                );
+                let records =
+                    decode_snapshot(&snap.meta, &snap.data).map_err(|e| corrupt(e.to_string()))?;
+                replace_state(&db, &mut st, &snap.meta, records)
+                    .map_err(|e| corrupt(e.to_string()))?;
+            }
+        }
+        let applied = applied_index(&st);
         let snapshot_bytes = current_snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
         Ok(StateMachine {
             shared: Arc::new(Shared {
                 db,
                 snapshot_path,
-                state: RwLock::new(SmState {
-                    space,
-                    last_applied,
-                    membership,
-                    removed,
-                }),
+                state: RwLock::new(st),
                 feed: Feed::new(feed_window, revision::through_entry(applied)),
                 snapshot_seq: AtomicU64::new(0),
                 current_snapshot: Mutex::new(current_snapshot),
@@ -297,12 +317,18 @@ fn record_changes(
     events: &mut Vec<Event>,
 ) -> Result<(), StorageError<NodeId>> {
     let cf = db.cf_handle(CF_STATE).expect("state cf");
+    // Every change gets its event, even past a failure: apply undoes the changes in memory by
+    // their events when the batch cannot be written.
+    let mut failed = None;
     for change in changes {
         match change {
             Change::Put { key, record, prev } => {
-                let bytes = codec::encode(&record)
-                    .map_err(|e| storage_err(StorageIOError::write_state_machine, e))?;
-                batch.put_cf(&cf, key.as_bytes(), bytes);
+                match codec::encode(&record) {
+                    Ok(bytes) => batch.put_cf(&cf, key.as_bytes(), bytes),
+                    Err(e) => {
+                        failed.get_or_insert(e.to_string());
+                    }
+                }
                 let kind = if prev.is_some() {
                     EventKind::Updated
                 } else {
@@ -317,8 +343,31 @@ fn record_changes(
             }
         }
     }
-    Ok(())
+    match failed {
+        None => Ok(()),
+        Some(e) => Err(storage_err(StorageIOError::write_state_machine, e)),
+    }
 }
+
+/// Undoes in `st` what apply did before its batch failed to be written: the changes by their
+/// events (newest first), and the applied id and membership as they were. Memory then holds
+/// what the disk holds, so a master whose disk failed never serves state it did not persist.
+fn undo(st: &mut SmState, before: Before, events: &[Event]) {
+    for e in events.iter().rev() {
+        match &e.prev {
+            Some(prev) => st.space.insert(e.key.clone(), prev.clone()),
+            None => st.space.remove(&e.key),
+        };
+    }
+    (st.last_applied, st.membership, st.removed) = before;
+}
+
+/// What apply changes besides the records.
+type Before = (
+    Option<LogId<NodeId>>,
+    StoredMembership<NodeId, MasterNode>,
+    BTreeSet<NodeId>,
+);
 
 fn write_applied(
     db: &DB,
@@ -338,6 +387,52 @@ fn write_applied(
         KEY_MEMBERSHIP,
         codec::encode(&st.membership).map_err(enc)?,
     );
+    Ok(())
+}
+
+/// The records of snapshot data.
+fn decode_snapshot(
+    meta: &SnapshotMeta<NodeId, MasterNode>,
+    data: &[u8],
+) -> Result<Vec<(String, Record)>, StorageError<NodeId>> {
+    codec::decode_trusted(data).map_err(|e| {
+        storage_err(
+            |ae| StorageIOError::read_snapshot(Some(meta.signature()), ae),
+            e,
+        )
+    })
+}
+
+/// Replaces every record, in `st` and on disk (one synced batch), with a snapshot's.
+fn replace_state(
+    db: &DB,
+    st: &mut SmState,
+    meta: &SnapshotMeta<NodeId, MasterNode>,
+    records: Vec<(String, Record)>,
+) -> Result<(), StorageError<NodeId>> {
+    let state_cf = db.cf_handle(CF_STATE).expect("state cf");
+    let mut batch = WriteBatch::default();
+    // Keys are UTF-8, which never contains the byte 0xFF: this range covers them all.
+    batch.delete_range_cf(&state_cf, b"".as_slice(), [0xFFu8; 8].as_slice());
+    let mut space = KeySpace::new();
+    for (key, record) in records {
+        let bytes = codec::encode(&record)
+            .map_err(|e| storage_err(StorageIOError::write_state_machine, e))?;
+        batch.put_cf(&state_cf, key.as_bytes(), bytes);
+        space.insert(key, record);
+    }
+    // Memory changes only once the disk has: a failed write leaves both as they were.
+    let mut next = SmState {
+        space,
+        last_applied: meta.last_log_id,
+        membership: st.membership.clone(),
+        removed: st.removed.clone(),
+    };
+    next.change_membership(meta.last_membership.clone());
+    write_applied(db, &mut batch, &next)?;
+    db.write_opt(batch, &synced())
+        .map_err(|e| storage_err(StorageIOError::write_state_machine, e))?;
+    *st = next;
     Ok(())
 }
 
@@ -442,35 +537,44 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let db = &self.shared.db;
         let mut st = self.shared.state.write().expect("state lock");
+        let before: Before = (st.last_applied, st.membership.clone(), st.removed.clone());
         let mut batch = WriteBatch::default();
         let mut events = Vec::new();
         let mut responses = Vec::new();
-        for entry in entries {
-            let index = entry.log_id.index;
-            st.last_applied = Some(entry.log_id);
-            match entry.payload {
-                EntryPayload::Blank => responses.push(CommandResponse {
-                    index,
-                    results: vec![],
-                }),
-                EntryPayload::Normal(cmd) => {
-                    let mut changes = Vec::new();
-                    let resp = apply_command(&mut st.space, index, &cmd, &mut changes);
-                    record_changes(db, &mut batch, changes, &mut events)?;
-                    responses.push(resp);
-                }
-                EntryPayload::Membership(m) => {
-                    st.change_membership(StoredMembership::new(Some(entry.log_id), m));
-                    responses.push(CommandResponse {
+        let applied = || -> Result<(), StorageError<NodeId>> {
+            for entry in entries {
+                let index = entry.log_id.index;
+                st.last_applied = Some(entry.log_id);
+                match entry.payload {
+                    EntryPayload::Blank => responses.push(CommandResponse {
                         index,
                         results: vec![],
-                    });
+                    }),
+                    EntryPayload::Normal(cmd) => {
+                        let mut changes = Vec::new();
+                        let resp = apply_command(&mut st.space, index, &cmd, &mut changes);
+                        record_changes(db, &mut batch, changes, &mut events)?;
+                        responses.push(resp);
+                    }
+                    EntryPayload::Membership(m) => {
+                        st.change_membership(StoredMembership::new(Some(entry.log_id), m));
+                        responses.push(CommandResponse {
+                            index,
+                            results: vec![],
+                        });
+                    }
                 }
             }
+            write_applied(db, &mut batch, &st)?;
+            db.write(std::mem::take(&mut batch))
+                .map_err(|e| storage_err(StorageIOError::write_state_machine, e))
+        };
+        if let Err(e) = applied() {
+            // A full disk, most often: openraft stops on the error, and memory stays as the
+            // disk is.
+            undo(&mut st, before, &events);
+            return Err(e);
         }
-        write_applied(db, &mut batch, &st)?;
-        db.write(batch)
-            .map_err(|e| storage_err(StorageIOError::write_state_machine, e))?;
         self.shared.feed.publish(events);
         self.shared.feed.advance(applied_rv(&st));
         Ok(responses)
@@ -492,38 +596,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
         let data = snapshot.into_inner();
-        let records: Vec<(String, Record)> = codec::decode_trusted(&data).map_err(|e| {
-            storage_err(
-                |ae| StorageIOError::read_snapshot(Some(meta.signature()), ae),
-                e,
-            )
-        })?;
-        let db = &self.shared.db;
-        {
-            let mut st = self.shared.state.write().expect("state lock");
-            let state_cf = db.cf_handle(CF_STATE).expect("state cf");
-            let mut batch = WriteBatch::default();
-            // Keys are UTF-8, which never contains the byte 0xFF: this range covers them all.
-            batch.delete_range_cf(&state_cf, b"".as_slice(), [0xFFu8; 8].as_slice());
-            let mut space = KeySpace::new();
-            for (key, record) in records {
-                let bytes = codec::encode(&record)
-                    .map_err(|e| storage_err(StorageIOError::write_state_machine, e))?;
-                batch.put_cf(&state_cf, key.as_bytes(), bytes);
-                space.insert(key, record);
-            }
-            st.space = space;
-            st.last_applied = meta.last_log_id;
-            st.change_membership(meta.last_membership.clone());
-            write_applied(db, &mut batch, &st)?;
-            db.write_opt(batch, &synced())
-                .map_err(|e| storage_err(StorageIOError::write_state_machine, e))?;
-            self.shared.feed.reset(applied_rv(&st));
-        }
+        let records = decode_snapshot(meta, &data)?;
+        // The file first: from here on a crash is completed at the next start (`open`).
         self.save_snapshot(StoredSnapshot {
             meta: meta.clone(),
             data,
         })?;
+        {
+            let mut st = self.shared.state.write().expect("state lock");
+            replace_state(&self.shared.db, &mut st, meta, records)?;
+            self.shared.feed.reset(applied_rv(&st));
+        }
         self.shared
             .snapshots_installed
             .fetch_add(1, Ordering::Relaxed);
@@ -543,5 +626,146 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: s.meta.clone(),
             snapshot: Box::new(Cursor::new(s.data.clone())),
         }))
+    }
+}
+
+#[cfg(test)]
+mod crash_tests {
+    //! A crash at any step of a snapshot install leaves the snapshot file and the state in
+    //! agreement once the directory is opened again. Each crash is the directory as the steps
+    //! before it left it: the database closed, the later steps never run.
+    use openraft::{CommittedLeaderId, Membership};
+
+    use super::*;
+
+    fn snapshot_at(index: u64, n: usize) -> StoredSnapshot {
+        let records: Vec<(String, Record)> = (0..n)
+            .map(|i| {
+                let record = Record {
+                    value: format!("{index}-{i}").into_bytes().into(),
+                    create_rv: index << 16,
+                    mod_rv: index << 16,
+                };
+                (format!("/k/{i:03}"), record)
+            })
+            .collect();
+        let at = LogId::new(CommittedLeaderId::new(1, 1), index);
+        let members = std::collections::BTreeMap::from([(1, MasterNode::default())]);
+        StoredSnapshot {
+            meta: SnapshotMeta {
+                last_log_id: Some(at),
+                last_membership: StoredMembership::new(
+                    Some(at),
+                    Membership::new(vec![BTreeSet::from([1])], members),
+                ),
+                snapshot_id: format!("test-{index}"),
+            },
+            data: codec::encode(&records).unwrap(),
+        }
+    }
+
+    fn open(dir: &Path) -> StateMachine {
+        let db = super::super::open_db(dir).unwrap();
+        StateMachine::open(db, dir, WindowLimits::default()).unwrap()
+    }
+
+    /// The file's snapshot and the state (memory, and disk after a reopen) are the same.
+    fn assert_agree(dir: &Path, expect: &StoredSnapshot) {
+        for round in ["as opened", "opened again"] {
+            let sm = open(dir);
+            let file = snapshot::read_file(&dir.join(SNAPSHOT_FILE))
+                .unwrap()
+                .unwrap();
+            assert_eq!(file.meta, expect.meta, "{round}: the file");
+            let (records, _) = sm.shared.list("");
+            let want: Vec<(String, Record)> = codec::decode_trusted(&expect.data).unwrap();
+            assert_eq!(records, want, "{round}: the records");
+            let st = sm.shared.state.read().unwrap();
+            assert_eq!(st.last_applied, expect.meta.last_log_id, "{round}: applied");
+            assert_eq!(st.membership, expect.meta.last_membership, "{round}");
+        }
+    }
+
+    async fn install(dir: &Path, snap: &StoredSnapshot) {
+        let mut sm = open(dir);
+        sm.install_snapshot(&snap.meta, Box::new(Cursor::new(snap.data.clone())))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_crash_between_any_two_install_steps_leaves_file_and_state_agreeing() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        let first = snapshot_at(10, 5);
+        install(dir, &first).await;
+        assert_agree(dir, &first);
+
+        // Crash while writing the file: a partial temporary file, never renamed.
+        let second = snapshot_at(20, 8);
+        let whole = codec::encode(&second).unwrap();
+        std::fs::write(
+            dir.join(SNAPSHOT_FILE).with_extension("tmp"),
+            &whole[..whole.len() / 2],
+        )
+        .unwrap();
+        assert_agree(dir, &first);
+
+        // Crash after the file is in place, before the state's batch: the start completes it.
+        snapshot::write_file(&dir.join(SNAPSHOT_FILE), &second).unwrap();
+        assert_agree(dir, &second);
+
+        // No crash: a whole install, with fewer records than before (the old ones go).
+        let third = snapshot_at(30, 3);
+        install(dir, &third).await;
+        assert_agree(dir, &third);
+    }
+
+    #[test]
+    fn a_batch_that_cannot_be_written_is_undone_in_memory() {
+        use crate::command::Command;
+        let dir = tempfile::tempdir().unwrap();
+        let sm = open(dir.path());
+        let db = &sm.shared.db;
+        let mut st = SmState::default();
+        let mut changes = Vec::new();
+        let put = |key: &str, value: &str| Command::Put {
+            key: key.into(),
+            value: value.as_bytes().to_vec().into(),
+        };
+        apply_command(
+            &mut st.space,
+            1,
+            &Command::Batch(vec![put("/a", "1"), put("/b", "1")]),
+            &mut changes,
+        );
+        let mut events = Vec::new();
+        record_changes(db, &mut WriteBatch::default(), changes, &mut events).unwrap();
+        let at_one = st.space.clone();
+        let before: Before = (st.last_applied, st.membership.clone(), st.removed.clone());
+
+        // Entry 2 updates, deletes and creates; its batch "fails": undone, memory is as before.
+        st.last_applied = Some(LogId::new(CommittedLeaderId::new(1, 1), 2));
+        let mut changes = Vec::new();
+        apply_command(
+            &mut st.space,
+            2,
+            &Command::Batch(vec![
+                put("/a", "2"),
+                Command::Delete {
+                    key: "/b".into(),
+                    precondition: None,
+                },
+                put("/c", "2"),
+                put("/c", "3"),
+            ]),
+            &mut changes,
+        );
+        let mut events = Vec::new();
+        record_changes(db, &mut WriteBatch::default(), changes, &mut events).unwrap();
+        assert_ne!(st.space, at_one);
+        undo(&mut st, before, &events);
+        assert_eq!(st.space, at_one);
+        assert_eq!(st.last_applied, None);
     }
 }
