@@ -18,7 +18,8 @@
 //! proxies. Stopping `keelson up` leaves the containers running (and says so); the next run's
 //! agents adopt them, and `keelson down` removes them.
 //! A master that dies (a chaos test's SIGKILL) is reported, not restarted: restarting is
-//! the operator's (or the harness's) decision.
+//! the operator's (or the harness's) decision. One that exits asking to be started again (75:
+//! it stopped on a full disk and there is room now) is started again.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -313,7 +314,20 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let client = api_client(&ca_pem)?;
     let leader = wait_for_leader(&client, &file, &token, Duration::from_secs(30)).await;
     print_summary(&args, &data_dir, &file, leader);
-    supervise(stop_signal, &mut children, masters_started).await?;
+    // A master that exits asking to be started again (its disk was full and has room now) is.
+    let restart = |i: usize, file: &ClusterFile| {
+        let peers = peers_of(file);
+        let m = &file.masters[i];
+        start_master(&data_dir, &logs, &exe, &certs, m, &peers, &file.cluster_id)
+    };
+    let mut supervised = Supervised {
+        children: &mut children,
+        masters_started,
+        file: &mut file,
+        data_dir: &data_dir,
+        restart: &restart,
+    };
+    supervise(stop_signal, &mut supervised).await?;
     stop_cluster(&mut children).await;
     println!(
         "stopped {} master(s) and {} agent(s); left running: the pods' containers (the next `keelson up` adopts them) — `keelson down --data-dir {}` removes them, `--purge` the data too",
@@ -427,11 +441,7 @@ fn start_masters(
     certs: &ClusterCerts,
     file: &mut ClusterFile,
 ) -> anyhow::Result<Vec<(String, Child)>> {
-    let peers: Vec<String> = file
-        .masters
-        .iter()
-        .map(|m| format!("{}={}/{}", m.id, m.raft, addr_of(&m.api)))
-        .collect();
+    let peers = peers_of(file);
     let mut children: Vec<(String, Child)> = Vec::new();
     for m in file.masters.iter_mut() {
         let child = start_master(data_dir, logs, exe, certs, m, &peers, &file.cluster_id)?;
@@ -439,6 +449,14 @@ fn start_masters(
         children.push((format!("master {}", m.id), child));
     }
     Ok(children)
+}
+
+/// The `--peers` entries of the masters of `file`.
+fn peers_of(file: &ClusterFile) -> Vec<String> {
+    file.masters
+        .iter()
+        .map(|m| format!("{}={}/{}", m.id, m.raft, addr_of(&m.api)))
+        .collect()
 }
 
 /// Starts one master logging to `DATA_DIR/master-N.log`, first issuing its peer certificate.
@@ -636,28 +654,59 @@ fn print_summary(args: &UpArgs, data_dir: &Path, file: &ClusterFile, leader: Opt
     }
 }
 
-/// Watches the children every 500 ms until `stop_signal`, reporting each one that exits; fails
-/// when every master (the first `masters_started` children) has exited.
-async fn supervise(
-    stop_signal: impl std::future::Future<Output = ()>,
-    children: &mut [(String, Child)],
+/// What `supervise` watches: the children (the first `masters_started` are the masters, in the
+/// order of `file.masters`), and how to start master `i` again.
+struct Supervised<'a, R: Fn(usize, &ClusterFile) -> anyhow::Result<Child>> {
+    children: &'a mut Vec<(String, Child)>,
     masters_started: usize,
+    file: &'a mut ClusterFile,
+    data_dir: &'a Path,
+    restart: &'a R,
+}
+
+/// Watches the children every 500 ms until `stop_signal`, reporting each one that exits; a
+/// master that exits with [`crate::master::EXIT_SPACE_FREED`] (it stopped on a full disk, and
+/// there is room again) is started again, its new pid recorded. Fails when every master has
+/// exited.
+async fn supervise<R: Fn(usize, &ClusterFile) -> anyhow::Result<Child>>(
+    stop_signal: impl std::future::Future<Output = ()>,
+    s: &mut Supervised<'_, R>,
 ) -> anyhow::Result<()> {
     let mut stop = Box::pin(stop_signal);
-    let mut alive: Vec<bool> = vec![true; children.len()];
+    let mut alive: Vec<bool> = vec![true; s.children.len()];
     loop {
         tokio::select! {
             _ = &mut stop => break,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                for (i, (id, child)) in children.iter_mut().enumerate() {
-                    if alive[i] {
-                        if let Ok(Some(status)) = child.try_wait() {
+                for i in 0..s.children.len() {
+                    if !alive[i] {
+                        continue;
+                    }
+                    let (id, child) = &mut s.children[i];
+                    let Ok(Some(status)) = child.try_wait() else {
+                        continue;
+                    };
+                    let again = i < s.masters_started
+                        && status.code() == Some(crate::master::EXIT_SPACE_FREED);
+                    if !again {
+                        alive[i] = false;
+                        println!("{id} exited ({status}); the others keep running");
+                        continue;
+                    }
+                    println!("{id} exited after its disk had filled up, now that there is room: starting it again");
+                    match (s.restart)(i, s.file) {
+                        Ok(child) => {
+                            s.file.masters[i].pid = child.id().unwrap_or(0);
+                            s.children[i].1 = child;
+                            s.file.save(s.data_dir)?;
+                        }
+                        Err(e) => {
                             alive[i] = false;
-                            println!("{id} exited ({status}); the others keep running");
+                            println!("{id} could not be started again: {e:#}");
                         }
                     }
                 }
-                if alive[..masters_started].iter().all(|a| !a) {
+                if alive[..s.masters_started].iter().all(|a| !a) {
                     bail!("every master has exited");
                 }
             }

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use common::tmpfs::Tmpfs;
 use common::writer::{assert_none_lost, Writer};
 use keelson_chaos::{Cluster, Kv, KvError};
 
@@ -882,46 +883,6 @@ async fn a_rolling_restart_under_write_load_fails_no_write() {
     );
 }
 
-/// A tmpfs mounted for a test, unmounted (lazily) when dropped.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(path: &std::path::Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(path).unwrap();
-        let out = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(path)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "mount a tmpfs: {out:?}");
-        Tmpfs(path.to_path_buf())
-    }
-
-    fn resize(&self, size: &str) {
-        let out = std::process::Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "remount the tmpfs: {out:?}");
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .output();
-    }
-}
-
 /// A master whose data directory is on a 24 MiB tmpfs fills it under a write load: it stops
 /// its storage, answers every request with a 507 naming itself and "no space", raises its
 /// alarm metric and serves no state; the others go on. Once space is freed it exits (75) for
@@ -930,9 +891,7 @@ impl Drop for Tmpfs {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_out_of_disk_space_refuses_requests_and_restarts_once_space_is_freed() {
     use common::writer::Options;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: mounting a tmpfs needs root");
+    if !Tmpfs::can_mount() {
         return;
     }
     let root = tempfile::tempdir().unwrap();
@@ -971,6 +930,10 @@ async fn a_master_out_of_disk_space_refuses_requests_and_restarts_once_space_is_
     );
     assert_eq!(failure["no_space"], true, "{failure}");
     assert!(!c.has_exited(2), "master 2 exited while its disk is full");
+    // It says so, and neither leads nor names a leader (agents and clients go elsewhere).
+    let status = c.status(2).await.unwrap();
+    assert_eq!(status["state"], "Stopped", "{status}");
+    assert!(status["leader"].is_null(), "{status}");
 
     // Every request but health, metrics and its status: 507, naming the master and the cause.
     let http = reqwest::Client::new();

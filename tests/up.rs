@@ -355,6 +355,19 @@ async fn logs_rotate_as_json_lines_and_down_purges() {
     assert!(!data.exists(), "the data directory is still there");
 }
 
+/// A `keelson up` stopped (SIGTERM: it stops what it started) when the test ends, passed or not.
+struct StopOnDrop(Child);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Copies the directory `from` to `to`, files 0600 and directories 0700 (git keeps neither).
 fn copy_private(from: &std::path::Path, to: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
@@ -403,16 +416,19 @@ async fn every_data_fixture_opens_with_this_build() {
                 .output()
                 .unwrap()
         };
-        let mut up = Command::new(BIN)
-            .args(["up", "--data-dir"])
-            .arg(&data)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn keelson up");
+        // As the fixture was made: no agent (its pods stay pending, and no Docker is needed).
+        let mut up = StopOnDrop(
+            Command::new(BIN)
+                .args(["up", "--agents", "0", "--data-dir"])
+                .arg(&data)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn keelson up"),
+        );
         if expect["opens"] == false {
-            let out = up.wait_with_output().unwrap();
-            assert!(!out.status.success(), "{name}: opened");
+            let out = up.0.wait().unwrap();
+            assert!(!out.success(), "{name}: opened");
             let log = std::fs::read_to_string(data.join("master-1.log")).unwrap_or_default();
             let format = expect["format"].as_u64().unwrap();
             assert!(
@@ -460,10 +476,75 @@ async fn every_data_fixture_opens_with_this_build() {
             .unwrap();
         assert!(down.status.success(), "{name}: keelson down: {down:?}");
         assert!(
-            up.wait().unwrap().success(),
+            up.0.wait().unwrap().success(),
             "{name}: keelson up exits cleanly"
         );
         opened += 1;
     }
     assert!(opened >= 1, "no fixture in {}", fixtures.display());
+}
+
+/// `keelson up` is a supervisor for the one exit that asks for it: a master whose disk (a
+/// 24 MiB tmpfs here) fills up stops its storage, and once the disk has room it exits with 75;
+/// `keelson up` starts it again, records its new pid, and it serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_starts_a_master_again_once_its_full_disk_has_room() {
+    use common::tmpfs::Tmpfs;
+    if !Tmpfs::can_mount() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let disk = Tmpfs::mount(&data.join("master-2"), "24m");
+    let host = format!("127.0.5.{}", 1 + rand_byte());
+    let mut up = StopOnDrop(start_up(&data, &host));
+    let file = wait_ready(&data, &[]).await;
+    let before = pids(&file);
+    let token = token_of(&data);
+    let http = client(&data).unwrap();
+    let api = |i: usize| file["masters"][i]["api"].as_str().unwrap().to_string();
+    let status_of_2 = || async {
+        let r = http
+            .get(format!("{}/cluster", api(1)))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .ok()?;
+        r.json::<Value>().await.ok()
+    };
+    // 64 KiB values through master 1 until master 2's disk is full.
+    let kv = Kv::with_http(&api(0), http.clone()).with_token(&token);
+    let value = "v".repeat(64 << 10);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    for i in 0.. {
+        let _ = kv.create(&format!("fill/{i:06}"), &value).await;
+        if i % 10 == 0
+            && status_of_2()
+                .await
+                .is_some_and(|s| s["storage_failure"]["no_space"] == true)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "master 2's disk never filled");
+    }
+    disk.resize("512m");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now: Value =
+            serde_json::from_slice(&std::fs::read(data.join("cluster.json")).unwrap()).unwrap();
+        let pid = now["masters"][1]["pid"].as_u64().unwrap();
+        if pid != before[1] && alive(pid) && status_of_2().await.is_some_and(|s| s["ready"] == true)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "keelson up did not start master 2 again\n{}",
+            std::fs::read_to_string(data.join("master-2.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // SAFETY: signalling our child.
+    unsafe { libc::kill(up.0.id() as i32, libc::SIGTERM) };
+    assert!(up.0.wait().unwrap().success());
 }

@@ -36,7 +36,9 @@ pub(crate) async fn follow_tenure(node: Arc<RaftNode>) {
     loop {
         let (leading, term) = {
             let m = rx.borrow_and_update();
-            (m.state == ServerState::Leader, m.current_term)
+            // A leader whose Raft stopped (its storage failed) leads no more.
+            let leading = m.state == ServerState::Leader && m.running_state.is_ok();
+            (leading, m.current_term)
         };
         node.tenure.observe(leading, term);
         if rx.changed().await.is_err() {

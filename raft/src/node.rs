@@ -738,12 +738,17 @@ impl RaftNode {
         let voters: Vec<NodeId> = membership.voter_ids().collect();
         let learners: Vec<NodeId> = membership.learner_ids().collect();
         let members = membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
+        // Raft stopped (storage failed): it neither leads nor follows anyone.
+        let stopped = m.running_state.is_err();
         NodeStatus {
             id: self.id,
             cluster_id: self.cluster_id(),
-            state: format!("{:?}", m.state),
+            state: match stopped {
+                true => "Stopped".into(),
+                false => format!("{:?}", m.state),
+            },
             term: m.current_term,
-            leader: m.current_leader,
+            leader: m.current_leader.filter(|_| !stopped),
             last_log_index: m.last_log_index.unwrap_or(0),
             applied_index: m.last_applied.map_or(0, |l| l.index),
             snapshot_index: m.snapshot.map_or(0, |l| l.index),

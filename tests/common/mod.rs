@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod kubectl;
+pub mod tmpfs;
 pub mod writer;
 
 use std::time::{Duration, Instant};
