@@ -54,6 +54,10 @@ impl PartFile {
             .mode(0o600)
             .open(&part)
             .with_context(|| format!("create {}", part.display()))?;
+        // A part left by an earlier attempt keeps its mode when opened: 0600 all the same.
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("chmod 600 {}", part.display()))?;
         Ok(PartFile {
             part,
             path: path.to_path_buf(),

@@ -129,6 +129,9 @@ fn main() {
     });
     if let Err(e) = result {
         eprintln!("keelson: {e:#}");
-        std::process::exit(1);
+        let code = e
+            .downcast_ref::<process::Exit>()
+            .map_or(1, |exit| exit.code);
+        std::process::exit(code);
     }
 }

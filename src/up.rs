@@ -665,7 +665,7 @@ struct Supervised<'a, R: Fn(usize, &ClusterFile) -> anyhow::Result<Child>> {
 }
 
 /// Watches the children every 500 ms until `stop_signal`, reporting each one that exits; a
-/// master that exits with [`crate::master::EXIT_SPACE_FREED`] (it stopped on a full disk, and
+/// master that exits with [`crate::master::storage_failure::EXIT_SPACE_FREED`] (it stopped on a full disk, and
 /// there is room again) is started again, its new pid recorded. Fails when every master has
 /// exited.
 async fn supervise<R: Fn(usize, &ClusterFile) -> anyhow::Result<Child>>(
@@ -682,12 +682,12 @@ async fn supervise<R: Fn(usize, &ClusterFile) -> anyhow::Result<Child>>(
                     if !alive[i] {
                         continue;
                     }
-                    let (id, child) = &mut s.children[i];
-                    let Ok(Some(status)) = child.try_wait() else {
+                    let Ok(Some(status)) = s.children[i].1.try_wait() else {
                         continue;
                     };
+                    let id = s.children[i].0.clone();
                     let again = i < s.masters_started
-                        && status.code() == Some(crate::master::EXIT_SPACE_FREED);
+                        && status.code() == Some(crate::master::storage_failure::EXIT_SPACE_FREED);
                     if !again {
                         alive[i] = false;
                         println!("{id} exited ({status}); the others keep running");
@@ -698,7 +698,9 @@ async fn supervise<R: Fn(usize, &ClusterFile) -> anyhow::Result<Child>>(
                         Ok(child) => {
                             s.file.masters[i].pid = child.id().unwrap_or(0);
                             s.children[i].1 = child;
-                            s.file.save(s.data_dir)?;
+                            if let Err(e) = s.file.save(s.data_dir) {
+                                println!("cannot record {id}'s new pid: {e:#}");
+                            }
                         }
                         Err(e) => {
                             alive[i] = false;

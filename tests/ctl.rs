@@ -790,26 +790,34 @@ async fn scheduled_snapshots_are_saved_and_pruned_to_the_retention() {
     let http = e.cluster.client_builder().build().unwrap();
     let (_, cluster_id) = e.cluster.peers_and_id();
     use std::os::unix::fs::PermissionsExt;
+    let (http, cluster) = (&http, &e.cluster);
+    let taken = |id: u64| async move {
+        let text = http
+            .get(format!("{}/metrics", cluster.url(id)))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("keelson_scheduled_snapshots_total{result=\"ok\"} "))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut since_pod = Vec::new();
     for id in e.cluster.ids() {
+        since_pod.push(taken(id).await);
+    }
+    for (id, at_pod) in e.cluster.ids().into_iter().zip(since_pod) {
         let snapshots = e.cluster.spec(id).data_dir.join("snapshots");
-        // Four taken (from the master's own counter), two kept: the oldest were pruned.
+        // Four taken (from the master's own counter), two kept: the oldest were pruned. Two
+        // more than when the pod was there: the second of them began after it was created.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let text = http
-                .get(format!("{}/metrics", e.cluster.url(id)))
-                .bearer_auth(TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            let taken = text
-                .lines()
-                .find_map(|l| l.strip_prefix("keelson_scheduled_snapshots_total{result=\"ok\"} "))
-                .and_then(|n| n.parse::<u64>().ok())
-                .unwrap_or(0);
-            if taken >= 4 {
+            let taken = taken(id).await;
+            if taken >= 4 && taken >= at_pod + 2 {
                 break;
             }
             assert!(

@@ -1,14 +1,9 @@
 //! When a master's storage fails: a full disk (ENOSPC) or any other error writing RocksDB or a
-//! snapshot. openraft stops for good on such an error; this master then serves nothing it holds
-//! (the API refuses every request but health and metrics, naming the master and the cause), and
-//! its state machine has undone what it could not persist, so memory never runs ahead of disk.
-//! Every write acknowledged to a client is on a majority of disks, so the others go on.
-//!
-//! Recovery is a restart: RocksDB and openraft do not resume after a write error. On a full disk
-//! the master probes for space every second ([`space_is_back`]) and exits once there is some, for
-//! its supervisor to start it again; on any other error it exits at once.
-
-use std::path::Path;
+//! snapshot. openraft stops for good on such an error; the state machine has undone what it
+//! could not persist (memory never runs ahead of disk), [`crate::RaftNode`] records the failure
+//! (gauges, `storage_failure()`, the end of every open watch), and the master serves nothing it
+//! holds. Every write acknowledged to a client is on a majority of disks, so the others go on.
+//! What the master does next (wait for space, exit for its supervisor) is the master's.
 
 use openraft::error::Fatal;
 use serde::Serialize;
@@ -20,62 +15,63 @@ use crate::NodeId;
 pub struct Failure {
     /// The disk is full (ENOSPC).
     pub no_space: bool,
-    /// The error, as openraft reported it.
-    pub reason: String,
+    /// What failed, in a few words (clients and `GET /cluster` see this).
+    pub reason: &'static str,
+    /// The error as openraft reported it, paths included: for the master's log only.
+    #[serde(skip)]
+    pub detail: String,
 }
 
 impl Failure {
-    /// openraft's fatal error, classified.
-    pub(crate) fn of(fatal: &Fatal<NodeId>) -> Self {
-        let reason = fatal.to_string();
-        Failure {
-            no_space: is_no_space(&reason),
+    /// openraft's fatal error, when it is a failure: a clean stop is not.
+    pub(crate) fn of(fatal: &Fatal<NodeId>) -> Option<Self> {
+        let detail = fatal.to_string();
+        let no_space = is_no_space(&detail);
+        let reason = match fatal {
+            Fatal::Stopped => return None,
+            Fatal::StorageError(_) if no_space => "no space left on device",
+            Fatal::StorageError(_) => "a storage error",
+            Fatal::Panicked => "Raft panicked",
+        };
+        Some(Failure {
+            no_space,
             reason,
-        }
+            detail,
+        })
     }
 }
 
 /// True for an error text of a full disk: RocksDB's ("No space left on device", errno 28).
-fn is_no_space(text: &str) -> bool {
+pub fn is_no_space(text: &str) -> bool {
     text.contains("No space left on device") || text.contains("os error 28")
-}
-
-/// Bytes the probe writes: room for RocksDB to open, flush its memtable and write a log entry.
-const PROBE_BYTES: usize = 1 << 20;
-
-/// True when `dir` has room again: a probe file of [`PROBE_BYTES`] can be written and synced
-/// there (and is removed).
-pub fn space_is_back(dir: &Path) -> bool {
-    use std::io::Write;
-    let probe = dir.join(".space-probe");
-    let written = std::fs::File::create(&probe).and_then(|mut f| {
-        f.write_all(&vec![0u8; PROBE_BYTES])?;
-        f.sync_all()
-    });
-    let _ = std::fs::remove_file(&probe);
-    written.is_ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use openraft::{AnyError, StorageError, StorageIOError};
 
-    #[test]
-    fn a_full_disk_is_told_from_other_errors() {
-        assert!(is_no_space(
-            "storage error: write state machine: IO error: No space left on device: While appending to file: /d/000012.log: No space left on device"
-        ));
-        assert!(is_no_space(
-            "write snapshot: No space left on device (os error 28)"
-        ));
-        assert!(!is_no_space("IO error: Input/output error (os error 5)"));
+    fn storage(text: &str) -> Fatal<NodeId> {
+        Fatal::StorageError(StorageError::from(StorageIOError::write_state_machine(
+            AnyError::error(text),
+        )))
     }
 
     #[test]
-    fn a_writable_directory_has_space() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(space_is_back(dir.path()));
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-        assert!(!space_is_back(&dir.path().join("missing")));
+    fn a_full_disk_is_told_from_other_errors_and_a_clean_stop_is_none() {
+        let full = Failure::of(&storage(
+            "IO error: No space left on device: While appending to file: /d/000012.log: No space left on device",
+        ))
+        .unwrap();
+        assert!(full.no_space);
+        assert_eq!(full.reason, "no space left on device");
+        assert!(full.detail.contains("/d/000012.log"));
+        let io = Failure::of(&storage("IO error: Input/output error (os error 5)")).unwrap();
+        assert!(!io.no_space);
+        assert!(is_no_space(
+            "write snapshot: No space left on device (os error 28)"
+        ));
+        assert_eq!(Failure::of(&Fatal::Stopped), None);
+        assert!(!Failure::of(&Fatal::Panicked).unwrap().no_space);
     }
 }

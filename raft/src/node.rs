@@ -769,11 +769,6 @@ impl RaftNode {
         self.failure.subscribe()
     }
 
-    /// The data directory.
-    pub fn data_dir(&self) -> &std::path::Path {
-        &self.data_dir
-    }
-
     /// The clusters this one was restored from, newest first (`keelson snapshot restore`).
     pub fn restored_from(&self) -> Vec<String> {
         store::restored_from(&self.db)
@@ -816,16 +811,17 @@ async fn export_metrics(node: Arc<RaftNode>) {
         let m = rx.borrow_and_update().clone();
         let g = &node.metrics;
         if let Err(fatal) = &m.running_state {
-            if node.failure.borrow().is_none() {
-                let failure = Failure::of(fatal);
+            if let Some(failure) = Failure::of(fatal).filter(|_| node.failure.borrow().is_none()) {
                 tracing::error!(
                     no_space = failure.no_space,
                     "storage failed: {}; this master serves nothing until it restarts",
-                    failure.reason
+                    failure.detail
                 );
                 g.storage_failed.set(1);
                 g.disk_full.set(failure.no_space as i64);
                 node.failure.send_replace(Some(failure));
+                // Open watches end (their clients go elsewhere): nothing more comes here.
+                node.store.feed.reset(node.store.applied_rv());
             }
         }
         g.is_leader.set((m.state == ServerState::Leader) as i64);

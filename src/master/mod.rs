@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 pub mod http;
 pub mod peer_tls;
 pub mod snapshots;
+pub mod storage_failure;
 pub mod tls;
 
 /// Flags of `keelson master`.
@@ -242,7 +243,18 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     let api_listener = TcpListener::bind(args.api_addr)
         .await
         .with_context(|| format!("listen on --api-addr {}", args.api_addr))?;
-    let node = RaftNode::start(cfg, &registry).await?;
+    let node = match RaftNode::start(cfg, &registry).await {
+        Ok(node) => node,
+        // A disk too full to open the database on: wait for room, then exit to be restarted.
+        Err(e) if keelson_raft::failure::is_no_space(&format!("{e:#}")) => {
+            tracing::error!("cannot start: {e:#}");
+            let needed = 64 << 20;
+            return Err(storage_failure::wait_for_space(&args.data_dir, needed)
+                .await
+                .into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     // Stops with `stop_tx`; a part being written when the master stops is removed at the next
     // start.
@@ -348,9 +360,9 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     }
     tracing::info!(id = args.id, raft = %args.raft_addr, api = %format!("{scheme}://{}", args.api_addr), cluster = ?node.cluster_id(), "master running");
 
-    let exit_code = tokio::select! {
+    let exit = tokio::select! {
         _ = stop_signal => None,
-        code = exit_after_storage_failure(node.clone()) => Some(code),
+        exit = storage_failure::exit_after_failure(node.clone(), args.data_dir.clone()) => Some(exit),
     };
     tracing::info!("stopping");
     loops_stop.cancel();
@@ -364,46 +376,9 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(5), api_server).await;
     node.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), raft_server).await;
-    if let Some(code) = exit_code {
-        std::process::exit(code);
-    }
-    Ok(())
-}
-
-/// Exit status of a master that stopped on a full disk once space was freed: EX_TEMPFAIL,
-/// "try again", for its supervisor to start it again.
-pub const EXIT_SPACE_FREED: i32 = 75;
-
-/// Waits for this master's storage to fail (`keelson_raft::failure`) and for the moment to exit:
-/// on a full disk once space is freed ([`EXIT_SPACE_FREED`]), on any other failure at once (1).
-/// Until then the API refuses what it would serve from the store (`api::failed`).
-async fn exit_after_storage_failure(node: Arc<RaftNode>) -> i32 {
-    let mut failures = node.storage_failures();
-    let failure = match failures.wait_for(Option::is_some).await {
-        Ok(f) => f.clone().expect("a failure"),
-        Err(_) => return std::future::pending().await,
-    };
-    if !failure.no_space {
-        tracing::error!("storage failed: exiting for the supervisor to restart this master");
-        return 1;
-    }
-    let dir = node.data_dir().to_path_buf();
-    tracing::error!(
-        "out of disk space in {}: waiting for space to be freed, then exiting for the supervisor to restart this master",
-        dir.display()
-    );
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let probe = dir.clone();
-        let back =
-            tokio::task::spawn_blocking(move || keelson_raft::failure::space_is_back(&probe));
-        if back.await.unwrap_or(false) {
-            tracing::warn!(
-                "space was freed in {}: exiting ({EXIT_SPACE_FREED}) for the supervisor to restart this master",
-                dir.display()
-            );
-            return EXIT_SPACE_FREED;
-        }
+    match exit {
+        Some(exit) => Err(exit.into()),
+        None => Ok(()),
     }
 }
 

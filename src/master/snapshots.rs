@@ -141,8 +141,8 @@ async fn take(node: &RaftNode, schedule: &Schedule) -> anyhow::Result<(PathBuf, 
 
 const PREFIX: &str = "keelson-snapshot-m";
 
-/// This master's snapshot files in `dir` with their (time, index), oldest first, and its
-/// `.part` files.
+/// This master's snapshot files in `dir` with their (time, index), oldest (lowest index)
+/// first, and its `.part` files.
 type Files = (Vec<(PathBuf, (String, u64))>, Vec<PathBuf>);
 
 fn files(dir: &Path, id: NodeId) -> anyhow::Result<Files> {
@@ -166,7 +166,8 @@ fn files(dir: &Path, id: NodeId) -> anyhow::Result<Files> {
             whole.push((path, (when, index)));
         }
     }
-    whole.sort_by(|a, b| a.1.cmp(&b.1));
+    // By index first: it only grows, where the wall clock may step back.
+    whole.sort_by(|a, b| (a.1 .1, &a.1 .0).cmp(&(b.1 .1, &b.1 .0)));
     Ok((whole, parts))
 }
 
@@ -203,6 +204,8 @@ mod tests {
             "keelson-snapshot-m1-20261207T090000Z-5.db",
             "keelson-snapshot-m1-20261207T100000Z-12.db",
             "keelson-snapshot-m1-20261207T110000Z-20.db",
+            // The clock stepped back: the newest by index is kept all the same.
+            "keelson-snapshot-m1-20261207T080000Z-25.db",
             "keelson-snapshot-m2-20261207T080000Z-1.db",
             "keelson-snapshot-m1-20261207T120000Z-30.db.part",
             "notes.txt",
@@ -221,7 +224,7 @@ mod tests {
         assert_eq!(
             left,
             [
-                "keelson-snapshot-m1-20261207T100000Z-12.db",
+                "keelson-snapshot-m1-20261207T080000Z-25.db",
                 "keelson-snapshot-m1-20261207T110000Z-20.db",
                 "keelson-snapshot-m1-20261207T120000Z-30.db.part",
                 "keelson-snapshot-m2-20261207T080000Z-1.db",

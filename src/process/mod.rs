@@ -11,6 +11,15 @@ pub use keelson_model::url;
 pub use cluster_file::{AgentEntry, ClusterFile, MasterEntry};
 pub use signal::shutdown_signal;
 
+/// An error that ends the process with its own exit status (`main` exits with `code` after
+/// printing `message`), for what a supervisor must tell apart.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Exit {
+    pub code: i32,
+    pub message: String,
+}
+
 /// A size in bytes written as a quantity (`10Mi`, `64k`, `1000`; `0` allowed), for flags.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     match keelson_model::quantity::parse_quantity(s) {

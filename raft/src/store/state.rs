@@ -73,6 +73,12 @@ pub struct Shared {
     pub feed: Feed,
     snapshot_seq: AtomicU64,
     current_snapshot: Mutex<Option<Arc<StoredSnapshot>>>,
+    /// Held while the snapshot file is written: openraft builds snapshots in a task of their
+    /// own, beside installs.
+    snapshot_write: Mutex<()>,
+    /// Tests: apply's batch fails as on a full disk.
+    #[cfg(test)]
+    fail_writes: std::sync::atomic::AtomicBool,
     /// Counts snapshot builds and installs, for metrics.
     pub snapshots_built: AtomicU64,
     pub snapshots_installed: AtomicU64,
@@ -277,6 +283,9 @@ impl StateMachine {
                 feed: Feed::new(feed_window, revision::through_entry(applied)),
                 snapshot_seq: AtomicU64::new(0),
                 current_snapshot: Mutex::new(current_snapshot),
+                snapshot_write: Mutex::new(()),
+                #[cfg(test)]
+                fail_writes: Default::default(),
                 snapshots_built: AtomicU64::new(0),
                 snapshots_installed: AtomicU64::new(0),
                 snapshot_bytes: AtomicU64::new(snapshot_bytes),
@@ -284,8 +293,22 @@ impl StateMachine {
         })
     }
 
-    /// Makes `snap` the current snapshot, on disk first.
+    /// Makes `snap` the current snapshot, on disk first — unless the current one is newer (a
+    /// build that started before an install finished after it): one writer at a time, and
+    /// never an older snapshot over a newer one.
     fn save_snapshot(&self, snap: StoredSnapshot) -> Result<(), StorageError<NodeId>> {
+        let _one_writer = self
+            .shared
+            .snapshot_write
+            .lock()
+            .expect("snapshot write lock");
+        let newer = |cur: &Option<Arc<StoredSnapshot>>| {
+            cur.as_ref()
+                .is_some_and(|c| c.meta.last_log_id > snap.meta.last_log_id)
+        };
+        if newer(&self.shared.current_snapshot.lock().expect("snapshot lock")) {
+            return Ok(());
+        }
         snapshot::write_file(&self.shared.snapshot_path, &snap).map_err(|e| {
             storage_err(
                 |ae| StorageIOError::write_snapshot(Some(snap.meta.signature()), ae),
@@ -566,6 +589,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             }
             write_applied(db, &mut batch, &st)?;
+            #[cfg(test)]
+            if self.shared.fail_writes.load(Ordering::Relaxed) {
+                return Err(storage_err(
+                    StorageIOError::write_state_machine,
+                    "IO error: No space left on device (injected)",
+                ));
+            }
             db.write(std::mem::take(&mut batch))
                 .map_err(|e| storage_err(StorageIOError::write_state_machine, e))
         };
@@ -721,51 +751,60 @@ mod crash_tests {
         assert_agree(dir, &third);
     }
 
-    #[test]
-    fn a_batch_that_cannot_be_written_is_undone_in_memory() {
+    #[tokio::test]
+    async fn an_apply_whose_batch_cannot_be_written_leaves_memory_as_the_disk_is() {
         use crate::command::Command;
+        use openraft::{Entry, EntryPayload};
         let dir = tempfile::tempdir().unwrap();
-        let sm = open(dir.path());
-        let db = &sm.shared.db;
-        let mut st = SmState::default();
-        let mut changes = Vec::new();
+        let mut sm = open(dir.path());
         let put = |key: &str, value: &str| Command::Put {
             key: key.into(),
             value: value.as_bytes().to_vec().into(),
         };
-        apply_command(
-            &mut st.space,
-            1,
-            &Command::Batch(vec![put("/a", "1"), put("/b", "1")]),
-            &mut changes,
-        );
-        let mut events = Vec::new();
-        record_changes(db, &mut WriteBatch::default(), changes, &mut events).unwrap();
-        let at_one = st.space.clone();
-        let before: Before = (st.last_applied, st.membership.clone(), st.removed.clone());
+        let entry = |index: u64, cmd: Command| Entry::<TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(cmd),
+        };
+        let first = entry(1, Command::Batch(vec![put("/a", "1"), put("/b", "1")]));
+        sm.apply([first]).await.unwrap();
+        let after_one = sm.shared.list("");
+        let bounds = sm.shared.feed.bounds();
 
-        // Entry 2 updates, deletes and creates; its batch "fails": undone, memory is as before.
-        st.last_applied = Some(LogId::new(CommittedLeaderId::new(1, 1), 2));
-        let mut changes = Vec::new();
-        apply_command(
-            &mut st.space,
+        // Entries 2 and 3 update, delete, create and rewrite; their batch fails.
+        let second = entry(
             2,
-            &Command::Batch(vec![
+            Command::Batch(vec![
                 put("/a", "2"),
                 Command::Delete {
                     key: "/b".into(),
                     precondition: None,
                 },
-                put("/c", "2"),
-                put("/c", "3"),
             ]),
-            &mut changes,
         );
-        let mut events = Vec::new();
-        record_changes(db, &mut WriteBatch::default(), changes, &mut events).unwrap();
-        assert_ne!(st.space, at_one);
-        undo(&mut st, before, &events);
-        assert_eq!(st.space, at_one);
-        assert_eq!(st.last_applied, None);
+        let third = entry(3, Command::Batch(vec![put("/c", "3"), put("/c", "4")]));
+        sm.shared.fail_writes.store(true, Ordering::Relaxed);
+        let err = sm.apply([second.clone(), third.clone()]).await;
+        assert!(err.is_err());
+        assert_eq!(sm.shared.list(""), after_one, "memory as the disk is");
+        assert_eq!(sm.shared.applied(), 1);
+        assert_eq!(sm.shared.feed.bounds(), bounds, "no event published");
+        let (_, membership) = sm.applied_state().await.unwrap();
+        assert_eq!(membership, StoredMembership::default());
+
+        // The same entries apply on that state as on a fresh one.
+        sm.shared.fail_writes.store(false, Ordering::Relaxed);
+        sm.apply([second, third]).await.unwrap();
+        let (items, _) = sm.shared.list("");
+        let values: Vec<(String, Vec<u8>)> = items
+            .into_iter()
+            .map(|(k, r)| (k, r.value.to_vec()))
+            .collect();
+        assert_eq!(
+            values,
+            [("/a".into(), b"2".to_vec()), ("/c".into(), b"4".to_vec())]
+        );
+        drop(sm);
+        let reopened = open(dir.path());
+        assert_eq!(reopened.shared.applied(), 3);
     }
 }
