@@ -21,10 +21,15 @@ struct Env {
 
 /// Starts 3 masters with a token file and waits until every one serves an authenticated list.
 async fn env() -> Env {
-    let c = Cluster::start_with_token(Path::new(BIN), 3, TOKEN).await;
+    env_with(&[], 2).await
+}
+
+/// [`env`] with more flags for every master, the kubeconfig naming master `via`.
+async fn env_with(flags: &[&str], via: u64) -> Env {
+    let c = Cluster::start_with_token_and(Path::new(BIN), 3, TOKEN, flags).await;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
-    c.write_kubeconfig(&kubeconfig, 2, TOKEN);
+    c.write_kubeconfig(&kubeconfig, via, TOKEN);
     Env {
         cluster: c,
         dir,
@@ -661,17 +666,7 @@ async fn a_backup_restores_into_a_new_cluster_with_the_same_objects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_quota_writes_are_refused_deletes_work_until_the_alarm_is_disarmed() {
-    let c =
-        Cluster::start_with_token_and(Path::new(BIN), 3, TOKEN, &["--quota-backend-bytes", "4Mi"])
-            .await;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    c.write_kubeconfig(&kubeconfig, 1, TOKEN);
-    let e = Env {
-        cluster: c,
-        dir,
-        kubeconfig,
-    };
+    let e = env_with(&["--quota-backend-bytes", "4Mi"], 1).await;
     let http = e
         .cluster
         .client_builder()
@@ -761,21 +756,11 @@ async fn past_the_quota_writes_are_refused_deletes_work_until_the_alarm_is_disar
 /// is a whole backup that `keelson snapshot status` reads, holding what was written before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_snapshots_are_saved_and_pruned_to_the_retention() {
-    let c = Cluster::start_with_token_and(
-        Path::new(BIN),
-        3,
-        TOKEN,
+    let e = env_with(
         &["--snapshot-schedule", "1s", "--snapshot-retention", "2"],
+        1,
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    c.write_kubeconfig(&kubeconfig, 1, TOKEN);
-    let e = Env {
-        cluster: c,
-        dir,
-        kubeconfig,
-    };
     let pod = e.file(
         "p.yaml",
         "apiVersion: v1\nkind: Pod\nmetadata: {name: scheduled}\nspec: {containers: [{name: c, image: i}]}\n",

@@ -36,7 +36,9 @@ impl KvError {
     pub fn is_definite_failure(&self) -> bool {
         match self {
             KvError::Status { code, .. } => *code < 500 || *code == 503 || *code == 507,
-            KvError::Transport(msg) => msg.contains("connect"),
+            // Refused before anything was sent (not "connection closed…", which may follow a
+            // request the master read).
+            KvError::Transport(msg) => msg.starts_with("connect: "),
         }
     }
 }
@@ -197,10 +199,18 @@ pub(crate) async fn answer(
     sent: Result<reqwest::Response, reqwest::Error>,
 ) -> Result<Value, KvError> {
     let resp = sent.map_err(|e| {
+        // With the causes: "connection closed before message completed" and a reset read alike
+        // as "error sending request" on their own.
+        let mut text = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            text.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
         KvError::Transport(if e.is_connect() {
-            format!("connect: {e}")
+            format!("connect: {text}")
         } else {
-            e.to_string()
+            text
         })
     })?;
     let code = resp.status().as_u16();

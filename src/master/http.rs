@@ -3,9 +3,16 @@
 //! (a slow loris) would hold its connection, and a task, forever. Here hyper reads headers under
 //! [`Timeouts::header_read`]; request bodies are bounded by the API's own body timeout layer.
 //!
-//! Graceful shutdown: on `stop`, every connection finishes its request in flight within
-//! [`SHUTDOWN_GRACE`] (a watch does not finish: it is cut) and closes; the loop returns once
-//! all have, so a master stops promptly however many watches it serves.
+//! Graceful shutdown, so that a client of a rolling restart sees an answer, a 503 or a refused
+//! connection — never a connection reset under a request it sent:
+//! - on `stop`, for [`DRAIN`], the listener stays open and every new connection is answered 503
+//!   ("stopping", `Connection: close`), a definite failure a client retries elsewhere (and
+//!   learns to avoid this master by): closing the listener at once would reset the connections
+//!   the kernel had already queued, whose requests were sent;
+//! - meanwhile the connections already open run on, so a request already sent is read;
+//! - then the listener closes, and every connection finishes its request in flight within
+//!   [`SHUTDOWN_GRACE`] (a watch does not finish: it is cut) and closes; the loop returns once
+//!   all have, so a master stops promptly however many watches it serves.
 
 use std::time::Duration;
 
@@ -44,6 +51,9 @@ impl Peer for TlsStream<TcpStream> {
 
 /// How long a connection may take to finish its request after the stop signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// How long after the stop signal new connections are answered 503 and open ones run on, before
+/// the listener closes and open connections are told to close.
+const DRAIN: Duration = Duration::from_millis(300);
 
 /// How long a client may take over the parts of a request.
 #[derive(Debug, Clone, Copy)]
@@ -64,10 +74,24 @@ pub async fn serve<L>(
 {
     // Connections hold a receiver each; once every one is dropped, all have closed.
     let (closed_tx, closed_rx) = watch::channel(());
+    let mut draining_until = None;
     loop {
-        let (io, peer) = tokio::select! {
-            conn = listener.accept() => conn,
-            _ = stopped(&mut stop) => break,
+        let (io, peer) = match draining_until {
+            None => tokio::select! {
+                biased;
+                _ = stopped(&mut stop) => {
+                    draining_until = Some(tokio::time::Instant::now() + DRAIN);
+                    continue;
+                }
+                conn = listener.accept() => conn,
+            },
+            Some(until) => tokio::select! {
+                _ = tokio::time::sleep_until(until) => break,
+                (io, _) = listener.accept() => {
+                    tokio::spawn(refuse(io, closed_rx.clone()));
+                    continue;
+                }
+            },
         };
         let router = router.clone();
         let mut stop = stop.clone();
@@ -102,10 +126,13 @@ pub async fn serve<L>(
                     }
                 }
                 _ = stopped(&mut stop) => {
-                    // Requests in flight finish; long-running ones (watches, which clients
-                    // resume elsewhere) are cut after the grace.
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+                    // Requests already sent are read ([`DRAIN`]); then requests in flight
+                    // finish, and long-running ones (watches, which clients resume elsewhere)
+                    // are cut after the grace.
+                    if tokio::time::timeout(DRAIN, conn.as_mut()).await.is_err() {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+                    }
                 }
             }
             drop(closed);
@@ -113,6 +140,32 @@ pub async fn serve<L>(
     }
     drop(closed_rx);
     closed_tx.closed().await;
+}
+
+/// Answers every request of a connection accepted while stopping with 503, and closes it.
+async fn refuse<I>(io: I, closed: watch::Receiver<()>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(|_req: hyper::Request<Incoming>| async {
+        let status = serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "this master is stopping: retry on another", "reason": "ServiceUnavailable",
+            "code": 503,
+        });
+        hyper::Response::builder()
+            .status(hyper::StatusCode::SERVICE_UNAVAILABLE)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::CONNECTION, "close")
+            .body(axum::body::Body::from(status.to_string()))
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(SHUTDOWN_GRACE)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(io), service);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+    drop(closed);
 }
 
 /// Resolves once `stop` is true (without holding its lock across an await).

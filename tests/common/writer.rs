@@ -21,8 +21,8 @@ pub struct Options {
     /// Bytes of each value.
     pub value_bytes: usize,
     /// Retry a create that certainly did not happen (connection refused, 503, 507) on the next
-    /// master, as a client of a rolling restart does; an indeterminate outcome is never
-    /// retried: it is a failure.
+    /// master, and avoid the master that refused it for a second, as a client of a rolling
+    /// restart does; an indeterminate outcome is never retried: it is a failure.
     pub retry: bool,
     /// Each create on a new connection: a refused connection then always means the request
     /// was not sent (a pooled one may be closed by a stopping master as a request goes out).
@@ -82,13 +82,21 @@ impl Writer {
                 })
                 .collect();
             let value = "v".repeat(options.value_bytes);
+            let n = clients.len();
+            let mut avoid_until = vec![Instant::now(); n];
             let mut i = 0u64;
             while !s.load(Ordering::Relaxed) {
                 let key = format!("{prefix}{i:06}");
                 let start = Instant::now();
                 let mut attempt = i as usize;
                 loop {
-                    match clients[attempt % clients.len()].create(&key, &value).await {
+                    // The next master not refusing of late (any, when all are).
+                    let now = Instant::now();
+                    if let Some(k) = (0..n).find(|k| avoid_until[(attempt + k) % n] <= now) {
+                        attempt += k;
+                    }
+                    let m = attempt % n;
+                    match clients[m].create(&key, &value).await {
                         Ok(_) => {
                             a.lock().unwrap().push(key);
                             r.lock().unwrap().latencies.push(start.elapsed());
@@ -98,6 +106,7 @@ impl Writer {
                                 && e.is_definite_failure()
                                 && e.code() != Some(409) =>
                         {
+                            avoid_until[m] = Instant::now() + Duration::from_secs(1);
                             attempt += 1;
                             if !s.load(Ordering::Relaxed) {
                                 // Around the masters once, then a pause.
