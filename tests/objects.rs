@@ -94,7 +94,11 @@ async fn cluster() -> (Cluster, u64, u64) {
             .await
             .is_ok_and(|r| r.status().is_success())
         {
-            assert!(Instant::now() < deadline, "master {id}'s API is not ready");
+            assert!(
+                Instant::now() < deadline,
+                "master {id}'s API is not ready\n{}",
+                c.log_tail(id, 30)
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -27,11 +27,11 @@ pub async fn run(c: &Client, command: SnapshotCommand) -> anyhow::Result<()> {
 /// The leader's API URL, if the answering master knows it.
 async fn leader_api(c: &Client) -> anyhow::Result<Option<String>> {
     let cluster: Value = c.get("/cluster").await?;
-    Ok(cluster["leader"]
-        .as_u64()
-        .and_then(|l| cluster["members"][l.to_string()]["api"].as_str())
-        .filter(|api| !api.is_empty())
-        .map(String::from))
+    let leader = cluster["leader"].as_u64();
+    Ok(super::status::member_apis(&cluster)
+        .into_iter()
+        .find(|(id, api)| Some(*id) == leader && !api.is_empty())
+        .map(|(_, api)| api))
 }
 
 async fn save(c: &Client, file: &Path) -> anyhow::Result<()> {

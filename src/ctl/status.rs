@@ -50,14 +50,9 @@ impl Member {
     }
 }
 
-/// The members (by the first master that answers), each asked about itself.
-async fn survey(c: &Client) -> anyhow::Result<Vec<Member>> {
-    let cluster = c.get("/cluster").await?;
-    let voters: Vec<u64> = cluster["voters"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_u64).collect())
-        .unwrap_or_default();
-    let members: Vec<(u64, String)> = cluster["members"]
+/// The members of a `GET /cluster` answer: id and API URL (empty when none is recorded).
+pub(super) fn member_apis(cluster: &Value) -> Vec<(u64, String)> {
+    cluster["members"]
         .as_object()
         .map(|m| {
             m.iter()
@@ -67,7 +62,17 @@ async fn survey(c: &Client) -> anyhow::Result<Vec<Member>> {
                 })
                 .collect()
         })
+        .unwrap_or_default()
+}
+
+/// The members (by the first master that answers), each asked about itself.
+async fn survey(c: &Client) -> anyhow::Result<Vec<Member>> {
+    let cluster = c.get("/cluster").await?;
+    let voters: Vec<u64> = cluster["voters"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
         .unwrap_or_default();
+    let members = member_apis(&cluster);
     let answers = futures::future::join_all(members.iter().map(|(_, api)| async move {
         if api.is_empty() {
             return Err("no API address recorded".to_string());

@@ -58,11 +58,10 @@ impl ClusterFile {
         }
     }
 
-    /// Writes `DATA_DIR/cluster.json` (a temporary file renamed over it).
+    /// Writes `DATA_DIR/cluster.json` durably (0600, through a synced part renamed over it).
     pub fn save(&self, data_dir: &Path) -> anyhow::Result<()> {
-        let path = data_dir.join("cluster.json");
-        let tmp = data_dir.join("cluster.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("write {}", path.display()))
+        let mut file = crate::files::PartFile::create(&data_dir.join("cluster.json"))?;
+        file.write_all(&serde_json::to_vec_pretty(self)?)?;
+        file.commit(|_| Ok(()))
     }
 }
