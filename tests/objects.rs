@@ -1568,3 +1568,268 @@ async fn a_watch_resumes_exactly_from_any_version_inside_a_batched_entry() {
         assert_eq!(rest, all[i + 1..], "resumed after {name} at {rv}");
     }
 }
+
+/// One POST of a service; `None` when the master did not answer (killed, refusing).
+async fn try_post(http: &reqwest::Client, base: &str, body: &Value) -> Option<(u16, Value)> {
+    let resp = http
+        .post(format!("{base}/api/v1/namespaces/default/services"))
+        .json(body)
+        .send()
+        .await
+        .ok()?;
+    let code = resp.status().as_u16();
+    Some((code, resp.json().await.unwrap_or(Value::Null)))
+}
+
+fn service(name: &str, cluster_ip: Option<&str>) -> Value {
+    let mut svc = json!({"metadata": {"name": name}, "spec": {"ports": [{"port": 80}]}});
+    if let Some(ip) = cluster_ip {
+        svc["spec"]["clusterIP"] = json!(ip);
+    }
+    svc
+}
+
+/// Services' cluster IPs come from `--service-cluster-ip-range`, each claimed through Raft
+/// before its service is stored: concurrent creates through every master, across a leader
+/// killed part-way, never share an address; a full range, a taken or out-of-range address and
+/// a changed address are refused as Kubernetes refuses them; a delete frees its address. The
+/// range (10.250.0.0/28, 14 addresses) is never sent a packet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_ips_are_allocated_once_from_the_range_across_a_leader_change() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    const RANGE: &str = "10.250.0.0/28";
+    let mut c = Cluster::start(
+        std::path::Path::new(BIN),
+        3,
+        &["--service-cluster-ip-range", RANGE],
+    );
+    let leader = c
+        .wait_leader(Duration::from_secs(30))
+        .await
+        .expect("leader");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in c.ids() {
+        let url = format!("{}/readyz", c.url(id));
+        while !reqwest::get(&url)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "master {id} not ready\n{}",
+                c.log_tail(id, 30)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let alive = Arc::new(Mutex::new(
+        c.ids().iter().map(|id| c.url(*id)).collect::<Vec<_>>(),
+    ));
+    let created = Arc::new(AtomicUsize::new(0));
+    // Each create is retried through the live masters until its outcome is known: stored
+    // (201, or 409 when an earlier try of unknown outcome stored it). A claim left by a try
+    // that failed half-way holds an address until the repair loop frees it (60 s).
+    let create = |i: usize| {
+        let (http, alive, created) = (http.clone(), alive.clone(), created.clone());
+        tokio::spawn(async move {
+            let name = format!("svc-{i}");
+            let deadline = Instant::now() + Duration::from_secs(150);
+            let mut attempt = i;
+            loop {
+                assert!(Instant::now() < deadline, "{name} was never created");
+                let base = {
+                    let alive = alive.lock().unwrap();
+                    alive[attempt % alive.len()].clone()
+                };
+                attempt += 1;
+                match try_post(&http, &base, &service(&name, None)).await {
+                    Some((201, svc)) => {
+                        created.fetch_add(1, Ordering::SeqCst);
+                        return svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+                    }
+                    Some((409, _)) => {
+                        let got = http
+                            .get(format!("{base}/api/v1/namespaces/default/services/{name}"))
+                            .send()
+                            .await;
+                        if let Ok(r) = got {
+                            if r.status().is_success() {
+                                let svc: Value = r.json().await.unwrap();
+                                created.fetch_add(1, Ordering::SeqCst);
+                                return svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+                            }
+                        }
+                    }
+                    Some((code, body)) if code < 500 => panic!("{name}: {code} {body}"),
+                    _ => {}
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let mut tasks: Vec<_> = (0..7).map(create).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while created.load(Ordering::SeqCst) < 3 {
+        assert!(Instant::now() < deadline, "no services created");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The leader dies with creates in flight; the others go on through the survivors.
+    c.kill(leader);
+    alive.lock().unwrap().retain(|u| *u != c.url(leader));
+    tasks.extend((7..14).map(create));
+    let mut ips = Vec::new();
+    for t in tasks {
+        ips.push(t.await.expect("a create task"));
+    }
+    let range: Vec<String> = (1..=14).map(|n| format!("10.250.0.{n}")).collect();
+    let mut distinct = ips.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 14, "addresses shared: {ips:?}");
+    assert!(ips.iter().all(|ip| range.contains(ip)), "{ips:?}");
+
+    let survivor = *c.ids().iter().find(|id| **id != leader).unwrap();
+    let a = Api::new(c.url(survivor));
+    let (code, list) = a.get("/api/v1/namespaces/default/services").await;
+    assert_eq!(code, 200);
+    for item in list["items"].as_array().unwrap() {
+        let name = item["metadata"]["name"].as_str().unwrap();
+        if let Some(i) = name.strip_prefix("svc-") {
+            let i: usize = i.parse().unwrap();
+            assert_eq!(item["spec"]["clusterIP"], ips[i], "{name}");
+            assert_eq!(item["spec"]["clusterIPs"], json!([ips[i]]), "{name}");
+        }
+    }
+
+    // The range is full.
+    let (code, body) = a
+        .post(
+            "/api/v1/namespaces/default/services",
+            &service("svc-14", None),
+        )
+        .await;
+    assert_eq!(
+        (code, body["reason"].as_str()),
+        (500, Some("InternalError")),
+        "{body}"
+    );
+    assert_eq!(
+        body["message"],
+        "Internal error occurred: failed to allocate a serviceIP: range is full"
+    );
+    // A taken, an out-of-range and a malformed address are refused by field.
+    for (ip, why) in [
+        (
+            ips[0].as_str(),
+            "provided IP is already allocated".to_string(),
+        ),
+        (
+            "10.251.0.1",
+            format!("provided IP is not in the valid range. The range of valid IPs is {RANGE}"),
+        ),
+        ("10.250.0.300", "must be a valid IP address".to_string()),
+    ] {
+        let (code, body) = a
+            .post(
+                "/api/v1/namespaces/default/services",
+                &service("wanted", Some(ip)),
+            )
+            .await;
+        assert_eq!(
+            (code, body["reason"].as_str()),
+            (422, Some("Invalid")),
+            "{ip}: {body}"
+        );
+        let cause = &body["details"]["causes"][0];
+        assert_eq!(cause["field"], "spec.clusterIP", "{body}");
+        assert!(cause["message"].as_str().unwrap().ends_with(&why), "{body}");
+    }
+    // A PUT without the address keeps it; one that changes it is refused.
+    let path = "/api/v1/namespaces/default/services/svc-1";
+    let (_, mut svc) = a.get(path).await;
+    let spec = svc["spec"].as_object_mut().unwrap();
+    spec.remove("clusterIP");
+    spec.remove("clusterIPs");
+    spec.insert("selector".into(), json!({"app": "web"}));
+    let (code, updated) = a.put(path, &svc).await;
+    assert_eq!(code, 200, "{updated}");
+    assert_eq!(updated["spec"]["clusterIP"], ips[1]);
+    assert_eq!(updated["spec"]["clusterIPs"], json!([ips[1]]));
+    let mut changed = updated.clone();
+    changed["spec"]["clusterIP"] = json!(ips[2]);
+    changed["spec"]["clusterIPs"] = json!([ips[2]]);
+    let (code, body) = a.put(path, &changed).await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["details"]["causes"][0]["field"], "spec.clusterIP");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("field is immutable"),
+        "{body}"
+    );
+    assert_eq!(a.get(path).await.1["spec"]["clusterIP"], ips[1]);
+
+    // A delete frees its address: the only free one, so the next create gets it.
+    let del = |n: usize| {
+        let a = &a;
+        async move {
+            let (code, body) = a
+                .call(
+                    "DELETE",
+                    &format!("/api/v1/namespaces/default/services/svc-{n}"),
+                    "",
+                    None,
+                )
+                .await;
+            assert_eq!(code, 200, "{body}");
+        }
+    };
+    del(3).await;
+    let other = Api::new(
+        c.url(
+            *c.ids()
+                .iter()
+                .find(|id| **id != leader && **id != survivor)
+                .unwrap(),
+        ),
+    );
+    let (code, body) = other
+        .post(
+            "/api/v1/namespaces/default/services",
+            &service("again", None),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["spec"]["clusterIP"], ips[3]);
+    // The claims are the services' own: two freed addresses can be asked for again, and then
+    // nothing is left.
+    del(4).await;
+    del(5).await;
+    for n in [4, 5] {
+        let (code, body) = other
+            .post(
+                "/api/v1/namespaces/default/services",
+                &service(&format!("wanted-{n}"), Some(&ips[n])),
+            )
+            .await;
+        assert_eq!(code, 201, "{body}");
+        assert_eq!(body["spec"]["clusterIP"], ips[n]);
+    }
+    let (code, body) = a
+        .post(
+            "/api/v1/namespaces/default/services",
+            &service("svc-15", None),
+        )
+        .await;
+    assert_eq!(code, 500, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().ends_with("range is full"),
+        "{body}"
+    );
+}

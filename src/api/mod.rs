@@ -77,6 +77,8 @@ pub struct ApiState {
     pub agents: logs::Agents,
     /// When this master started serving (its uptime at `GET /cluster`).
     pub started: std::time::Instant,
+    /// Where services' cluster IPs come from (`--service-cluster-ip-range`).
+    pub service_range: crate::registry::clusterip::ServiceRange,
 }
 
 impl ApiState {
@@ -95,6 +97,7 @@ impl ApiState {
             informers: None,
             agents: logs::Agents::plain(),
             started: std::time::Instant::now(),
+            service_range: Default::default(),
         }
     }
 
@@ -123,6 +126,7 @@ impl ApiState {
     pub fn registry(&self) -> crate::registry::Registry {
         crate::registry::Registry {
             node: self.node.clone(),
+            service_range: self.service_range,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The leader's control loops: scheduler, replication manager, endpoints controller and node
-//! lifecycle, and the bootstrap policy (the default roles, once per tenure).
+//! lifecycle, the cluster IP repair loop, and the bootstrap policy (the default roles, once per
+//! tenure).
 //!
 //! Invariants:
 //! - The loops run only on the leader: [`LeaderGate`] starts them when openraft reports this
@@ -18,6 +19,7 @@
 //!   (read-your-writes). The endpoints, events and node lifecycle loops still list the store
 //!   and run a full pass per burst of changes.
 
+pub mod clusterips;
 pub mod endpoints;
 pub mod events;
 pub mod nodes;
@@ -47,6 +49,8 @@ pub struct LoopConfig {
     pub resync: Duration,
     /// Events last seen longer ago than this are deleted (kube-apiserver's `--event-ttl`).
     pub event_ttl: Duration,
+    /// Where services' cluster IPs come from (`--service-cluster-ip-range`).
+    pub service_range: crate::registry::clusterip::ServiceRange,
 }
 
 impl Default for LoopConfig {
@@ -56,6 +60,7 @@ impl Default for LoopConfig {
             pod_eviction: Duration::from_secs(30),
             resync: Duration::from_secs(5),
             event_ttl: Duration::from_secs(3600),
+            service_range: Default::default(),
         }
     }
 }
@@ -236,6 +241,14 @@ fn start_loops(ctx: &Context, token: CancellationToken) -> Vec<tokio::task::Join
             ctx.clone(),
             token.clone(),
             events::collect_garbage,
+        )),
+        // Frees the claims of failed creates, claims the addresses of unclaimed services.
+        tokio::spawn(util::run_loop(
+            "clusterips",
+            &["services"],
+            ctx.clone(),
+            token.clone(),
+            clusterips::repair,
         )),
         tokio::spawn(policy::run(ctx.clone(), token.clone())),
         tokio::spawn(nodes::run(ctx.clone(), token)),

@@ -105,6 +105,11 @@ pub struct MasterArgs {
     /// Events last seen longer ago than this are deleted.
     #[arg(long, default_value_t = 3600)]
     pub event_ttl_secs: u64,
+    /// The IPv4 range services' cluster IPs are allocated from (kube-apiserver's flag: a CIDR
+    /// from /12 to /28; its network and broadcast addresses are not used). Every master of a
+    /// cluster must be given the same range: each one allocates from it.
+    #[arg(long, default_value = crate::registry::clusterip::DEFAULT_RANGE, value_parser = crate::registry::clusterip::ServiceRange::parse)]
+    pub service_cluster_ip_range: crate::registry::clusterip::ServiceRange,
     /// How long a request waits for a leader and a quorum.
     #[arg(long, default_value_t = 10_000)]
     pub request_timeout_ms: u64,
@@ -528,6 +533,7 @@ fn start_controllers(
             node_grace: Duration::from_millis(args.node_grace_ms),
             pod_eviction: Duration::from_millis(args.pod_eviction_ms),
             event_ttl: Duration::from_secs(args.event_ttl_secs),
+            service_range: args.service_cluster_ip_range,
             ..Default::default()
         },
         heartbeats: heartbeats.clone(),
@@ -569,6 +575,7 @@ fn api_router(
     api_state.unsafe_stale_reads = args.unsafe_stale_reads;
     api_state.tls = tls;
     api_state.agents = agents;
+    api_state.service_range = args.service_cluster_ip_range;
     api_state.limits = api::limits::Limits::new(api::limits::LimitConfig {
         max_inflight: args.max_requests_inflight,
         max_mutating: args.max_mutating_requests_inflight,

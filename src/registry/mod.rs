@@ -21,8 +21,10 @@
 //!   `rolebinding.rs`, `clusterrolebinding.rs` (with `rbac.rs`); `token.rs`, keelson's stored
 //!   bearer tokens;
 //! - `kinds.rs`: the list of kinds; `strategy.rs`: create and update for every kind;
+//!   `clusterip.rs`: services' cluster IPs, claimed through Raft before the service is stored;
 //! - this file: [`Registry`], the reads and writes over Raft.
 
+pub mod clusterip;
 pub mod clusterrole;
 pub mod clusterrolebinding;
 pub mod endpoints;
@@ -150,6 +152,8 @@ pub fn conflict(info: &ResourceInfo, name: &str) -> ApiError {
 #[derive(Clone)]
 pub struct Registry {
     pub node: std::sync::Arc<RaftNode>,
+    /// Where services' cluster IPs come from (`--service-cluster-ip-range`).
+    pub service_range: clusterip::ServiceRange,
 }
 
 impl Registry {
@@ -249,9 +253,29 @@ impl Registry {
         })
     }
 
-    /// Stores a new object (already defaulted and validated).
+    /// Stores a new object (already defaulted and validated). A service first claims its
+    /// cluster IP ([`clusterip::allocate`]), given back if the service is not stored.
     pub async fn create(&self, info: &ResourceInfo, mut obj: Value) -> Result<Value, ApiError> {
         drop_nulls(&mut obj);
+        let claim = if clusterip::allocates(info) {
+            clusterip::allocate(self, &mut obj).await?
+        } else {
+            None
+        };
+        let created = self.store_new(info, obj).await;
+        // Only when the service is surely not stored (AlreadyExists, too large, no space): a
+        // create of unknown outcome (a timeout, a lost leader) may have stored it, so its claim
+        // is left to the repair loop, which frees it if no service holds it.
+        if let (Err(e), Some(claim)) = (&created, claim) {
+            use http::StatusCode as S;
+            if [S::CONFLICT, S::PAYLOAD_TOO_LARGE, S::INSUFFICIENT_STORAGE].contains(&e.code) {
+                clusterip::abandon(self, claim).await;
+            }
+        }
+        created
+    }
+
+    async fn store_new(&self, info: &ResourceInfo, obj: Value) -> Result<Value, ApiError> {
         let name = meta_str(&obj, "name").unwrap_or_default().to_string();
         let k = key(info, meta_str(&obj, "namespace"), &name);
         match self
@@ -315,6 +339,9 @@ impl Registry {
             OpResult::Deleted { rv, prev } => {
                 let obj: Value =
                     serde_json::from_slice(&prev).map_err(|e| ApiError::internal(e.to_string()))?;
+                if clusterip::allocates(info) {
+                    clusterip::release(self, &obj).await;
+                }
                 Ok(with_rv(obj, rv))
             }
             OpResult::Conflict { .. } => Err(conflict(info, name)),

@@ -55,6 +55,11 @@ pub trait Kind: Sync + 'static {
     /// Sets what Kubernetes' defaulters set, on a create and on every update.
     fn apply_defaults(&self, _obj: &mut Value) {}
 
+    /// What an update keeps of the stored object `old` when the new object `new` leaves it
+    /// out (Kubernetes' `PrepareForUpdate`): values the system allocated, such as a service's
+    /// cluster IP. Called before [`Kind::apply_defaults`].
+    fn carry_over(&self, _old: &Value, _new: &mut Value) {}
+
     /// Checks the kind's own fields (metadata is checked for every kind) into `causes`.
     fn check(&self, _typed: &Self::Object, _obj: &Value, _causes: &mut Vec<Cause>) {}
 
@@ -85,6 +90,7 @@ pub trait Resource: Sync {
     fn initial_status(&self) -> Option<Value>;
     fn name_rule(&self) -> NameRule;
     fn apply_defaults(&self, obj: &mut Value);
+    fn carry_over(&self, old: &Value, new: &mut Value);
     /// Decodes `obj` into the typed struct (a 400 naming the kind if it does not) and checks
     /// the kind's own fields into `causes`.
     fn check(&self, obj: &Value, causes: &mut Vec<Cause>) -> Result<(), ApiError>;
@@ -120,6 +126,9 @@ impl<K: Kind> Resource for K {
     }
     fn apply_defaults(&self, obj: &mut Value) {
         Kind::apply_defaults(self, obj)
+    }
+    fn carry_over(&self, old: &Value, new: &mut Value) {
+        Kind::carry_over(self, old, new)
     }
     fn check(&self, obj: &Value, causes: &mut Vec<Cause>) -> Result<(), ApiError> {
         let typed: K::Object = serde_json::from_value(obj.clone())

@@ -8,8 +8,9 @@ use keelson_model::smp::{self, Strategies};
 use keelson_model::v1beta1 as convert;
 use serde_json::{json, Value};
 
+use super::clusterip::{has_cluster_ip, requested};
 use super::info::ResourceInfo;
-use super::object::{meta_str, obj_mut};
+use super::object::obj_mut;
 use super::printing::{age, arr, col, format_labels, or_none, s, Column, AGE, NAME};
 use super::resource::Kind;
 use super::validation::NameRule;
@@ -63,18 +64,10 @@ impl Kind for Service {
                 FIRST_CONTAINER_PORT.replace('/', "~1")
             ))
             .is_some();
-        let name = meta_str(obj, "name").unwrap_or_default().to_string();
-        let ns = meta_str(obj, "namespace").unwrap_or("default").to_string();
         let spec = obj_mut(obj, "spec");
         spec.entry("type").or_insert(json!("ClusterIP"));
         spec.entry("sessionAffinity").or_insert(json!("None"));
-        if spec
-            .get("clusterIP")
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
-        {
-            spec.insert("clusterIP".into(), json!(cluster_ip_for(&ns, &name)));
-        }
+        // The cluster IP is allocated when the service is stored (`clusterip.rs`).
         if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
             for p in ports.iter_mut().filter_map(Value::as_object_mut) {
                 p.entry("protocol").or_insert(json!("TCP"));
@@ -87,8 +80,29 @@ impl Kind for Service {
         }
     }
 
+    fn carry_over(&self, old: &Value, new: &mut Value) {
+        if !requested(new).is_empty() {
+            return;
+        }
+        let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) else {
+            return;
+        };
+        for field in ["clusterIP", "clusterIPs"] {
+            if let Some(v) = old.pointer(&format!("/spec/{field}")) {
+                spec.insert(field.into(), v.clone());
+            }
+        }
+    }
+
     fn check(&self, svc: &core::Service, _obj: &Value, causes: &mut Vec<Cause>) {
         validate_service(svc, causes);
+    }
+
+    fn check_update(&self, old: &Value, new: &Value, causes: &mut Vec<Cause>) {
+        let (before, after) = (requested(old), requested(new));
+        if !before.is_empty() && has_cluster_ip(old) && has_cluster_ip(new) && before != after {
+            causes.push(invalid("spec.clusterIP", after, "field is immutable"));
+        }
     }
 
     fn cells(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
@@ -102,15 +116,6 @@ impl Kind for Service {
     fn from_v1beta1(&self) -> Option<fn(&Value) -> Result<core::Service, convert::ConvertError>> {
         Some(convert::service_from_v1beta1)
     }
-}
-
-/// A stable virtual IP for a service (10.96.0.0/16), derived from its namespace and name.
-fn cluster_ip_for(ns: &str, name: &str) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (ns, name).hash(&mut h);
-    let x = h.finish();
-    format!("10.96.{}.{}", (x >> 8) & 0xff, (x & 0xff).clamp(1, 254))
 }
 
 fn validate_service(svc: &core::Service, causes: &mut Vec<Cause>) {
@@ -141,9 +146,42 @@ fn validate_service(svc: &core::Service, causes: &mut Vec<Cause>) {
             }
         }
     }
+    validate_cluster_ips(spec, causes);
     if let Some(sel) = &spec.selector {
         let as_value = serde_json::to_value(sel).unwrap_or_default();
         validate_string_map(Some(&as_value), "spec.selector", true, causes);
+    }
+}
+
+/// `spec.clusterIP` and `spec.clusterIPs`: an IPv4 address or `None`, the one the other holds.
+/// Whether it is in the range and free is for the allocation to say.
+fn validate_cluster_ips(spec: &core::ServiceSpec, causes: &mut Vec<Cause>) {
+    let ip = spec.cluster_ip.as_deref().unwrap_or("");
+    let ips = spec.cluster_ips.as_deref().unwrap_or(&[]);
+    let valid = |ip: &str| ip == "None" || ip.parse::<std::net::Ipv4Addr>().is_ok();
+    if !ip.is_empty() && !valid(ip) {
+        causes.push(invalid("spec.clusterIP", ip, "must be a valid IP address"));
+    }
+    for (i, each) in ips.iter().enumerate() {
+        if i > 0 {
+            causes.push(invalid(
+                format!("spec.clusterIPs[{i}]"),
+                each,
+                "only one (IPv4) cluster IP is served",
+            ));
+        } else if !valid(each) {
+            causes.push(invalid(
+                "spec.clusterIPs[0]",
+                each,
+                "must be a valid IP address",
+            ));
+        } else if !ip.is_empty() && each != ip {
+            causes.push(invalid(
+                "spec.clusterIPs[0]",
+                each,
+                "must be equal to spec.clusterIP",
+            ));
+        }
     }
 }
 
@@ -222,5 +260,51 @@ mod tests {
             ]
         );
         assert_eq!(c[6], "a=1,b=2");
+    }
+
+    #[test]
+    fn an_update_keeps_the_cluster_ip_and_may_not_change_it() {
+        let old = json!({"spec": {"clusterIP": "10.96.0.9", "clusterIPs": ["10.96.0.9"]}});
+        let mut new = json!({"spec": {"ports": [{"port": 80}]}});
+        Kind::carry_over(&Service, &old, &mut new);
+        assert_eq!(new["spec"]["clusterIP"], "10.96.0.9");
+        assert_eq!(new["spec"]["clusterIPs"], json!(["10.96.0.9"]));
+        let mut causes = Vec::new();
+        Kind::check_update(&Service, &old, &new, &mut causes);
+        assert!(causes.is_empty());
+        let mut moved = json!({"spec": {"clusterIP": "10.96.0.10"}});
+        Kind::carry_over(&Service, &old, &mut moved);
+        assert_eq!(moved["spec"]["clusterIP"], "10.96.0.10");
+        Kind::check_update(&Service, &old, &moved, &mut causes);
+        assert_eq!(causes.len(), 1);
+        assert_eq!(causes[0].field, "spec.clusterIP");
+        assert!(causes[0].message.ends_with("field is immutable"));
+    }
+
+    #[test]
+    fn cluster_ips_must_be_addresses_and_agree() {
+        let causes = |spec: Value| {
+            let svc: core::Service = serde_json::from_value(json!({"spec": spec})).unwrap();
+            let mut causes = Vec::new();
+            validate_cluster_ips(svc.spec.as_ref().unwrap(), &mut causes);
+            causes
+                .into_iter()
+                .map(|c| format!("{}: {}", c.field, c.message))
+                .collect::<Vec<_>>()
+        };
+        assert!(causes(json!({"clusterIP": "None"})).is_empty());
+        assert!(causes(json!({"clusterIP": "10.0.0.1", "clusterIPs": ["10.0.0.1"]})).is_empty());
+        assert_eq!(
+            causes(json!({"clusterIP": "10.0.0.300"})),
+            ["spec.clusterIP: Invalid value: \"10.0.0.300\": must be a valid IP address"]
+        );
+        assert_eq!(causes(json!({"clusterIP": "fd00::1"})).len(), 1);
+        assert_eq!(
+            causes(json!({"clusterIP": "10.0.0.1", "clusterIPs": ["10.0.0.2", "10.0.0.3"]})),
+            [
+                "spec.clusterIPs[0]: Invalid value: \"10.0.0.2\": must be equal to spec.clusterIP",
+                "spec.clusterIPs[1]: Invalid value: \"10.0.0.3\": only one (IPv4) cluster IP is served"
+            ]
+        );
     }
 }

@@ -173,6 +173,7 @@ pub fn prepare_update(
         };
     }
     meta.remove("resourceVersion");
+    resource(info).carry_over(old, new);
     resource(info).apply_defaults(new);
     // The name is immutable: it was checked when the object was created (through whichever
     // version), so an update through core/v1 of the seed's `mysiteController` is fine.
