@@ -1,5 +1,5 @@
 //! `keelson down [--data-dir D] [--purge]`: stops what `keelson up` started in a data directory
-//! and removes the cluster's containers; `--purge` also removes the data directory.
+//! and removes the cluster's containers and Docker networks; `--purge` also removes the data directory.
 //!
 //! The processes come from `DATA_DIR/cluster.json`: `keelson up` itself (`up_pid`), which stops
 //! its masters and agents on SIGTERM, then any master or agent still running (one whose `up`
@@ -61,11 +61,17 @@ pub async fn run(args: DownArgs) -> anyhow::Result<()> {
             stop(&name, pid).await;
         }
     }
-    let removed = remove_containers(&file.cluster_id).await?;
+    let (removed, networks) = remove_containers(&file.cluster_id).await?;
     println!(
         "removed {removed} container(s) of cluster {}",
         file.cluster_id
     );
+    if networks > 0 {
+        println!(
+            "removed {networks} Docker network(s) of cluster {}",
+            file.cluster_id
+        );
+    }
     if args.purge {
         std::fs::remove_dir_all(&data_dir)
             .with_context(|| format!("remove {}", data_dir.display()))?;
@@ -141,16 +147,17 @@ async fn stop(name: &str, pid: u32) {
     println!("stopped {name} (pid {pid})");
 }
 
-/// Removes every container labelled with `cluster`, running or not; the number removed. Without
-/// a Docker engine there is nothing to remove (a `--runtime hollow` cluster): said, not failed.
-async fn remove_containers(cluster: &str) -> anyhow::Result<usize> {
+/// Removes every container labelled with `cluster`, running or not, then its networks; the
+/// numbers removed. Without a Docker engine there is nothing to remove (a `--runtime hollow`
+/// cluster): said, not failed.
+async fn remove_containers(cluster: &str) -> anyhow::Result<(usize, usize)> {
     use bollard::query_parameters::ListContainersOptionsBuilder;
     use std::collections::HashMap;
     let docker = match crate::agent::docker::connect().await {
         Ok(d) => d,
         Err(e) => {
             eprintln!("note: no containers checked: {e:#}");
-            return Ok(0);
+            return Ok((0, 0));
         }
     };
     let label = format!("{}={cluster}", crate::agent::docker::LABEL_CLUSTER);
@@ -170,5 +177,6 @@ async fn remove_containers(cluster: &str) -> anyhow::Result<usize> {
             .with_context(|| format!("remove container {id}"))?;
         removed += 1;
     }
-    Ok(removed)
+    let networks = crate::agent::networks::remove(&docker, cluster).await?;
+    Ok((removed, networks))
 }

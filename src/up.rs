@@ -15,7 +15,8 @@
 //! builds the local images `keelson/pause` and `user/mysite`) are `node-1..N`, at the masters'
 //! loopback address + 10 + (i − 1) (127.0.0.11, .12… for the default 127.0.0.1; else on `--host`),
 //! serving metrics and container logs on port 10250+i and the services' ports through their
-//! proxies. Stopping `keelson up` leaves the containers running (and says so); the next run's
+//! proxies. With Docker, the cluster gets two Docker networks of its own (`agent::networks`): pods
+//! join one, the other's subnet is the service cluster IP range. Stopping `keelson up` leaves the containers running (and says so); the next run's
 //! agents adopt them, and `keelson down` removes them.
 //! A master that dies (a chaos test's SIGKILL) is reported, not restarted: restarting is
 //! the operator's (or the harness's) decision. One that exits asking to be started again (75:
@@ -282,10 +283,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     // The handlers are installed here: from now on Ctrl-C and SIGTERM wait for `supervise`.
     let stop_signal = crate::process::shutdown_signal();
-    prepare_runtime(&args).await?;
+    let engine = prepare_runtime(&args).await?;
     crate::files::private_dir(&args.data_dir)?;
     let data_dir = args.data_dir.canonicalize()?;
     let mut file = load_or_create_cluster(&args, &data_dir)?;
+    if let Some(engine) = &engine {
+        let networks =
+            crate::agent::networks::ensure(engine, &file.cluster_id, file.networks.as_ref())
+                .await
+                .context("the cluster's Docker networks")?;
+        file.networks = Some(networks);
+    }
     let certs = ensure_certificates(&args, &data_dir, &mut file)?;
     let ca_pem = std::fs::read(&certs.ca_cert)
         .with_context(|| format!("read {}", certs.ca_cert.display()))?;
@@ -318,7 +326,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let restart = |i: usize, file: &ClusterFile| {
         let peers = peers_of(file);
         let m = &file.masters[i];
-        start_master(&data_dir, &logs, &exe, &certs, m, &peers, &file.cluster_id)
+        start_master(&data_dir, &logs, &exe, &certs, m, &peers, file)
     };
     let mut supervised = Supervised {
         children: &mut children,
@@ -338,8 +346,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Checks the agents' runtime; for Docker, builds the local images it lacks.
-async fn prepare_runtime(args: &UpArgs) -> anyhow::Result<()> {
+/// Checks the agents' runtime; for Docker, builds the local images it lacks and returns the
+/// engine.
+async fn prepare_runtime(args: &UpArgs) -> anyhow::Result<Option<bollard::Docker>> {
     if args.agents > 0 {
         match args.runtime.as_str() {
             "hollow" => {}
@@ -352,11 +361,12 @@ async fn prepare_runtime(args: &UpArgs) -> anyhow::Result<()> {
                 {
                     println!("built image {image} from {}", args.busybox.display());
                 }
+                return Ok(Some(engine));
             }
             other => bail!("--runtime {other}: expected docker or hollow"),
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// The cluster of `DATA_DIR/cluster.json` when there is one (its API URLs moved to HTTPS), else
@@ -405,6 +415,7 @@ fn load_or_create_cluster(args: &UpArgs, data_dir: &Path) -> anyhow::Result<Clus
             agents: vec![],
             ca_file: None,
             up_pid: None,
+            networks: None,
         },
     })
 }
@@ -443,10 +454,10 @@ fn start_masters(
 ) -> anyhow::Result<Vec<(String, Child)>> {
     let peers = peers_of(file);
     let mut children: Vec<(String, Child)> = Vec::new();
-    for m in file.masters.iter_mut() {
-        let child = start_master(data_dir, logs, exe, certs, m, &peers, &file.cluster_id)?;
-        m.pid = child.id().unwrap_or(0);
-        children.push((format!("master {}", m.id), child));
+    for i in 0..file.masters.len() {
+        let child = start_master(data_dir, logs, exe, certs, &file.masters[i], &peers, file)?;
+        file.masters[i].pid = child.id().unwrap_or(0);
+        children.push((format!("master {}", file.masters[i].id), child));
     }
     Ok(children)
 }
@@ -467,7 +478,7 @@ fn start_master(
     certs: &ClusterCerts,
     m: &MasterEntry,
     peers: &[String],
-    cluster_id: &str,
+    file: &ClusterFile,
 ) -> anyhow::Result<Child> {
     let raft_ip = m
         .raft
@@ -486,7 +497,12 @@ fn start_master(
         .args(["--raft-addr", &m.raft])
         .args(["--api-addr", addr_of(&m.api)])
         .args(["--peers", &peers.join(",")])
-        .args(["--cluster-id", cluster_id])
+        .args(["--cluster-id", &file.cluster_id])
+        .args(
+            file.networks
+                .iter()
+                .flat_map(|n| ["--service-cluster-ip-range", &n.services_subnet]),
+        )
         .arg("--token-file")
         .arg(data_dir.join("tokens.csv"))
         .arg("--tls-cert-file")
@@ -526,6 +542,7 @@ fn start_agents(
 ) -> anyhow::Result<()> {
     file.agents = agent_entries(args);
     let master_urls: Vec<String> = file.masters.iter().map(|m| m.api.clone()).collect();
+    let pod_network = file.networks.as_ref().map(|n| n.pods.clone());
     for a in file.agents.iter_mut() {
         certs
             .ensure_agent(data_dir, &a.name, &a.address)
@@ -536,6 +553,7 @@ fn start_agents(
             .arg("agent")
             .args(["--name", &a.name])
             .args(["--runtime", &args.runtime])
+            .args(pod_network.iter().flat_map(|n| ["--pod-network", n]))
             .arg("--data-dir")
             .arg(data_dir.join(format!("agent-{}", a.name)))
             .arg("--busybox")

@@ -5,121 +5,22 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
+use std::collections::BTreeSet;
+use std::process::{Child, Command};
 use std::time::Duration;
 
+use common::docker::{
+    build_images, containers, fetch, random_loopback, running_by_pod, served_by, Agent, Cleanup,
+};
 use common::{eventually, node_ready, pod_ready, Api};
 use keelson_chaos::Cluster;
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_keelson");
 const NS: &str = "/api/v1/namespaces/default";
-
-/// One container as `docker ps -a` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Container {
-    id: String,
-    uid: String,
-    container: String,
-    node: String,
-    running: bool,
-}
-
-/// The keelson containers carrying `label` (`key=value`).
-fn containers(label: &str) -> Vec<Container> {
-    let out = Command::new("docker")
-        .args(["ps", "-a", "--no-trunc", "--filter", &format!("label={label}")])
-        .args([
-            "--format",
-            "{{.ID}} {{.State}} {{.Label \"io.keelson.pod.uid\"}} {{.Label \"io.keelson.container\"}} {{.Label \"io.keelson.node\"}}",
-        ])
-        .output()
-        .expect("docker ps");
-    assert!(out.status.success(), "docker ps failed: {out:?}");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() == 5).then(|| Container {
-                id: f[0].to_string(),
-                running: f[1] == "running",
-                uid: f[2].to_string(),
-                container: f[3].to_string(),
-                node: f[4].to_string(),
-            })
-        })
-        .collect()
-}
-
-/// Removes every container of a cluster when a test ends, passed or not.
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let ids: Vec<String> = containers(&self.0).into_iter().map(|c| c.id).collect();
-        if !ids.is_empty() {
-            let _ = Command::new("docker")
-                .args(["rm", "-f"])
-                .args(&ids)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-}
-
-fn build_images() {
-    let out = Command::new(BIN)
-        .arg("images")
-        .output()
-        .expect("keelson images");
-    assert!(
-        out.status.success(),
-        "keelson images failed (is Docker running and busybox-static installed?): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// `GET http://addr:port/` → the body, if it answered.
-async fn fetch(http: &reqwest::Client, addr: &str, port: u16) -> Option<String> {
-    let resp = http
-        .get(format!("http://{addr}:{port}/"))
-        .send()
-        .await
-        .ok()?;
-    resp.status()
-        .is_success()
-        .then_some(resp.text().await.ok()?)
-}
-
-/// The pod named by a page of `user/mysite` ("mysite: served by pod NAME").
-fn served_by(page: &str) -> Option<String> {
-    page.trim()
-        .strip_prefix("mysite: served by pod ")
-        .map(str::to_string)
-}
-
-fn random_loopback() -> [u8; 3] {
-    let x: u32 = rand_u32();
-    [
-        100 + (x % 100) as u8,
-        ((x >> 8) % 250) as u8 + 1,
-        ((x >> 16) % 200) as u8 + 1,
-    ]
-}
-
-fn rand_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    );
-    h.finish() as u32
-}
+/// Agents started here keep pods on Docker's default bridge, reached at ports published on the
+/// agent's address (`keelson up`'s are in the kernel mode on a network of their own).
+const USERSPACE: &[&str] = &["--proxy-mode", "userspace"];
 
 /// `keelson up` as a child, stopped (SIGTERM) when dropped.
 struct Up(Child);
@@ -535,6 +436,34 @@ async fn the_seed_runs_on_docker_from_keelson_up() {
             .then_some(())
     })
     .await;
+    // The cluster's own Docker networks, and the agents' kernel rules (the default mode).
+    let cluster_id = cluster.split_once('=').unwrap().1.to_string();
+    let networks = || {
+        let out = Command::new("docker")
+            .args([
+                "network",
+                "ls",
+                "-q",
+                "--filter",
+                &format!("label={cluster}"),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    let tables = || {
+        let out = Command::new("nft")
+            .args(["list", "tables"])
+            .output()
+            .unwrap();
+        let prefix = format!("keelson-{}-", &cluster_id[..12.min(cluster_id.len())]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(&prefix))
+            .count()
+    };
+    assert_eq!(networks(), 2, "keelson up's pod and service networks");
+    assert_eq!(tables(), 2, "one nftables table per agent");
     let down = Command::new(BIN)
         .args(["down", "--data-dir"])
         .arg(&data)
@@ -549,6 +478,8 @@ async fn the_seed_runs_on_docker_from_keelson_up() {
         "containers left after keelson down: {:?}",
         containers(&cluster)
     );
+    assert_eq!(networks(), 0, "networks left after keelson down");
+    assert_eq!(tables(), 0, "rules left after keelson down");
     let status = up.0.wait().unwrap();
     assert!(
         status.success(),
@@ -584,107 +515,6 @@ async fn the_seed_runs_on_docker_from_keelson_up() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("no cluster in"));
 }
 
-/// A Docker agent process of a test cluster, killed (SIGKILL) when dropped.
-struct Agent {
-    child: Option<Child>,
-    name: String,
-    address: String,
-    masters: Vec<String>,
-    log: std::path::PathBuf,
-}
-
-impl Agent {
-    fn start(c: &Cluster, name: &str, address: &str) -> Agent {
-        let mut a = Agent {
-            child: None,
-            name: name.to_string(),
-            address: address.to_string(),
-            masters: c.ids().iter().map(|id| c.url(*id)).collect(),
-            log: c.root().join(format!("agent-{name}.log")),
-        };
-        a.spawn();
-        a
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        self.child = Some(
-            Command::new(BIN)
-                .args(["agent", "--runtime", "docker", "--name", &self.name])
-                .args(["--address", &self.address])
-                .args(["--api-addr", &format!("{}:10250", self.address)])
-                .args(["--masters", &self.masters.join(",")])
-                .args(["--heartbeat-ms", "300"])
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("start an agent"),
-        );
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM, as a service manager stops it; its exit status.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().expect("the agent runs");
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        c.wait().unwrap()
-    }
-
-    /// Reconcile passes done (the runtime's container listings), from the agent's metrics.
-    async fn passes(&self, http: &reqwest::Client) -> Option<u64> {
-        let text = http
-            .get(format!("http://{}:10250/metrics", self.address))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .find(|l| {
-                l.starts_with("keelson_agent_runtime_operation_duration_seconds_count")
-                    && l.contains("operation=\"list\"")
-            })?
-            .rsplit(' ')
-            .next()?
-            .parse()
-            .ok()
-    }
-
-    async fn ready(&self, http: &reqwest::Client) -> bool {
-        http.get(format!("http://{}:10250/readyz", self.address))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// `uid → running container ids` of the pods of a cluster.
-fn running_by_pod(label: &str) -> BTreeMap<String, BTreeSet<String>> {
-    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for c in containers(label).into_iter().filter(|c| c.running) {
-        out.entry(c.uid).or_default().insert(c.id);
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_survive_agent_and_leader_kills() {
     build_images();
@@ -699,8 +529,8 @@ async fn pods_survive_agent_and_leader_kills() {
     let cluster_label = format!("io.keelson.cluster={}", c.cluster_id);
     let _cleanup = Cleanup(cluster_label.clone());
     let [x, y, _] = random_loopback();
-    let mut a = Agent::start(&c, "dock-a", &format!("127.{x}.{y}.21"));
-    let mut b = Agent::start(&c, "dock-b", &format!("127.{x}.{y}.22"));
+    let mut a = Agent::start(&c, "dock-a", &format!("127.{x}.{y}.21"), USERSPACE);
+    let mut b = Agent::start(&c, "dock-b", &format!("127.{x}.{y}.22"), USERSPACE);
     let api = Api::of(&c);
     let http = reqwest::Client::builder()
         .no_proxy()
@@ -900,7 +730,7 @@ async fn after_a_restore_agents_adopt_the_pods_it_holds_and_remove_the_others() 
     let _cleanup = Cleanup(old_label.clone());
     let [x, y, _] = random_loopback();
     let address = format!("127.{x}.{y}.31");
-    let mut agent = Agent::start(&c, "dock-r", &address);
+    let mut agent = Agent::start(&c, "dock-r", &address, USERSPACE);
     let api = Api::of(&c);
     let pod = |name: &str| {
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "r"}},
@@ -974,7 +804,7 @@ async fn after_a_restore_agents_adopt_the_pods_it_holds_and_remove_the_others() 
         .wait_leader(Duration::from_secs(30))
         .await
         .expect("a leader in the restored cluster");
-    let _agent = Agent::start(&restored, "dock-r", &address);
+    let _agent = Agent::start(&restored, "dock-r", &address, USERSPACE);
     let api = Api::of(&restored);
     // gone's container removed; kept's the very same container, still running.
     eventually(

@@ -88,6 +88,11 @@ impl Drop for Up {
         // SAFETY: signals to our own child's process group.
         unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
         let _ = self.child.wait();
+        // What the cluster leaves on the engine: containers and its Docker networks.
+        let _ = Command::new(BIN)
+            .args(["down", "--data-dir"])
+            .arg(self.dir.join(".keelson"))
+            .output();
         let ids = self.docker_ids();
         if !ids.is_empty() {
             let _ = Command::new("docker")
@@ -350,6 +355,21 @@ async fn the_readme_walkthrough_works_as_written() {
                 sh.until(c, "the site through both nodes' proxies", |o| {
                     o.matches("mysite: served by pod mysitecontroller-").count() == 2
                 })
+                .await;
+            }
+            "keelson ctl get svc mysite" => {
+                sh.once(c, &["mysite", "CLUSTER-IP", "10000/TCP"]);
+            }
+            _ if c.starts_with("curl <mysite's CLUSTER-IP>:10000") => {
+                let svc: Value =
+                    serde_json::from_str(&sh.once("keelson ctl get svc mysite -o json", &[]))
+                        .expect("the service as JSON");
+                let ip = svc["spec"]["clusterIP"].as_str().expect("a cluster IP");
+                sh.until(
+                    &c.replace("<mysite's CLUSTER-IP>", ip),
+                    "the site on its cluster IP",
+                    |o| o.contains("mysite: served by pod mysitecontroller-"),
+                )
                 .await;
             }
             "keelson ctl scale rc mysiteController --replicas 3" => {

@@ -110,6 +110,8 @@ pub fn beside(cluster: &Cluster, octet: u8, n: usize) -> Ipv4Addr {
 pub struct Agent {
     pub name: String,
     pub address: Ipv4Addr,
+    /// Where it serves `/metrics`.
+    pub api: std::net::SocketAddr,
     child: Child,
 }
 
@@ -118,8 +120,9 @@ pub struct Agents(pub Vec<Agent>);
 
 impl Agents {
     /// Starts `n` agents `bench-node-N` on the Docker runtime, each on its own loopback address
-    /// 127.SLOT.3.N, logging to `ROOT/agent-N.log` of the cluster.
-    pub fn start_docker(cluster: &Cluster, n: usize) -> anyhow::Result<Agents> {
+    /// 127.SLOT.3.N, logging to `ROOT/agent-N.log` of the cluster, with `extra` flags
+    /// (`--proxy-mode`, `--pod-network`).
+    pub fn start_docker(cluster: &Cluster, n: usize, extra: &[&str]) -> anyhow::Result<Agents> {
         let bin = super::keelson_bin()?;
         let masters: Vec<String> = (1..=MEMBERS as u64).map(|id| cluster.url(id)).collect();
         let mut agents = Vec::new();
@@ -138,6 +141,7 @@ impl Agents {
                 .args(["--api-addr", &api.to_string()])
                 .arg("--data-dir")
                 .arg(cluster.root().join(format!("agent-{}", i + 1)))
+                .args(extra)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log)
@@ -146,6 +150,7 @@ impl Agents {
             agents.push(Agent {
                 name,
                 address,
+                api,
                 child,
             });
         }
@@ -158,11 +163,71 @@ impl Agents {
 }
 
 impl Drop for Agents {
+    /// SIGTERM first, so a kernel-mode agent removes its rules; SIGKILL after 10 s.
     fn drop(&mut self) {
+        for a in &self.0 {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(a.child.id() as i32, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
         for a in &mut self.0 {
+            while Instant::now() < deadline && matches!(a.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = a.child.kill();
             let _ = a.child.wait();
         }
+    }
+}
+
+/// A Docker bridge network of the bench's own (Docker picks its subnet), removed on drop: pods
+/// join it, so wrk's "direct" traffic goes to addresses the bench created.
+pub struct Network {
+    pub name: String,
+    pub subnet: String,
+}
+
+impl Network {
+    pub fn create(tag: &str) -> anyhow::Result<Network> {
+        let name = format!("keelson-bench-{tag}-{}", std::process::id());
+        let out = Command::new("docker")
+            .args(["network", "create", "--driver", "bridge", &name])
+            .output()
+            .context("docker network create")?;
+        if !out.status.success() {
+            bail!(
+                "docker network create {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let out = Command::new("docker")
+            .args(["network", "inspect", "--format"])
+            .arg("{{range .IPAM.Config}}{{.Subnet}} {{end}}")
+            .arg(&name)
+            .output()
+            .context("docker network inspect")?;
+        let subnet = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .find(|s| !s.contains(':'))
+            .map(str::to_string);
+        let net = Network {
+            name,
+            subnet: subnet.unwrap_or_default(),
+        };
+        if net.subnet.is_empty() {
+            bail!("docker network {} has no IPv4 subnet", net.name);
+        }
+        Ok(net)
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

@@ -29,7 +29,8 @@
 //! load; each starts a fresh cluster of its own):
 //! 6. `pod-startup`: pods on two Docker agents, from the create's acknowledgement to Running
 //!    and Ready, beside `docker run -d` of the same image (`bench/src/pods.rs`);
-//! 7. `proxy`: wrk through the agent's service proxy and straight at a pod (`bench/src/pods.rs`);
+//! 7. `proxy`: wrk through each proxy mode of the agents and straight at a pod's IP, and the
+//!    kernel mode's rules latency and a 1,000-service sync (`bench/src/proxy.rs`);
 //! 8. `scheduling`: pods bound per second over many hollow nodes, and convergence of a
 //!    replication controller after a leader kill (`bench/src/scale.rs`);
 //! 9. `heartbeats`: CPU of the masters with many hollow nodes beating, against idle
@@ -47,6 +48,7 @@ mod harness;
 mod lists;
 mod metrics_cost;
 mod pods;
+mod proxy;
 mod scale;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -334,8 +336,8 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     if args.runs(Phase::Proxy) {
-        match pods::proxy(&args).await {
-            Ok(r) => sections.push(pods::render_proxy(&args, &r)),
+        match proxy::proxy(&args).await {
+            Ok(r) => sections.push(proxy::render_proxy(&args, &r)),
             Err(e) => sections.push(failed("proxy", &e)),
         }
     }

@@ -1,8 +1,7 @@
-//! The Docker phases of `keelson bench`: pod start-up latency (with `docker run -d` of the same
-//! image as the floor) and the service proxy's throughput against a pod's published address.
-//! Each starts a fresh 3-master cluster and two `keelson agent --runtime docker` processes on
-//! their own loopback addresses, and removes every container labelled with the cluster's id at
-//! the end.
+//! The pod-startup phase of `keelson bench` (with `docker run -d` of the same image as the
+//! floor), and the Docker cluster it and the proxy phase (`proxy.rs`) start: a fresh 3-master
+//! cluster and two `keelson agent --runtime docker` processes on their own loopback addresses,
+//! whose containers (labelled with the cluster's id) are removed at the end.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -18,7 +17,7 @@ use super::harness::{
 use super::{pct_ms, table, BenchArgs, Kind, Sys, MEMBERS};
 
 /// The seed's site as a pod: one container of `user/mysite` on port 80, a small CPU request.
-fn site_pod(name: &str, app: &str) -> Value {
+pub(crate) fn site_pod(name: &str, app: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod",
            "metadata": {"name": name, "labels": {"app": app}},
            "spec": {"containers": [{"name": "web", "image": "user/mysite:latest",
@@ -32,9 +31,10 @@ fn running_ready(p: &Value) -> bool {
 }
 
 /// A fresh cluster with `n` Docker agents whose nodes are Ready.
-async fn docker_cluster(
+pub(crate) async fn docker_cluster(
     args: &BenchArgs,
     n: usize,
+    agent_flags: &[&str],
 ) -> anyhow::Result<(Sys, DockerCleanup, Agents, Api)> {
     let sys = Sys::start(Kind::Keelson, args).await?;
     let Sys::Keelson(cluster) = &sys else {
@@ -42,7 +42,7 @@ async fn docker_cluster(
     };
     let api = Api::new(cluster)?;
     let cleanup = DockerCleanup(api.cluster_id().await?);
-    let agents = Agents::start_docker(cluster, n)?;
+    let agents = Agents::start_docker(cluster, n, agent_flags)?;
     wait_nodes_ready(&api, &agents.names(), Duration::from_secs(120))
         .await
         .context("docker agents")?;
@@ -112,7 +112,10 @@ async fn docker_pod(cluster_id: &str, address: &str) -> anyhow::Result<Duration>
 pub async fn pod_startup(args: &BenchArgs) -> anyhow::Result<PodStartup> {
     let n = args.startup_pods;
     eprintln!("bench: pod-startup: {n} pods on 2 docker agents");
-    let (sys, cleanup, agents, api) = docker_cluster(args, 2).await?;
+    // Pods on Docker's default bridge, started as before the kernel proxy (no traffic is sent
+    // to them here).
+    let (sys, cleanup, agents, api) =
+        docker_cluster(args, 2, &["--proxy-mode", "userspace"]).await?;
     let load_before = loadavg();
     // The floor first, on the same engine, and out of the way before the pods start.
     let mut docker_seq = Vec::new();
@@ -279,208 +282,6 @@ pub async fn pod_startup(args: &BenchArgs) -> anyhow::Result<PodStartup> {
     })
 }
 
-/// One wrk run.
-pub struct Wrk {
-    pub rps: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub requests: u64,
-    /// Socket errors (connect, read, write, timeout) and non-2xx/3xx answers.
-    pub errors: u64,
-}
-
-/// A wrk latency like `1.23ms`, `850.00us`, `1.02s`, `1.5m` in milliseconds.
-fn wrk_ms(s: &str) -> Option<f64> {
-    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic())?);
-    let v: f64 = num.parse().ok()?;
-    Some(match unit {
-        "us" => v / 1000.0,
-        "ms" => v,
-        "s" => v * 1000.0,
-        "m" => v * 60_000.0,
-        "h" => v * 3_600_000.0,
-        _ => return None,
-    })
-}
-
-/// Parses `wrk --latency` output.
-pub fn parse_wrk(out: &str) -> anyhow::Result<Wrk> {
-    let mut w = Wrk {
-        rps: f64::NAN,
-        p50_ms: f64::NAN,
-        p99_ms: f64::NAN,
-        requests: 0,
-        errors: 0,
-    };
-    let mut in_dist = false;
-    for line in out.lines().map(str::trim) {
-        if line.starts_with("Latency Distribution") {
-            in_dist = true;
-            continue;
-        }
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if in_dist && f.len() == 2 && f[0].ends_with('%') {
-            match f[0] {
-                "50%" => w.p50_ms = wrk_ms(f[1]).unwrap_or(f64::NAN),
-                "99%" => w.p99_ms = wrk_ms(f[1]).unwrap_or(f64::NAN),
-                _ => {}
-            }
-            continue;
-        }
-        in_dist = false;
-        if let Some(v) = line.strip_prefix("Requests/sec:") {
-            w.rps = v.trim().parse().unwrap_or(f64::NAN);
-        } else if line.contains(" requests in ") {
-            w.requests = f.first().and_then(|v| v.parse().ok()).unwrap_or(0);
-        } else if let Some(v) = line.strip_prefix("Socket errors:") {
-            w.errors += v
-                .split(',')
-                .filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok())
-                .sum::<u64>();
-        } else if let Some(v) = line.strip_prefix("Non-2xx or 3xx responses:") {
-            w.errors += v.trim().parse::<u64>().unwrap_or(0);
-        }
-    }
-    if w.rps.is_nan() {
-        bail!("no Requests/sec in wrk's output:\n{out}");
-    }
-    Ok(w)
-}
-
-async fn wrk(args: &BenchArgs, target: &str) -> anyhow::Result<Wrk> {
-    let url = format!("http://{target}/");
-    let out = tokio::process::Command::new("wrk")
-        .args(args.wrk_args.split_whitespace())
-        .arg("--latency")
-        .arg(&url)
-        .output()
-        .await
-        .context("run wrk (apt install wrk)")?;
-    if !out.status.success() {
-        bail!("wrk {url}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    parse_wrk(&String::from_utf8_lossy(&out.stdout))
-}
-
-/// Results of the proxy phase.
-pub struct ProxyResult {
-    /// (direct, proxied) per round, run back to back.
-    pub rounds: Vec<(Wrk, Wrk)>,
-    pub endpoints: Vec<String>,
-    /// Docker's userland proxy processes running (they forward published ports on loopback).
-    pub docker_proxies: usize,
-    pub load_before: String,
-    pub load_after: String,
-}
-
-/// Waits until `http://target/` answers 200.
-async fn wait_http(target: &str, timeout: Duration) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        let ok = http
-            .get(format!("http://{target}/"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ok {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("http://{target}/ did not answer 200 within {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Phase `proxy`.
-pub async fn proxy(args: &BenchArgs) -> anyhow::Result<ProxyResult> {
-    eprintln!("bench: proxy: a service over 2 pods on 2 docker agents");
-    let (sys, cleanup, agents, api) = docker_cluster(args, 2).await?;
-    let port = args.service_port;
-    let service = json!({"apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "bench-web"},
-        "spec": {"selector": {"app": "bench-web"},
-                 "ports": [{"port": port, "targetPort": 80, "protocol": "TCP"}]}});
-    api.post(0, "/api/v1/namespaces/default/services", &service)
-        .await?;
-    for i in 0..2 {
-        api.post(
-            i,
-            "/api/v1/namespaces/default/pods",
-            &site_pod(&format!("bench-web-{i}"), "bench-web"),
-        )
-        .await?;
-    }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let endpoints: Vec<String> = loop {
-        let ep = api
-            .get(0, "/api/v1/namespaces/default/endpoints/bench-web")
-            .await
-            .unwrap_or(Value::Null);
-        let subset = &ep["subsets"][0];
-        let port = subset["ports"][0]["port"].as_i64();
-        let ips: Vec<String> = subset["addresses"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|a| a["ip"].as_str().map(str::to_string))
-            .collect();
-        if let (Some(port), 2) = (port, ips.len()) {
-            break ips.into_iter().map(|ip| format!("{ip}:{port}")).collect();
-        }
-        if Instant::now() > deadline {
-            bail!("the service's endpoints never listed 2 pods: {ep}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let direct = endpoints[0].clone();
-    let proxied = format!("{}:{port}", agents.0[0].address);
-    wait_http(&direct, Duration::from_secs(30)).await?;
-    wait_http(&proxied, Duration::from_secs(30)).await?;
-    eprintln!("bench: proxy: endpoints {endpoints:?}, service at {proxied}");
-    let docker_proxies = std::fs::read_dir("/proc")
-        .map(|d| {
-            d.flatten()
-                .filter(|e| {
-                    std::fs::read_to_string(e.path().join("comm"))
-                        .is_ok_and(|c| c.trim() == "docker-proxy")
-                })
-                .count()
-        })
-        .unwrap_or(0);
-    let load_before = loadavg();
-    let mut rounds = Vec::new();
-    for r in 0..args.proxy_rounds {
-        let d = wrk(args, &direct).await?;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let p = wrk(args, &proxied).await?;
-        eprintln!(
-            "bench: proxy: round {}: direct {:.0} req/s p99 {:.1} ms, proxy {:.0} req/s p99 {:.1} ms",
-            r + 1,
-            d.rps,
-            d.p99_ms,
-            p.rps,
-            p.p99_ms
-        );
-        rounds.push((d, p));
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    let load_after = loadavg();
-    drop(agents);
-    drop(cleanup);
-    drop(sys);
-    Ok(ProxyResult {
-        rounds,
-        endpoints,
-        docker_proxies,
-        load_before,
-        load_after,
-    })
-}
-
 /// The pod-startup section.
 pub fn render_startup(args: &BenchArgs, r: &PodStartup) -> String {
     let q = |v: &[Duration], q| format!("{:.0}", pct_ms(v, q));
@@ -580,101 +381,4 @@ pub fn render_startup(args: &BenchArgs, r: &PodStartup) -> String {
         r.load_after,
         table(&header, &rows)
     )
-}
-
-/// The proxy section.
-pub fn render_proxy(args: &BenchArgs, r: &ProxyResult) -> String {
-    let header = [
-        "round",
-        "direct req/s",
-        "direct p50 ms",
-        "direct p99 ms",
-        "direct errors",
-        "proxy req/s",
-        "proxy p50 ms",
-        "proxy p99 ms",
-        "proxy errors",
-        "proxy/direct req/s",
-    ]
-    .map(String::from);
-    let f1 = |v: f64| format!("{v:.1}");
-    let mut rows: Vec<Vec<String>> = r
-        .rounds
-        .iter()
-        .enumerate()
-        .map(|(i, (d, p))| {
-            vec![
-                (i + 1).to_string(),
-                format!("{:.0}", d.rps),
-                f1(d.p50_ms),
-                f1(d.p99_ms),
-                d.errors.to_string(),
-                format!("{:.0}", p.rps),
-                f1(p.p50_ms),
-                f1(p.p99_ms),
-                p.errors.to_string(),
-                format!("{:.2}", p.rps / d.rps),
-            ]
-        })
-        .collect();
-    let n = r.rounds.len().max(1) as f64;
-    let (dm, pm) = (
-        r.rounds.iter().map(|(d, _)| d.rps).sum::<f64>() / n,
-        r.rounds.iter().map(|(_, p)| p.rps).sum::<f64>() / n,
-    );
-    rows.push(vec![
-        "mean".into(),
-        format!("{dm:.0}"),
-        String::new(),
-        String::new(),
-        String::new(),
-        format!("{pm:.0}"),
-        String::new(),
-        String::new(),
-        String::new(),
-        format!("{:.2}", pm / dm),
-    ]);
-    format!(
-        "## Service proxy throughput (issues #6 and #8)\n\n\
-         Produced by `{}`.\n\n\
-         A fresh 3-master cluster, 2 `keelson agent --runtime docker` processes, a core/v1 \
-         Service (port {} → targetPort 80) over 2 `user/mysite` pods (busybox httpd). \
-         `wrk {} --latency` against the service port at the first agent's address (the agent's \
-         proxy, round robin over both endpoints), and in the same run straight at one pod's \
-         published address (the first endpoint, node address + published host port: {}); \
-         direct then proxied, {} rounds back to back. wrk, both agents, the pods and the \
-         masters share the machine's cores. Docker publishes the pods' ports on loopback \
-         addresses through its userland proxy ({} `docker-proxy` processes were running), so \
-         \"direct\" is wrk → docker-proxy → pod and \"proxied\" is wrk → keelson's proxy → \
-         docker-proxy → pod (one of the two pods, round robin). busybox httpd answers each \
-         request on a new connection (no keep-alive), so every request is a TCP connect through \
-         each hop. Load average (1 min) {} before, {} after. Goal: \
-         proxied ≥ 0.9× direct.\n\n{}",
-        command_line(),
-        args.service_port,
-        args.wrk_args,
-        r.endpoints.first().cloned().unwrap_or_default(),
-        r.rounds.len(),
-        r.docker_proxies,
-        r.load_before,
-        r.load_after,
-        table(&header, &rows)
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_wrk_latency_output() {
-        let out = "Running 10s test @ http://127.0.0.1:80/\n  2 threads and 32 connections\n  Thread Stats   Avg      Stdev     Max   +/- Stdev\n    Latency     2.10ms    1.00ms  30.00ms   90.00%\n    Req/Sec     7.50k   500.00     8.00k    70.00%\n  Latency Distribution\n     50%    1.90ms\n     75%    2.50ms\n     90%    3.10ms\n     99%  850.00us\n  150000 requests in 10.00s, 20.00MB read\n  Socket errors: connect 0, read 12, write 0, timeout 3\n  Non-2xx or 3xx responses: 5\nRequests/sec:  15000.12\nTransfer/sec:      2.00MB\n";
-        let w = parse_wrk(out).unwrap();
-        assert_eq!(w.rps, 15000.12);
-        assert_eq!(w.p50_ms, 1.9);
-        assert_eq!(w.p99_ms, 0.85);
-        assert_eq!(w.requests, 150000);
-        assert_eq!(w.errors, 20);
-        assert_eq!(wrk_ms("1.02s"), Some(1020.0));
-    }
 }

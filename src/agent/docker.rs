@@ -201,9 +201,24 @@ pub struct DockerRuntime {
     node: String,
     address: String,
     data_dir: PathBuf,
+    network: PodNetwork,
     backoff: Mutex<HashMap<(String, String), Backoff>>,
     /// Last inspection of each container, with the list state it was taken in.
     inspected: Mutex<HashMap<String, (String, ContainerInspectResponse)>>,
+    /// Sandboxes whose bridge port was put in hairpin mode (pods reached by IP).
+    hairpinned: Mutex<std::collections::HashSet<String>>,
+}
+
+/// Where pods' sandboxes are attached, and how other hosts reach them.
+#[derive(Debug, Clone, Default)]
+pub struct PodNetwork {
+    /// The Docker network sandboxes join (`None`: the engine's default bridge).
+    pub name: Option<String>,
+    /// Pods are reached at their own IP and container ports (the kernel proxy DNATs there):
+    /// only ports with an explicit `hostPort` are published. Otherwise every container port is
+    /// published on the node's address and the pod annotated with where (the userspace proxy,
+    /// and hosts that cannot route to pod IPs, dial that).
+    pub by_ip: bool,
 }
 
 /// What a sync of one pod produced.
@@ -329,6 +344,7 @@ impl DockerRuntime {
         node: &str,
         address: &str,
         data_dir: &Path,
+        network: PodNetwork,
     ) -> Self {
         DockerRuntime {
             docker,
@@ -337,8 +353,10 @@ impl DockerRuntime {
             node: node.to_string(),
             address: address.to_string(),
             data_dir: data_dir.to_path_buf(),
+            network,
             backoff: Mutex::new(HashMap::new()),
             inspected: Mutex::new(HashMap::new()),
+            hairpinned: Mutex::default(),
         }
     }
 
@@ -501,7 +519,11 @@ impl DockerRuntime {
 
     /// Creates and starts the pod's infrastructure container.
     async fn start_sandbox(&self, pod: &Value, restarts: u32) -> anyhow::Result<()> {
-        let ports = pod_ports(pod);
+        let mut ports = pod_ports(pod);
+        if self.network.by_ip {
+            // Reached at the pod's IP: only what the pod asks to have on the node is published.
+            ports.retain(|_, host| !host.is_empty());
+        }
         let bindings: bollard::models::PortMap = ports
             .iter()
             .map(|(key, host)| {
@@ -527,6 +549,7 @@ impl DockerRuntime {
             exposed_ports: Some(ports.keys().cloned().collect()),
             host_config: Some(HostConfig {
                 port_bindings: Some(bindings),
+                network_mode: self.network.name.clone(),
                 // The pod's containers join its IPC namespace too.
                 ipc_mode: Some("shareable".to_string()),
                 ..Default::default()
@@ -629,6 +652,9 @@ impl DockerRuntime {
             .find(|o| o.container == SANDBOX && o.running())
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("the pod's sandbox container did not start"))?;
+        if self.network.by_ip {
+            self.hairpin(&sandbox);
+        }
         let policy = pod
             .pointer("/spec/restartPolicy")
             .and_then(Value::as_str)
@@ -647,6 +673,30 @@ impl DockerRuntime {
             annotations: self.reachable(&sandbox),
             status: self.status(pod, &observed, &waiting, policy),
         })
+    }
+
+    /// Lets the pod reach itself through its services (once per sandbox).
+    fn hairpin(&self, sandbox: &Observed) {
+        let mut done = self.hairpinned.lock().unwrap_or_else(|e| e.into_inner());
+        if done.contains(&sandbox.id) {
+            return;
+        }
+        if done.len() > 10_000 {
+            done.clear(); // enabling again is harmless
+        }
+        let pid = sandbox
+            .inspect
+            .state
+            .as_ref()
+            .and_then(|s| s.pid)
+            .unwrap_or(0);
+        match super::hairpin::enable(pid) {
+            Ok(port) => tracing::debug!(sandbox = %sandbox.id, %port, "hairpin mode on"),
+            Err(e) => {
+                tracing::warn!(sandbox = %sandbox.id, "hairpin mode: {e}: the pod cannot reach itself through a service")
+            }
+        }
+        done.insert(sandbox.id.clone());
     }
 
     /// Keeps a running sandbox, else starts the next one (removing the dead sandboxes and every
@@ -823,6 +873,9 @@ impl DockerRuntime {
     /// Annotations telling other hosts where the pod is reachable: the node's address and the
     /// host port of each TCP port the sandbox published.
     fn reachable(&self, sandbox: &Observed) -> BTreeMap<String, String> {
+        if self.network.by_ip {
+            return BTreeMap::new();
+        }
         sandbox
             .published()
             .into_iter()

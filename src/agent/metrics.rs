@@ -44,6 +44,14 @@ pub struct AgentMetrics {
     pub proxy_listeners: IntGauge,
     /// Service proxy: attempts to open a listener that failed (port taken, address missing).
     pub proxy_listen_failures: IntCounter,
+    /// Service proxy: how long a sync of the rules (or listeners) with the services took.
+    pub proxy_sync_seconds: Histogram,
+    /// Service proxy: when the rules last matched the services (Unix seconds).
+    pub proxy_last_sync: IntGauge,
+    /// Service proxy: rules (kernel mode) or listeners (userspace mode) per service.
+    pub proxy_rules: IntGaugeVec,
+    /// Service proxy: syncs that could not write the rules.
+    pub proxy_sync_failures: IntCounter,
     /// Phase of every pod bound to this node, by `namespace/name`.
     phases: Mutex<HashMap<String, String>>,
 }
@@ -162,6 +170,34 @@ impl AgentMetrics {
                 "Attempts of the service proxy to open a listener that failed (e.g. port taken).",
             )
             .expect("metric"),
+            proxy_sync_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "keelson_agent_proxy_sync_duration_seconds",
+                    "How long a sync of the service proxy's rules (kernel mode) or listeners (userspace mode) with the services and endpoints took.",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ]),
+            )
+            .expect("metric"),
+            proxy_last_sync: IntGauge::new(
+                "keelson_agent_proxy_last_sync_timestamp_seconds",
+                "When the service proxy's rules last matched the services (Unix seconds).",
+            )
+            .expect("metric"),
+            proxy_rules: IntGaugeVec::new(
+                Opts::new(
+                    "keelson_agent_proxy_rules",
+                    "Rules of each service in the kernel mode (map elements and chain rules), listeners in the userspace mode.",
+                ),
+                &["service"],
+            )
+            .expect("metric"),
+            proxy_sync_failures: IntCounter::new(
+                "keelson_agent_proxy_sync_failures_total",
+                "Syncs of the service proxy that could not write its rules (retried).",
+            )
+            .expect("metric"),
             container_starts: IntCounter::new(
                 "keelson_agent_container_starts_total",
                 "Containers the runtime created and started (sandboxes included).",
@@ -214,6 +250,14 @@ impl AgentMetrics {
         reg.register(Box::new(m.proxy_listeners.clone()))
             .expect("register");
         reg.register(Box::new(m.proxy_listen_failures.clone()))
+            .expect("register");
+        reg.register(Box::new(m.proxy_sync_seconds.clone()))
+            .expect("register");
+        reg.register(Box::new(m.proxy_last_sync.clone()))
+            .expect("register");
+        reg.register(Box::new(m.proxy_rules.clone()))
+            .expect("register");
+        reg.register(Box::new(m.proxy_sync_failures.clone()))
             .expect("register");
         for p in PHASES {
             m.pods.with_label_values(&[p]).set(0);

@@ -7,9 +7,11 @@
 mod client;
 pub mod docker;
 mod engine;
+mod hairpin;
 mod http;
 pub mod images;
 pub mod metrics;
+pub mod networks;
 pub mod proxy;
 pub mod runtime;
 mod volumes;
@@ -97,6 +99,17 @@ pub struct AgentArgs {
     /// the system's temporary directory).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// How services reach their endpoints: `nftables` (DNAT rules in the kernel, in a table of
+    /// the agent's own; cluster IPs served) or `userspace` (a listener per service port on
+    /// `--address`). Default: nftables where the host allows it (the `nft` program and
+    /// CAP_NET_ADMIN), else userspace, said in one line.
+    #[arg(long, value_enum)]
+    pub proxy_mode: Option<proxy::Mode>,
+    /// The Docker network pods join (default: the engine's default bridge). Pods must be
+    /// reachable from this host at their IPs in the kernel mode, which DNATs to them; `keelson up`
+    /// creates one per cluster.
+    #[arg(long)]
+    pub pod_network: Option<String>,
     /// A static busybox to build the `keelson/pause` image from when the engine lacks it.
     #[arg(long, default_value = images::DEFAULT_BUSYBOX)]
     pub busybox: PathBuf,
@@ -137,6 +150,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         args.ca_file.as_deref(),
         identity,
     )?;
+    // The service proxy runs where pods run; hollow nodes (thousands in scale tests) skip it
+    // and the two watches it holds.
+    let mut proxy_setup = None;
     let runtime = match engine {
         None => Runtime::Hollow(Arc::new(runtime::Hollow::new(&args.name))),
         Some(engine) => {
@@ -149,12 +165,19 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             if !ancestors.is_empty() {
                 tracing::info!(?ancestors, "the cluster was restored from a backup: the containers of the clusters it came from are adopted or removed as its pods say");
             }
+            let table = proxy::nftables::table_name(&cluster, &args.name);
+            let mode = proxy::choose(args.proxy_mode, &table).await?;
+            proxy_setup = Some((mode, table));
             Runtime::Docker(Arc::new(docker::DockerRuntime::new(
                 engine,
                 (&cluster, &ancestors),
                 &args.name,
                 &args.address,
                 &data_dir,
+                docker::PodNetwork {
+                    name: args.pod_network.clone(),
+                    by_ip: mode.pods_by_ip(),
+                },
             )))
         }
     };
@@ -205,15 +228,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         args.name.clone(),
         cache.clone(),
     ));
-    // The service proxy runs where pods run; hollow nodes (thousands in scale tests) skip it
-    // and the two watches it holds.
-    let proxy = match &runtime {
-        Runtime::Docker(_) => Some(tokio::spawn(proxy::run(
-            masters.clone(),
-            args.address.clone(),
-        ))),
-        Runtime::Hollow(_) => None,
-    };
+    let proxy = proxy_setup
+        .map(|(mode, table)| proxy::start(masters.clone(), args.address.clone(), mode, table));
     let pods = tokio::spawn(sync_pods_forever(
         masters.clone(),
         args.address.clone(),
@@ -225,7 +241,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     watch.abort();
     pods.abort();
     if let Some(p) = proxy {
-        p.abort();
+        p.stop().await;
     }
     if let Some(h) = http {
         h.abort();
@@ -560,13 +576,29 @@ async fn annotate(
     pod: &Value,
     wanted: &std::collections::BTreeMap<String, String>,
 ) {
+    use crate::controllers::endpoints::{REACHABLE_IP, REACHABLE_PORT_PREFIX};
     let current = &pod["metadata"]["annotations"];
-    if wanted.iter().all(|(k, v)| current[k].as_str() == Some(v)) {
+    // What an earlier run said and this one does not (a change of proxy mode) is removed.
+    let stale: Vec<&String> = current
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k)
+        .filter(|k| {
+            (k.as_str() == REACHABLE_IP || k.starts_with(REACHABLE_PORT_PREFIX))
+                && !wanted.contains_key(*k)
+        })
+        .collect();
+    if stale.is_empty() && wanted.iter().all(|(k, v)| current[k].as_str() == Some(v)) {
         return;
     }
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
     let name = pod["metadata"]["name"].as_str().unwrap_or("");
-    let patch = json!({"metadata": {"annotations": wanted}});
+    let mut annotations = json!(wanted);
+    for k in stale {
+        annotations[k] = Value::Null;
+    }
+    let patch = json!({"metadata": {"annotations": annotations}});
     if let Err(e) = masters
         .merge_patch(&format!("/api/v1/namespaces/{ns}/pods/{name}"), &patch)
         .await

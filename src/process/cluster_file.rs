@@ -41,6 +41,20 @@ pub struct ClusterFile {
     /// The `keelson up` process that started them (what `keelson down` stops first).
     #[serde(default)]
     pub up_pid: Option<u32>,
+    /// The Docker networks of a Docker cluster (`agent::networks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub networks: Option<ClusterNetworks>,
+}
+
+/// A cluster's Docker networks, names and subnets: pods join the first; the second's subnet is
+/// the service cluster IP range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterNetworks {
+    pub pods: String,
+    pub pods_subnet: String,
+    pub services: String,
+    /// The service cluster IP range (the masters' `--service-cluster-ip-range`).
+    pub services_subnet: String,
 }
 
 impl ClusterFile {

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod docker;
 pub mod kubectl;
 pub mod tmpfs;
 pub mod writer;

@@ -1,47 +1,30 @@
-//! The service proxy: for every TCP port of every service, a listener on the service port at
-//! the agent's address that forwards each connection to one of the service's endpoints, round
-//! robin.
+//! The userspace proxy (`--proxy-mode userspace`): for every TCP port of every service, a
+//! listener on the service port at the agent's address that forwards each connection to one of
+//! the service's endpoints, round robin. Cluster IPs are not served (they are not this host's
+//! addresses): that takes the kernel mode.
 //!
-//! The endpoints controller already resolves each service port to the port its endpoints are
-//! reachable at (target port, published host port), so a service port is matched to the
-//! Endpoints port of the same `name` (both empty for a single unnamed port) and the proxy dials
-//! `ip:port` as listed. Endpoint changes swap the backend list a listener picks from; connections
-//! already open keep their backend. A listener without endpoints closes each connection at once;
-//! a service (or port) that goes away closes its listener. A port that cannot be bound (taken) is
-//! logged once and retried on the next change, and periodically.
+//! Endpoint changes swap the backend list a listener picks from; connections already open keep
+//! their backend. A listener without endpoints closes each connection at once; a service (or
+//! port) that goes away closes its listener. A port that cannot be bound (taken) is logged once
+//! and retried on the next change, and periodically.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use super::client::Masters;
-use super::metrics::{self, ProxyServiceMetrics};
-use crate::informer::cache::HandlerGuard;
-use crate::informer::remote::{self, Source};
-use crate::informer::{Cache, Facts, ServiceFacts};
+use super::services::{Backend, Protocol, ServicePort};
+use crate::agent::metrics::{self, ProxyServiceMetrics};
 
 /// How long one attempt to connect to an endpoint may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often listeners that could not be bound are retried without any change.
-const BIND_RETRY: Duration = Duration::from_secs(5);
-
-/// One endpoint of a service port.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Backend {
-    pub host: String,
-    pub port: u16,
-}
 
 /// A listener: service `namespace/name` and service port.
 pub type ListenerKey = (String, u16);
@@ -70,94 +53,13 @@ pub struct Proxy {
     unbound: HashSet<ListenerKey>,
 }
 
-fn key_of(v: &Value) -> String {
-    format!(
-        "{}/{}",
-        v.pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .unwrap_or("default"),
-        v.pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-    )
-}
-
-fn is_tcp(port: &Value) -> bool {
-    port.get("protocol")
-        .and_then(Value::as_str)
-        .map_or(true, |p| p.eq_ignore_ascii_case("TCP"))
-}
-
-fn port_name(port: &Value) -> &str {
-    port.get("name").and_then(Value::as_str).unwrap_or("")
-}
-
-/// The backends of the service port named `name` in an Endpoints object.
-fn backends_of(endpoints: Option<&Value>, name: &str) -> Vec<Backend> {
-    let mut out = Vec::new();
-    let subsets = endpoints
-        .and_then(|e| e.get("subsets"))
-        .and_then(Value::as_array);
-    for subset in subsets.into_iter().flatten() {
-        let port = subset
-            .get("ports")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .find(|p| port_name(p) == name && is_tcp(p))
-            .and_then(|p| p.get("port"))
-            .and_then(Value::as_u64)
-            .and_then(|p| u16::try_from(p).ok())
-            .filter(|p| *p != 0);
-        let Some(port) = port else { continue };
-        let addresses = subset.get("addresses").and_then(Value::as_array);
-        for a in addresses.into_iter().flatten() {
-            if let Some(ip) = a
-                .get("ip")
-                .and_then(Value::as_str)
-                .filter(|ip| !ip.is_empty())
-            {
-                out.push(Backend {
-                    host: ip.to_string(),
-                    port,
-                });
-            }
-        }
-    }
-    out
-}
-
-/// The listeners the services call for, each with its backends (pure).
-pub fn desired<'a>(
-    services: impl IntoIterator<Item = &'a Value>,
-    endpoints: impl IntoIterator<Item = &'a Value>,
-) -> BTreeMap<ListenerKey, Vec<Backend>> {
-    let endpoints: HashMap<String, &Value> =
-        endpoints.into_iter().map(|e| (key_of(e), e)).collect();
-    let mut out = BTreeMap::new();
-    for svc in services {
-        if svc.pointer("/spec/type").and_then(Value::as_str) == Some("ExternalName") {
-            continue;
-        }
-        let key = key_of(svc);
-        let ports = svc.pointer("/spec/ports").and_then(Value::as_array);
-        for p in ports.into_iter().flatten() {
-            if !is_tcp(p) {
-                continue;
-            }
-            let Some(port) = p
-                .get("port")
-                .and_then(Value::as_u64)
-                .and_then(|n| u16::try_from(n).ok())
-                .filter(|n| *n != 0)
-            else {
-                continue;
-            };
-            let backends = backends_of(endpoints.get(&key).copied(), port_name(p));
-            out.insert((key.clone(), port), backends);
-        }
-    }
-    out
+/// The listeners the service ports call for (TCP ones), each with its backends.
+fn desired(ports: &[ServicePort]) -> BTreeMap<ListenerKey, Vec<Backend>> {
+    ports
+        .iter()
+        .filter(|p| p.protocol == Protocol::Tcp)
+        .map(|p| ((p.service.clone(), p.port), p.backends.clone()))
+        .collect()
 }
 
 impl Proxy {
@@ -179,20 +81,25 @@ impl Proxy {
             .collect()
     }
 
+    /// Listeners open per service.
+    pub fn listeners_per_service(&self) -> Vec<(String, usize)> {
+        let mut out: BTreeMap<String, usize> = BTreeMap::new();
+        for (service, _) in self.listeners.keys() {
+            *out.entry(service.clone()).or_default() += 1;
+        }
+        out.into_iter().collect()
+    }
+
     /// Whether some listener could not be bound (and should be retried).
     pub fn has_unbound(&self) -> bool {
         !self.unbound.is_empty()
     }
 
-    /// Brings the listeners in line with `services` and their `endpoints` (core/v1 objects):
-    /// closes those no longer wanted, swaps the backends of the others and opens new ones.
-    pub async fn reconcile<'a>(
-        &mut self,
-        services: impl IntoIterator<Item = &'a Value>,
-        endpoints: impl IntoIterator<Item = &'a Value>,
-    ) {
+    /// Brings the listeners in line with the service ports: closes those no longer wanted,
+    /// swaps the backends of the others and opens new ones.
+    pub async fn reconcile(&mut self, ports: &[ServicePort]) {
         let m = metrics::get();
-        let mut desired = desired(services, endpoints);
+        let mut desired = desired(ports);
         let wanted_services: HashSet<String> = desired.keys().map(|(s, _)| s.clone()).collect();
         // Close first, so that a port moving between services is free again.
         let gone: Vec<ListenerKey> = self
@@ -391,107 +298,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     }
 }
 
-/// An Endpoints object in the proxy's cache, which decodes the whole object when it reconciles.
-struct EndpointsFacts;
-
-impl Facts for EndpointsFacts {
-    const PLURAL: &'static str = "endpoints";
-    fn from_object(_: &Value) -> Self {
-        EndpointsFacts
-    }
-}
-
-/// What the proxy follows, in all namespaces: services and endpoints, each an informer's cache
-/// fed by list and watch.
-struct Followed {
-    services: Arc<Cache<ServiceFacts>>,
-    endpoints: Arc<Cache<EndpointsFacts>>,
-    /// Whether each cache (services, endpoints) holds a whole state: its first list arrived.
-    listed: [AtomicBool; 2],
-    changed: Arc<Notify>,
-    _wake: (HandlerGuard<ServiceFacts>, HandlerGuard<EndpointsFacts>),
-}
-
-impl Followed {
-    fn new() -> Self {
-        let services: Arc<Cache<ServiceFacts>> = Arc::default();
-        let endpoints: Arc<Cache<EndpointsFacts>> = Arc::default();
-        let changed = Arc::new(Notify::new());
-        let (s, e) = (changed.clone(), changed.clone());
-        Followed {
-            _wake: (
-                services.on_change(move |_, _| s.notify_one()),
-                endpoints.on_change(move |_, _| e.notify_one()),
-            ),
-            services,
-            endpoints,
-            listed: Default::default(),
-            changed,
-        }
-    }
-
-    fn mark_listed(&self, which: usize) {
-        self.listed[which].store(true, Ordering::SeqCst);
-        self.changed.notify_one();
-    }
-}
-
-/// Keeps the proxy in line with the caches, once both hold a whole state (no listener without
-/// its endpoints): after every burst of changes, and while a port waits to be bound.
-async fn follow(followed: Arc<Followed>, mut proxy: Proxy) {
-    let mut retry = tokio::time::interval(BIND_RETRY);
-    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = followed.changed.notified() => {}
-            _ = retry.tick(), if proxy.has_unbound() => {}
-        }
-        if !followed.listed.iter().all(|l| l.load(Ordering::SeqCst)) {
-            continue;
-        }
-        let services = objects(&followed.services);
-        let endpoints = objects(&followed.endpoints);
-        proxy.reconcile(services.iter(), endpoints.iter()).await;
-    }
-}
-
-/// Every object a cache holds, decoded.
-fn objects<T: Facts>(cache: &Cache<T>) -> Vec<Value> {
-    cache
-        .list()
-        .iter()
-        .filter_map(|i| i.object().ok())
-        .collect()
-}
-
-/// Runs the service proxy for ever: listeners at `address` for every service, following the
-/// services and endpoints of all namespaces. Aborting the task closes every listener.
-pub async fn run(masters: Masters, address: String) {
-    let followed = Arc::new(Followed::new());
-    let source: Arc<dyn Source> = Arc::new(masters);
-    tokio::join!(
-        remote::follow(
-            source.clone(),
-            "/api/v1/services",
-            "",
-            followed.services.clone(),
-            || followed.mark_listed(0),
-        ),
-        remote::follow(
-            source,
-            "/api/v1/endpoints",
-            "",
-            followed.endpoints.clone(),
-            || followed.mark_listed(1),
-        ),
-        follow(followed.clone(), Proxy::new(address)),
-    );
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::services::service_ports;
+    use super::super::{follow, EndpointsFacts, Followed, Rules};
     use super::*;
-    use serde_json::json;
+    use crate::informer::{remote, ServiceFacts};
+    use serde_json::{json, Value};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::time::Instant;
 
@@ -573,40 +386,6 @@ mod tests {
         assert_eq!(buf, msg);
     }
 
-    #[test]
-    fn desired_matches_ports_by_name_and_skips_udp() {
-        let svc = json!({"metadata": {"namespace": "ns", "name": "web"},
-            "spec": {"ports": [
-                {"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"},
-                {"name": "metrics", "port": 9100, "targetPort": 9100},
-                {"name": "dns", "port": 53, "protocol": "UDP"}]}});
-        let ep = json!({"metadata": {"namespace": "ns", "name": "web"}, "subsets": [
-            {"addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}],
-             "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": "metrics", "port": 9100, "protocol": "TCP"}]},
-            {"addresses": [{"ip": "127.0.0.2"}], "ports": [{"name": "http", "port": 32001, "protocol": "TCP"}]}]});
-        let other = json!({"metadata": {"namespace": "ns", "name": "other"}, "spec": {"ports": [{"port": 81}]}});
-        let external = json!({"metadata": {"namespace": "ns", "name": "ext"}, "spec": {"type": "ExternalName", "externalName": "x", "ports": [{"port": 82}]}});
-        let d = desired([&svc, &other, &external], [&ep]);
-        let b = |h: &str, p| Backend {
-            host: h.into(),
-            port: p,
-        };
-        assert_eq!(d.len(), 3, "{d:?}");
-        assert_eq!(
-            d[&("ns/web".to_string(), 80)],
-            vec![
-                b("10.0.0.1", 8080),
-                b("10.0.0.2", 8080),
-                b("127.0.0.2", 32001)
-            ]
-        );
-        assert_eq!(
-            d[&("ns/web".to_string(), 9100)],
-            vec![b("10.0.0.1", 9100), b("10.0.0.2", 9100)]
-        );
-        assert!(d[&("ns/other".to_string(), 81)].is_empty());
-    }
-
     #[tokio::test]
     async fn round_robin_live_updates_and_removal() {
         let (a, _ta) = backend(b'A').await;
@@ -614,7 +393,9 @@ mod tests {
         let port = free_port();
         let svc = service("rr", port);
         let mut proxy = Proxy::new("127.0.0.1");
-        proxy.reconcile([&svc], [&endpoints("rr", &[a, b])]).await;
+        proxy
+            .reconcile(&service_ports([&svc], [&endpoints("rr", &[a, b])]))
+            .await;
         assert_eq!(proxy.listening().len(), 1);
 
         // Round robin.
@@ -635,7 +416,9 @@ mod tests {
         assert_eq!(m.active.get(), 4);
 
         // Only B left: open connections (to A too) keep working, new ones go to B.
-        proxy.reconcile([&svc], [&endpoints("rr", &[b])]).await;
+        proxy
+            .reconcile(&service_ports([&svc], [&endpoints("rr", &[b])]))
+            .await;
         for (s, _) in open.iter_mut() {
             echo(s, b"still there").await;
         }
@@ -646,7 +429,9 @@ mod tests {
         }
 
         // No endpoints: a new connection is closed at once.
-        proxy.reconcile([&svc], [&endpoints("rr", &[])]).await;
+        proxy
+            .reconcile(&service_ports([&svc], [&endpoints("rr", &[])]))
+            .await;
         let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         let mut buf = [0u8; 8];
         match tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
@@ -662,7 +447,7 @@ mod tests {
         }
 
         // Service removed: the listener is closed.
-        proxy.reconcile([], []).await;
+        proxy.reconcile(&service_ports([], [])).await;
         assert!(proxy.listening().is_empty());
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -699,7 +484,10 @@ mod tests {
         let port = free_port();
         let svc = service("follow", port);
         let followed = Arc::new(Followed::new());
-        let task = tokio::spawn(follow(followed.clone(), Proxy::new("127.0.0.1")));
+        let task = tokio::spawn(follow(
+            followed.clone(),
+            Rules::Userspace(Proxy::new("127.0.0.1")),
+        ));
         let record = |v: &Value| remote::record_of::<ServiceFacts>(&with_rv(v)).unwrap();
         followed.services.replace(vec![record(&svc)]);
         followed.mark_listed(0);
@@ -743,7 +531,7 @@ mod tests {
         let svc = service("skip", port);
         let mut proxy = Proxy::new("127.0.0.1");
         proxy
-            .reconcile([&svc], [&endpoints("skip", &[dead, a])])
+            .reconcile(&service_ports([&svc], [&endpoints("skip", &[dead, a])]))
             .await;
         for _ in 0..4 {
             let (mut s, id) = connect(port).await;
@@ -762,13 +550,13 @@ mod tests {
         let svc = service("taken", port);
         let ep = endpoints("taken", &[a]);
         let mut proxy = Proxy::new("127.0.0.1");
-        proxy.reconcile([&svc], [&ep]).await;
+        proxy.reconcile(&service_ports([&svc], [&ep])).await;
         assert!(proxy.listening().is_empty());
         assert!(proxy.has_unbound());
-        proxy.reconcile([&svc], [&ep]).await;
+        proxy.reconcile(&service_ports([&svc], [&ep])).await;
         assert!(proxy.has_unbound());
         drop(blocker);
-        proxy.reconcile([&svc], [&ep]).await;
+        proxy.reconcile(&service_ports([&svc], [&ep])).await;
         assert!(!proxy.has_unbound());
         let (mut s, id) = connect(port).await;
         assert_eq!(id, b'A');
