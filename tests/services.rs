@@ -74,6 +74,34 @@ fn rules_in_tables(prefix: &str) -> usize {
     count
 }
 
+/// A listed table as sorted `chain-or-set: rule-or-element` lines: what it holds, whatever the
+/// order chains were added or elements stored in (an agent's updates and a rebuild differ there).
+fn rules_of(listed: &str) -> Vec<String> {
+    let flat = listed.replace(",\n", ", ");
+    let mut out = Vec::new();
+    let mut within = String::new();
+    for line in flat.lines().map(str::trim) {
+        if let Some(name) = line
+            .strip_prefix("chain ")
+            .or_else(|| line.strip_prefix("map "))
+            .or_else(|| line.strip_prefix("set "))
+        {
+            within = name.trim_end_matches(" {").to_string();
+        } else if let Some(elements) = line.strip_prefix("elements = { ") {
+            let elements = elements.trim_end_matches(" }");
+            out.extend(
+                elements
+                    .split(", ")
+                    .map(|e| format!("{within}: {}", e.trim())),
+            );
+        } else if !line.is_empty() && line != "}" {
+            out.push(format!("{within}: {line}"));
+        }
+    }
+    out.sort();
+    out
+}
+
 /// The DNAT targets of the table (`ip:port`; nft lists `dnat ip to` as `dnat to`).
 fn dnat_targets(table: &str) -> BTreeSet<String> {
     table
@@ -423,9 +451,12 @@ async fn kernel_rules_serve_the_seed_cluster_ips_and_follow_the_pods() {
     assert!(!metrics.contains("keelson_agent_proxy_last_sync_timestamp_seconds 0\n"));
 
     // A killed agent leaves its table; started again it rebuilds exactly the same rules.
-    let before = nft_table(&tables[0]).expect("table");
+    let before = rules_of(&nft_table(&tables[0]).expect("table"));
     env.agents[0].kill();
-    assert_eq!(nft_table(&tables[0]).as_deref(), Some(before.as_str()));
+    assert_eq!(
+        nft_table(&tables[0]).map(|t| rules_of(&t)),
+        Some(before.clone())
+    );
     env.agents[0].spawn();
     eventually(
         Duration::from_secs(30),
@@ -450,7 +481,8 @@ async fn kernel_rules_serve_the_seed_cluster_ips_and_follow_the_pods() {
                 l.starts_with("keelson_agent_proxy_sync_duration_seconds_count")
                     && !l.ends_with(" 0")
             });
-            (synced && nft_table(&tables[0]).as_deref() == Some(before.as_str())).then_some(())
+            (synced && nft_table(&tables[0]).map(|t| rules_of(&t)).as_ref() == Some(&before))
+                .then_some(())
         },
     )
     .await;

@@ -220,6 +220,58 @@ async fn put(api: &Api, path: &str, body: &Value) -> anyhow::Result<()> {
     }
 }
 
+/// POST of `body` on master `m`, again after an answer of unknown outcome (a leader change
+/// under the burst); AlreadyExists then means an earlier attempt stored it.
+async fn create(api: &Api, m: usize, path: &str, body: &Value) -> anyhow::Result<()> {
+    let mut last = String::new();
+    for attempt in 0..10 {
+        match api
+            .call(
+                m + attempt,
+                reqwest::Method::POST,
+                path,
+                Some(body),
+                "application/json",
+            )
+            .await
+        {
+            Ok((c, _)) if (200..300).contains(&c) || (c == 409 && attempt > 0) => return Ok(()),
+            Ok((c, v)) if c < 500 => bail!("POST {path}: {c} {v}"),
+            Ok((c, v)) => last = format!("{c} {v}"),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("POST {path}: {last}")
+}
+
+/// `net.ipv4.tcp_tw_reuse` at 1 while it lives, as it was before afterwards. wrk opens a new
+/// connection per request (busybox httpd does not keep them alive): at the Linux default (2,
+/// loopback only) the direct runs to the pod's IP run out of local ports within a round and
+/// crawl, while connections to loopback addresses do not — the comparison would measure
+/// TIME_WAIT, not the proxy.
+struct TwReuse(Option<String>);
+
+const TW_REUSE: &str = "/proc/sys/net/ipv4/tcp_tw_reuse";
+
+impl TwReuse {
+    fn set() -> TwReuse {
+        let before = std::fs::read_to_string(TW_REUSE).ok();
+        if let Err(e) = std::fs::write(TW_REUSE, "1") {
+            eprintln!("bench: proxy: cannot set {TW_REUSE}: {e}");
+        }
+        TwReuse(before)
+    }
+}
+
+impl Drop for TwReuse {
+    fn drop(&mut self) {
+        if let Some(v) = &self.0 {
+            let _ = std::fs::write(TW_REUSE, v.trim());
+        }
+    }
+}
+
 /// Endpoints writes acknowledged → the new endpoint's DNAT rule in `table`, each.
 async fn rule_latency(api: &Api, table: &str, subnet: &str) -> anyhow::Result<Vec<Duration>> {
     let name = "bench-rules";
@@ -242,7 +294,8 @@ async fn rule_latency(api: &Api, table: &str, subnet: &str) -> anyhow::Result<Ve
             if acked.elapsed() > Duration::from_secs(10) {
                 bail!("{want} not in {table} within 10 s");
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            // Each poll is an `nft` process: not so often that polling loads the machine.
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
     Ok(out)
@@ -281,9 +334,8 @@ async fn big_sync(api: &Api, table: &str, subnet: &str, metrics: &str) -> anyhow
                 http: api.http.clone(),
             };
             tasks.spawn(async move {
-                api.post(next, &format!("{NS}/services"), &svc).await?;
-                api.post(next, &format!("{NS}/endpoints"), &ep).await?;
-                anyhow::Ok(())
+                create(&api, next, &format!("{NS}/services"), &svc).await?;
+                create(&api, next, &format!("{NS}/endpoints"), &ep).await
             });
             next += 1;
         }
@@ -373,6 +425,7 @@ fn docker_proxies() -> usize {
 /// Phase `proxy`.
 pub async fn proxy(args: &BenchArgs) -> anyhow::Result<ProxyResult> {
     let pods_net = Network::create("pods")?;
+    let _tw_reuse = TwReuse::set();
     let mut result = ProxyResult {
         modes: Vec::new(),
         rule_latency: Vec::new(),
@@ -522,7 +575,10 @@ pub fn render_proxy(args: &BenchArgs, r: &ProxyResult) -> String {
          mode the agent accepts each connection and dials a pod's published port (node \
          address, through docker-proxy). wrk, both agents, the pods and the masters share the \
          machine's cores; busybox httpd answers each request on a new connection (no \
-         keep-alive), so every request is a TCP connect through each hop. Goals: kernel mode \
+         keep-alive), so every request is a TCP connect through each hop; the phase sets \
+         `net.ipv4.tcp_tw_reuse=1` (restored after), without which the direct runs to the \
+         pod's IP exhaust the local ports within a round (the default, 2, reuses them for \
+         loopback only). Goals: kernel mode \
          proxied ≥ 0.95× direct; the userspace mode is reported.\n\n",
         command_line(),
         args.service_port,

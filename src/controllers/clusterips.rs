@@ -52,6 +52,10 @@ pub struct Repair {
     pub warnings: Vec<String>,
 }
 
+/// What the passes have warned about.
+static WARNED: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
 /// One pass over the stored state.
 pub async fn repair(ctx: Context) -> Result<(), String> {
     let (claim_records, _) = ctx.node.list(CLAIMS);
@@ -87,8 +91,14 @@ pub async fn repair(ctx: Context) -> Result<(), String> {
         &claims,
         jiff::Timestamp::now(),
     );
-    for w in &pass.warnings {
-        tracing::warn!("cluster IPs: {w}");
+    // Each finding once per process: a pass runs every few seconds.
+    {
+        let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+        for w in &pass.warnings {
+            if warned.insert(w.clone()) {
+                tracing::warn!("cluster IPs: {w}");
+            }
+        }
     }
     if !pass.commands.is_empty() {
         tracing::info!(

@@ -79,8 +79,9 @@ enum Rules {
     Nftables {
         nft: nftables::Nft,
         node: Option<Ipv4Addr>,
-        /// The text last written (`None`: nothing written yet, or the last write failed).
-        applied: Option<String>,
+        /// What the table holds (`None`: nothing written yet, or the last write failed: the
+        /// next sync replaces the whole table).
+        applied: Option<nftables::Ruleset>,
     },
 }
 
@@ -94,16 +95,23 @@ impl Rules {
                 Ok(proxy.listeners_per_service())
             }
             Rules::Nftables { nft, node, applied } => {
-                let ruleset = nftables::render(&nft.table, *node, ports);
+                let ruleset = nftables::render(*node, ports);
                 for c in &ruleset.conflicts {
                     tracing::debug!("proxy: {c} is already another service's port here");
                 }
-                if applied.as_deref() != Some(ruleset.text.as_str()) {
-                    *applied = None;
-                    nft.apply(&ruleset).await?;
-                    *applied = Some(ruleset.text);
+                let rules = ruleset.rules.clone().into_iter().collect();
+                match applied.take() {
+                    Some(old) if old == ruleset => *applied = Some(old),
+                    Some(old) => {
+                        nft.update(&old, &ruleset).await?;
+                        *applied = Some(ruleset);
+                    }
+                    None => {
+                        nft.replace(&ruleset).await?;
+                        *applied = Some(ruleset);
+                    }
                 }
-                Ok(ruleset.rules.into_iter().collect())
+                Ok(rules)
             }
         }
     }
