@@ -152,8 +152,8 @@ pub struct BigSync {
     pub writes: Duration,
     /// The last write's acknowledgement → every endpoint's DNAT rule in the table.
     pub to_rules: Duration,
-    /// The agent's own duration of one sync (render and `nft -f`) of the whole table, taken by
-    /// one more endpoints change once everything is in place (its sync-duration histogram).
+    /// The agent's own duration of one sync (render, diff, `nft -f` of the change), taken by one
+    /// more endpoints change once everything is in place (its sync-duration histogram).
     pub one_sync: Option<Duration>,
     /// Lines of the table (`nft list table`).
     pub table_lines: usize,
@@ -298,6 +298,7 @@ async fn rule_latency(api: &Api, table: &str, subnet: &str) -> anyhow::Result<Ve
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
+    out.sort();
     Ok(out)
 }
 
@@ -625,7 +626,7 @@ pub fn render_proxy(args: &BenchArgs, r: &ProxyResult) -> String {
         ]);
         rows.push(vec![
             format!(
-                "… one sync of the whole table (render + `nft -f`, {} lines listed), the agent's own time",
+                "… one more endpoints change with all of it in place: the agent's sync (render, diff, `nft -f` of the change; the table lists {} lines)",
                 b.table_lines
             ),
             "1".into(),
