@@ -15,9 +15,10 @@
 //! builds the local images `keelson/pause` and `user/mysite`) are `node-1..N`, at the masters'
 //! loopback address + 10 + (i − 1) (127.0.0.11, .12… for the default 127.0.0.1; else on `--host`),
 //! serving metrics and container logs on port 10250+i and the services' ports through their
-//! proxies. With Docker, the cluster gets two Docker networks of its own (`agent::networks`): pods
-//! join one, the other's subnet is the service cluster IP range. Stopping `keelson up` leaves the containers running (and says so); the next run's
-//! agents adopt them, and `keelson down` removes them.
+//! proxies. With Docker, the cluster gets two Docker networks of its own (`agent::networks`):
+//! pods join one, the other's subnet is the service cluster IP range. Stopping `keelson up` leaves
+//! the containers running (and says so); the next run's agents adopt them, and `keelson down`
+//! removes them (and the networks).
 //! A master that dies (a chaos test's SIGKILL) is reported, not restarted: restarting is
 //! the operator's (or the harness's) decision. One that exits asking to be started again (75:
 //! it stopped on a full disk and there is room now) is started again.

@@ -1,9 +1,10 @@
-//! The Docker networks of a cluster that `keelson up` runs, labelled with its id: `keelson-ID-pods`,
-//! which pods join (the kernel proxy DNATs to their IPs there), and `keelson-ID-services`, which
-//! holds no container: its subnet is the service cluster IP range the masters allocate from, so a
-//! packet to a cluster IP stays on this machine whether or not a rule catches it. Docker picks
-//! free subnets the first time; `cluster.json` records them, and a network found missing later
-//! is made again with the same subnet, since allocated cluster IPs must stay in the range.
+//! The Docker networks of a cluster that `keelson up` runs, labelled with its id:
+//! `keelson-ID-pods`, which pods join (the kernel proxy DNATs to their IPs there), and
+//! `keelson-ID-services`, which holds no container: its subnet is the service cluster IP range
+//! the masters allocate from, so a packet to a cluster IP stays on this machine whether or not a
+//! rule catches it. Docker picks free subnets the first time; `cluster.json` records them, and a
+//! network found missing later is made again with the same subnet, since allocated cluster IPs
+//! must stay in the range.
 
 use std::collections::HashMap;
 
