@@ -198,7 +198,8 @@ pub struct Held {
     rv: u64,
 }
 
-fn set_ips(svc: &mut Value, ip: &str) {
+/// Sets `spec.clusterIP` and `spec.clusterIPs` to `ip`.
+pub fn set_ips(svc: &mut Value, ip: &str) {
     if let Some(spec) = svc.get_mut("spec").and_then(Value::as_object_mut) {
         spec.insert("clusterIP".into(), json!(ip));
         spec.insert("clusterIPs".into(), json!([ip]));

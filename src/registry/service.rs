@@ -8,7 +8,7 @@ use keelson_model::smp::{self, Strategies};
 use keelson_model::v1beta1 as convert;
 use serde_json::{json, Value};
 
-use super::clusterip::{has_cluster_ip, requested};
+use super::clusterip::{has_cluster_ip, requested, set_ips};
 use super::info::ResourceInfo;
 use super::object::obj_mut;
 use super::printing::{age, arr, col, format_labels, or_none, s, Column, AGE, NAME};
@@ -81,17 +81,20 @@ impl Kind for Service {
     }
 
     fn carry_over(&self, old: &Value, new: &mut Value) {
-        if !requested(new).is_empty() {
+        if !has_cluster_ip(new) {
             return;
         }
-        let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) else {
-            return;
+        let ip = match requested(new) {
+            "" => requested(old).to_string(),
+            ip => ip.to_string(),
         };
-        for field in ["clusterIP", "clusterIPs"] {
-            if let Some(v) = old.pointer(&format!("/spec/{field}")) {
-                spec.insert(field.into(), v.clone());
-            }
+        if ip.is_empty() {
+            return;
         }
+        // Both fields from one value: an update that sends only one of them (or empties
+        // `clusterIP` beside `clusterIPs`) keeps the other in step, and the agents, which read
+        // `clusterIP`, go on serving the address.
+        set_ips(new, &ip);
     }
 
     fn check(&self, svc: &core::Service, _obj: &Value, causes: &mut Vec<Cause>) {
@@ -99,6 +102,16 @@ impl Kind for Service {
     }
 
     fn check_update(&self, old: &Value, new: &Value, causes: &mut Vec<Cause>) {
+        if has_cluster_ip(old) != has_cluster_ip(new) {
+            // The address would have to be claimed or given back by the update.
+            causes.push(invalid(
+                "spec.type",
+                new.pointer("/spec/type")
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
+                "may not change to or from ExternalName: delete the service and create it again",
+            ));
+        }
         let (before, after) = (requested(old), requested(new));
         if !before.is_empty() && has_cluster_ip(old) && has_cluster_ip(new) && before != after {
             causes.push(invalid("spec.clusterIP", after, "field is immutable"));
@@ -128,7 +141,15 @@ fn validate_service(svc: &core::Service, causes: &mut Vec<Cause>) {
         causes.push(required("spec.ports"));
     }
     let mut names = BTreeSet::new();
+    let mut numbers = BTreeSet::new();
     for (i, p) in ports.iter().enumerate() {
+        let protocol = p.protocol.as_deref().unwrap_or("TCP");
+        if !numbers.insert((p.port, protocol.to_ascii_uppercase())) {
+            causes.push(duplicate(
+                format!("spec.ports[{i}]"),
+                format!("{}/{protocol}", p.port),
+            ));
+        }
         if !(1..=65535).contains(&p.port) {
             causes.push(invalid(
                 format!("spec.ports[{i}].port"),
@@ -147,6 +168,15 @@ fn validate_service(svc: &core::Service, causes: &mut Vec<Cause>) {
         }
     }
     validate_cluster_ips(spec, causes);
+    if spec.type_.as_deref() == Some("ExternalName") {
+        if let Some(ip) = spec.cluster_ip.as_deref().filter(|ip| !ip.is_empty()) {
+            causes.push(invalid(
+                "spec.clusterIP",
+                ip,
+                "must be empty for ExternalName services",
+            ));
+        }
+    }
     if let Some(sel) = &spec.selector {
         let as_value = serde_json::to_value(sel).unwrap_or_default();
         validate_string_map(Some(&as_value), "spec.selector", true, causes);
@@ -279,6 +309,50 @@ mod tests {
         assert_eq!(causes.len(), 1);
         assert_eq!(causes[0].field, "spec.clusterIP");
         assert!(causes[0].message.ends_with("field is immutable"));
+    }
+
+    #[test]
+    fn an_update_sending_one_field_keeps_both_and_external_name_is_no_way_out() {
+        let old = json!({"spec": {"type": "ClusterIP", "clusterIP": "10.96.0.9", "clusterIPs": ["10.96.0.9"]}});
+        // `clusterIP` emptied beside `clusterIPs`: both keep the address.
+        let mut new = json!({"spec": {"clusterIP": "", "clusterIPs": ["10.96.0.9"]}});
+        Kind::carry_over(&Service, &old, &mut new);
+        assert_eq!(new["spec"]["clusterIP"], "10.96.0.9");
+        assert_eq!(new["spec"]["clusterIPs"], json!(["10.96.0.9"]));
+        // To or from ExternalName: refused (the address would be given back or claimed).
+        let external = json!({"spec": {"type": "ExternalName", "externalName": "x"}});
+        for (from, to) in [(&old, &external), (&external, &old)] {
+            let mut causes = Vec::new();
+            Kind::check_update(&Service, from, to, &mut causes);
+            assert_eq!(causes.len(), 1, "{from} -> {to}");
+            assert_eq!(causes[0].field, "spec.type");
+        }
+        let mut to_external = external.clone();
+        Kind::carry_over(&Service, &old, &mut to_external);
+        assert!(to_external["spec"]["clusterIP"].is_null());
+    }
+
+    #[test]
+    fn ports_are_unique_by_number_and_protocol() {
+        let causes = |spec: Value| {
+            let svc: core::Service = serde_json::from_value(json!({"spec": spec})).unwrap();
+            let mut causes = Vec::new();
+            validate_service(&svc, &mut causes);
+            causes.into_iter().map(|c| c.field).collect::<Vec<_>>()
+        };
+        assert!(causes(json!({"ports": [{"name": "dns", "port": 53}, {"name": "dns-udp", "port": 53, "protocol": "UDP"}]})).is_empty());
+        assert_eq!(
+            causes(
+                json!({"ports": [{"name": "a", "port": 80, "targetPort": 8080}, {"name": "b", "port": 80, "targetPort": 9090}]})
+            ),
+            ["spec.ports[1]"]
+        );
+        assert_eq!(
+            causes(
+                json!({"type": "ExternalName", "externalName": "x", "clusterIP": "10.96.0.9", "ports": [{"port": 80}]})
+            ),
+            ["spec.clusterIP"]
+        );
     }
 
     #[test]

@@ -28,6 +28,10 @@ use crate::informer::remote::{self, Source};
 use crate::informer::{Cache, Facts, ServiceFacts};
 use services::ServicePort;
 
+/// How often the kernel mode checks that its table is still there (a `flush ruleset` by
+/// something else, e.g. a restart of the host's nftables service, is repaired this soon).
+const CHECK: Duration = Duration::from_secs(30);
+
 /// How often a sync that left work undone (a port that could not be bound, rules that could not
 /// be written) is tried again without any change.
 const RETRY: Duration = Duration::from_secs(5);
@@ -116,6 +120,21 @@ impl Rules {
         }
     }
 
+    /// Whether the rules written are still in place; when not, the next sync writes them all.
+    async fn still_in_place(&mut self) -> bool {
+        match self {
+            Rules::Userspace(_) => true,
+            Rules::Nftables { nft, applied, .. } => {
+                if applied.is_some() && !nft.exists().await {
+                    tracing::warn!(table = %nft.table, "proxy: the table is gone from the kernel: writing it again");
+                    *applied = None;
+                    return false;
+                }
+                true
+            }
+        }
+    }
+
     /// Whether the last sync left work to retry.
     fn pending(&self) -> bool {
         match self {
@@ -176,11 +195,18 @@ async fn follow(followed: Arc<Followed>, mut rules: Rules) {
     let m = metrics::get();
     let mut retry = tokio::time::interval(RETRY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut check = tokio::time::interval(CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reported: Vec<String> = Vec::new();
     loop {
         tokio::select! {
             _ = followed.changed.notified() => {}
             _ = retry.tick(), if rules.pending() => {}
+            _ = check.tick() => {
+                if rules.still_in_place().await {
+                    continue;
+                }
+            }
         }
         if !followed.listed.iter().all(|l| l.load(Ordering::SeqCst)) {
             continue;

@@ -84,6 +84,13 @@ fn chain(parts: &[&str]) -> String {
         .collect()
 }
 
+/// Whether traffic may be DNATed to `ip`: an endpoint is a pod (or a node's loopback address in
+/// the userspace mode's endpoints), never an unspecified, multicast, broadcast or link-local
+/// address (169.254.169.254 is a cloud's metadata service) that hand-written Endpoints name.
+fn endpoint_allowed(ip: Ipv4Addr) -> bool {
+    !(ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_link_local())
+}
+
 /// Renders the table for `ports`, with `node` the node's address (`None`: only cluster IPs).
 pub fn render(node: Option<Ipv4Addr>, ports: &[ServicePort]) -> Ruleset {
     let mut r = Ruleset::default();
@@ -94,6 +101,7 @@ pub fn render(node: Option<Ipv4Addr>, ports: &[ServicePort]) -> Ruleset {
             .backends
             .iter()
             .filter_map(|b| Some((b.host.parse::<Ipv4Addr>().ok()?, b.port)))
+            .filter(|(ip, _)| endpoint_allowed(*ip))
             .collect();
         let count = r.rules.entry(p.service.clone()).or_default();
         for addr in node.into_iter().chain(p.cluster_ip) {
@@ -191,10 +199,18 @@ impl Ruleset {
              \t\tmasquerade\n\t}}"
         );
         for hook in ["input", "forward", "output"] {
+            // With route_localnet on, only this host may reach 127.0.0.0/8: a packet from
+            // elsewhere to it is dropped unless it belongs to a connection already made
+            // (kube-proxy's guard against CVE-2020-8558).
+            let guard = if hook == "input" {
+                "\t\tip saddr != 127.0.0.0/8 ip daddr 127.0.0.0/8 ct state != { established, related } ct status & dnat == 0 drop\n"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 text,
                 "\tchain filter-{hook} {{\n\t\ttype filter hook {hook} priority filter; policy accept;\n\
-                 \t\tct state new ip daddr . meta l4proto . th dport @no-endpoints reject\n\t}}"
+                 {guard}\t\tct state new ip daddr . meta l4proto . th dport @no-endpoints reject\n\t}}"
             );
         }
         for (name, rules) in &self.chains {
@@ -331,8 +347,20 @@ impl Nft {
     /// Whether this host lets the agent manage nftables: `nft` runs, and a table can be
     /// created and deleted (CAP_NET_ADMIN). The reason when not.
     pub async fn probe(&self) -> Result<(), String> {
-        let t = &self.table;
+        // Not the table itself: a restarted agent's rules serve on until its first sync.
+        let t = format!("{}-probe", self.table);
         Self::run(&format!("table ip {t}\ndelete table ip {t}\n")).await
+    }
+
+    /// Whether the table is in the kernel (something outside may have flushed the ruleset).
+    pub async fn exists(&self) -> bool {
+        tokio::process::Command::new("nft")
+            .args(["list", "chain", "ip", &self.table, "services"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .is_ok_and(|s| s.success())
     }
 
     /// Replaces the table with `ruleset`, atomically.

@@ -127,9 +127,14 @@ pub fn service_ports<'a>(
             continue;
         }
         let key = key_of(svc);
-        let cluster_ip = svc
-            .pointer("/spec/clusterIP")
-            .and_then(Value::as_str)
+        // `clusterIP`, else `clusterIPs[0]` (the masters keep the two equal).
+        let cluster_ip = ["/spec/clusterIP", "/spec/clusterIPs/0"]
+            .iter()
+            .find_map(|f| {
+                svc.pointer(f)
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+            })
             .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
             .filter(|ip| !ip.is_unspecified());
         let ports = svc.pointer("/spec/ports").and_then(Value::as_array);
