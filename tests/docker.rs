@@ -82,11 +82,30 @@ async fn the_seed_runs_on_docker_from_keelson_up() {
         .map(|a| a["address"].as_str().unwrap().to_string())
         .collect();
     assert_ne!(agents[0], agents[1], "agents share an address");
-    eventually(Duration::from_secs(60), "two Ready nodes", || async {
-        let nodes = api.items("/api/v1/nodes").await;
-        (nodes.iter().filter(|n| node_ready(n)).count() == 2).then_some(())
+    // A loaded CI machine is slow: a generous deadline, and the agents' own words if it passes.
+    let ready = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            let nodes = api.items("/api/v1/nodes").await;
+            if nodes.iter().filter(|n| node_ready(n)).count() == 2 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     })
     .await;
+    if ready.is_err() {
+        let tail = |name: &str| {
+            let text = std::fs::read_to_string(data.join(name)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        };
+        panic!(
+            "two Ready nodes not within 120 s\n--- up\n{}\n--- node-1\n{}\n--- node-2\n{}",
+            std::fs::read_to_string(dir.path().join("up.log")).unwrap_or_default(),
+            tail("agent-node-1.log"),
+            tail("agent-node-2.log")
+        );
+    }
 
     // The seed's controller and service, verbatim, in their own API version.
     for (path, file) in [
