@@ -10,7 +10,8 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::docker::{
-    build_images, containers, fetch, random_loopback, running_by_pod, served_by, Agent, Cleanup,
+    build_images, containers, create_seed, fetch, random_loopback, running_by_pod, served_by,
+    Agent, Cleanup,
 };
 use common::{eventually, node_ready, pod_ready, Api};
 use keelson_chaos::Cluster;
@@ -108,23 +109,7 @@ async fn the_seed_runs_on_docker_from_keelson_up() {
     }
 
     // The seed's controller and service, verbatim, in their own API version.
-    for (path, file) in [
-        ("replicationControllers", "replication-controller.json"),
-        ("services", "service.json"),
-    ] {
-        let body: Value = serde_json::from_slice(
-            &std::fs::read(format!(
-                "{}/examples/seed/{file}",
-                env!("CARGO_MANIFEST_DIR")
-            ))
-            .unwrap(),
-        )
-        .unwrap();
-        let (code, v) = api
-            .call("POST", &format!("/api/v1beta1/{path}"), Some(&body))
-            .await;
-        assert_eq!(code, 201, "POST {file}: {v}");
-    }
+    create_seed(&api).await;
     let running = |n: usize| {
         let api = &api;
         move || async move {

@@ -12,7 +12,9 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::docker::{build_images, fetch, random_loopback, served_by, Agent, Cleanup, Network};
+use common::docker::{
+    build_images, create_seed, fetch, random_loopback, served_by, Agent, Cleanup, Network,
+};
 use common::{eventually, node_ready, pod_ready, Api};
 use keelson_chaos::Cluster;
 use serde_json::{json, Value};
@@ -185,28 +187,6 @@ impl Env {
         }
     }
 
-    /// Creates the seed's replication controller and service, verbatim, through v1beta1.
-    async fn create_seed(&self) {
-        for (path, file) in [
-            ("replicationControllers", "replication-controller.json"),
-            ("services", "service.json"),
-        ] {
-            let body: Value = serde_json::from_slice(
-                &std::fs::read(format!(
-                    "{}/examples/seed/{file}",
-                    env!("CARGO_MANIFEST_DIR")
-                ))
-                .unwrap(),
-            )
-            .unwrap();
-            let (code, v) = self
-                .api
-                .call("POST", &format!("/api/v1beta1/{path}"), Some(&body))
-                .await;
-            assert_eq!(code, 201, "POST {file}: {v}");
-        }
-    }
-
     /// Waits for `n` Ready mysite pods, listed by the service's endpoints: their names.
     async fn ready_pods(&self, n: usize) -> BTreeSet<String> {
         let api = &self.api;
@@ -275,7 +255,7 @@ impl Env {
 /// What both modes must do with the seed: port 10000 on every agent answered by every pod, the
 /// same after a scale up and down, and no new connection to a deleted pod.
 async fn seed_through_every_agent(env: &Env) {
-    env.create_seed().await;
+    create_seed(&env.api).await;
     let pods = env.ready_pods(2).await;
     for a in &env.agents {
         let (by, _) = eventually(

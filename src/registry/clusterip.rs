@@ -248,24 +248,31 @@ pub async fn allocate(reg: &Registry, svc: &mut Value) -> Result<Option<Held>, A
                     "provided IP is not in the valid range. The range of valid IPs is {range}"
                 )));
             }
-            let key = claim_key(ip);
-            match reg
-                .run(Command::Create {
-                    key: key.clone(),
-                    value: claim.encode(),
-                })
-                .await?
-            {
-                OpResult::Stored { rv, .. } => {
+            match claim_one(reg, ip, &claim).await? {
+                Some(held) => {
                     set_ips(svc, &requested);
-                    Ok(Some(Held { key, rv }))
+                    Ok(Some(held))
                 }
-                OpResult::AlreadyExists { .. } => {
-                    Err(invalid_ip("provided IP is already allocated".into()))
-                }
-                other => Err(ApiError::internal(format!("unexpected result {other:?}"))),
+                None => Err(invalid_ip("provided IP is already allocated".into())),
             }
         }
+    }
+}
+
+/// Claims `ip` for `claim` (a Raft `Create` of its key): the claim held, or `None` when another
+/// service holds the address.
+async fn claim_one(reg: &Registry, ip: Ipv4Addr, claim: &Claim) -> Result<Option<Held>, ApiError> {
+    let key = claim_key(ip);
+    match reg
+        .run(Command::Create {
+            key: key.clone(),
+            value: claim.encode(),
+        })
+        .await?
+    {
+        OpResult::Stored { rv, .. } => Ok(Some(Held { key, rv })),
+        OpResult::AlreadyExists { .. } => Ok(None),
+        other => Err(ApiError::internal(format!("unexpected result {other:?}"))),
     }
 }
 
@@ -291,19 +298,11 @@ async fn allocate_any(reg: &Registry, claim: &Claim) -> Result<(Ipv4Addr, Held),
             }
             return Err(range_full());
         };
-        let key = claim_key(ip);
-        match reg
-            .run(Command::Create {
-                key: key.clone(),
-                value: claim.encode(),
-            })
-            .await?
-        {
-            OpResult::Stored { rv, .. } => return Ok((ip, Held { key, rv })),
-            OpResult::AlreadyExists { .. } => {
+        match claim_one(reg, ip, claim).await? {
+            Some(held) => return Ok((ip, held)),
+            None => {
                 lost.insert(ip);
             }
-            other => return Err(ApiError::internal(format!("unexpected result {other:?}"))),
         }
     }
     Err(ApiError::internal(

@@ -284,3 +284,24 @@ impl Drop for Network {
             .status();
     }
 }
+
+/// Creates the seed's replication controller and service, verbatim, through v1beta1.
+pub async fn create_seed(api: &super::Api) {
+    for (path, file) in [
+        ("replicationControllers", "replication-controller.json"),
+        ("services", "service.json"),
+    ] {
+        let body: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(format!(
+                "{}/examples/seed/{file}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let (code, v) = api
+            .call("POST", &format!("/api/v1beta1/{path}"), Some(&body))
+            .await;
+        assert_eq!(code, 201, "POST {file}: {v}");
+    }
+}
