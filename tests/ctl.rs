@@ -38,6 +38,19 @@ async fn env_with(flags: &[&str], via: u64) -> Env {
 }
 
 impl Env {
+    /// Master `id`'s `/metrics` text, read as the administrator.
+    async fn metrics(&self, id: u64) -> String {
+        let http = self.cluster.client_builder().build().unwrap();
+        http.get(format!("{}/metrics", self.cluster.url(id)))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.arg("ctl")
@@ -724,16 +737,10 @@ async fn past_the_quota_writes_are_refused_deletes_work_until_the_alarm_is_disar
     for id in e.cluster.ids() {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let text = http
-                .get(format!("{}/metrics", e.cluster.url(id)))
-                .bearer_auth(TOKEN)
-                .send()
+            if e.metrics(id)
                 .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            if text.contains("\nkeelson_raft_alarm_nospace 1\n") {
+                .contains("\nkeelson_raft_alarm_nospace 1\n")
+            {
                 break;
             }
             assert!(Instant::now() < deadline, "master {id}: no alarm metric");
@@ -772,21 +779,13 @@ async fn scheduled_snapshots_are_saved_and_pruned_to_the_retention() {
         .unwrap()
         .parse()
         .unwrap();
-    let http = e.cluster.client_builder().build().unwrap();
     let (_, cluster_id) = e.cluster.peers_and_id();
     use std::os::unix::fs::PermissionsExt;
-    let (http, cluster) = (&http, &e.cluster);
+    let e = &e;
     let taken = |id: u64| async move {
-        let text = http
-            .get(format!("{}/metrics", cluster.url(id)))
-            .bearer_auth(TOKEN)
-            .send()
+        e.metrics(id)
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
+            .lines()
             .find_map(|l| l.strip_prefix("keelson_scheduled_snapshots_total{result=\"ok\"} "))
             .and_then(|n| n.parse::<u64>().ok())
             .unwrap_or(0)

@@ -86,22 +86,7 @@ async fn cluster() -> (Cluster, u64, u64) {
         .await
         .expect("leader");
     let follower = *c.ids().iter().find(|id| **id != leader).unwrap();
-    // wait_leader skips a master that does not answer yet: wait until every API listens.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for id in c.ids() {
-        let url = format!("{}/readyz", c.url(id));
-        while !reqwest::get(&url)
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            assert!(
-                Instant::now() < deadline,
-                "master {id}'s API is not ready\n{}",
-                c.log_tail(id, 30)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    c.wait_ready(Duration::from_secs(30)).await.unwrap();
     (c, leader, follower)
 }
 
@@ -1608,21 +1593,7 @@ async fn cluster_ips_are_allocated_once_from_the_range_across_a_leader_change() 
         .wait_leader(Duration::from_secs(30))
         .await
         .expect("leader");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for id in c.ids() {
-        let url = format!("{}/readyz", c.url(id));
-        while !reqwest::get(&url)
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            assert!(
-                Instant::now() < deadline,
-                "master {id} not ready\n{}",
-                c.log_tail(id, 30)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    c.wait_ready(Duration::from_secs(30)).await.unwrap();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()

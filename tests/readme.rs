@@ -63,6 +63,26 @@ impl Up {
             .collect()
     }
 
+    /// The last lines of every master's and agent's log, for a failure message.
+    fn log_tails(&self) -> String {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(self.dir.join(".keelson"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        names.retain(|p| p.extension().is_some_and(|e| e == "log"));
+        names.sort();
+        let mut out = String::new();
+        for path in names {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("--- {} (last 40 lines)\n", path.display()));
+            for l in &lines[lines.len().saturating_sub(40)..] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
     fn docker_ids(&self) -> Vec<String> {
         let id = self.cluster()["cluster_id"]
             .as_str()
@@ -252,12 +272,18 @@ async fn the_readme_walkthrough_works_as_written() {
                     .unwrap_or_default()
                     .contains("ready: try")
                 {
-                    let status = up.as_mut().unwrap().child.try_wait().unwrap();
+                    let u = up.as_mut().unwrap();
+                    let status = u.child.try_wait().unwrap();
                     let out = std::fs::read_to_string(dir.join("up.out")).unwrap_or_default();
-                    assert!(status.is_none(), "keelson up exited ({status:?}):\n{out}");
+                    assert!(
+                        status.is_none(),
+                        "keelson up exited ({status:?}):\n{out}\n{}",
+                        u.log_tails()
+                    );
                     assert!(
                         Instant::now() < deadline,
-                        "keelson up not ready in 120 s:\n{out}"
+                        "keelson up not ready in 120 s:\n{out}\n{}",
+                        u.log_tails()
                     );
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }

@@ -775,6 +775,25 @@ impl Cluster {
         None
     }
 
+    /// Waits until every running master answers and reports itself ready (it knows a leader and
+    /// has applied what it holds, as `/readyz`): [`Cluster::wait_leader`] skips a master whose
+    /// API does not answer yet. On timeout, names the first that is not, with its log's tail.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        for id in self.running() {
+            while self.status(id).await.is_none_or(|s| s["ready"] != true) {
+                if Instant::now() >= deadline {
+                    return Err(format!(
+                        "master {id} is not ready\n{}",
+                        self.log_tail(id, 30)
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+
     /// Waits until master `id` has applied the write at resource version `rv` (a list's or an
     /// object's): the entry that holds it ([`keelson_raft::revision::index_of`]).
     pub async fn wait_rv(&self, id: u64, rv: u64, timeout: Duration) -> bool {

@@ -148,11 +148,12 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(|_req: hyper::Request<Incoming>| async {
-        let status = serde_json::json!({
-            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": "this master is stopping: retry on another", "reason": "ServiceUnavailable",
-            "code": 503,
-        });
+        let status = crate::registry::ApiError::new(
+            hyper::StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "this master is stopping: retry on another",
+        )
+        .to_status();
         hyper::Response::builder()
             .status(hyper::StatusCode::SERVICE_UNAVAILABLE)
             .header(hyper::header::CONTENT_TYPE, "application/json")
