@@ -323,6 +323,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let client = api_client(&ca_pem)?;
     let leader = wait_for_leader(&client, &file, &token, Duration::from_secs(30)).await;
     print_summary(&args, &data_dir, &file, leader);
+    // No leader yet (a loaded machine, a slow disk): say when there is one.
+    let late_ready = leader.is_none().then(|| {
+        let (file, ready) = (file.clone(), ready_line(&args, &data_dir));
+        tokio::spawn(async move {
+            if wait_for_leader(&client, &file, &token, Duration::from_secs(600))
+                .await
+                .is_some()
+            {
+                println!("{ready}");
+            }
+        })
+    });
     // A master that exits asking to be started again (its disk was full and has room now) is.
     let restart = |i: usize, file: &ClusterFile| {
         let peers = peers_of(file);
@@ -337,6 +349,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         restart: &restart,
     };
     supervise(stop_signal, &mut supervised).await?;
+    if let Some(task) = late_ready {
+        task.abort();
+    }
     stop_cluster(&mut children).await;
     println!(
         "stopped {} master(s) and {} agent(s); left running: the pods' containers (the next `keelson up` adopts them) — `keelson down --data-dir {}` removes them, `--purge` the data too",
@@ -664,13 +679,20 @@ fn print_summary(args: &UpArgs, data_dir: &Path, file: &ClusterFile, leader: Opt
         data_dir.join("prometheus.yml").display()
     );
     match leader {
-        Some(_) => println!(
-            "ready: try `keelson ctl --data-dir {} masters list` or `kubectl --kubeconfig {} get nodes`; Ctrl-C stops the cluster",
-            args.data_dir.display(),
-            data_dir.join("kubeconfig").display()
+        Some(_) => println!("{}", ready_line(args, data_dir)),
+        None => println!(
+            "warning: no leader elected yet; see the logs above (a line says when there is one)"
         ),
-        None => println!("warning: no leader elected yet; see the logs above"),
     }
+}
+
+/// What `keelson up` prints once the cluster has a leader.
+fn ready_line(args: &UpArgs, data_dir: &Path) -> String {
+    format!(
+        "ready: try `keelson ctl --data-dir {} masters list` or `kubectl --kubeconfig {} get nodes`; Ctrl-C stops the cluster",
+        args.data_dir.display(),
+        data_dir.join("kubeconfig").display()
+    )
 }
 
 /// What `supervise` watches: the children (the first `masters_started` are the masters, in the

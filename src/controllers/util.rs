@@ -22,11 +22,15 @@ pub async fn run_loop<F, Fut>(
     F: Fn(Context) -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
-    let mut sub = match ctx.node.watch(ctx.node.store.applied_rv()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("{name}: cannot watch the store: {e}");
-            return;
+    // A loop that could not watch would stop for the whole tenure: it retries instead.
+    let mut sub = loop {
+        match ctx.node.watch(ctx.node.store.applied_rv()) {
+            Ok(s) => break s,
+            Err(e) => tracing::warn!("{name}: cannot watch the store yet: {e}"),
+        }
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     };
     loop {
