@@ -47,6 +47,7 @@ pub mod metrics;
 pub mod network;
 #[cfg(feature = "storage")]
 pub mod node;
+pub mod part_file;
 #[cfg(feature = "storage")]
 pub mod prevote;
 #[cfg(feature = "storage")]

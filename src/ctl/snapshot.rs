@@ -53,7 +53,8 @@ async fn save(c: &Client, file: &Path) -> anyhow::Result<()> {
         out.write_all(&chunk)?;
         received += chunk.len() as u64;
     }
-    let (header, _, sum) = out.commit(|part| Ok(keelson_raft::backup::read(part)?))?;
+    let (header, _, sum) =
+        out.commit(|part| -> anyhow::Result<_> { Ok(keelson_raft::backup::read(part)?) })?;
     println!(
         "Snapshot saved at {}: cluster {}, index {}, term {}, {} records, {} bytes, sha256 {sum}",
         file.display(),

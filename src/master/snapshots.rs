@@ -132,7 +132,7 @@ async fn take(node: &RaftNode, schedule: &Schedule) -> anyhow::Result<(PathBuf, 
     tokio::task::spawn_blocking(move || {
         let mut out = crate::files::PartFile::create(&path)?;
         out.write_all(&bytes)?;
-        out.commit(|part| Ok(keelson_raft::backup::read(part)?))?;
+        out.commit(|part| -> anyhow::Result<_> { Ok(keelson_raft::backup::read(part)?) })?;
         let kept = prune(&dir, id, retention)?;
         Ok((path, kept))
     })

@@ -76,6 +76,6 @@ impl ClusterFile {
     pub fn save(&self, data_dir: &Path) -> anyhow::Result<()> {
         let mut file = crate::files::PartFile::create(&data_dir.join("cluster.json"))?;
         file.write_all(&serde_json::to_vec_pretty(self)?)?;
-        file.commit(|_| Ok(()))
+        Ok(file.finish()?)
     }
 }

@@ -8,13 +8,13 @@
 //!   data is not copied into a second buffer; synced every few MiB as it is written, then renamed
 //!   into place, then the directory synced.
 
-use std::io::Write;
 use std::path::Path;
 
 use openraft::SnapshotMeta;
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
+use crate::part_file::PartFile;
 use crate::{MasterNode, NodeId};
 
 /// A snapshot as the file holds it.
@@ -52,35 +52,20 @@ where
     Ok(data)
 }
 
-/// Writes `snap` to `path` durably: a temporary file, synced, renamed over `path`. A failed
-/// write (a full disk) removes the temporary file.
+/// Writes `snap` to `path` durably ([`PartFile`]: 0600, synced, renamed over `path`). A failed
+/// write (a full disk) removes the part.
 pub(super) fn write_file(path: &Path, snap: &StoredSnapshot) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let written = write_tmp(&tmp, snap);
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
-/// The snapshot file's bytes in `tmp`, synced.
-fn write_tmp(tmp: &Path, snap: &StoredSnapshot) -> std::io::Result<()> {
-    let mut f = std::io::BufWriter::new(std::fs::File::create(tmp)?);
-    f.write_all(&codec::encode(&snap.meta).map_err(std::io::Error::other)?)?;
-    f.write_all(&codec::encode(&(snap.data.len() as u64)).map_err(std::io::Error::other)?)?;
-    let mut f = f.into_inner().map_err(|e| e.into_error())?;
+    let mut f = PartFile::create(path)?;
+    let mut header = codec::encode(&snap.meta).map_err(std::io::Error::other)?;
+    header.extend(codec::encode(&(snap.data.len() as u64)).map_err(std::io::Error::other)?);
+    f.write_all(&header)?;
     // Synced a piece at a time: a whole snapshot's dirty pages flushed at once would hold up the
     // log's fsyncs on the same disk for as long.
     for piece in snap.data.chunks(SYNC_EVERY) {
         f.write_all(piece)?;
         f.sync_data()?;
     }
-    f.sync_all()
+    f.finish()
 }
 
 /// Reads the snapshot at `path`, if there is one.

@@ -735,7 +735,7 @@ mod crash_tests {
         let second = snapshot_at(20, 8);
         let whole = codec::encode(&second).unwrap();
         std::fs::write(
-            dir.join(SNAPSHOT_FILE).with_extension("tmp"),
+            crate::part_file::PartFile::part_path(&dir.join(SNAPSHOT_FILE)),
             &whole[..whole.len() / 2],
         )
         .unwrap();
