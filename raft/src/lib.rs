@@ -47,6 +47,7 @@ pub mod metrics;
 pub mod network;
 #[cfg(feature = "storage")]
 pub mod node;
+#[cfg(feature = "storage")]
 pub mod part_file;
 #[cfg(feature = "storage")]
 pub mod prevote;
@@ -63,6 +64,8 @@ pub mod server;
 mod snapshot_policy;
 #[cfg(feature = "storage")]
 mod start;
+#[cfg(feature = "storage")]
+mod storage_watch;
 #[cfg(feature = "storage")]
 pub mod store;
 

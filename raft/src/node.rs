@@ -764,6 +764,11 @@ impl RaftNode {
         self.failure.borrow().clone()
     }
 
+    /// Records why this master's storage stopped (`storage_watch.rs`).
+    pub(crate) fn record_failure(&self, failure: Failure) {
+        self.failure.send_replace(Some(failure));
+    }
+
     /// Changes to [`RaftNode::storage_failure`].
     pub fn storage_failures(&self) -> tokio::sync::watch::Receiver<Option<Failure>> {
         self.failure.subscribe()
@@ -810,20 +815,6 @@ async fn export_metrics(node: Arc<RaftNode>) {
     loop {
         let m = rx.borrow_and_update().clone();
         let g = &node.metrics;
-        if let Err(fatal) = &m.running_state {
-            if let Some(failure) = Failure::of(fatal).filter(|_| node.failure.borrow().is_none()) {
-                tracing::error!(
-                    no_space = failure.no_space,
-                    "storage failed: {}; this master serves nothing until it restarts",
-                    failure.detail
-                );
-                g.storage_failed.set(1);
-                g.disk_full.set(failure.no_space as i64);
-                node.failure.send_replace(Some(failure));
-                // Open watches end (their clients go elsewhere): nothing more comes here.
-                node.store.feed.reset(node.store.applied_rv());
-            }
-        }
         g.is_leader.set((m.state == ServerState::Leader) as i64);
         g.term.set(m.current_term as i64);
         g.leader_id.set(m.current_leader.unwrap_or(0) as i64);
