@@ -599,6 +599,22 @@ async fn exactly_one_master_reports_leadership_in_metrics() {
             .expect("metric present");
     }
     assert_eq!(sum, 1.0);
+    // The parts of a write's latency: the leader times its appends (heartbeats are appends
+    // too), and each follower the appends it serves.
+    let sent = metric(
+        &c,
+        l,
+        "keelson_raft_peer_round_trip_seconds_count{rpc=\"append\"}",
+    )
+    .await;
+    assert!(sent.is_some_and(|n| n > 0.0), "leader's appends: {sent:?}");
+    for id in c.ids().into_iter().filter(|id| *id != l) {
+        let served = metric(&c, id, "keelson_raft_append_served_seconds_count").await;
+        assert!(
+            served.is_some_and(|n| n > 0.0),
+            "master {id}'s served appends: {served:?}"
+        );
+    }
     let term = metric(&c, l, "keelson_raft_term").await.unwrap();
     c.kill(l);
     let l2 = leader(&c).await;

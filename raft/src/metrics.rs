@@ -1,7 +1,7 @@
 //! Prometheus metrics of the consensus layer, fed from openraft's metrics channel and from the
 //! write path.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntGauge, Opts, Registry};
 
 /// The Raft metrics of one master (names in docs/metrics.md).
 #[derive(Clone)]
@@ -21,6 +21,11 @@ pub struct RaftMetrics {
     pub proposals_failed: IntCounter,
     pub proposals_forwarded: IntCounter,
     pub proposal_seconds: Histogram,
+    /// Raft RPCs this master sent, from sending to the answer, by RPC (`append`, `vote`, …).
+    pub peer_round_trip_seconds: HistogramVec,
+    /// Appends this master served as a follower, from the decoded request to its answer
+    /// (its log written and synced).
+    pub append_served_seconds: Histogram,
     pub snapshot_builds: IntGauge,
     pub snapshot_installs: IntGauge,
     pub snapshot_bytes: IntGauge,
@@ -63,7 +68,34 @@ impl RaftMetrics {
         .expect("valid histogram");
         reg.register(Box::new(proposal_seconds.clone()))
             .expect("register histogram");
+        // Sub-millisecond buckets: these are the parts of a write's latency.
+        let fine = vec![
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+        ];
+        let peer_round_trip_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "keelson_raft_peer_round_trip_seconds",
+                "Raft RPCs sent to other masters, from sending to the answer, by RPC.",
+            )
+            .buckets(fine.clone()),
+            &["rpc"],
+        )
+        .expect("valid histogram");
+        reg.register(Box::new(peer_round_trip_seconds.clone()))
+            .expect("register histogram");
+        let append_served_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "keelson_raft_append_served_seconds",
+                "Appends served as a follower, from the decoded request to the answer (log written and synced).",
+            )
+            .buckets(fine),
+        )
+        .expect("valid histogram");
+        reg.register(Box::new(append_served_seconds.clone()))
+            .expect("register histogram");
         RaftMetrics {
+            peer_round_trip_seconds,
+            append_served_seconds,
             is_leader: gauge(
                 reg,
                 "keelson_raft_is_leader",

@@ -104,6 +104,8 @@ pub struct Network {
     /// `https` (peer mTLS) or `http`.
     pub scheme: &'static str,
     pub cluster_id: std::sync::Arc<std::sync::RwLock<Option<String>>>,
+    /// `keelson_raft_peer_round_trip_seconds`.
+    pub round_trip: prometheus::HistogramVec,
 }
 
 /// The connection to one peer.
@@ -112,6 +114,7 @@ pub struct Connection {
     base: String,
     client: reqwest::Client,
     cluster_id: Option<String>,
+    round_trip: prometheus::HistogramVec,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -123,6 +126,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             base: format!("{}://{}/raft", self.scheme, node.raft),
             client: self.client.clone(),
             cluster_id: self.cluster_id.read().expect("cluster id lock").clone(),
+            round_trip: self.round_trip.clone(),
         }
     }
 }
@@ -273,6 +277,7 @@ impl Connection {
             Delivery::Detached => option.hard_ttl().max(DELIVER_WITHIN),
             Delivery::Awaited => option.hard_ttl(),
         };
+        let started = std::time::Instant::now();
         let sent = match codec::encode(req) {
             Err(e) => Err(CallError::Refused(url, e.to_string())),
             Ok(body) => {
@@ -297,6 +302,11 @@ impl Connection {
                 }
             }
         };
+        if sent.is_ok() {
+            self.round_trip
+                .with_label_values(&[path])
+                .observe(started.elapsed().as_secs_f64());
+        }
         let answer: Result<Resp, RaftError<NodeId, E>> = sent.map_err(|e| match e {
             // Down, paused or refusing: let openraft back off rather than spin.
             CallError::Connect(..) | CallError::Refused(..) => {

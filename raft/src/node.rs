@@ -279,10 +279,12 @@ impl RaftNode {
         };
         let client = client_for("forwarding client")?;
         let scheme = scheme(cfg.peer_tls.is_some());
+        let metrics = RaftMetrics::register(registry);
         let network = Network {
             client: client_for("replication client")?,
             scheme,
             cluster_id: cluster_id.clone(),
+            round_trip: metrics.peer_round_trip_seconds.clone(),
         };
         let runtime = OwnedRuntime::new("raft", RAFT_THREADS)
             .map_err(|e| StartError::Raft(format!("cannot start Raft's threads: {e}")))?;
@@ -293,7 +295,6 @@ impl RaftNode {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?
             .map_err(|e| StartError::Raft(e.to_string()))?;
-        let metrics = RaftMetrics::register(registry);
         let proposer = Proposer::start(raft.clone(), runtime.handle());
         let node = Arc::new(RaftNode {
             id: cfg.id,

@@ -192,7 +192,12 @@ async fn append(
         let claimed = req.vote.leader_id().voted_for();
         check_sender(proven(identity)?, claimed)?;
         node.heard_from(&req.vote);
-        Ok(node.raft.append_entries(req).await)
+        let started = std::time::Instant::now();
+        let answer = node.raft.append_entries(req).await;
+        node.metrics
+            .append_served_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(answer)
     })
     .await
 }
