@@ -166,10 +166,7 @@ impl Up {
     }
 
     fn log_tail(&self, id: u64) -> String {
-        let text =
-            std::fs::read_to_string(self.data.join(format!("master-{id}.log"))).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
+        keelson_chaos::cluster::file_tail(&self.data.join(format!("master-{id}.log")), 15)
     }
 }
 

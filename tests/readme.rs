@@ -72,13 +72,8 @@ impl Up {
         names.sort();
         let mut out = String::new();
         for path in names {
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            out.push_str(&format!("--- {} (last 40 lines)\n", path.display()));
-            for l in &lines[lines.len().saturating_sub(40)..] {
-                out.push_str(l);
-                out.push('\n');
-            }
+            let tail = keelson_chaos::cluster::file_tail(&path, 40);
+            out.push_str(&format!("--- {} (last 40 lines)\n{tail}\n", path.display()));
         }
         out
     }

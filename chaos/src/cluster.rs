@@ -717,10 +717,7 @@ impl Cluster {
 
     /// The tail of master `id`'s log, for failure messages.
     pub fn log_tail(&self, id: u64, lines: usize) -> String {
-        let text =
-            std::fs::read_to_string(self.root.join(format!("master-{id}.log"))).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        file_tail(&self.root.join(format!("master-{id}.log")), lines)
     }
 
     /// `GET /cluster` of master `id`.
@@ -850,4 +847,12 @@ fn write_private(path: &Path, text: &str) {
         .open(path)
         .expect("open a key file");
     f.write_all(text.as_bytes()).expect("write a key file");
+}
+
+/// The last `lines` lines of the file at `path` (empty if it cannot be read), for failure
+/// messages: a master's or an agent's log.
+pub fn file_tail(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }

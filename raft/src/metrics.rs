@@ -53,21 +53,25 @@ fn counter(reg: &Registry, name: &str, help: &str) -> IntCounter {
     c
 }
 
+fn histogram(reg: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("valid histogram");
+    reg.register(Box::new(h.clone()))
+        .expect("register histogram");
+    h
+}
+
 impl RaftMetrics {
     /// Creates the metrics and registers them in `reg`.
     pub fn register(reg: &Registry) -> Self {
-        let proposal_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "keelson_raft_proposal_duration_seconds",
-                "Time from proposing a command to its application on the leader.",
-            )
-            .buckets(vec![
+        let proposal_seconds = histogram(
+            reg,
+            "keelson_raft_proposal_duration_seconds",
+            "Time from proposing a command to its application on the leader.",
+            vec![
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ]),
-        )
-        .expect("valid histogram");
-        reg.register(Box::new(proposal_seconds.clone()))
-            .expect("register histogram");
+            ],
+        );
         // Sub-millisecond buckets: these are the parts of a write's latency.
         let fine = vec![
             0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
@@ -83,16 +87,12 @@ impl RaftMetrics {
         .expect("valid histogram");
         reg.register(Box::new(peer_round_trip_seconds.clone()))
             .expect("register histogram");
-        let append_served_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "keelson_raft_append_served_seconds",
-                "Appends served as a follower, from the decoded request to the answer (log written and synced).",
-            )
-            .buckets(fine),
-        )
-        .expect("valid histogram");
-        reg.register(Box::new(append_served_seconds.clone()))
-            .expect("register histogram");
+        let append_served_seconds = histogram(
+            reg,
+            "keelson_raft_append_served_seconds",
+            "Appends served as a follower, from the decoded request to the answer (log written and synced).",
+            fine,
+        );
         RaftMetrics {
             peer_round_trip_seconds,
             append_served_seconds,
